@@ -1,0 +1,36 @@
+# Set-up works on a fresh machine with only Python and pip.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install quickstart test lint bench-cpu clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip >/dev/null
+	@# No GPU here: take the CPU wheel first, or pip pulls a multi-GB CUDA build.
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(BIN)/pip install "torch==2.13.0" || $(BIN)/pip install --index-url https://download.pytorch.org/whl/cpu torch; \
+	fi
+	$(BIN)/pip install -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/introspectd run --plan examples/quickstart.toml --local --no-progress
+	$(BIN)/introspectd report data/sweeps/quickstart/tiny --out data/sweeps/quickstart/tiny/report
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check introspectd tests bench
+	$(BIN)/mypy introspectd
+
+bench-cpu: $(STAMP)
+	$(BIN)/python bench/cpu.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
