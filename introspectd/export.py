@@ -1,0 +1,66 @@
+"""Seed-format JSONL records and crash-safe files: every write is tmp + fsync + rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from introspectd.store import TrialRow
+
+
+def record(row: TrialRow, model_name: str, vector_norm: float, prompt_version: str,
+           inject_style: str) -> dict[str, Any]:
+    """One trial as DESIGN.md's output record; keys may be added, never renamed or dropped."""
+    spec = row.spec
+    return {
+        "id": row.id,
+        "timestamp": row.generated_at,
+        "concept": spec.concept,
+        "was_injected": spec.is_injected,
+        "response": row.response,
+        "config": {
+            "model": model_name,
+            "layer": spec.layer,
+            "strength": spec.strength,
+            "magnitude": spec.strength * vector_norm,
+            "vector_norm": vector_norm,
+            "prompt_version": prompt_version,
+            "inject_style": inject_style,
+            "trial": spec.trial,
+        },
+        "judge": row.judge,
+        "judge_error": row.judge_error,
+    }
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that readers and crashes see the old or the new file only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    write_atomic(path, lines.encode("utf-8"))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
