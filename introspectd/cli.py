@@ -1,0 +1,187 @@
+"""`introspectd` command line. Exit codes: 0 done, 2 bad input, 75 interrupted (resume), 1 other.
+
+Commands that need no model (status, export, report, batch) never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from introspectd.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput, IntrospectdError
+
+log = logging.getLogger("introspectd")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line and exit code 2, like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise BadInput(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="introspectd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run (or resume) a sweep")
+    run.add_argument("--plan", required=True)
+    run.add_argument("--concept", action="append", default=[], help="only this concept (repeatable)")
+    run.add_argument("--trials", type=int, help="only trials 0..N-1 of each cell")
+    run.add_argument("--local", action="store_true", help="no GCS uploads or restores")
+    run.add_argument("--shard", help="I/N: run shard I of N (default: Cloud Batch task variables)")
+    run.add_argument("--no-progress", action="store_true", help="log lines instead of a live view")
+
+    status = sub.add_parser("status", help="counts of a run by status and concept")
+    status.add_argument("--plan", required=True)
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--shard")
+    status.add_argument("--from", dest="from_uri", help="read the run from gs://bucket/prefix")
+
+    export = sub.add_parser("export", help="write seed-format JSONL files of a run")
+    export.add_argument("--plan", required=True)
+    export.add_argument("--out", help="directory (default: the run's own directory)")
+    export.add_argument("--from", dest="from_uri", help="gather shards from gs://bucket/prefix")
+
+    rejudge = sub.add_parser("rejudge", help="judge rows whose judge is null")
+    rejudge.add_argument("--plan")
+    rejudge.add_argument("--input")
+    rejudge.add_argument("--output")
+    rejudge.add_argument("--all", action="store_true", help="re-grade every row")
+
+    report = sub.add_parser("report", help="metrics, tables and figures from JSONL results")
+    report.add_argument("inputs", nargs="+")
+    report.add_argument("--out", required=True)
+
+    batch = sub.add_parser("batch", help="Google Cloud Batch helpers")
+    batch_sub = batch.add_subparsers(dest="batch_command", required=True, parser_class=_Parser)
+    render = batch_sub.add_parser("render", help="print a Cloud Batch job as JSON")
+    render.add_argument("--plan", required=True)
+    render.add_argument("--tasks", type=int, required=True)
+    render.add_argument("--image", required=True)
+    render.add_argument("--machine-type", default="g2-standard-8")
+    render.add_argument("--gpu-type", default="nvidia-l4")
+    render.add_argument("--gpu-count", type=int, default=1)
+    render.add_argument("--standard", action="store_true", help="standard VMs instead of spot")
+    render.add_argument("--region", default="us-central1")
+    render.add_argument("--zone", action="append", default=[])
+    render.add_argument("--secret", help="Secret Manager version path of the judge API key")
+    render.add_argument("--max-run-duration-s", type=int, default=6 * 3600)
+    render.add_argument("--max-retry-count", type=int, default=3)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("INTROSPECTD_LOG", "INFO"), stream=sys.stderr,
+                        format="%(asctime)s introspectd %(levelname)s %(message)s")
+    try:
+        args = build_parser().parse_args(argv)
+        return _dispatch(args)
+    except IntrospectdError as exc:
+        print(f"introspectd: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "status":
+        return cmd_status(args)
+    if args.command == "export":
+        return cmd_export(args)
+    if args.command == "rejudge":
+        from introspectd.rejudge import cmd_rejudge
+
+        return cmd_rejudge(args)
+    if args.command == "report":
+        from introspectd.report import write_report
+
+        paths = write_report([Path(p) for p in args.inputs], Path(args.out))
+        print(f"report written to {paths.report_md}")
+        return EXIT_OK
+    from introspectd.batch_cli import cmd_batch_render
+
+    return cmd_batch_render(args)
+
+
+def _narrowing(args: argparse.Namespace) -> object:
+    from introspectd.session import Narrowing
+
+    shard = None
+    if args.shard or "BATCH_TASK_INDEX" in os.environ:
+        from introspectd.shard import parse_shard, shard_from_env
+
+        shard = parse_shard(args.shard) if args.shard else shard_from_env(os.environ)
+    concepts = tuple(getattr(args, "concept", []) or ())
+    return Narrowing(concepts=concepts, num_trials=getattr(args, "trials", None), shard=shard)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from introspectd.engine import Engine
+    from introspectd.plan import load_plan
+    from introspectd.progress import progress_for
+    from introspectd.session import open_run
+
+    plan = load_plan(args.plan)
+    if args.local:
+        plan = dataclasses.replace(plan, upload=dataclasses.replace(plan.upload, gcs=""))
+    narrowing = _narrowing(args)
+    ctx = open_run(plan, narrowing)  # type: ignore[arg-type]
+    for note in ctx.notes:
+        log.info("%s", note)
+    log.info("run %s: %d of %d selected trials to generate; output in %s", ctx.run.stamp,
+             len(ctx.tickets), len(ctx.selected_ids), ctx.out_dir)
+    with progress_for(ctx, live=not args.no_progress and sys.stderr.isatty()) as progress:
+        engine = Engine(ctx, stats=progress.stats, on_tick=progress.update)
+        try:
+            anyio.run(engine.run)
+        finally:
+            ctx.store.close()
+    print(f"done: {engine.stats.num_done}/{engine.stats.num_selected} trials; results in "
+          f"{ctx.out_dir}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from introspectd.plan import load_plan
+    from introspectd.session import open_run
+    from introspectd.status import render_status, status_summary
+
+    if args.from_uri:
+        from introspectd.gather import status_from_gcs
+
+        return status_from_gcs(load_plan(args.plan), args.from_uri, as_json=args.json)
+    ctx = open_run(load_plan(args.plan), _narrowing(args), create=False)  # type: ignore[arg-type]
+    try:
+        summary = status_summary(ctx)
+    finally:
+        ctx.store.close()
+    print(json.dumps(summary, indent=2) if args.json else render_status(summary))
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from introspectd.plan import load_plan
+
+    plan = load_plan(args.plan)
+    if args.from_uri:
+        from introspectd.gather import export_from_gcs
+
+        return export_from_gcs(plan, args.from_uri, Path(args.out) if args.out else None)
+    from introspectd.outputs import export_run
+
+    out = export_run(plan, Path(args.out) if args.out else None)
+    print(f"exported to {out}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Bridges scheduler tickets and the torch batcher: vectors, seeds, deltas and decoded text."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from introspectd.batcher import BatcherConfig, Finished, WorkItem
+from introspectd.engine_types import VectorTable
+from introspectd.prompts import introspection_messages
+from introspectd.runner import Runner
+from introspectd.scheduler import Ticket
+from introspectd.session import RunContext
+from introspectd.store import Generation, now_iso
+from introspectd.trials import trial_seed
+
+
+class Generator:
+    """Owns the model for one run; every method is called from the engine's worker thread."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        plan = ctx.plan
+        self.ctx = ctx
+        self.runner = Runner(ctx.ref, plan.model.dtype, plan.model.device)
+        sweep = plan.sweep
+        messages = introspection_messages(sweep.prompt_version, sweep.prompt_system,
+                                          sweep.prompt_user)
+        self.prompt_ids = self.runner.render(messages)
+        self.batch_size = (sweep.batch_size if isinstance(sweep.batch_size, int)
+                           else self.runner.auto_batch_size(len(self.prompt_ids),
+                                                            sweep.max_new_tokens))
+        self.vectors: dict[tuple[str, int], torch.Tensor] = {}
+        self.stamp_prefix = f"{ctx.run.stamp}_"
+
+    def compute_vectors(self, pairs: set[tuple[str, int]]) -> VectorTable:
+        """(concept, layer) → (float32 bytes, dim, norm), in one batched pass per chunk of words."""
+        concepts = sorted({c for c, _ in pairs})
+        layers = sorted({layer for _, layer in pairs})
+        use_chat = self.ctx.plan.sweep.vector_prompt == "chat"
+        vectors = self.runner.concept_vectors(concepts, self.ctx.run.baseline, layers, use_chat)
+        return {key: (v.numpy().astype("<f4").tobytes(), int(v.numel()), float(v.norm()))
+                for key, v in vectors.items() if key in pairs}
+
+    def load_vectors(self, table: dict[tuple[str, int], tuple[bytes, float]]) -> None:
+        self.vectors = {key: torch.frombuffer(bytearray(data), dtype=torch.float32)
+                        for key, (data, _) in table.items()}
+
+    def run(self, take: Callable[[int], list[Ticket]], sink: Callable[[list[Generation]], None],
+            should_stop: Callable[[], bool]) -> bool:
+        sweep = self.ctx.plan.sweep
+        config = BatcherConfig(batch_size=self.batch_size, max_new_tokens=sweep.max_new_tokens,
+                               temperature=sweep.temperature, inject_style=sweep.inject_style,
+                               check_every=1 if self.runner.device.type == "cpu" else 4)
+        batcher = self.runner.batcher(self.prompt_ids, config)
+
+        def source(n: int) -> list[WorkItem]:
+            return [self._work_item(t) for t in take(n)]
+
+        def finished(rows: list[Finished]) -> None:
+            sink([Generation(f.trial_id, self.runner.decode(f.token_ids), len(f.token_ids),
+                             now_iso()) for f in rows])
+
+        return batcher.run(source, finished, should_stop, self.ctx.layers)
+
+    def _work_item(self, ticket: Ticket) -> WorkItem:
+        spec = ticket.spec
+        seed = trial_seed(self.ctx.plan.run.seed, ticket.trial_id.removeprefix(self.stamp_prefix))
+        delta = None
+        if spec.is_injected:
+            delta = self.vectors[(spec.concept, spec.layer)] * spec.strength
+        return WorkItem(ticket.trial_id, seed, spec.layer, delta)

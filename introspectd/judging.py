@@ -1,0 +1,107 @@
+"""The judge pool: generated rows stream to at most `concurrency` graders while the GPU works.
+
+Rows left `generated` by an earlier run go first. Results are buffered and written in one short
+transaction per tick. A judge outage never blocks generation: the queue is unbounded and a
+failed judgement is recorded with its reason, for `rejudge` to finish later.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from introspectd.store import Judgement
+from introspectd.trials import Status
+
+if TYPE_CHECKING:
+    from introspectd.outputs import Exporter
+    from introspectd.session import RunContext
+    from introspectd.stats import RunStats
+
+
+@dataclass(frozen=True)
+class ToJudge:
+    trial_id: str
+    concept: str
+    is_injected: bool
+    response: str
+
+
+def disabled_reason(api_key_env: str) -> str:
+    return (f"judging not configured: no API key in ${api_key_env} and no [judge] base_url; "
+            "run `introspectd rejudge` once one is set")
+
+
+class JudgePool:
+    def __init__(self, ctx: RunContext, stats: RunStats, exporter: Exporter) -> None:
+        self.ctx = ctx
+        self.stats = stats
+        self.exporter = exporter
+        cfg = ctx.plan.judge
+        api_key = os.environ.get(cfg.api_key_env) or None
+        self.judge: Any = None
+        if api_key or cfg.base_url:
+            from introspectd.judge import Judge
+
+            self.judge = Judge(cfg, api_key)
+            stats.judge = self.judge.stats
+        self._buffer: list[tuple[ToJudge, Judgement]] = []
+        send, receive = anyio.create_memory_object_stream[ToJudge](math.inf)
+        self._send: MemoryObjectSendStream[ToJudge] = send
+        self._receive: MemoryObjectReceiveStream[ToJudge] = receive
+        self._resume_unjudged()
+
+    def _resume_unjudged(self) -> None:
+        rows = self.ctx.store.trials(Status.GENERATED)
+        self._submit_rows([ToJudge(r.id, r.spec.concept, r.spec.is_injected, r.response or "")
+                           for r in rows])
+
+    def submit(self, items: list[ToJudge]) -> None:
+        self._submit_rows(items)
+
+    def _submit_rows(self, items: list[ToJudge]) -> None:
+        if self.judge is None:
+            reason = disabled_reason(self.ctx.plan.judge.api_key_env)
+            for item in items:
+                self._buffer.append((item, Judgement(item.trial_id, None, reason, "", "", "", 0,
+                                                     0, 0)))
+            return
+        for item in items:
+            self._send.send_nowait(item)
+
+    def close_input(self) -> None:
+        self._send.close()
+
+    async def run(self) -> None:
+        if self.judge is None:
+            return
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(self.ctx.plan.judge.concurrency):
+                    tg.start_soon(self._worker)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.judge.aclose()
+
+    async def _worker(self) -> None:
+        async for item in self._receive:
+            outcome = await self.judge.grade(item.concept, item.is_injected, item.response)
+            self._buffer.append((item, Judgement(
+                item.trial_id, outcome.result, outcome.error, outcome.judge_model,
+                outcome.prompt_version, outcome.fewshot_hash, outcome.attempts,
+                outcome.prompt_tokens, outcome.completion_tokens)))
+
+    async def flush(self) -> None:
+        """Write buffered judgements in one transaction and mark their files for export."""
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        self.ctx.store.record_judgements([j for _, j in batch])
+        for item, j in batch:
+            self.stats.on_judged(item.concept, item.is_injected, j.result, j.error, item.response)
+        self.exporter.mark_dirty({item.concept for item, _ in batch})

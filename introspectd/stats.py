@@ -1,0 +1,100 @@
+"""Live figures of a run, for the progress view and the periodic log line. Pure Python."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from introspectd.session import RunContext
+    from introspectd.store import Generation
+
+
+@dataclass
+class RecentAnswer:
+    concept: str
+    is_injected: bool
+    verdict: str
+    text: str
+
+
+@dataclass
+class RunStats:
+    started_at: float = 0.0
+    finished_at: float | None = None
+    num_selected: int = 0
+    num_done_before: int = 0
+    by_concept_total: Counter[str] = field(default_factory=Counter)
+    by_concept_done: Counter[str] = field(default_factory=Counter)
+    num_generated: int = 0
+    num_new_tokens: int = 0
+    num_judged: int = 0
+    num_judge_failed: int = 0
+    failed_by_reason: Counter[str] = field(default_factory=Counter)
+    batch_size: int = 0
+    judge: Any = None       # the judge's own live stats object, when judging is on
+    uploads: Any = None     # the uploader's live stats, when uploads are on
+    recent: deque[RecentAnswer] = field(default_factory=lambda: deque(maxlen=5))
+    _rate_window: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=64))
+
+    def start(self, ctx: RunContext) -> None:
+        self.started_at = time.monotonic()
+        self._rate_window.append((self.started_at, 0, 0))
+        pending = {t.trial_id for t in ctx.tickets}
+        self.num_selected = len(ctx.selected_ids)
+        self.num_done_before = self.num_selected - len(pending)
+        for row in ctx.store.trials():
+            if row.id in ctx.selected_ids:
+                self.by_concept_total[row.spec.concept] += 1
+                if row.id not in pending:
+                    self.by_concept_done[row.spec.concept] += 1
+
+    def finish(self) -> None:
+        self.finished_at = time.monotonic()
+
+    def on_generated(self, generations: list[Generation], now: float) -> None:
+        self.num_generated += len(generations)
+        self.num_new_tokens += sum(g.num_new_tokens for g in generations)
+        self._rate_window.append((now, self.num_generated, self.num_new_tokens))
+
+    def on_judged(self, concept: str, is_injected: bool, result: dict[str, Any] | None,
+                  error: str | None, response: str) -> None:
+        self.by_concept_done[concept] += 1
+        if result is not None:
+            self.num_judged += 1
+            verdict = str(result.get("answer", "?"))
+        else:
+            self.num_judge_failed += 1
+            self.failed_by_reason[error or "unknown"] += 1
+            verdict = "unjudged"
+        self.recent.append(RecentAnswer(concept, is_injected, verdict, " ".join(response.split())))
+
+    @property
+    def num_done(self) -> int:
+        return self.num_done_before + self.num_judged + self.num_judge_failed
+
+    def rates(self) -> tuple[float, float]:
+        """(trials/s, new tokens/s) over the recent window."""
+        if len(self._rate_window) < 2:
+            return 0.0, 0.0
+        (t0, g0, k0), (t1, g1, k1) = self._rate_window[0], self._rate_window[-1]
+        span = max(t1 - t0, 1e-9)
+        return (g1 - g0) / span, (k1 - k0) / span
+
+    def eta_s(self) -> float | None:
+        trials_per_s, _ = self.rates()
+        remaining = self.num_selected - self.num_done_before - self.num_generated
+        return remaining / trials_per_s if trials_per_s > 0 else None
+
+    def summary_line(self) -> str:
+        trials_per_s, tokens_per_s = self.rates()
+        eta = self.eta_s()
+        parts = [f"done {self.num_done}/{self.num_selected}",
+                 f"generated {self.num_generated}", f"{trials_per_s:.1f} trials/s",
+                 f"{tokens_per_s:.0f} tok/s", f"batch {self.batch_size}",
+                 f"judged {self.num_judged}", f"judge_failed {self.num_judge_failed}"]
+        if eta is not None:
+            parts.append(f"eta {eta:.0f}s")
+        return " | ".join(parts)

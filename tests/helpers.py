@@ -1,0 +1,44 @@
+"""Helpers shared by the test modules: plan files and real CLI subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def write_plan(directory: Path, body: str, name: str = "plan.toml") -> Path:
+    """A plan file whose output_dir is inside `directory` unless the body sets [run]."""
+    text = textwrap.dedent(body)
+    if "[run]" not in text:
+        text = f'[run]\noutput_dir = "{directory / "out"}"\nexperiment_id = "exp"\n\n' + text
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+TINY_PLAN = """
+[model]
+name = "builtin:tiny"
+
+[sweep]
+concepts = ["ocean", "fear"]
+layers = [1, 3]
+strengths = [2.0, 4.0]
+trials = 2
+max_new_tokens = 8
+batch_size = 8
+"""
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300
+            ) -> subprocess.CompletedProcess[str]:
+    """The real console entry point in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "introspectd.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                          cwd=REPO)
