@@ -40,10 +40,11 @@ class Scheduler:
             out.append(ticket)
         return out
 
-    def complete(self, trial_ids: list[str]) -> None:
-        for trial_id in trial_ids:
-            if self._in_flight.pop(trial_id, None) is not None:
-                self.num_done += 1
+    def complete(self, trial_ids: list[str]) -> list[Ticket]:
+        """Mark trials generated; returns the tickets that were in flight."""
+        done = [t for t in (self._in_flight.pop(i, None) for i in trial_ids) if t is not None]
+        self.num_done += len(done)
+        return done
 
     @property
     def num_waiting(self) -> int:
