@@ -1,0 +1,179 @@
+"""Google Cloud Storage plumbing for snapshots: URIs, the client, checksums, guarded writes.
+
+Every write here carries a generation precondition (`if_generation_match`): 0 means "only if
+the object does not exist", G means "only if it is still at generation G". That makes each
+write idempotent, so the library may retry it on 503s and dropped connections. The one case
+that needs care is a retry whose first attempt *did* land but whose reply was lost: the retry
+then gets 412 from our own write. `put_bytes`/`put_file` recognise it by reading the object
+back and comparing crc32c and size with what we sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import google_crc32c
+from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
+
+from introspectd.errors import BadInput, IntrospectdError
+
+_CHUNK = 1 << 20
+
+
+class StaleWriter(IntrospectdError):
+    """Another process has written this run's manifest since we last saw it.
+
+    The process holding this error is the older one (e.g. a zombie VM after preemption) and must
+    stop uploading: replacing the newer manifest would throw away the other process's work.
+    """
+
+
+class UploadError(IntrospectdError):
+    """An upload that retrying will not fix (an object we never wrote is in our way)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    name: str
+    generation: int
+    crc32c: str  # base64 of the big-endian CRC32C, as GCS reports it
+    size: int
+
+
+def parse_gcs_uri(uri: str) -> tuple[str, str]:
+    """`gs://bucket/some/prefix` -> ("bucket", "some/prefix"); the prefix may be empty."""
+    if not uri.startswith("gs://"):
+        raise BadInput(f"not a GCS URI (want gs://bucket/prefix): {uri!r}")
+    bucket, _, prefix = uri[len("gs://") :].partition("/")
+    if not bucket or "//" in prefix.strip("/"):
+        raise BadInput(f"bad GCS URI (want gs://bucket/prefix): {uri!r}")
+    return bucket, prefix.strip("/")
+
+
+def make_client() -> storage.Client:
+    """A storage client; anonymous with a dummy project when `STORAGE_EMULATOR_HOST` is set.
+
+    google-cloud-storage already switches to anonymous credentials for the emulator; we pass
+    them (and a project) explicitly so nothing ever probes for ADC or the metadata server.
+    """
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "test"
+        return storage.Client(project=project, credentials=AnonymousCredentials())
+    return storage.Client()
+
+
+def make_retry(timeout_s: float, initial_s: float = 1.0, maximum_s: float = 16.0) -> Retry:
+    """The library's transient-error predicate (429/5xx/connection errors), bounded in time."""
+    return DEFAULT_RETRY.with_timeout(timeout_s).with_delay(
+        initial=initial_s, maximum=maximum_s, multiplier=2.0
+    )
+
+
+def crc32c_of_bytes(data: bytes) -> str:
+    return base64.b64encode(google_crc32c.Checksum(data).digest()).decode()
+
+
+def crc32c_of_file(path: Path) -> str:
+    checksum = google_crc32c.Checksum()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            checksum.update(chunk)
+    return base64.b64encode(checksum.digest()).decode()
+
+
+def _info(blob: storage.Blob) -> ObjectInfo:
+    return ObjectInfo(blob.name, int(blob.generation), str(blob.crc32c), int(blob.size))
+
+
+def stat(bucket: storage.Bucket, name: str, retry: Retry, timeout: float) -> ObjectInfo | None:
+    blob = bucket.get_blob(name, retry=retry, timeout=timeout)
+    return None if blob is None else _info(blob)
+
+
+def _own_write(bucket: storage.Bucket, name: str, crc: str, size: int, retry: Retry,
+               timeout: float) -> ObjectInfo | None:
+    """After a 412: the object as it is now, if it holds exactly what we tried to write."""
+    current = stat(bucket, name, retry, timeout)
+    if current is not None and current.crc32c == crc and current.size == size:
+        return current
+    return None
+
+
+def put_bytes(bucket: storage.Bucket, name: str, data: bytes, *, if_generation_match: int,
+              retry: Retry, timeout: float, content_type: str = "application/json") -> ObjectInfo:
+    """Write `data` only if `name` is at `if_generation_match`; raises PreconditionFailed if not."""
+    blob = bucket.blob(name)
+    crc = crc32c_of_bytes(data)
+    try:
+        blob.upload_from_string(data, content_type=content_type, checksum="crc32c",
+                                if_generation_match=if_generation_match, retry=retry,
+                                timeout=timeout)
+    except gexc.PreconditionFailed:
+        mine = _own_write(bucket, name, crc, len(data), retry, timeout)
+        if mine is None:
+            raise
+        return mine
+    return _info(blob)
+
+
+def put_file(bucket: storage.Bucket, name: str, path: Path, crc: str, size: int, *,
+             if_generation_match: int, retry: Retry, timeout: float) -> ObjectInfo:
+    """Upload `path` (whose crc32c/size the caller computed) under the same rules as put_bytes."""
+    blob = bucket.blob(name)
+    try:
+        blob.upload_from_filename(str(path), content_type="application/octet-stream",
+                                  checksum="crc32c", if_generation_match=if_generation_match,
+                                  retry=retry, timeout=timeout)
+    except gexc.PreconditionFailed:
+        mine = _own_write(bucket, name, crc, size, retry, timeout)
+        if mine is None:
+            raise
+        return mine
+    info = _info(blob)
+    if info.crc32c != crc or info.size != size:
+        # The file changed under us between hashing and uploading: a caller bug, not a blip.
+        raise UploadError(f"gs://{bucket.name}/{name}: uploaded bytes differ from the staged file")
+    return info
+
+
+def get_bytes(bucket: storage.Bucket, name: str, retry: Retry,
+              timeout: float) -> tuple[bytes, int] | None:
+    """(content, generation) of `name`, or None when it does not exist."""
+    blob = bucket.blob(name)
+    try:
+        data = blob.download_as_bytes(retry=retry, timeout=timeout)
+    except gexc.NotFound:
+        return None
+    return data, int(blob.generation)
+
+
+def download(bucket: storage.Bucket, name: str, dest: Path, retry: Retry,
+             timeout: float) -> bool:
+    """Download `name` into `dest`; False when the object does not exist."""
+    try:
+        bucket.blob(name).download_to_filename(str(dest), retry=retry, timeout=timeout)
+    except gexc.NotFound:
+        dest.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def delete_quietly(bucket: storage.Bucket, name: str, generation: int, retry: Retry,
+                   timeout: float) -> None:
+    """Best-effort delete of one generation (garbage collection must never fail an upload)."""
+    with contextlib.suppress(gexc.NotFound, gexc.PreconditionFailed):
+        bucket.blob(name).delete(if_generation_match=generation, retry=retry, timeout=timeout)
+
+
+def list_objects(bucket: storage.Bucket, prefix: str, retry: Retry,
+                 timeout: float) -> list[ObjectInfo]:
+    blobs = bucket.client.list_blobs(bucket, prefix=prefix, retry=retry, timeout=timeout)
+    return [_info(b) for b in blobs]
