@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from introspectd.sampling import sample
+from introspectd.sampling import DeviceSampler
 from introspectd.steering import SteeringState, steering
 
 
@@ -98,6 +98,7 @@ class Batcher:
         self.eos = torch.tensor(sorted(set(eos_ids)) or [-1], device=self.device)
         self.hidden_size = int(model.config.get_text_config().hidden_size)
         self.state = SteeringState()
+        self.sample = DeviceSampler(self.device)
         self._shared_prefill: tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor] | None = None
         self.num_decode_steps = 0
         self.num_row_steps = 0
@@ -131,7 +132,7 @@ class Batcher:
             if item.delta is not None:
                 deltas[i] = item.delta.to(self.device, self.dtype)
         seeds = torch.tensor([it.seed for it in items], device=self.device, dtype=torch.int64)
-        first = sample(logits, seeds, torch.zeros_like(seeds), self.config.temperature)
+        first = self.sample(logits, seeds, torch.zeros_like(seeds), self.config.temperature)
         tokens = torch.zeros(k, self.config.max_new_tokens + 1, device=self.device,
                              dtype=torch.int64)
         tokens[:, 0] = first
@@ -232,7 +233,7 @@ class Batcher:
             self.state.deltas = {}
         batch.mask = mask
         step = batch.num_generated
-        nxt = sample(out.logits[:, -1, :], batch.seeds, step, self.config.temperature)
+        nxt = self.sample(out.logits[:, -1, :], batch.seeds, step, self.config.temperature)
         live = ~batch.is_done
         write_at = step.clamp(max=self.config.max_new_tokens)[:, None]
         current = batch.tokens.gather(1, write_at)

@@ -44,3 +44,26 @@ def sample(logits: torch.Tensor, seeds: torch.Tensor, steps: torch.Tensor,
     u = uniform_noise(row_keys(seeds, steps), logits.shape[-1])
     gumbel = -torch.log(-torch.log(u))
     return (logits.float() / temperature + gumbel).argmax(dim=-1)
+
+
+class DeviceSampler:
+    """`sample`, fused into one kernel by torch.compile on CUDA (eager elsewhere).
+
+    Eager hashing of a [B, V] noise tensor streams several GB per step through HBM at Qwen's
+    vocabulary size; fused, it reads the logits once. Falls back to eager if compilation fails.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self._fn = sample
+        if device.type == "cuda":
+            self._fn = torch.compile(sample, dynamic=True)
+
+    def __call__(self, logits: torch.Tensor, seeds: torch.Tensor, steps: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+        try:
+            return self._fn(logits, seeds, steps, temperature)
+        except Exception:  # a compiler problem must not stop a sweep; eager is exact too
+            if self._fn is sample:
+                raise
+            self._fn = sample
+            return sample(logits, seeds, steps, temperature)
