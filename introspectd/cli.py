@@ -125,29 +125,61 @@ def _narrowing(args: argparse.Namespace) -> object:
 def cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
+    from introspectd.durability import UploadTrigger, require_fixed_experiment
     from introspectd.engine import Engine
     from introspectd.plan import load_plan
     from introspectd.progress import progress_for
-    from introspectd.session import open_run
+    from introspectd.session import ENV_EXPERIMENT_ID, open_run
 
     plan = load_plan(args.plan)
     if args.local:
         plan = dataclasses.replace(plan, upload=dataclasses.replace(plan.upload, gcs=""))
+    require_fixed_experiment(plan, os.environ.get(ENV_EXPERIMENT_ID))
     narrowing = _narrowing(args)
-    ctx = open_run(plan, narrowing)  # type: ignore[arg-type]
+    restorer = _Restorer(plan)
+    ctx = open_run(plan, narrowing, before_open=restorer)  # type: ignore[arg-type]
     for note in ctx.notes:
         log.info("%s", note)
     log.info("run %s: %d of %d selected trials to generate; output in %s", ctx.run.stamp,
              len(ctx.tickets), len(ctx.selected_ids), ctx.out_dir)
+    uploads = None
+    if restorer.snapshots is not None:
+        from introspectd.uploader import Uploader
+
+        files = [ctx.out_dir / f"{c}.jsonl" for c in plan.sweep.concepts]
+        uploads = UploadTrigger(Uploader(restorer.snapshots, ctx.db_path), plan, files,
+                                ctx.run.spec_hash)
     with progress_for(ctx, live=not args.no_progress and sys.stderr.isatty()) as progress:
-        engine = Engine(ctx, stats=progress.stats, on_tick=progress.update)
+        if uploads is not None:
+            progress.stats.uploads = uploads.uploader.stats
+        engine = Engine(ctx, stats=progress.stats, on_tick=progress.update, uploads=uploads)
         try:
             anyio.run(engine.run)
         finally:
+            if uploads is not None:
+                uploads.uploader.close()
             ctx.store.close()
     print(f"done: {engine.stats.num_done}/{engine.stats.num_selected} trials; results in "
           f"{ctx.out_dir}")
     return EXIT_OK
+
+
+class _Restorer:
+    """Before the database opens: restore from GCS or pick the furthest state (durability.py)."""
+
+    def __init__(self, plan: object) -> None:
+        self.plan = plan
+        self.snapshots: object = None
+
+    def __call__(self, out_dir: Path) -> None:
+        from introspectd.durability import restore_at_start, snapshot_store
+
+        self.snapshots = snapshot_store(self.plan, out_dir)  # type: ignore[arg-type]
+        if self.snapshots is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            outcome = restore_at_start(self.snapshots, out_dir)  # type: ignore[arg-type]
+            if outcome:
+                log.info("%s", outcome)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -11,10 +11,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
-
 import anyio
 
+from introspectd.durability import FINAL_FLUSH_S, UploadTrigger
 from introspectd.errors import Interrupted
 from introspectd.judging import JudgePool, ToJudge
 from introspectd.outputs import Exporter
@@ -29,14 +28,15 @@ DRAIN_JUDGES_S = 5.0
 
 class Engine:
     def __init__(self, ctx: RunContext, stats: RunStats | None = None,
-                 on_tick: Callable[[RunStats], None] | None = None) -> None:
+                 on_tick: Callable[[RunStats], None] | None = None,
+                 uploads: UploadTrigger | None = None) -> None:
         self.ctx = ctx
         self.stats = stats or RunStats()
         self.on_tick = on_tick
         self.scheduler = Scheduler(ctx.tickets)
         self.exporter = Exporter(ctx)
         self.judges = JudgePool(ctx, self.stats, self.exporter)
-        self.uploader: Any = None
+        self.uploads = uploads
         self.stop_requested = threading.Event()
         self._lock = threading.Lock()
 
@@ -47,6 +47,8 @@ class Engine:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_signals, tg.cancel_scope)
             tg.start_soon(self._tick)
+            if self.ctx.plan.upload.preemption_url and self.uploads is not None:
+                tg.start_soon(self._watch_preemption, self.ctx.plan.upload.preemption_url)
             judging_done = anyio.Event()
             tg.start_soon(self._judge, judging_done)
             await self._generate()
@@ -56,6 +58,7 @@ class Engine:
             tg.cancel_scope.cancel()
         await self.judges.flush()
         self.exporter.export_all()
+        await self._final_upload()
         self.stats.finish()
         if self.stop_requested.is_set():
             raise Interrupted("stopped on request; everything finished so far is saved — "
@@ -77,8 +80,44 @@ class Engine:
             await anyio.sleep(0.25)
             await self.judges.flush()
             self.exporter.maybe_flush()
+            if self.uploads is not None:
+                self.uploads.check()
+                self.uploads.maybe_request(self.stats.num_done, self._finished_by_concept())
             if self.on_tick is not None:
                 self.on_tick(self.stats)
+
+    async def _watch_preemption(self, url: str) -> None:
+        """Start the same drain as SIGTERM when the GCE metadata server says we are preempted."""
+        import httpx
+
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while not self.stop_requested.is_set():
+                try:
+                    reply = await client.get(url, headers={"Metadata-Flavor": "Google"})
+                    if reply.text.strip().upper() == "TRUE":
+                        log.warning("preemption notice from %s: finishing up", url)
+                        self.stop_requested.set()
+                except httpx.HTTPError:
+                    pass  # no metadata server (not on GCE) or a blip: keep polling
+                await anyio.sleep(self.ctx.plan.upload.preemption_poll_s)
+
+    def _finished_by_concept(self) -> dict[str, int]:
+        return {concept: counts.get("judged", 0) + counts.get("judge_failed", 0)
+                for concept, counts in self.ctx.store.counts().items()}
+
+    async def _final_upload(self) -> None:
+        if self.uploads is None:
+            return
+        self.uploads.check()
+        self.uploads.request(self.stats.num_done, self._finished_by_concept())
+        uploader = self.uploads.uploader
+        is_flushed = await anyio.to_thread.run_sync(uploader.flush, FINAL_FLUSH_S)
+        if is_flushed:
+            log.info("final snapshot uploaded (#%s)", uploader.stats.last_seq)
+        else:
+            log.error("final snapshot NOT uploaded: %s; local files are complete, rerun to retry",
+                      uploader.stats.last_error)
+        self.uploads.check()
 
     # --- generation --------------------------------------------------------------------------
 

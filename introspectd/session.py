@@ -6,6 +6,7 @@ Everything here runs before any weights load, so a bad plan fails in a second wi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -114,7 +115,9 @@ def _extension_problem(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     return None
 
 
-def open_run(plan: Plan, narrowing: Narrowing | None = None, create: bool = True) -> RunContext:
+def open_run(plan: Plan, narrowing: Narrowing | None = None, create: bool = True,
+             before_open: Callable[[Path], None] | None = None) -> RunContext:
+    """Resolve the run's directory, call `before_open(dir)` (GCS restore), open the database."""
     narrowing = narrowing or Narrowing()
     file = str(plan.path)
     ref, layers = model_and_layers(plan)
@@ -122,6 +125,8 @@ def open_run(plan: Plan, narrowing: Narrowing | None = None, create: bool = True
     out_dir = experiment_dir(plan, ref, spec)
     if narrowing.shard is not None:
         out_dir = out_dir / narrowing.shard.dirname
+    if before_open is not None:
+        before_open(out_dir)
     if not create and not (out_dir / DB_NAME).is_file():
         raise BadInput(f"{file}: no run found at {out_dir / DB_NAME}; start it with "
                        "`introspectd run`")

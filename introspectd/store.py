@@ -250,3 +250,15 @@ class Store:
     def generated_tokens(self) -> int:
         row = self.conn.execute("SELECT COALESCE(SUM(num_new_tokens), 0) FROM trials").fetchone()
         return int(row[0])
+
+
+def count_progress(db_path: Path) -> int:
+    """Trials past `pending` in a database file, read without migrating or writing it."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT COUNT(*) FROM trials WHERE status != 'pending'").fetchone()
+        return int(row[0])
+    except sqlite3.DatabaseError:
+        return 0
+    finally:
+        conn.close()

@@ -1,0 +1,125 @@
+"""Spot safety end to end: real processes, a real fake-gcs-server, SIGKILL and SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gcs_emulator import BUCKET, GcsEmulator, gcs_emulator  # noqa: F401  (fixture)
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+from helpers import REPO, TINY_PLAN, run_cli, write_plan
+from test_engine import _planned_ids, _records, _stamp, _wait_for_progress
+
+GCS_PLAN = TINY_PLAN.replace("trials = 2", "trials = 6").replace(
+    "max_new_tokens = 8", "max_new_tokens = 16") + f"""
+[upload]
+gcs = "gs://{BUCKET}/sweeps"
+every_trials = 8
+min_interval_s = 0
+"""
+RUN_DIR = "exp/tiny"
+
+
+def _bucket() -> storage.Bucket:
+    client = storage.Client(project="test", credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": os.environ["STORAGE_EMULATOR_HOST"]})
+    return client.bucket(BUCKET)
+
+
+def _gcs_records(bucket: storage.Bucket) -> dict[str, dict]:  # type: ignore[type-arg]
+    manifest = json.loads(bucket.blob(f"sweeps/{RUN_DIR}/manifest.json").download_as_bytes())
+    out = {}
+    for name, obj in manifest["objects"].items():
+        if name.endswith(".jsonl"):
+            text = bucket.blob(f"sweeps/{RUN_DIR}/{obj['object']}").download_as_bytes().decode()
+            for line in text.splitlines():
+                record = json.loads(line)
+                assert record["id"] not in out
+                out[record["id"]] = record
+    return out
+
+
+def _start(plan: Path) -> subprocess.Popen:  # type: ignore[type-arg]
+    return subprocess.Popen([sys.executable, "-m", "introspectd.cli", "run", "--plan", str(plan),
+                             "--no-progress"], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "INTROSPECTD_LOG": "INFO"})
+
+
+def test_uploads_match_local_files(tmp_path: Path, gcs_emulator: GcsEmulator) -> None:  # noqa: F811
+    plan = write_plan(tmp_path, GCS_PLAN)
+    done = run_cli("run", "--plan", str(plan), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out" / RUN_DIR
+    local = {r["id"]: r for r in _records(out)}
+    assert _gcs_records(_bucket()) == local
+    assert len(local) == 96
+
+
+def test_sigkill_and_lost_disks_then_resume(tmp_path: Path, gcs_emulator: GcsEmulator) -> None:  # noqa: F811
+    plan = write_plan(tmp_path, GCS_PLAN)
+    out = tmp_path / "out" / RUN_DIR
+    rng = random.Random(3)
+    uploaded: dict[str, str] = {}
+    targets = [0, *sorted(rng.sample(range(4, 92), 10))]
+    for i, target in enumerate(targets):
+        if i % 3 == 2 and out.exists():
+            shutil.rmtree(out)  # a fresh VM: only what reached GCS survives
+        proc = _start(plan)
+        _wait_for_progress(out / "state.sqlite", target, proc, rng)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        try:
+            in_gcs = _gcs_records(_bucket())
+        except Exception:
+            in_gcs = {}
+        for trial_id, record in in_gcs.items():
+            # Trials that reached GCS are restored, never regenerated: same timestamp forever.
+            assert uploaded.setdefault(trial_id, record["timestamp"]) == record["timestamp"]
+    shutil.rmtree(out, ignore_errors=True)
+    done = run_cli("run", "--plan", str(plan), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "restored snapshot" in done.stderr
+    local = {r["id"]: r for r in _records(out)}
+    planned = _planned_ids(_stamp(out), ["ocean", "fear"], [1, 3], [2.0, 4.0], 6)
+    assert set(local) == planned
+    assert _gcs_records(_bucket()) == local
+    assert uploaded, "some snapshots should have landed before the kills"
+    assert all(local[i]["timestamp"] == ts for i, ts in uploaded.items())
+
+
+def test_sigterm_exits_75_after_final_upload_and_resumes(tmp_path: Path,
+                                                         gcs_emulator: GcsEmulator) -> None:  # noqa: F811
+    plan = write_plan(tmp_path, GCS_PLAN.replace("every_trials = 8", "every_trials = 1000"))
+    out = tmp_path / "out" / RUN_DIR
+    proc = _start(plan)
+    _wait_for_progress(out / "state.sqlite", 30, proc, random.Random(0))
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err
+    assert time.monotonic() - sent < 25
+    assert "final snapshot uploaded" in err
+    in_gcs = _gcs_records(_bucket())
+    assert len(in_gcs) >= 30
+    shutil.rmtree(out)
+    done = run_cli("run", "--plan", str(plan), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    local = {r["id"]: r for r in _records(out)}
+    assert len(local) == 96
+    assert all(local[i]["timestamp"] == r["timestamp"] for i, r in in_gcs.items())
+
+
+def test_gcs_run_needs_a_fixed_experiment_id(tmp_path: Path) -> None:
+    plan = write_plan(tmp_path, f'[run]\noutput_dir = "{tmp_path}"\n' + GCS_PLAN)
+    proc = run_cli("run", "--plan", str(plan))
+    assert proc.returncode == 2
+    assert "[run] experiment_id: required when [upload] gcs is set" in proc.stderr
