@@ -74,7 +74,7 @@ class BuiltinSpec:
 BUILTIN_SPECS: dict[str, BuiltinSpec] = {
     "tiny": BuiltinSpec("qwen2", 64, 6, 4, 2, 128, 512),
     "tiny-llama": BuiltinSpec("llama", 64, 4, 4, 2, 128, 512),
-    "small": BuiltinSpec("qwen2", 512, 8, 8, 2, 1536, 4096),
+    "small": BuiltinSpec("qwen2", 512, 12, 8, 2, 1536, 4096),  # ~40M parameters
 }
 
 _CORPUS = [

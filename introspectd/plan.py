@@ -87,7 +87,7 @@ class UploadConfig:
 
 @dataclass(frozen=True)
 class Plan:
-    path: Path
+    path: Path | str  # a str for gs:// plans, which Path would mangle
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
@@ -175,22 +175,40 @@ def _type_name(value: Any) -> str:
 
 
 def load_plan(path: str | Path) -> Plan:
-    plan_path = Path(path)
-    file = str(plan_path)
-    try:
-        text = plan_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput(f"{file}: plan file not found") from None
-    except OSError as exc:
-        raise BadInput(f"{file}: cannot read plan file ({exc.strerror})") from None
+    """A local plan file, or a `gs://bucket/plan.toml` (plans travel with Cloud Batch jobs)."""
+    file = str(path)
+    text = _read_gcs_text(file) if file.startswith("gs://") else _read_local_text(Path(path))
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{file}: malformed TOML: {exc}") from None
-    return parse_plan(data, file, plan_path)
+    return parse_plan(data, file, file if file.startswith("gs://") else Path(path))
 
 
-def parse_plan(data: dict[str, Any], file: str, path: Path | None = None) -> Plan:
+def _read_local_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"{path}: plan file not found") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read plan file ({exc.strerror})") from None
+
+
+def _read_gcs_text(uri: str) -> str:
+    from google.api_core import exceptions
+
+    from introspectd.gcs import make_client, parse_gcs_uri
+
+    bucket, name = parse_gcs_uri(uri)
+    try:
+        return str(make_client().bucket(bucket).blob(name).download_as_text())
+    except exceptions.NotFound:
+        raise BadInput(f"{uri}: plan file not found") from None
+    except exceptions.GoogleAPIError as exc:
+        raise BadInput(f"{uri}: cannot read plan file ({type(exc).__name__})") from None
+
+
+def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) -> Plan:
     top = _Table(file, "", data)
     sections = {name: _Table(file, name, top.data.pop(name, {}))
                 for name in ("run", "model", "sweep", "judge", "upload")}

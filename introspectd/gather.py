@@ -1,0 +1,163 @@
+"""Gather a run's shards from GCS: status and a merged, de-duplicated seed-layout export.
+
+Each shard's latest good snapshot (see snapshot.py) is restored into a scratch folder and read
+with the store, so the merge sees exactly what the shard's database holds. Completeness is
+checked against the plan: a missing shard or trial is named and the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from introspectd.errors import EXIT_FAILURE, EXIT_OK, BadInput
+from introspectd.export import record, write_jsonl
+from introspectd.plan import Plan
+from introspectd.session import (ENV_EXPERIMENT_ID, ENV_STAMP, generation_spec, model_and_layers)
+from introspectd.store import Store
+from introspectd.trials import expand_trials
+
+log = logging.getLogger("introspectd")
+SHARD_DIR_RE = re.compile(r"^shard-(\d+)-of-(\d+)$")
+
+
+@dataclass
+class Gathered:
+    run_dir: str
+    stamp: str = ""
+    model_name: str = ""
+    shards_found: list[str] = field(default_factory=list)
+    shards_missing: list[str] = field(default_factory=list)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)   # id → record
+    ordinals: dict[str, int] = field(default_factory=dict)
+    num_unfinished: int = 0
+    planned_ids: set[str] = field(default_factory=set)
+
+    @property
+    def missing_ids(self) -> list[str]:
+        return sorted(self.planned_ids - set(self.records))
+
+
+def gather(plan: Plan, uri: str) -> Gathered:
+    from introspectd.gcs import list_objects, make_client, make_retry, parse_gcs_uri
+    from introspectd.snapshot import SnapshotStore
+
+    experiment_id = plan.run.experiment_id or _env(ENV_EXPERIMENT_ID)
+    if not experiment_id:
+        raise BadInput(f"{plan.path}: [run] experiment_id: required to find the run in {uri}")
+    ref, layers = model_and_layers(plan)
+    run_dir = f"{experiment_id}/{ref.slug}"
+    bucket_name, prefix = parse_gcs_uri(uri)
+    bucket = make_client().bucket(bucket_name)
+    base = f"{prefix}/{run_dir}/" if prefix else f"{run_dir}/"
+    names = [b.name for b in list_objects(bucket, base, make_retry(30.0), 30.0)]
+    dirs = sorted({n[len(base):].rsplit("/", 1)[0] for n in names
+                   if n.endswith("/manifest.json") and SHARD_DIR_RE.match(n[len(base):].split("/")[0])})
+    has_unsharded = f"{base}manifest.json" in names
+    out = Gathered(run_dir)
+    counts = {int(m.group(2)) for d in dirs if (m := SHARD_DIR_RE.match(d))}
+    if len(counts) > 1:
+        raise BadInput(f"{uri}/{run_dir}: shards of different splits found ({sorted(counts)})")
+    if counts:
+        n = counts.pop()
+        out.shards_missing = [f"shard-{i}-of-{n}" for i in range(n) if f"shard-{i}-of-{n}" not in dirs]
+    sources = dirs + ([""] if has_unsharded else [])
+    if not sources:
+        raise BadInput(f"{uri}/{run_dir}: no snapshot found (nothing uploaded yet?)")
+    for sub in sources:
+        rel = f"{run_dir}/{sub}".rstrip("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            result = SnapshotStore(uri, rel).restore(Path(tmp))
+            if result is None:
+                continue
+            _read_shard(Path(tmp) / "state.sqlite", plan, out)
+        out.shards_found.append(sub or "(unsharded)")
+    stamp = plan.run.stamp or _env(ENV_STAMP) or out.stamp
+    spec = generation_spec(plan, ref, layers)
+    out.planned_ids = {s.trial_id(stamp) for s in expand_trials(
+        plan.sweep.concepts, spec["sweep"]["layers"], plan.sweep.strengths, plan.sweep.trials)}
+    return out
+
+
+def _env(name: str) -> str:
+    import os
+
+    return os.environ.get(name, "")
+
+
+def _read_shard(db: Path, plan: Plan, out: Gathered) -> None:
+    store = Store(db)
+    try:
+        run = store.get_run()
+        if run is None:
+            return
+        out.stamp, out.model_name = run.stamp, run.model_name
+        norms = {key: norm for key, (_, norm) in store.get_vectors().items()}
+        counts = store.counts()
+        out.num_unfinished += sum(c.get("pending", 0) + c.get("generated", 0)
+                                  for c in counts.values())
+        for concept in counts:
+            for row in store.completed(concept):
+                out.records.setdefault(row.id, record(
+                    row, run.model_name, norms.get((concept, row.spec.layer), 0.0),
+                    plan.sweep.prompt_version, plan.sweep.inject_style))
+                out.ordinals.setdefault(row.id, _plan_order(row.spec, plan))
+    finally:
+        store.close()
+
+
+def _plan_order(spec: Any, plan: Plan) -> int:
+    sweep = plan.sweep
+    c = sweep.concepts.index(spec.concept) if spec.concept in sweep.concepts else len(sweep.concepts)
+    s = sweep.strengths.index(spec.strength) if spec.strength in sweep.strengths else 0
+    return ((((c * 1000 + spec.layer) * 100 + s) * 100000 + spec.trial) * 2
+            + (0 if spec.is_injected else 1))
+
+
+def _summary(g: Gathered) -> dict[str, Any]:
+    missing = g.missing_ids
+    return {"run": g.run_dir, "stamp": g.stamp, "shards_found": g.shards_found,
+            "shards_missing": g.shards_missing, "planned": len(g.planned_ids),
+            "finished": len(g.records), "unfinished_in_snapshots": g.num_unfinished,
+            "missing_trials": len(missing), "missing_examples": missing[:5],
+            "is_complete": not missing and not g.shards_missing}
+
+
+def status_from_gcs(plan: Plan, uri: str, as_json: bool) -> int:
+    summary = _summary(gather(plan, uri))
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"run {summary['run']} ({summary['stamp']}): {summary['finished']}/"
+              f"{summary['planned']} finished; shards found: {', '.join(summary['shards_found'])}")
+        _print_gaps(summary)
+    return EXIT_OK if summary["is_complete"] else EXIT_FAILURE
+
+
+def export_from_gcs(plan: Plan, uri: str, out_dir: Path | None) -> int:
+    g = gather(plan, uri)
+    target = out_dir or Path(plan.run.output_dir) / g.run_dir
+    by_concept: dict[str, list[dict[str, Any]]] = {}
+    for trial_id in sorted(g.records, key=lambda i: g.ordinals[i]):
+        by_concept.setdefault(g.records[trial_id]["concept"], []).append(g.records[trial_id])
+    for concept, records in by_concept.items():
+        write_jsonl(target / f"{concept}.jsonl", records)
+    summary = _summary(g)
+    print(f"exported {len(g.records)} trials from {len(g.shards_found)} snapshot(s) to {target}")
+    _print_gaps(summary)
+    return EXIT_OK if summary["is_complete"] else EXIT_FAILURE
+
+
+def _print_gaps(summary: dict[str, Any]) -> None:
+    import sys
+
+    if summary["shards_missing"]:
+        print(f"incomplete: missing shards {', '.join(summary['shards_missing'])}", file=sys.stderr)
+    if summary["missing_trials"]:
+        print(f"incomplete: {summary['missing_trials']} planned trials not finished, e.g. "
+              f"{', '.join(summary['missing_examples'])}", file=sys.stderr)
