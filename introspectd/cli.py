@@ -62,18 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
     batch = sub.add_parser("batch", help="Google Cloud Batch helpers")
     batch_sub = batch.add_subparsers(dest="batch_command", required=True, parser_class=_Parser)
     render = batch_sub.add_parser("render", help="print a Cloud Batch job as JSON")
-    render.add_argument("--plan", required=True)
+    render.add_argument("--plan", required=True, help="gs:// URI of the plan the tasks read")
     render.add_argument("--tasks", type=int, required=True)
     render.add_argument("--image", required=True)
+    render.add_argument("--secret", default="", help="Secret Manager path of the judge API key")
     render.add_argument("--machine-type", default="g2-standard-8")
     render.add_argument("--gpu-type", default="nvidia-l4")
     render.add_argument("--gpu-count", type=int, default=1)
     render.add_argument("--standard", action="store_true", help="standard VMs instead of spot")
     render.add_argument("--region", default="us-central1")
-    render.add_argument("--zone", action="append", default=[])
-    render.add_argument("--secret", help="Secret Manager version path of the judge API key")
-    render.add_argument("--max-run-duration-s", type=int, default=6 * 3600)
-    render.add_argument("--max-retry-count", type=int, default=3)
+    render.add_argument("--zones", default="", help="comma-separated zones of the region")
+    render.add_argument("--max-run-duration", type=int, default=24 * 3600, help="seconds")
+    render.add_argument("--max-retries", type=int, default=3)
+    render.add_argument("--parallelism", type=int)
+    render.add_argument("--cpu-milli", type=int)
+    render.add_argument("--memory-mib", type=int)
+    render.add_argument("--boot-disk-gib", type=int, default=100)
+    render.add_argument("--stamp", default="")
+    render.add_argument("--env", action="append", default=[], metavar="K=V")
     return parser
 
 
@@ -105,9 +111,29 @@ def _dispatch(args: argparse.Namespace) -> int:
         paths = write_report([Path(p) for p in args.inputs], Path(args.out))
         print(f"report written to {paths.report_md}")
         return EXIT_OK
-    from introspectd.batch_cli import cmd_batch_render
-
     return cmd_batch_render(args)
+
+
+def cmd_batch_render(args: argparse.Namespace) -> int:
+    from introspectd.batchjob import JobOptions, job_json, render_job, render_warnings
+    from introspectd.plan import load_plan
+
+    env = dict(item.split("=", 1) for item in args.env if "=" in item)
+    if len(env) != len(args.env):
+        raise BadInput("--env: expected K=V")
+    plan = load_plan(args.plan)
+    options = JobOptions(
+        machine_type=args.machine_type, gpu_type=args.gpu_type, gpu_count=args.gpu_count,
+        spot=not args.standard, region=args.region,
+        zones=tuple(z for z in args.zones.split(",") if z), secret=args.secret,
+        max_run_duration_s=args.max_run_duration, max_retry_count=args.max_retries,
+        cpu_milli=args.cpu_milli, memory_mib=args.memory_mib, boot_disk_gib=args.boot_disk_gib,
+        parallelism=args.parallelism, stamp=args.stamp, env=env)
+    job = render_job(args.plan, plan, args.tasks, args.image, options)
+    for warning in render_warnings(plan, options):
+        print(f"introspectd: warning: {warning}", file=sys.stderr)
+    sys.stdout.write(job_json(job))
+    return EXIT_OK
 
 
 def _narrowing(args: argparse.Namespace) -> object:
@@ -151,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 ctx.run.spec_hash)
     with progress_for(ctx, live=not args.no_progress and sys.stderr.isatty()) as progress:
         if uploads is not None:
-            progress.stats.uploads = uploads.uploader.stats
+            progress.stats.uploads = uploads.uploader
         engine = Engine(ctx, stats=progress.stats, on_tick=progress.update, uploads=uploads)
         try:
             anyio.run(engine.run)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from introspectd.store import Judgement
+from introspectd.store import Judgement, TrialRow
 from introspectd.trials import Status
 
 if TYPE_CHECKING:
@@ -32,34 +33,43 @@ class ToJudge:
     response: str
 
 
+def to_judge(row: TrialRow) -> ToJudge:
+    return ToJudge(row.id, row.spec.concept, row.spec.is_injected, row.response or "")
+
+
+def make_judge(ctx: RunContext) -> Any:
+    """The run's judge client, or None when no key and no base_url are configured."""
+    cfg = ctx.plan.judge
+    api_key = os.environ.get(cfg.api_key_env) or None
+    if not (api_key or cfg.base_url):
+        return None
+    from introspectd.judge import Judge
+
+    base_dir = ctx.plan.path.parent if isinstance(ctx.plan.path, Path) else None
+    return Judge(cfg, api_key, base_dir=base_dir)
+
+
 def disabled_reason(api_key_env: str) -> str:
     return (f"judging not configured: no API key in ${api_key_env} and no [judge] base_url; "
             "run `introspectd rejudge` once one is set")
 
 
 class JudgePool:
-    def __init__(self, ctx: RunContext, stats: RunStats, exporter: Exporter) -> None:
+    def __init__(self, ctx: RunContext, stats: RunStats, exporter: Exporter,
+                 rows: list[ToJudge] | None = None) -> None:
+        """`rows`: what to judge first; by default every row an earlier run left `generated`."""
         self.ctx = ctx
         self.stats = stats
         self.exporter = exporter
-        cfg = ctx.plan.judge
-        api_key = os.environ.get(cfg.api_key_env) or None
-        self.judge: Any = None
-        if api_key or cfg.base_url:
-            from introspectd.judge import Judge
-
-            self.judge = Judge(cfg, api_key)
-            stats.judge = self.judge.stats
+        self.judge: Any = make_judge(ctx)
+        stats.judge = self.judge
         self._buffer: list[tuple[ToJudge, Judgement]] = []
         send, receive = anyio.create_memory_object_stream[ToJudge](math.inf)
         self._send: MemoryObjectSendStream[ToJudge] = send
         self._receive: MemoryObjectReceiveStream[ToJudge] = receive
-        self._resume_unjudged()
-
-    def _resume_unjudged(self) -> None:
-        rows = self.ctx.store.trials(Status.GENERATED)
-        self._submit_rows([ToJudge(r.id, r.spec.concept, r.spec.is_injected, r.response or "")
-                           for r in rows])
+        if rows is None:
+            rows = [to_judge(r) for r in self.ctx.store.trials(Status.GENERATED)]
+        self._submit_rows(rows)
 
     def submit(self, items: list[ToJudge]) -> None:
         self._submit_rows(items)

@@ -5,6 +5,7 @@ The view only reads `RunStats`; it never drives work, and refreshes at most 4 ti
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -78,14 +79,17 @@ def snapshot(stats: RunStats) -> dict[str, Any]:
                   "failed_by_reason": dict(stats.failed_by_reason)},
     }
     if stats.judge is not None:
-        out["judge"].update(_public_fields(stats.judge))
+        out["judge"].update(_public_fields(stats.judge.stats))
     if stats.uploads is not None:
-        out["uploads"] = _public_fields(stats.uploads)
+        out["uploads"] = _public_fields(stats.uploads.stats)
     return out
 
 
 def _public_fields(obj: Any) -> dict[str, Any]:
-    fields = obj if isinstance(obj, dict) else getattr(obj, "__dict__", {})
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields = dataclasses.asdict(obj)
+    else:
+        fields = obj if isinstance(obj, dict) else getattr(obj, "__dict__", {})
     return {k: v for k, v in fields.items() if not k.startswith("_")}
 
 

@@ -34,8 +34,8 @@ class RunStats:
     num_judge_failed: int = 0
     failed_by_reason: Counter[str] = field(default_factory=Counter)
     batch_size: int = 0
-    judge: Any = None       # the judge's own live stats object, when judging is on
-    uploads: Any = None     # the uploader's live stats, when uploads are on
+    judge: Any = None       # the Judge (its `.stats` are live figures), when judging is on
+    uploads: Any = None     # the Uploader (its `.stats` are live figures), when uploads are on
     recent: deque[RecentAnswer] = field(default_factory=lambda: deque(maxlen=5))
     _rate_window: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=64))
 

@@ -68,3 +68,25 @@ def test_missing_shard_is_named_and_fails(tmp_path: Path, gcs_emulator: GcsEmula
                      "--out", str(tmp_path / "merged"))
     assert export.returncode == 1
     assert "missing shards shard-1-of-3" in export.stderr
+
+
+def test_batch_render_reads_a_gs_plan(tmp_path: Path, gcs_emulator: GcsEmulator) -> None:  # noqa: F811
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(project="test", credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": os.environ["STORAGE_EMULATOR_HOST"]})
+    client.bucket(BUCKET).blob("plans/sweep.toml").upload_from_string(
+        _sharded_plan(tmp_path).read_text())
+    uri = f"gs://{BUCKET}/plans/sweep.toml"
+    proc = run_cli("batch", "render", "--plan", uri, "--tasks", "3", "--image", "img:1",
+                   "--secret", "projects/p/secrets/openai-api-key/versions/latest")
+    assert proc.returncode == 0, proc.stderr
+    job = json.loads(proc.stdout)
+    group = job["taskGroups"][0]
+    assert group["taskCount"] == 3
+    runnable = group["taskSpec"]["runnables"][0]["container"]
+    assert uri in " ".join(runnable.get("commands", []) + [runnable.get("entrypoint", "")])
+    missing = run_cli("batch", "render", "--plan", f"gs://{BUCKET}/plans/nope.toml", "--tasks",
+                      "3", "--image", "img:1")
+    assert missing.returncode == 2 and "plan file not found" in missing.stderr
