@@ -40,8 +40,13 @@ CONCEPTS, LAYERS, STRENGTHS, MAX_NEW = ["ocean", "fear"], [1, 3], [2.0, 4.0], 48
 JUDGE_LATENCY_S = 0.3
 
 
-def seed_algorithm(runner: Runner, prompt: list[int], specs: list[TrialSpec],
-                   vectors: dict[tuple[str, int], torch.Tensor], judge_url: str) -> float:
+def seed_algorithm(
+    runner: Runner,
+    prompt: list[int],
+    specs: list[TrialSpec],
+    vectors: dict[tuple[str, int], torch.Tensor],
+    judge_url: str,
+) -> float:
     """One trial at a time, generate then judge, as the seed did. Returns trials/s."""
     client = openai.OpenAI(base_url=judge_url, api_key="bench", max_retries=0)
     start = time.perf_counter()
@@ -50,29 +55,52 @@ def seed_algorithm(runner: Runner, prompt: list[int], specs: list[TrialSpec],
         if spec.is_injected:
             state.deltas = {spec.layer: (vectors[(spec.concept, spec.layer)] * spec.strength)[None]}
         with torch.inference_mode(), steering(runner.model, state, [spec.layer]):
-            out = runner.model.generate(torch.tensor([prompt]), max_new_tokens=MAX_NEW,
-                                        do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                                        eos_token_id=runner.eos_ids(), pad_token_id=0)
-        answer = runner.decode(out[0, len(prompt):].tolist())
-        client.chat.completions.create(model="judge", messages=[
-            {"role": "user", "content": f"Grade: {answer}"}])
+            out = runner.model.generate(
+                torch.tensor([prompt]),
+                max_new_tokens=MAX_NEW,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                eos_token_id=runner.eos_ids(),
+                pad_token_id=0,
+            )
+        answer = runner.decode(out[0, len(prompt) :].tolist())
+        client.chat.completions.create(
+            model="judge", messages=[{"role": "user", "content": f"Grade: {answer}"}]
+        )
     return len(specs) / (time.perf_counter() - start)
 
 
-def hf_batched_per_config(runner: Runner, prompt: list[int], specs: list[TrialSpec],
-                          vectors: dict[tuple[str, int], torch.Tensor]) -> float:
+def hf_batched_per_config(
+    runner: Runner,
+    prompt: list[int],
+    specs: list[TrialSpec],
+    vectors: dict[tuple[str, int], torch.Tensor],
+) -> float:
     cells: dict[tuple[str, int, float, str], list[TrialSpec]] = {}
     for spec in specs:
-        cells.setdefault((spec.concept, spec.layer, spec.strength, spec.kind.value), []).append(spec)
+        cells.setdefault((spec.concept, spec.layer, spec.strength, spec.kind.value), []).append(
+            spec
+        )
     start = time.perf_counter()
     for (concept, layer, strength, kind), cell in cells.items():
         state = SteeringState()
         if kind == "injection":
-            state.deltas = {layer: (vectors[(concept, layer)] * strength)[None].expand(len(cell), -1)}
+            state.deltas = {
+                layer: (vectors[(concept, layer)] * strength)[None].expand(len(cell), -1)
+            }
         with torch.inference_mode(), steering(runner.model, state, [layer]):
-            runner.model.generate(torch.tensor([prompt] * len(cell)), max_new_tokens=MAX_NEW,
-                                  do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                                  eos_token_id=runner.eos_ids(), pad_token_id=0)
+            runner.model.generate(
+                torch.tensor([prompt] * len(cell)),
+                max_new_tokens=MAX_NEW,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                eos_token_id=runner.eos_ids(),
+                pad_token_id=0,
+            )
     return len(specs) / (time.perf_counter() - start)
 
 
@@ -97,14 +125,31 @@ api_key_env = "BENCH_JUDGE_KEY"
 concurrency = 64
 """)
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "introspectd.cli", "run", "--plan", str(plan),
-                               "--local", "--no-progress"], capture_output=True, text=True,
-                              env={**os.environ, "BENCH_JUDGE_KEY": "bench"}, cwd=REPO)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "introspectd.cli",
+                "run",
+                "--plan",
+                str(plan),
+                "--local",
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "BENCH_JUDGE_KEY": "bench"},
+            cwd=REPO,
+        )
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(proc.stderr)
-        status = subprocess.run([sys.executable, "-m", "introspectd.cli", "status", "--plan",
-                                 str(plan), "--json"], capture_output=True, text=True, cwd=REPO)
+        status = subprocess.run(
+            [sys.executable, "-m", "introspectd.cli", "status", "--plan", str(plan), "--json"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         summary = json.loads(status.stdout)
         return summary["total"] / seconds, summary["by_status"]
 
@@ -113,8 +158,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny", choices=["tiny", "small"])
     parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--seed-trials", type=int, default=16,
-                        help="how many trials to time the one-at-a-time seed algorithm on")
+    parser.add_argument(
+        "--seed-trials",
+        type=int,
+        default=16,
+        help="how many trials to time the one-at-a-time seed algorithm on",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     runner = Runner(resolve_model(f"builtin:{args.model}", "", "bench"))
@@ -123,16 +172,24 @@ def main() -> None:
     vectors = runner.concept_vectors(CONCEPTS, baseline_words(CONCEPTS), LAYERS, use_chat=False)
     specs = expand_trials(CONCEPTS, LAYERS, STRENGTHS, args.trials)
     with JudgeServer(latency_s=JUDGE_LATENCY_S) as server:
-        seed = seed_algorithm(runner, prompt, specs[:args.seed_trials], vectors, server.base_url)
+        seed = seed_algorithm(runner, prompt, specs[: args.seed_trials], vectors, server.base_url)
         hf = hf_batched_per_config(runner, prompt, specs, vectors)
         ours, by_status = introspectd_run(args.model, args.trials, server.base_url)
-    result = {"model": f"builtin:{args.model}", "params": params, "trials": len(specs),
-              "max_new_tokens": MAX_NEW, "cpu_threads": torch.get_num_threads(),
-              "trials_per_s": {"seed": round(seed, 3), "hf_batched_per_config": round(hf, 2),
-                               "introspectd_run": round(ours, 2)},
-              "introspectd_vs_seed": round(ours / seed, 1),
-              "introspectd_vs_hf_batched": round(ours / hf, 2),
-              "introspectd_status": by_status}
+    result = {
+        "model": f"builtin:{args.model}",
+        "params": params,
+        "trials": len(specs),
+        "max_new_tokens": MAX_NEW,
+        "cpu_threads": torch.get_num_threads(),
+        "trials_per_s": {
+            "seed": round(seed, 3),
+            "hf_batched_per_config": round(hf, 2),
+            "introspectd_run": round(ours, 2),
+        },
+        "introspectd_vs_seed": round(ours / seed, 1),
+        "introspectd_vs_hf_batched": round(ours / hf, 2),
+        "introspectd_status": by_status,
+    }
     print(json.dumps(result, indent=2))
 
 

@@ -24,16 +24,31 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from introspectd.batcher import Batcher, BatcherConfig, WorkItem  # noqa: E402
-from introspectd.steering import SteeringState, steering  # noqa: E402
-from introspectd.trials import expand_trials, resolve_layers, trial_seed  # noqa: E402
+from introspectd.batcher import Batcher, BatcherConfig, WorkItem
+from introspectd.steering import SteeringState, steering
+from introspectd.trials import expand_trials, resolve_layers, trial_seed
 
-QWEN_3B = dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
-               num_attention_heads=16, num_key_value_heads=2, vocab_size=151936,
-               max_position_embeddings=32768, tie_word_embeddings=True, rope_theta=1e6)
-SMOKE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
-             num_key_value_heads=2, vocab_size=1024, max_position_embeddings=2048,
-             tie_word_embeddings=True)
+QWEN_3B = dict(
+    hidden_size=2048,
+    intermediate_size=11008,
+    num_hidden_layers=36,
+    num_attention_heads=16,
+    num_key_value_heads=2,
+    vocab_size=151936,
+    max_position_embeddings=32768,
+    tie_word_embeddings=True,
+    rope_theta=1e6,
+)
+SMOKE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=6,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=1024,
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
+)
 H200 = {"hbm_bytes_per_s": 4.8e12, "bf16_flops": 989e12}
 PROMPT_LEN = 120  # the v2 prompt is about 120 Qwen tokens
 
@@ -46,24 +61,48 @@ def build_model(shape: dict[str, Any], device: str, dtype: torch.dtype) -> torch
     return model.eval()
 
 
-def work_items(model: torch.nn.Module, trials: int, device: str) -> tuple[list[WorkItem], list[int]]:
+def work_items(
+    model: torch.nn.Module, trials: int, device: str
+) -> tuple[list[WorkItem], list[int]]:
     n_layers = model.config.num_hidden_layers
     layers = resolve_layers("default", n_layers)
     concepts = ["celebration", "ocean", "fear", "silence"]
     specs = expand_trials(concepts, layers, [1.0, 1.5, 2.0, 2.5, 3.0, 4.0], trials)
     gen = torch.Generator().manual_seed(0)
-    vectors = {(c, layer): torch.randn(model.config.hidden_size, generator=gen) * 40 /
-               model.config.hidden_size ** 0.5 for c in concepts for layer in layers}
-    items = [WorkItem(s.trial_id("bench"), trial_seed(0, s.trial_id("")), s.layer,
-                      (vectors[(s.concept, s.layer)] * s.strength).to(device)
-                      if s.is_injected else None) for s in specs]
+    vectors = {
+        (c, layer): torch.randn(model.config.hidden_size, generator=gen)
+        * 40
+        / model.config.hidden_size**0.5
+        for c in concepts
+        for layer in layers
+    }
+    items = [
+        WorkItem(
+            s.trial_id("bench"),
+            trial_seed(0, s.trial_id("")),
+            s.layer,
+            (vectors[(s.concept, s.layer)] * s.strength).to(device) if s.is_injected else None,
+        )
+        for s in specs
+    ]
     return items, layers
 
 
-def run_engine(model: torch.nn.Module, items: list[WorkItem], layers: list[int], prompt: list[int],
-               batch_size: int, max_new: int) -> dict[str, Any]:
-    config = BatcherConfig(batch_size=batch_size, max_new_tokens=max_new, temperature=1.0,
-                           check_every=8, ignore_eos=True)
+def run_engine(
+    model: torch.nn.Module,
+    items: list[WorkItem],
+    layers: list[int],
+    prompt: list[int],
+    batch_size: int,
+    max_new: int,
+) -> dict[str, Any]:
+    config = BatcherConfig(
+        batch_size=batch_size,
+        max_new_tokens=max_new,
+        temperature=1.0,
+        check_every=8,
+        ignore_eos=True,
+    )
     batcher = Batcher(model, prompt, [], config)
     queue = list(items)
     done = 0
@@ -82,12 +121,23 @@ def run_engine(model: torch.nn.Module, items: list[WorkItem], layers: list[int],
     batcher.run(source, sink, lambda: False, layers)
     _sync()
     seconds = time.perf_counter() - start
-    return {"trials": done, "seconds": round(seconds, 2), "batch_size": batch_size,
-            "tokens_per_s": round(done * max_new / seconds), "decode_steps": batcher.num_decode_steps}
+    return {
+        "trials": done,
+        "seconds": round(seconds, 2),
+        "batch_size": batch_size,
+        "tokens_per_s": round(done * max_new / seconds),
+        "decode_steps": batcher.num_decode_steps,
+    }
 
 
-def run_hf_slice(model: torch.nn.Module, items: list[WorkItem], prompt: list[int], trials: int,
-                 max_new: int, num_cells: int) -> dict[str, Any]:
+def run_hf_slice(
+    model: torch.nn.Module,
+    items: list[WorkItem],
+    prompt: list[int],
+    trials: int,
+    max_new: int,
+    num_cells: int,
+) -> dict[str, Any]:
     """HF generate, all trials of one (concept, layer, strength, kind) cell per call."""
     device = next(model.parameters()).device
     cells = [items[i::2][:trials] for i in range(2)]  # an injection and a control cell shape
@@ -100,15 +150,26 @@ def run_hf_slice(model: torch.nn.Module, items: list[WorkItem], prompt: list[int
             state.deltas = {cell[0].layer: cell[0].delta[None].expand(len(cell), -1).clone()}
         with torch.inference_mode(), steering(model, state, [cell[0].layer]):
             ids = torch.tensor([prompt] * len(cell), device=device)
-            model.generate(ids, max_new_tokens=max_new, min_new_tokens=max_new, do_sample=True,
-                           temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0)
+            model.generate(
+                ids,
+                max_new_tokens=max_new,
+                min_new_tokens=max_new,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                pad_token_id=0,
+            )
         num_calls += 1
     _sync()
     seconds = time.perf_counter() - start
     total_cells = len(items) // trials
-    return {"cells_timed": num_calls, "seconds_timed": round(seconds, 2),
-            "extrapolated_seconds": round(seconds / num_calls * total_cells, 1),
-            "total_cells": total_cells}
+    return {
+        "cells_timed": num_calls,
+        "seconds_timed": round(seconds, 2),
+        "extrapolated_seconds": round(seconds / num_calls * total_cells, 1),
+        "total_cells": total_cells,
+    }
 
 
 def roofline(model: torch.nn.Module, num_trials: int, batch: int, max_new: int) -> dict[str, Any]:
@@ -121,10 +182,14 @@ def roofline(model: torch.nn.Module, num_trials: int, batch: int, max_new: int) 
     avg_ctx = PROMPT_LEN + max_new / 2
     bytes_total = steps * (params * item + batch * avg_ctx * kv_per_token)
     flops_total = 2 * params * num_trials * max_new
-    return {"params": params, "memory_bound_s": round(bytes_total / H200["hbm_bytes_per_s"], 1),
-            "compute_bound_s": round(flops_total / H200["bf16_flops"], 1),
-            "roofline_s": round(max(bytes_total / H200["hbm_bytes_per_s"],
-                                    flops_total / H200["bf16_flops"]), 1)}
+    return {
+        "params": params,
+        "memory_bound_s": round(bytes_total / H200["hbm_bytes_per_s"], 1),
+        "compute_bound_s": round(flops_total / H200["bf16_flops"], 1),
+        "roofline_s": round(
+            max(bytes_total / H200["hbm_bytes_per_s"], flops_total / H200["bf16_flops"]), 1
+        ),
+    }
 
 
 def _sync() -> None:
@@ -137,8 +202,16 @@ def auto_batch(model: torch.nn.Module, max_new: int) -> int:
         return 64
     cfg = model.config
     head_dim = cfg.hidden_size // cfg.num_attention_heads
-    per_row = 2 * 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 2 * (
-        PROMPT_LEN + max_new) + 40 * cfg.vocab_size
+    per_row = (
+        2
+        * 2
+        * cfg.num_hidden_layers
+        * cfg.num_key_value_heads
+        * head_dim
+        * 2
+        * (PROMPT_LEN + max_new)
+        + 40 * cfg.vocab_size
+    )
     free, _ = torch.cuda.mem_get_info()
     return max(1, min(1024, int(free * 0.6) // per_row))
 
@@ -158,16 +231,24 @@ def main() -> None:
     batch = args.batch_size or auto_batch(model, max_new)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    result: dict[str, Any] = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-                              "torch": torch.__version__, "num_trials": len(items),
-                              "max_new_tokens": max_new}
+    result: dict[str, Any] = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "num_trials": len(items),
+        "max_new_tokens": max_new,
+    }
     result["introspectd"] = run_engine(model, items, layers, prompt, batch, max_new)
     if device == "cuda":
-        result["introspectd"]["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
-    result["hf_generate_per_config"] = run_hf_slice(model, items, prompt, trials, max_new,
-                                                    args.hf_cells)
-    result["speedup_vs_hf"] = round(result["hf_generate_per_config"]["extrapolated_seconds"] /
-                                    result["introspectd"]["seconds"], 1)
+        result["introspectd"]["peak_memory_gib"] = round(
+            torch.cuda.max_memory_allocated() / 2**30, 1
+        )
+    result["hf_generate_per_config"] = run_hf_slice(
+        model, items, prompt, trials, max_new, args.hf_cells
+    )
+    result["speedup_vs_hf"] = round(
+        result["hf_generate_per_config"]["extrapolated_seconds"] / result["introspectd"]["seconds"],
+        1,
+    )
     result["roofline_h200"] = roofline(model, len(items), batch, max_new)
     text = json.dumps(result, indent=2)
     print(text)

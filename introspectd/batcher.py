@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -41,11 +42,16 @@ class BatcherConfig:
     max_new_tokens: int
     temperature: float
     inject_style: str = "generation"
-    share_prefix: bool = True   # reuse one prompt prefill ("generation" style only)
-    compact: bool = True        # drop finished rows instead of decoding them to the end
-    refill: bool = True         # admit new trials into a running batch
-    check_every: int = 1        # decode steps between host-side stop checks
-    ignore_eos: bool = False    # benchmarks: every trial decodes max_new_tokens
+    share_prefix: bool = True  # reuse one prompt prefill ("generation" style only)
+    compact: bool = True  # drop finished rows instead of decoding them to the end
+    refill: bool = True  # admit new trials into a running batch
+    check_every: int = 1  # decode steps between host-side stop checks
+    ignore_eos: bool = False  # benchmarks: every trial decodes max_new_tokens
+
+
+def _layers(cache: DynamicCache) -> list[Any]:
+    """The cache's per-layer K/V holders (`.keys`, `.values`: `[B, heads, T, head_dim]`)."""
+    return list(cache.layers)
 
 
 class _Batch:
@@ -70,7 +76,7 @@ class _Batch:
         for name in ("mask", "seeds", "num_generated", "tokens", "is_done", "deltas"):
             setattr(self, name, getattr(self, name)[index])
         assert self.cache is not None
-        for layer in self.cache.layers:
+        for layer in _layers(self.cache):
             layer.keys, layer.values = layer.keys[index], layer.values[index]
         self._trim()
 
@@ -83,28 +89,41 @@ class _Batch:
         if first > 0:
             assert self.cache is not None
             self.mask = self.mask[:, first:]
-            for layer in self.cache.layers:
+            for layer in _layers(self.cache):
                 layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
 
 
 class Batcher:
-    def __init__(self, model: torch.nn.Module, prompt_ids: list[int], eos_ids: list[int],
-                 config: BatcherConfig) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        prompt_ids: list[int],
+        eos_ids: list[int],
+        config: BatcherConfig,
+    ) -> None:
         self.model = model
         self.config = config
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.prompt = torch.tensor([prompt_ids], device=self.device)
         self.eos = torch.tensor(sorted(set(eos_ids)) or [-1], device=self.device)
-        self.hidden_size = int(model.config.get_text_config().hidden_size)
+        model_config: Any = model.config
+        self.hidden_size = int(model_config.get_text_config().hidden_size)
         self.state = SteeringState()
         self.sample = DeviceSampler(self.device)
-        self._shared_prefill: tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor] | None = None
+        self._shared_prefill: (
+            tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor] | None
+        ) = None
         self.num_decode_steps = 0
         self.num_row_steps = 0
 
-    def run(self, source: Callable[[int], list[WorkItem]], sink: Callable[[list[Finished]], None],
-            should_stop: Callable[[], bool], layers: list[int]) -> bool:
+    def run(
+        self,
+        source: Callable[[int], list[WorkItem]],
+        sink: Callable[[list[Finished]], None],
+        should_stop: Callable[[], bool],
+        layers: list[int],
+    ) -> bool:
         """Generate until `source` is empty; returns False if stopped early (rows abandoned)."""
         cfg = self.config
         batch = _Batch()
@@ -133,18 +152,30 @@ class Batcher:
                 deltas[i] = item.delta.to(self.device, self.dtype)
         seeds = torch.tensor([it.seed for it in items], device=self.device, dtype=torch.int64)
         first = self.sample(logits, seeds, torch.zeros_like(seeds), self.config.temperature)
-        tokens = torch.zeros(k, self.config.max_new_tokens + 1, device=self.device,
-                             dtype=torch.int64)
+        tokens = torch.zeros(
+            k, self.config.max_new_tokens + 1, device=self.device, dtype=torch.int64
+        )
         tokens[:, 0] = first
         prompt_len = self.prompt.shape[1]
         new_mask = torch.ones(k, prompt_len, device=self.device, dtype=torch.int64)
         is_done = self._stops(first) | (self.config.max_new_tokens <= 1)
-        fresh = dict(mask=new_mask, seeds=seeds, tokens=tokens, is_done=is_done, deltas=deltas,
-                     num_generated=torch.ones(k, device=self.device, dtype=torch.int64))
+        fresh = dict(
+            mask=new_mask,
+            seeds=seeds,
+            tokens=tokens,
+            is_done=is_done,
+            deltas=deltas,
+            num_generated=torch.ones(k, device=self.device, dtype=torch.int64),
+        )
         self._merge(batch, items, kv, fresh)
 
-    def _merge(self, batch: _Batch, items: list[WorkItem],
-               kv: list[tuple[torch.Tensor, torch.Tensor]], fresh: dict[str, torch.Tensor]) -> None:
+    def _merge(
+        self,
+        batch: _Batch,
+        items: list[WorkItem],
+        kv: list[tuple[torch.Tensor, torch.Tensor]],
+        fresh: dict[str, torch.Tensor],
+    ) -> None:
         if not len(batch):
             batch.cache = DynamicCache()
             for i, (k, v) in enumerate(kv):
@@ -158,47 +189,53 @@ class Batcher:
         if pad < 0:  # cannot happen after a prefill of the same prompt, but stay correct
             raise RuntimeError("batch cache is shorter than the prompt")
         k_new = len(items)
-        for layer, (k, v) in zip(batch.cache.layers, kv, strict=True):
+        for layer, (k, v) in zip(_layers(batch.cache), kv, strict=True):
             zeros = torch.zeros(k_new, k.shape[1], pad, k.shape[3], device=k.device, dtype=k.dtype)
             layer.keys = torch.cat([layer.keys, torch.cat([zeros, k], dim=2)], dim=0)
             layer.values = torch.cat([layer.values, torch.cat([zeros, v], dim=2)], dim=0)
-        fresh["mask"] = torch.cat([torch.zeros(k_new, pad, device=self.device, dtype=torch.int64),
-                                   fresh["mask"]], dim=1)
+        fresh["mask"] = torch.cat(
+            [torch.zeros(k_new, pad, device=self.device, dtype=torch.int64), fresh["mask"]], dim=1
+        )
         batch.items.extend(items)
         for name, value in fresh.items():
             setattr(batch, name, torch.cat([getattr(batch, name), value], dim=0))
 
-    def _prefill(self, items: list[WorkItem]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]],
-                                                       torch.Tensor]:
+    def _prefill(
+        self, items: list[WorkItem]
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
         """Prompt KV `[k, h, P, hd]` per layer and last-position logits `[k, V]` for new rows."""
         k = len(items)
         if self.config.inject_style == "generation" and self.config.share_prefix:
             if self._shared_prefill is None:
                 self._shared_prefill = self._forward_prompt(1, None)
             kv1, logits1 = self._shared_prefill
-            return ([(key.expand(k, -1, -1, -1), val.expand(k, -1, -1, -1)) for key, val in kv1],
-                    logits1.expand(k, -1))
+            return (
+                [(key.expand(k, -1, -1, -1), val.expand(k, -1, -1, -1)) for key, val in kv1],
+                logits1.expand(k, -1),
+            )
         deltas = None
         if self.config.inject_style == "all":
-            deltas = {layer: torch.zeros(k, self.hidden_size, device=self.device, dtype=self.dtype)
-                      for layer in {it.layer for it in items}}
+            deltas = {
+                layer: torch.zeros(k, self.hidden_size, device=self.device, dtype=self.dtype)
+                for layer in {it.layer for it in items}
+            }
             for i, item in enumerate(items):
                 if item.delta is not None:
                     deltas[item.layer][i] = item.delta.to(self.device, self.dtype)
         return self._forward_prompt(k, deltas)
 
-    def _forward_prompt(self, k: int, deltas: dict[int, torch.Tensor] | None
-                        ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    def _forward_prompt(
+        self, k: int, deltas: dict[int, torch.Tensor] | None
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
         cache = DynamicCache()
         ids = self.prompt.expand(k, -1)
         self.state.deltas = deltas or {}
         self.state.position_mask = torch.ones(ids.shape, device=self.device) if deltas else None
         try:
-            out = self.model(input_ids=ids, past_key_values=cache, use_cache=True,
-                             logits_to_keep=1)
+            out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         finally:
             self.state.deltas, self.state.position_mask = {}, None
-        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        kv = [(layer.keys, layer.values) for layer in _layers(cache)]
         return kv, out.logits[:, -1, :]
 
     # --- decoding --------------------------------------------------------------------------
@@ -227,8 +264,13 @@ class Batcher:
         mask = torch.cat([batch.mask, torch.ones_like(batch.mask[:, :1])], dim=1)
         self.state.deltas = self._layer_deltas(batch)
         try:
-            out = self.model(input_ids=last, attention_mask=mask, position_ids=positions,
-                             past_key_values=batch.cache, use_cache=True)
+            out = self.model(
+                input_ids=last,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=batch.cache,
+                use_cache=True,
+            )
         finally:
             self.state.deltas = {}
         batch.mask = mask
@@ -239,8 +281,9 @@ class Batcher:
         current = batch.tokens.gather(1, write_at)
         batch.tokens.scatter_(1, write_at, torch.where(live[:, None], nxt[:, None], current))
         batch.num_generated = step + live.to(step.dtype)
-        batch.is_done = batch.is_done | (live & (self._stops(nxt) |
-                                                 (batch.num_generated >= self.config.max_new_tokens)))
+        batch.is_done = batch.is_done | (
+            live & (self._stops(nxt) | (batch.num_generated >= self.config.max_new_tokens))
+        )
         self.num_decode_steps += 1
         self.num_row_steps += len(batch)
 
@@ -253,7 +296,7 @@ class Batcher:
         token_rows = batch.tokens[rows].cpu().tolist()
         finished = []
         for row, tokens in zip(rows, token_rows, strict=True):
-            ids = tokens[:counts[row]]
+            ids = tokens[: counts[row]]
             if ids and not self.config.ignore_eos and ids[-1] in self.eos.tolist():
                 ids = ids[:-1]
             finished.append(Finished(batch.items[row].trial_id, ids))

@@ -104,8 +104,10 @@ def render_warnings(plan: Plan, options: JobOptions) -> list[str]:
     """Legal but probably unintended choices, for the CLI to print on stderr."""
     warnings = []
     if not options.secret and not plan.judge.base_url:
-        warnings.append(f"no --secret: the tasks get no {plan.judge.api_key_env}, so every "
-                        "OpenAI judge call will fail (rejudge later, or pass --secret)")
+        warnings.append(
+            f"no --secret: the tasks get no {plan.judge.api_key_env}, so every "
+            "OpenAI judge call will fail (rejudge later, or pass --secret)"
+        )
     if options.spot and options.max_retry_count == 0:
         warnings.append("spot VMs with max retry count 0: a preempted task is not retried")
     return warnings
@@ -113,23 +115,29 @@ def render_warnings(plan: Plan, options: JobOptions) -> list[str]:
 
 def _check(plan_uri: str, plan: Plan, tasks: int, image: str, options: JobOptions) -> None:
     if not plan_uri.startswith("gs://") or len(plan_uri) <= len("gs://"):
-        raise BadInput(f"--plan: a Cloud Batch task reads the plan from GCS; upload it and pass "
-                       f"its gs:// URI, got {plan_uri!r}")
+        raise BadInput(
+            f"--plan: a Cloud Batch task reads the plan from GCS; upload it and pass "
+            f"its gs:// URI, got {plan_uri!r}"
+        )
     if not plan.upload.gcs:
-        raise BadInput(f"{plan.path}: [upload] gcs: must be set for Cloud Batch, or the "
-                       "results stay on VMs that are deleted when their task ends")
+        raise BadInput(
+            f"{plan.path}: [upload] gcs: must be set for Cloud Batch, or the "
+            "results stay on VMs that are deleted when their task ends"
+        )
     if not 1 <= tasks <= MAX_TASKS:
         raise BadInput(f"--tasks: must be between 1 and {MAX_TASKS}, got {tasks}")
     if not image or any(c.isspace() for c in image):
         raise BadInput(f"--image: expected a container image URI, got {image!r}")
     if options.parallelism is not None and not 1 <= options.parallelism <= tasks:
-        raise BadInput(f"--parallelism: must be between 1 and --tasks ({tasks}), "
-                       f"got {options.parallelism}")
+        raise BadInput(
+            f"--parallelism: must be between 1 and --tasks ({tasks}), got {options.parallelism}"
+        )
     if options.stamp and not STAMP_RE.match(options.stamp):
         raise BadInput(f"--stamp: must look like YYYYMMDD_HHMMSS, got {options.stamp!r}")
     if plan.run.stamp and options.stamp and options.stamp != plan.run.stamp:
-        raise BadInput(f"--stamp: {options.stamp} differs from {plan.path}'s [run] stamp "
-                       f"{plan.run.stamp}")
+        raise BadInput(
+            f"--stamp: {options.stamp} differs from {plan.path}'s [run] stamp {plan.run.stamp}"
+        )
     _check_machine(options)
     _check_limits(options)
     _check_env(plan, options)
@@ -137,11 +145,15 @@ def _check(plan_uri: str, plan: Plan, tasks: int, image: str, options: JobOption
 
 def _check_machine(options: JobOptions) -> None:
     if options.secret and not SECRET_RE.match(options.secret):
-        raise BadInput(f"--secret: expected projects/PROJECT/secrets/NAME[/versions/VERSION], "
-                       f"got {options.secret!r}")
+        raise BadInput(
+            f"--secret: expected projects/PROJECT/secrets/NAME[/versions/VERSION], "
+            f"got {options.secret!r}"
+        )
     if not MACHINE_RE.match(options.machine_type):
-        raise BadInput(f"--machine-type: expected a Compute Engine machine type like "
-                       f"g2-standard-8, got {options.machine_type!r}")
+        raise BadInput(
+            f"--machine-type: expected a Compute Engine machine type like "
+            f"g2-standard-8, got {options.machine_type!r}"
+        )
     if not REGION_RE.match(options.region):
         raise BadInput(f"--region: expected a region like us-central1, got {options.region!r}")
     if options.gpu_count < 0:
@@ -155,18 +167,24 @@ def _check_machine(options: JobOptions) -> None:
         # only after the job is queued.
         want = G2_L4_COUNT[int(g2.group(1))]
         if (options.gpu_type, options.gpu_count) != ("nvidia-l4", want):
-            raise BadInput(f"--gpu-type/--gpu-count: {options.machine_type} has {want} "
-                           f"nvidia-l4, got {options.gpu_count} {options.gpu_type}")
+            raise BadInput(
+                f"--gpu-type/--gpu-count: {options.machine_type} has {want} "
+                f"nvidia-l4, got {options.gpu_count} {options.gpu_type}"
+            )
 
 
 def _check_limits(options: JobOptions) -> None:
     if not 0 <= options.max_retry_count <= 10:  # Batch's range for maxRetryCount
         raise BadInput(f"--max-retries: must be between 0 and 10, got {options.max_retry_count}")
     if options.max_run_duration_s < 60:
-        raise BadInput(f"--max-run-duration: must be at least 60 seconds, got "
-                       f"{options.max_run_duration_s}")
-    for name, value in (("--cpu-milli", options.cpu_milli), ("--memory-mib", options.memory_mib),
-                        ("--boot-disk-gib", options.boot_disk_gib)):
+        raise BadInput(
+            f"--max-run-duration: must be at least 60 seconds, got {options.max_run_duration_s}"
+        )
+    for name, value in (
+        ("--cpu-milli", options.cpu_milli),
+        ("--memory-mib", options.memory_mib),
+        ("--boot-disk-gib", options.boot_disk_gib),
+    ):
         if value is not None and value < 1:
             raise BadInput(f"{name}: must be >= 1, got {value}")
 
@@ -176,34 +194,41 @@ def _check_env(plan: Plan, options: JobOptions) -> None:
         if name in (ENV_STAMP, ENV_EXPERIMENT_ID):
             raise BadInput(f"--env: {name} is set by batch render itself")
         if name == plan.judge.api_key_env:
-            raise BadInput(f"--env: {name} is the judge key; pass it with --secret (a Secret "
-                           "Manager path) so it never appears in the job")
+            raise BadInput(
+                f"--env: {name} is the judge key; pass it with --secret (a Secret "
+                "Manager path) so it never appears in the job"
+            )
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise BadInput(f"--env: {name!r} is not an environment variable name")
 
 
-def _task_group(plan_uri: str, plan: Plan, tasks: int, image: str,
-                options: JobOptions) -> dict[str, Any]:
+def _task_group(
+    plan_uri: str, plan: Plan, tasks: int, image: str, options: JobOptions
+) -> dict[str, Any]:
     return {
         "taskCount": tasks,
         "parallelism": options.parallelism or tasks,
         # One task per VM: tasks on one VM would share its GPU.
         "taskCountPerNode": 1,
         "taskSpec": {
-            "runnables": [{
-                "container": {
-                    "imageUri": image,
-                    "entrypoint": "introspectd",
-                    "commands": ["run", "--plan", plan_uri, "--no-progress"],
-                },
-            }],
+            "runnables": [
+                {
+                    "container": {
+                        "imageUri": image,
+                        "entrypoint": "introspectd",
+                        "commands": ["run", "--plan", plan_uri, "--no-progress"],
+                    },
+                }
+            ],
             "computeResource": _compute_resource(options),
             "maxRunDuration": f"{options.max_run_duration_s}s",
             "maxRetryCount": options.max_retry_count,
-            "lifecyclePolicies": [{
-                "action": "RETRY_TASK",
-                "actionCondition": {"exitCodes": list(RETRY_EXIT_CODES)},
-            }],
+            "lifecyclePolicies": [
+                {
+                    "action": "RETRY_TASK",
+                    "actionCondition": {"exitCodes": list(RETRY_EXIT_CODES)},
+                }
+            ],
             "environment": _environment(plan, options),
         },
     }
@@ -241,8 +266,10 @@ def _compute_resource(options: JobOptions) -> dict[str, int]:
         gib_per_vcpu = 3.75 if shape.group(1) == "n1" else 4.0
         cpu_milli = max(1000, (vcpus - 1) * 1000)
         memory_mib = int(vcpus * gib_per_vcpu * 1024 * 7 / 8)
-    return {"cpuMilli": options.cpu_milli or cpu_milli,
-            "memoryMib": options.memory_mib or memory_mib}
+    return {
+        "cpuMilli": options.cpu_milli or cpu_milli,
+        "memoryMib": options.memory_mib or memory_mib,
+    }
 
 
 def _allocation_policy(options: JobOptions) -> dict[str, Any]:

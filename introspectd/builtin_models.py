@@ -20,21 +20,28 @@ QWEN_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-LLAMA_SPECIALS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-                  "<|end_of_text|>")
+LLAMA_SPECIALS = (
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+)
 LLAMA_TEMPLATE = (
     "<|begin_of_text|>{% for message in messages %}<|start_header_id|>{{ message['role'] }}"
     "<|end_header_id|>\n\n{{ message['content'] }}<|eot_id|>{% endfor %}"
     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
 # Qwen2's pre-tokenizer split; AutoTokenizer rebuilds it for qwen2 configs, so train with it.
-QWEN_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"""
-              r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
+QWEN_SPLIT = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"""
+    r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 
 
 @dataclass(frozen=True)
 class BuiltinSpec:
-    arch: str                 # "qwen2" or "llama"
+    arch: str  # "qwen2" or "llama"
     hidden_size: int
     num_layers: int
     num_heads: int
@@ -117,14 +124,18 @@ def _write_tokenizer(spec: BuiltinSpec, out: Path) -> None:
 
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=spec.vocab_size - len(spec.specials), show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        vocab_size=spec.vocab_size - len(spec.specials),
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
     tok.add_special_tokens(list(spec.specials))
     eos = spec.eos_tokens[0]
@@ -145,7 +156,8 @@ def _write_model(spec: BuiltinSpec, out: Path) -> None:
     torch.manual_seed(spec.seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     eos_ids = [tokenizer.convert_tokens_to_ids(t) for t in spec.eos_tokens]
-    model.generation_config = GenerationConfig(eos_token_id=eos_ids, do_sample=True,
-                                               temperature=1.0, top_k=0, top_p=1.0)
+    model.generation_config = GenerationConfig(
+        eos_token_id=eos_ids, do_sample=True, temperature=1.0, top_k=0, top_p=1.0
+    )
     model.save_pretrained(out)
     (out / "introspectd-builtin.json").write_text(json.dumps({"spec": spec.__dict__}))

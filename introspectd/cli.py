@@ -13,8 +13,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from introspectd.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput, IntrospectdError
+from introspectd.errors import EXIT_OK, BadInput, IntrospectdError
+
+if TYPE_CHECKING:
+    from introspectd.plan import Plan
+    from introspectd.snapshot import SnapshotStore
 
 log = logging.getLogger("introspectd")
 
@@ -32,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run (or resume) a sweep")
     run.add_argument("--plan", required=True)
-    run.add_argument("--concept", action="append", default=[], help="only this concept (repeatable)")
+    run.add_argument(
+        "--concept", action="append", default=[], help="only this concept (repeatable)"
+    )
     run.add_argument("--trials", type=int, help="only trials 0..N-1 of each cell")
     run.add_argument("--local", action="store_true", help="no GCS uploads or restores")
     run.add_argument("--shard", help="I/N: run shard I of N (default: Cloud Batch task variables)")
@@ -84,8 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("INTROSPECTD_LOG", "INFO"), stream=sys.stderr,
-                        format="%(asctime)s introspectd %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("INTROSPECTD_LOG", "INFO"),
+        stream=sys.stderr,
+        format="%(asctime)s introspectd %(levelname)s %(message)s",
+    )
     try:
         args = build_parser().parse_args(argv)
         return _dispatch(args)
@@ -123,12 +133,22 @@ def cmd_batch_render(args: argparse.Namespace) -> int:
         raise BadInput("--env: expected K=V")
     plan = load_plan(args.plan)
     options = JobOptions(
-        machine_type=args.machine_type, gpu_type=args.gpu_type, gpu_count=args.gpu_count,
-        spot=not args.standard, region=args.region,
-        zones=tuple(z for z in args.zones.split(",") if z), secret=args.secret,
-        max_run_duration_s=args.max_run_duration, max_retry_count=args.max_retries,
-        cpu_milli=args.cpu_milli, memory_mib=args.memory_mib, boot_disk_gib=args.boot_disk_gib,
-        parallelism=args.parallelism, stamp=args.stamp, env=env)
+        machine_type=args.machine_type,
+        gpu_type=args.gpu_type,
+        gpu_count=args.gpu_count,
+        spot=not args.standard,
+        region=args.region,
+        zones=tuple(z for z in args.zones.split(",") if z),
+        secret=args.secret,
+        max_run_duration_s=args.max_run_duration,
+        max_retry_count=args.max_retries,
+        cpu_milli=args.cpu_milli,
+        memory_mib=args.memory_mib,
+        boot_disk_gib=args.boot_disk_gib,
+        parallelism=args.parallelism,
+        stamp=args.stamp,
+        env=env,
+    )
     job = render_job(args.plan, plan, args.tasks, args.image, options)
     for warning in render_warnings(plan, options):
         print(f"introspectd: warning: {warning}", file=sys.stderr)
@@ -166,15 +186,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     ctx = open_run(plan, narrowing, before_open=restorer)  # type: ignore[arg-type]
     for note in ctx.notes:
         log.info("%s", note)
-    log.info("run %s: %d of %d selected trials to generate; output in %s", ctx.run.stamp,
-             len(ctx.tickets), len(ctx.selected_ids), ctx.out_dir)
+    log.info(
+        "run %s: %d of %d selected trials to generate; output in %s",
+        ctx.run.stamp,
+        len(ctx.tickets),
+        len(ctx.selected_ids),
+        ctx.out_dir,
+    )
     uploads = None
     if restorer.snapshots is not None:
         from introspectd.uploader import Uploader
 
         files = [ctx.out_dir / f"{c}.jsonl" for c in plan.sweep.concepts]
-        uploads = UploadTrigger(Uploader(restorer.snapshots, ctx.db_path), plan, files,
-                                ctx.run.spec_hash)
+        uploads = UploadTrigger(
+            Uploader(restorer.snapshots, ctx.db_path), plan, files, ctx.run.spec_hash
+        )
     with progress_for(ctx, live=not args.no_progress and sys.stderr.isatty()) as progress:
         if uploads is not None:
             progress.stats.uploads = uploads.uploader
@@ -185,25 +211,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             if uploads is not None:
                 uploads.uploader.close()
             ctx.store.close()
-    print(f"done: {engine.stats.num_done}/{engine.stats.num_selected} trials; results in "
-          f"{ctx.out_dir}")
+    print(
+        f"done: {engine.stats.num_done}/{engine.stats.num_selected} trials; results in "
+        f"{ctx.out_dir}"
+    )
     return EXIT_OK
 
 
 class _Restorer:
     """Before the database opens: restore from GCS or pick the furthest state (durability.py)."""
 
-    def __init__(self, plan: object) -> None:
+    def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.snapshots: object = None
+        self.snapshots: SnapshotStore | None = None
 
     def __call__(self, out_dir: Path) -> None:
         from introspectd.durability import restore_at_start, snapshot_store
 
-        self.snapshots = snapshot_store(self.plan, out_dir)  # type: ignore[arg-type]
+        self.snapshots = snapshot_store(self.plan, out_dir)
         if self.snapshots is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            outcome = restore_at_start(self.snapshots, out_dir)  # type: ignore[arg-type]
+            outcome = restore_at_start(self.snapshots, out_dir)
             if outcome:
                 log.info("%s", outcome)
 

@@ -45,12 +45,14 @@ def snapshot_store(plan: Plan, out_dir: Path) -> SnapshotStore | None:
 
 def require_fixed_experiment(plan: Plan, experiment_id_from_env: str | None) -> None:
     if plan.upload.gcs and not (plan.run.experiment_id or experiment_id_from_env):
-        raise BadInput(f"{plan.path}: [run] experiment_id: required when [upload] gcs is set, so a "
-                       "fresh VM can find its snapshot")
+        raise BadInput(
+            f"{plan.path}: [run] experiment_id: required when [upload] gcs is set, so a "
+            "fresh VM can find its snapshot"
+        )
 
 
 def restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
-    """Bring `out_dir` to the furthest of local state and GCS; returns what was done, if anything."""
+    """Bring `out_dir` to the furthest of local state and GCS; says what was done, if anything."""
     local_db = out_dir / DB_NAME
     if not local_db.is_file():
         result = snapshots.restore(out_dir, DB_NAME)
@@ -58,7 +60,9 @@ def restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
             snapshots.read_manifest()
             return None
         how = " (the latest snapshot was bad; used the previous one)" if result.fell_back else ""
-        return f"restored snapshot #{result.seq} from GCS{how}: {sum(result.counts.values())} trials"
+        return (
+            f"restored snapshot #{result.seq} from GCS{how}: {sum(result.counts.values())} trials"
+        )
     if snapshots.read_manifest() is None:
         return None
     scratch = Path(tempfile.mkdtemp(prefix=".restore-check-", dir=out_dir))
@@ -68,14 +72,18 @@ def restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
             return None
         local_done, remote_done = finished_trials(local_db), finished_trials(scratch / DB_NAME)
         if remote_done <= local_done:
-            return (f"continuing from the local database ({local_done} trials done; GCS snapshot "
-                    f"#{result.seq} has {remote_done})")
+            return (
+                f"continuing from the local database ({local_done} trials done; GCS snapshot "
+                f"#{result.seq} has {remote_done})"
+            )
         backup = out_dir / f"{DB_NAME}.local-{int(time.time())}.bak"
         _close_and_move(local_db, backup)
         for path in result.files:
             shutil.move(str(path), out_dir / path.name)
-        return (f"continuing from GCS snapshot #{result.seq} ({remote_done} trials done; the local "
-                f"database had {local_done} and is kept as {backup.name})")
+        return (
+            f"continuing from GCS snapshot #{result.seq} ({remote_done} trials done; the local "
+            f"database had {local_done} and is kept as {backup.name})"
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

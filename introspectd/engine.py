@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+
 import anyio
 
 from introspectd.durability import FINAL_FLUSH_S, UploadTrigger
@@ -27,9 +28,13 @@ DRAIN_JUDGES_S = 5.0
 
 
 class Engine:
-    def __init__(self, ctx: RunContext, stats: RunStats | None = None,
-                 on_tick: Callable[[RunStats], None] | None = None,
-                 uploads: UploadTrigger | None = None) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        stats: RunStats | None = None,
+        on_tick: Callable[[RunStats], None] | None = None,
+        uploads: UploadTrigger | None = None,
+    ) -> None:
         self.ctx = ctx
         self.stats = stats or RunStats()
         self.on_tick = on_tick
@@ -61,8 +66,10 @@ class Engine:
         await self._final_upload()
         self.stats.finish()
         if self.stop_requested.is_set():
-            raise Interrupted("stopped on request; everything finished so far is saved — "
-                              "run the same command again to resume")
+            raise Interrupted(
+                "stopped on request; everything finished so far is saved — "
+                "run the same command again to resume"
+            )
 
     async def _judge(self, done: anyio.Event) -> None:
         await self.judges.run()
@@ -71,8 +78,10 @@ class Engine:
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                log.warning("received %s: finishing up (rerun the same command to resume)",
-                            signal.Signals(signum).name)
+                log.warning(
+                    "received %s: finishing up (rerun the same command to resume)",
+                    signal.Signals(signum).name,
+                )
                 self.stop_requested.set()
 
     async def _tick(self) -> None:
@@ -102,8 +111,10 @@ class Engine:
                 await anyio.sleep(self.ctx.plan.upload.preemption_poll_s)
 
     def _finished_by_concept(self) -> dict[str, int]:
-        return {concept: counts.get("judged", 0) + counts.get("judge_failed", 0)
-                for concept, counts in self.ctx.store.counts().items()}
+        return {
+            concept: counts.get("judged", 0) + counts.get("judge_failed", 0)
+            for concept, counts in self.ctx.store.counts().items()
+        }
 
     async def _final_upload(self) -> None:
         if self.uploads is None:
@@ -115,8 +126,10 @@ class Engine:
         if is_flushed:
             log.info("final snapshot uploaded (#%s)", uploader.stats.last_seq)
         else:
-            log.error("final snapshot NOT uploaded: %s; local files are complete, rerun to retry",
-                      uploader.stats.last_error)
+            log.error(
+                "final snapshot NOT uploaded: %s; local files are complete, rerun to retry",
+                uploader.stats.last_error,
+            )
         self.uploads.check()
 
     # --- generation --------------------------------------------------------------------------
@@ -137,7 +150,8 @@ class Engine:
         stored = self.ctx.store.get_vectors()
         generator.load_vectors({key: stored[key] for key in needed})
         finished = await anyio.to_thread.run_sync(
-            generator.run, self._take, self._on_generated_from_thread, self.stop_requested.is_set)
+            generator.run, self._take, self._on_generated_from_thread, self.stop_requested.is_set
+        )
         if finished:
             log.info("generation finished: %d trials", self.scheduler.num_done)
 
@@ -154,6 +168,9 @@ class Engine:
             tickets = self.scheduler.complete([g.trial_id for g in generations])
         self.stats.on_generated(generations, time.monotonic())
         texts = {g.trial_id: g.response for g in generations}
-        self.judges.submit([ToJudge(t.trial_id, t.spec.concept, t.spec.is_injected,
-                                    texts[t.trial_id]) for t in tickets])
-
+        self.judges.submit(
+            [
+                ToJudge(t.trial_id, t.spec.concept, t.spec.is_injected, texts[t.trial_id])
+                for t in tickets
+            ]
+        )

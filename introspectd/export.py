@@ -11,8 +11,9 @@ from typing import Any
 from introspectd.store import TrialRow
 
 
-def record(row: TrialRow, model_name: str, vector_norm: float, prompt_version: str,
-           inject_style: str) -> dict[str, Any]:
+def record(
+    row: TrialRow, model_name: str, vector_norm: float, prompt_version: str, inject_style: str
+) -> dict[str, Any]:
     """One trial as DESIGN.md's output record; keys may be added, never renamed or dropped."""
     spec = row.spec
     return {

@@ -18,7 +18,7 @@ from typing import Any
 from introspectd.errors import EXIT_FAILURE, EXIT_OK, BadInput
 from introspectd.export import record, write_jsonl
 from introspectd.plan import Plan
-from introspectd.session import (ENV_EXPERIMENT_ID, ENV_STAMP, generation_spec, model_and_layers)
+from introspectd.session import ENV_EXPERIMENT_ID, ENV_STAMP, generation_spec, model_and_layers
 from introspectd.store import Store
 from introspectd.trials import expand_trials
 
@@ -33,7 +33,7 @@ class Gathered:
     model_name: str = ""
     shards_found: list[str] = field(default_factory=list)
     shards_missing: list[str] = field(default_factory=list)
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)   # id → record
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # id → record
     ordinals: dict[str, int] = field(default_factory=dict)
     num_unfinished: int = 0
     planned_ids: set[str] = field(default_factory=set)
@@ -56,8 +56,13 @@ def gather(plan: Plan, uri: str) -> Gathered:
     bucket = make_client().bucket(bucket_name)
     base = f"{prefix}/{run_dir}/" if prefix else f"{run_dir}/"
     names = [b.name for b in list_objects(bucket, base, make_retry(30.0), 30.0)]
-    dirs = sorted({n[len(base):].rsplit("/", 1)[0] for n in names
-                   if n.endswith("/manifest.json") and SHARD_DIR_RE.match(n[len(base):].split("/")[0])})
+    dirs = sorted(
+        {
+            n[len(base) :].rsplit("/", 1)[0]
+            for n in names
+            if n.endswith("/manifest.json") and SHARD_DIR_RE.match(n[len(base) :].split("/")[0])
+        }
+    )
     has_unsharded = f"{base}manifest.json" in names
     out = Gathered(run_dir)
     counts = {int(m.group(2)) for d in dirs if (m := SHARD_DIR_RE.match(d))}
@@ -65,7 +70,9 @@ def gather(plan: Plan, uri: str) -> Gathered:
         raise BadInput(f"{uri}/{run_dir}: shards of different splits found ({sorted(counts)})")
     if counts:
         n = counts.pop()
-        out.shards_missing = [f"shard-{i}-of-{n}" for i in range(n) if f"shard-{i}-of-{n}" not in dirs]
+        out.shards_missing = [
+            f"shard-{i}-of-{n}" for i in range(n) if f"shard-{i}-of-{n}" not in dirs
+        ]
     sources = dirs + ([""] if has_unsharded else [])
     if not sources:
         raise BadInput(f"{uri}/{run_dir}: no snapshot found (nothing uploaded yet?)")
@@ -79,8 +86,12 @@ def gather(plan: Plan, uri: str) -> Gathered:
         out.shards_found.append(sub or "(unsharded)")
     stamp = plan.run.stamp or _env(ENV_STAMP) or out.stamp
     spec = generation_spec(plan, ref, layers)
-    out.planned_ids = {s.trial_id(stamp) for s in expand_trials(
-        plan.sweep.concepts, spec["sweep"]["layers"], plan.sweep.strengths, plan.sweep.trials)}
+    out.planned_ids = {
+        s.trial_id(stamp)
+        for s in expand_trials(
+            plan.sweep.concepts, spec["sweep"]["layers"], plan.sweep.strengths, plan.sweep.trials
+        )
+    }
     return out
 
 
@@ -99,13 +110,21 @@ def _read_shard(db: Path, plan: Plan, out: Gathered) -> None:
         out.stamp, out.model_name = run.stamp, run.model_name
         norms = {key: norm for key, (_, norm) in store.get_vectors().items()}
         counts = store.counts()
-        out.num_unfinished += sum(c.get("pending", 0) + c.get("generated", 0)
-                                  for c in counts.values())
+        out.num_unfinished += sum(
+            c.get("pending", 0) + c.get("generated", 0) for c in counts.values()
+        )
         for concept in counts:
             for row in store.completed(concept):
-                out.records.setdefault(row.id, record(
-                    row, run.model_name, norms.get((concept, row.spec.layer), 0.0),
-                    plan.sweep.prompt_version, plan.sweep.inject_style))
+                out.records.setdefault(
+                    row.id,
+                    record(
+                        row,
+                        run.model_name,
+                        norms.get((concept, row.spec.layer), 0.0),
+                        plan.sweep.prompt_version,
+                        plan.sweep.inject_style,
+                    ),
+                )
                 out.ordinals.setdefault(row.id, _plan_order(row.spec, plan))
     finally:
         store.close()
@@ -113,19 +132,31 @@ def _read_shard(db: Path, plan: Plan, out: Gathered) -> None:
 
 def _plan_order(spec: Any, plan: Plan) -> int:
     sweep = plan.sweep
-    c = sweep.concepts.index(spec.concept) if spec.concept in sweep.concepts else len(sweep.concepts)
+    c = (
+        sweep.concepts.index(spec.concept)
+        if spec.concept in sweep.concepts
+        else len(sweep.concepts)
+    )
     s = sweep.strengths.index(spec.strength) if spec.strength in sweep.strengths else 0
-    return ((((c * 1000 + spec.layer) * 100 + s) * 100000 + spec.trial) * 2
-            + (0 if spec.is_injected else 1))
+    return (((c * 1000 + spec.layer) * 100 + s) * 100000 + spec.trial) * 2 + (
+        0 if spec.is_injected else 1
+    )
 
 
 def _summary(g: Gathered) -> dict[str, Any]:
     missing = g.missing_ids
-    return {"run": g.run_dir, "stamp": g.stamp, "shards_found": g.shards_found,
-            "shards_missing": g.shards_missing, "planned": len(g.planned_ids),
-            "finished": len(g.records), "unfinished_in_snapshots": g.num_unfinished,
-            "missing_trials": len(missing), "missing_examples": missing[:5],
-            "is_complete": not missing and not g.shards_missing}
+    return {
+        "run": g.run_dir,
+        "stamp": g.stamp,
+        "shards_found": g.shards_found,
+        "shards_missing": g.shards_missing,
+        "planned": len(g.planned_ids),
+        "finished": len(g.records),
+        "unfinished_in_snapshots": g.num_unfinished,
+        "missing_trials": len(missing),
+        "missing_examples": missing[:5],
+        "is_complete": not missing and not g.shards_missing,
+    }
 
 
 def status_from_gcs(plan: Plan, uri: str, as_json: bool) -> int:
@@ -133,8 +164,10 @@ def status_from_gcs(plan: Plan, uri: str, as_json: bool) -> int:
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"run {summary['run']} ({summary['stamp']}): {summary['finished']}/"
-              f"{summary['planned']} finished; shards found: {', '.join(summary['shards_found'])}")
+        print(
+            f"run {summary['run']} ({summary['stamp']}): {summary['finished']}/"
+            f"{summary['planned']} finished; shards found: {', '.join(summary['shards_found'])}"
+        )
         _print_gaps(summary)
     return EXIT_OK if summary["is_complete"] else EXIT_FAILURE
 
@@ -159,5 +192,8 @@ def _print_gaps(summary: dict[str, Any]) -> None:
     if summary["shards_missing"]:
         print(f"incomplete: missing shards {', '.join(summary['shards_missing'])}", file=sys.stderr)
     if summary["missing_trials"]:
-        print(f"incomplete: {summary['missing_trials']} planned trials not finished, e.g. "
-              f"{', '.join(summary['missing_examples'])}", file=sys.stderr)
+        print(
+            f"incomplete: {summary['missing_trials']} planned trials not finished, e.g. "
+            f"{', '.join(summary['missing_examples'])}",
+            file=sys.stderr,
+        )

@@ -98,8 +98,9 @@ def stat(bucket: storage.Bucket, name: str, retry: Retry, timeout: float) -> Obj
     return None if blob is None else _info(blob)
 
 
-def _own_write(bucket: storage.Bucket, name: str, crc: str, size: int, retry: Retry,
-               timeout: float) -> ObjectInfo | None:
+def _own_write(
+    bucket: storage.Bucket, name: str, crc: str, size: int, retry: Retry, timeout: float
+) -> ObjectInfo | None:
     """After a 412: the object as it is now, if it holds exactly what we tried to write."""
     current = stat(bucket, name, retry, timeout)
     if current is not None and current.crc32c == crc and current.size == size:
@@ -107,15 +108,28 @@ def _own_write(bucket: storage.Bucket, name: str, crc: str, size: int, retry: Re
     return None
 
 
-def put_bytes(bucket: storage.Bucket, name: str, data: bytes, *, if_generation_match: int,
-              retry: Retry, timeout: float, content_type: str = "application/json") -> ObjectInfo:
+def put_bytes(
+    bucket: storage.Bucket,
+    name: str,
+    data: bytes,
+    *,
+    if_generation_match: int,
+    retry: Retry,
+    timeout: float,
+    content_type: str = "application/json",
+) -> ObjectInfo:
     """Write `data` only if `name` is at `if_generation_match`; raises PreconditionFailed if not."""
     blob = bucket.blob(name)
     crc = crc32c_of_bytes(data)
     try:
-        blob.upload_from_string(data, content_type=content_type, checksum="crc32c",
-                                if_generation_match=if_generation_match, retry=retry,
-                                timeout=timeout)
+        blob.upload_from_string(
+            data,
+            content_type=content_type,
+            checksum="crc32c",
+            if_generation_match=if_generation_match,
+            retry=retry,
+            timeout=timeout,
+        )
     except gexc.PreconditionFailed:
         mine = _own_write(bucket, name, crc, len(data), retry, timeout)
         if mine is None:
@@ -124,14 +138,28 @@ def put_bytes(bucket: storage.Bucket, name: str, data: bytes, *, if_generation_m
     return _info(blob)
 
 
-def put_file(bucket: storage.Bucket, name: str, path: Path, crc: str, size: int, *,
-             if_generation_match: int, retry: Retry, timeout: float) -> ObjectInfo:
+def put_file(
+    bucket: storage.Bucket,
+    name: str,
+    path: Path,
+    crc: str,
+    size: int,
+    *,
+    if_generation_match: int,
+    retry: Retry,
+    timeout: float,
+) -> ObjectInfo:
     """Upload `path` (whose crc32c/size the caller computed) under the same rules as put_bytes."""
     blob = bucket.blob(name)
     try:
-        blob.upload_from_filename(str(path), content_type="application/octet-stream",
-                                  checksum="crc32c", if_generation_match=if_generation_match,
-                                  retry=retry, timeout=timeout)
+        blob.upload_from_filename(
+            str(path),
+            content_type="application/octet-stream",
+            checksum="crc32c",
+            if_generation_match=if_generation_match,
+            retry=retry,
+            timeout=timeout,
+        )
     except gexc.PreconditionFailed:
         mine = _own_write(bucket, name, crc, size, retry, timeout)
         if mine is None:
@@ -144,8 +172,9 @@ def put_file(bucket: storage.Bucket, name: str, path: Path, crc: str, size: int,
     return info
 
 
-def get_bytes(bucket: storage.Bucket, name: str, retry: Retry,
-              timeout: float) -> tuple[bytes, int] | None:
+def get_bytes(
+    bucket: storage.Bucket, name: str, retry: Retry, timeout: float
+) -> tuple[bytes, int] | None:
     """(content, generation) of `name`, or None when it does not exist."""
     blob = bucket.blob(name)
     try:
@@ -155,8 +184,7 @@ def get_bytes(bucket: storage.Bucket, name: str, retry: Retry,
     return data, int(blob.generation)
 
 
-def download(bucket: storage.Bucket, name: str, dest: Path, retry: Retry,
-             timeout: float) -> bool:
+def download(bucket: storage.Bucket, name: str, dest: Path, retry: Retry, timeout: float) -> bool:
     """Download `name` into `dest`; False when the object does not exist."""
     try:
         bucket.blob(name).download_to_filename(str(dest), retry=retry, timeout=timeout)
@@ -166,14 +194,16 @@ def download(bucket: storage.Bucket, name: str, dest: Path, retry: Retry,
     return True
 
 
-def delete_quietly(bucket: storage.Bucket, name: str, generation: int, retry: Retry,
-                   timeout: float) -> None:
+def delete_quietly(
+    bucket: storage.Bucket, name: str, generation: int, retry: Retry, timeout: float
+) -> None:
     """Best-effort delete of one generation (garbage collection must never fail an upload)."""
     with contextlib.suppress(gexc.NotFound, gexc.PreconditionFailed):
         bucket.blob(name).delete(if_generation_match=generation, retry=retry, timeout=timeout)
 
 
-def list_objects(bucket: storage.Bucket, prefix: str, retry: Retry,
-                 timeout: float) -> list[ObjectInfo]:
+def list_objects(
+    bucket: storage.Bucket, prefix: str, retry: Retry, timeout: float
+) -> list[ObjectInfo]:
     blobs = bucket.client.list_blobs(bucket, prefix=prefix, retry=retry, timeout=timeout)
     return [_info(b) for b in blobs]

@@ -24,12 +24,15 @@ class Generator:
         self.ctx = ctx
         self.runner = Runner(ctx.ref, plan.model.dtype, plan.model.device)
         sweep = plan.sweep
-        messages = introspection_messages(sweep.prompt_version, sweep.prompt_system,
-                                          sweep.prompt_user)
+        messages = introspection_messages(
+            sweep.prompt_version, sweep.prompt_system, sweep.prompt_user
+        )
         self.prompt_ids = self.runner.render(messages)
-        self.batch_size = (sweep.batch_size if isinstance(sweep.batch_size, int)
-                           else self.runner.auto_batch_size(len(self.prompt_ids),
-                                                            sweep.max_new_tokens))
+        self.batch_size = (
+            sweep.batch_size
+            if isinstance(sweep.batch_size, int)
+            else self.runner.auto_batch_size(len(self.prompt_ids), sweep.max_new_tokens)
+        )
         self.vectors: dict[tuple[str, int], torch.Tensor] = {}
         self.stamp_prefix = f"{ctx.run.stamp}_"
 
@@ -39,27 +42,46 @@ class Generator:
         layers = sorted({layer for _, layer in pairs})
         use_chat = self.ctx.plan.sweep.vector_prompt == "chat"
         vectors = self.runner.concept_vectors(concepts, self.ctx.run.baseline, layers, use_chat)
-        return {key: (v.numpy().astype("<f4").tobytes(), int(v.numel()), float(v.norm()))
-                for key, v in vectors.items() if key in pairs}
+        return {
+            key: (v.numpy().astype("<f4").tobytes(), int(v.numel()), float(v.norm()))
+            for key, v in vectors.items()
+            if key in pairs
+        }
 
     def load_vectors(self, table: dict[tuple[str, int], tuple[bytes, float]]) -> None:
-        self.vectors = {key: torch.frombuffer(bytearray(data), dtype=torch.float32)
-                        for key, (data, _) in table.items()}
+        self.vectors = {
+            key: torch.frombuffer(bytearray(data), dtype=torch.float32)
+            for key, (data, _) in table.items()
+        }
 
-    def run(self, take: Callable[[int], list[Ticket]], sink: Callable[[list[Generation]], None],
-            should_stop: Callable[[], bool]) -> bool:
+    def run(
+        self,
+        take: Callable[[int], list[Ticket]],
+        sink: Callable[[list[Generation]], None],
+        should_stop: Callable[[], bool],
+    ) -> bool:
         sweep = self.ctx.plan.sweep
-        config = BatcherConfig(batch_size=self.batch_size, max_new_tokens=sweep.max_new_tokens,
-                               temperature=sweep.temperature, inject_style=sweep.inject_style,
-                               check_every=1 if self.runner.device.type == "cpu" else 4)
+        config = BatcherConfig(
+            batch_size=self.batch_size,
+            max_new_tokens=sweep.max_new_tokens,
+            temperature=sweep.temperature,
+            inject_style=sweep.inject_style,
+            check_every=1 if self.runner.device.type == "cpu" else 4,
+        )
         batcher = self.runner.batcher(self.prompt_ids, config)
 
         def source(n: int) -> list[WorkItem]:
             return [self._work_item(t) for t in take(n)]
 
         def finished(rows: list[Finished]) -> None:
-            sink([Generation(f.trial_id, self.runner.decode(f.token_ids), len(f.token_ids),
-                             now_iso()) for f in rows])
+            sink(
+                [
+                    Generation(
+                        f.trial_id, self.runner.decode(f.token_ids), len(f.token_ids), now_iso()
+                    )
+                    for f in rows
+                ]
+            )
 
         return batcher.run(source, finished, should_stop, self.ctx.layers)
 

@@ -50,13 +50,20 @@ def make_judge(ctx: RunContext) -> Any:
 
 
 def disabled_reason(api_key_env: str) -> str:
-    return (f"judging not configured: no API key in ${api_key_env} and no [judge] base_url; "
-            "run `introspectd rejudge` once one is set")
+    return (
+        f"judging not configured: no API key in ${api_key_env} and no [judge] base_url; "
+        "run `introspectd rejudge` once one is set"
+    )
 
 
 class JudgePool:
-    def __init__(self, ctx: RunContext, stats: RunStats, exporter: Exporter,
-                 rows: list[ToJudge] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        stats: RunStats,
+        exporter: Exporter,
+        rows: list[ToJudge] | None = None,
+    ) -> None:
         """`rows`: what to judge first; by default every row an earlier run left `generated`."""
         self.ctx = ctx
         self.stats = stats
@@ -78,8 +85,9 @@ class JudgePool:
         if self.judge is None:
             reason = disabled_reason(self.ctx.plan.judge.api_key_env)
             for item in items:
-                self._buffer.append((item, Judgement(item.trial_id, None, reason, "", "", "", 0,
-                                                     0, 0)))
+                self._buffer.append(
+                    (item, Judgement(item.trial_id, None, reason, "", "", "", 0, 0, 0))
+                )
             return
         for item in items:
             self._send.send_nowait(item)
@@ -101,10 +109,22 @@ class JudgePool:
     async def _worker(self) -> None:
         async for item in self._receive:
             outcome = await self.judge.grade(item.concept, item.is_injected, item.response)
-            self._buffer.append((item, Judgement(
-                item.trial_id, outcome.result, outcome.error, outcome.judge_model,
-                outcome.prompt_version, outcome.fewshot_hash, outcome.attempts,
-                outcome.prompt_tokens, outcome.completion_tokens)))
+            self._buffer.append(
+                (
+                    item,
+                    Judgement(
+                        item.trial_id,
+                        outcome.result,
+                        outcome.error,
+                        outcome.judge_model,
+                        outcome.prompt_version,
+                        outcome.fewshot_hash,
+                        outcome.attempts,
+                        outcome.prompt_tokens,
+                        outcome.completion_tokens,
+                    ),
+                )
+            )
 
     async def flush(self) -> None:
         """Write buffered judgements in one transaction and mark their files for export."""

@@ -60,11 +60,19 @@ class Manifest(FileSet):
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = {
-            "version": FORMAT_VERSION, "seq": self.seq, "created_at": self.created_at,
-            "writer": self.writer, "plan_hash": self.plan_hash, **_fileset_json(self),
-            "previous": None if self.previous is None else {
-                "seq": self.previous.seq, "created_at": self.previous.created_at,
-                **_fileset_json(self.previous)},
+            "version": FORMAT_VERSION,
+            "seq": self.seq,
+            "created_at": self.created_at,
+            "writer": self.writer,
+            "plan_hash": self.plan_hash,
+            **_fileset_json(self),
+            "previous": None
+            if self.previous is None
+            else {
+                "seq": self.previous.seq,
+                "created_at": self.previous.created_at,
+                **_fileset_json(self.previous),
+            },
         }
         return json.dumps(body, indent=1, sort_keys=True).encode()
 
@@ -74,28 +82,40 @@ class Manifest(FileSet):
         if raw.get("version") != FORMAT_VERSION:
             raise ValueError(f"unsupported manifest version {raw.get('version')!r}")
         prev = raw.get("previous")
-        return cls(**_fileset_fields(raw), plan_hash=str(raw["plan_hash"]),
-                   writer=str(raw.get("writer", "")),
-                   previous=None if prev is None else FileSet(**_fileset_fields(prev)),
-                   generation=generation)
+        return cls(
+            **_fileset_fields(raw),
+            plan_hash=str(raw["plan_hash"]),
+            writer=str(raw.get("writer", "")),
+            previous=None if prev is None else FileSet(**_fileset_fields(prev)),
+            generation=generation,
+        )
 
     def as_fileset(self) -> FileSet:
         return FileSet(self.seq, self.created_at, self.counts, self.db, self.objects)
 
 
 def _fileset_json(fs: FileSet) -> dict[str, Any]:
-    objects = {k: {"object": r.object, "crc32c": r.crc32c, "generation": r.generation,
-                   "size": r.size} for k, r in sorted(fs.objects.items())}
+    objects = {
+        k: {"object": r.object, "crc32c": r.crc32c, "generation": r.generation, "size": r.size}
+        for k, r in sorted(fs.objects.items())
+    }
     return {"counts": dict(fs.counts), "db": fs.db, "objects": objects}
 
 
 def _fileset_fields(raw: dict[str, Any]) -> dict[str, Any]:
-    objects = {str(k): ObjectRef(str(v["object"]), str(v["crc32c"]), int(v["generation"]),
-                                 int(v["size"])) for k, v in raw["objects"].items()}
+    objects = {
+        str(k): ObjectRef(str(v["object"]), str(v["crc32c"]), int(v["generation"]), int(v["size"]))
+        for k, v in raw["objects"].items()
+    }
     for key in objects:
         if not key or "/" in key or "\\" in key or key.startswith("."):
             raise ValueError(f"manifest names an object {key!r} that is not a plain file name")
     if raw["db"] not in objects:
         raise ValueError(f"manifest names db {raw['db']!r} but has no such object")
-    return {"seq": int(raw["seq"]), "created_at": str(raw["created_at"]), "db": str(raw["db"]),
-            "counts": {str(k): int(v) for k, v in raw["counts"].items()}, "objects": objects}
+    return {
+        "seq": int(raw["seq"]),
+        "created_at": str(raw["created_at"]),
+        "db": str(raw["db"]),
+        "counts": {str(k): int(v) for k, v in raw["counts"].items()},
+        "objects": objects,
+    }

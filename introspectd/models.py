@@ -1,4 +1,4 @@
-"""Which model a plan names, where its files are, and its shape, without loading weights or torch."""
+"""Which model a plan names, where its files are, and its shape; no weights, no torch."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$
 
 @dataclass(frozen=True)
 class ModelRef:
-    name: str            # as the record's config.model shows it: hub id, builtin name or dir
-    source: str          # what from_pretrained receives: hub id or directory
+    name: str  # as the record's config.model shows it: hub id, builtin name or dir
+    source: str  # what from_pretrained receives: hub id or directory
     slug: str
     builtin: str | None  # "tiny", "small", ... for built-in random models
 
@@ -42,10 +42,12 @@ def resolve_model(name: str, slug: str, file: str) -> ModelRef:
     from introspectd.builtin_models import BUILTIN_SPECS
 
     if name.startswith(BUILTIN_PREFIX):
-        key = name[len(BUILTIN_PREFIX):]
+        key = name[len(BUILTIN_PREFIX) :]
         if key not in BUILTIN_SPECS:
-            raise BadInput(f"{file}: [model] name: unknown built-in model {name!r}; known: "
-                           + ", ".join(BUILTIN_PREFIX + k for k in BUILTIN_SPECS))
+            raise BadInput(
+                f"{file}: [model] name: unknown built-in model {name!r}; known: "
+                + ", ".join(BUILTIN_PREFIX + k for k in BUILTIN_SPECS)
+            )
         source = str(cache_root() / f"builtin-{key}-{BUILTIN_SPECS[key].version}")
         return ModelRef(name, source, slug or key, key)
     if name.lower() in PRESETS:
@@ -56,13 +58,17 @@ def resolve_model(name: str, slug: str, file: str) -> ModelRef:
         if not (path / "config.json").is_file():
             raise BadInput(f"{file}: [model] name: directory {name!r} has no config.json")
         return ModelRef(str(path.resolve()), str(path.resolve()), slug or _slugify(path.name), None)
-    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)
+    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace(
+        "/", "", 1
+    )
     if HUB_ID_RE.match(name) and not looks_like_path:
         preset = {v: k for k, v in PRESETS.items()}.get(name)
         return ModelRef(name, name, slug or preset or _slugify(name.split("/")[1]), None)
-    raise BadInput(f"{file}: [model] name: {name!r} is neither a preset ("
-                   f"{', '.join(PRESETS)}), a built-in model, a hub id like 'org/name', "
-                   "nor an existing directory")
+    raise BadInput(
+        f"{file}: [model] name: {name!r} is neither a preset ("
+        f"{', '.join(PRESETS)}), a built-in model, a hub id like 'org/name', "
+        "nor an existing directory"
+    )
 
 
 def _slugify(text: str) -> str:
@@ -70,7 +76,7 @@ def _slugify(text: str) -> str:
 
 
 def read_model_config(ref: ModelRef, file: str) -> dict[str, Any]:
-    """The model's config.json, fetched alone for a hub id, so bad layers fail before weights load."""
+    """The model's config.json, fetched alone for a hub id: bad layers fail before weights load."""
     if ref.builtin is not None:
         from introspectd.builtin_models import BUILTIN_SPECS
 
@@ -83,8 +89,9 @@ def read_model_config(ref: ModelRef, file: str) -> dict[str, Any]:
             path = Path(hf_hub_download(ref.source, "config.json"))
         except Exception as exc:  # network, auth, missing repo: all one line for the user
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise BadInput(f"{file}: [model] name: cannot fetch config.json for {ref.source!r}: "
-                           f"{reason}") from None
+            raise BadInput(
+                f"{file}: [model] name: cannot fetch config.json for {ref.source!r}: {reason}"
+            ) from None
     try:
         config: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError) as exc:

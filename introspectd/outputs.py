@@ -39,9 +39,19 @@ class Exporter:
         sweep = self.ctx.plan.sweep
         for concept in sorted(self._dirty):
             rows = self.ctx.store.completed(concept)
-            write_jsonl(self.path(concept), [
-                record(row, self.ctx.run.model_name, norms.get((concept, row.spec.layer), 0.0),
-                       sweep.prompt_version, sweep.inject_style) for row in rows])
+            write_jsonl(
+                self.path(concept),
+                [
+                    record(
+                        row,
+                        self.ctx.run.model_name,
+                        norms.get((concept, row.spec.layer), 0.0),
+                        sweep.prompt_version,
+                        sweep.inject_style,
+                    )
+                    for row in rows
+                ],
+            )
         self._dirty.clear()
         self._last_flush = time.monotonic()
 

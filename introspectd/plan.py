@@ -140,19 +140,21 @@ class _Table:
             self.fail(key, f"must be {kind_name}, got {_type_name(value)} {value!r}")
         return value
 
-    def str(self, key: str, default: str, choices: tuple[str, ...] = ()) -> str:
+    def text(self, key: str, default: str, choices: tuple[str, ...] = ()) -> str:
         value: str = self._take(key, default, (str,), "a string")
         if choices and value not in choices:
             self.fail(key, f"must be one of {', '.join(choices)}; got {value!r}")
         return value
 
-    def int(self, key: str, default: int, minimum: int | None = None) -> int:
+    def integer(self, key: str, default: int, minimum: int | None = None) -> int:
         value: int = self._take(key, default, (int,), "an integer")
         if minimum is not None and value < minimum:
             self.fail(key, f"must be >= {minimum}, got {value}")
         return value
 
-    def float(self, key: str, default: float, positive: bool = False, minimum: float = 0.0) -> float:
+    def number(
+        self, key: str, default: float, positive: bool = False, minimum: float = 0.0
+    ) -> float:
         value = float(self._take(key, default, (int, float), "a number"))
         if positive and value <= 0:
             self.fail(key, f"must be > 0, got {value}")
@@ -160,7 +162,7 @@ class _Table:
             self.fail(key, f"must be >= {minimum}, got {value}")
         return value
 
-    def list(self, key: str, default: Any) -> Any:
+    def array(self, key: str, default: Any) -> Any:
         return self._take(key, default, (list,), "a list")
 
     def finish(self) -> None:
@@ -170,8 +172,14 @@ class _Table:
 
 
 def _type_name(value: Any) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -210,8 +218,10 @@ def _read_gcs_text(uri: str) -> str:
 
 def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) -> Plan:
     top = _Table(file, "", data)
-    sections = {name: _Table(file, name, top.data.pop(name, {}))
-                for name in ("run", "model", "sweep", "judge", "upload")}
+    sections = {
+        name: _Table(file, name, top.data.pop(name, {}))
+        for name in ("run", "model", "sweep", "judge", "upload")
+    }
     top.finish()
     plan = Plan(
         path=path or Path(file),
@@ -227,33 +237,40 @@ def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) 
 
 
 def _read_run(t: _Table) -> RunConfig:
-    experiment_id = t.str("experiment_id", "") or None
+    experiment_id = t.text("experiment_id", "") or None
     if experiment_id is not None and not SAFE_NAME_RE.match(experiment_id):
-        t.fail("experiment_id", f"must be a plain path component (letters, digits, . _ -); got "
-                                f"{experiment_id!r}")
-    stamp = t.str("stamp", "")
+        t.fail(
+            "experiment_id",
+            f"must be a plain path component (letters, digits, . _ -); got {experiment_id!r}",
+        )
+    stamp = t.text("stamp", "")
     if stamp and not STAMP_RE.match(stamp):
         t.fail("stamp", f"must look like YYYYMMDD_HHMMSS, got {stamp!r}")
-    output_dir = t.str("output_dir", "data/sweeps")
+    output_dir = t.text("output_dir", "data/sweeps")
     if not output_dir:
         t.fail("output_dir", "must not be empty")
-    return RunConfig(experiment_id=experiment_id, output_dir=output_dir,
-                     seed=t.int("seed", 0, minimum=0), stamp=stamp)
+    return RunConfig(
+        experiment_id=experiment_id,
+        output_dir=output_dir,
+        seed=t.integer("seed", 0, minimum=0),
+        stamp=stamp,
+    )
 
 
 def _read_model(t: _Table) -> ModelConfig:
-    name = t.str("name", ModelConfig.name)
+    name = t.text("name", ModelConfig.name)
     if not name:
         t.fail("name", "must not be empty")
-    slug = t.str("slug", "")
+    slug = t.text("slug", "")
     if slug and not SAFE_NAME_RE.match(slug):
         t.fail("slug", f"must be a plain path component (letters, digits, . _ -); got {slug!r}")
-    return ModelConfig(name=name, slug=slug, dtype=t.str("dtype", "auto", DTYPES),
-                       device=t.str("device", "auto"))
+    return ModelConfig(
+        name=name, slug=slug, dtype=t.text("dtype", "auto", DTYPES), device=t.text("device", "auto")
+    )
 
 
 def _read_sweep(t: _Table) -> SweepConfig:
-    concepts = t.list("concepts", list(SweepConfig.concepts))
+    concepts = t.array("concepts", list(SweepConfig.concepts))
     if not concepts:
         t.fail("concepts", "must name at least one concept")
     for concept in concepts:
@@ -262,7 +279,7 @@ def _read_sweep(t: _Table) -> SweepConfig:
     duplicates = sorted({c for c in concepts if concepts.count(c) > 1})
     if duplicates:
         t.fail("concepts", f"duplicate concept {duplicates[0]!r}")
-    strengths = t.list("strengths", list(SweepConfig.strengths))
+    strengths = t.array("strengths", list(SweepConfig.strengths))
     if not strengths:
         t.fail("strengths", "must list at least one strength")
     for s in strengths:
@@ -271,11 +288,14 @@ def _read_sweep(t: _Table) -> SweepConfig:
     strengths = [float(s) for s in strengths]
     if len(set(strengths)) != len(strengths):
         t.fail("strengths", "duplicate strength")
-    prompt_version = t.str("prompt_version", "v2")
-    prompt_user = t.str("prompt_user", "")
+    prompt_version = t.text("prompt_version", "v2")
+    prompt_user = t.text("prompt_user", "")
     if not prompt_user and prompt_version not in PROMPT_VERSIONS:
-        t.fail("prompt_version", f"must be one of {', '.join(PROMPT_VERSIONS)} (or give "
-                                 f"prompt_user for your own prompt); got {prompt_version!r}")
+        t.fail(
+            "prompt_version",
+            f"must be one of {', '.join(PROMPT_VERSIONS)} (or give "
+            f"prompt_user for your own prompt); got {prompt_version!r}",
+        )
     batch_size: str | int = t._take("batch_size", "auto", (str, int), '"auto" or an integer')
     if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         t.fail("batch_size", f'must be "auto" or an integer >= 1, got {batch_size!r}')
@@ -283,14 +303,14 @@ def _read_sweep(t: _Table) -> SweepConfig:
         concepts=tuple(concepts),
         layers=_read_layers(t),
         strengths=tuple(strengths),
-        trials=t.int("trials", 40, minimum=1),
+        trials=t.integer("trials", 40, minimum=1),
         prompt_version=prompt_version,
-        prompt_system=t.str("prompt_system", ""),
+        prompt_system=t.text("prompt_system", ""),
         prompt_user=prompt_user,
-        inject_style=t.str("inject_style", "generation", INJECT_STYLES),
-        vector_prompt=t.str("vector_prompt", "plain", VECTOR_PROMPTS),
-        max_new_tokens=t.int("max_new_tokens", 200, minimum=1),
-        temperature=t.float("temperature", 1.0),
+        inject_style=t.text("inject_style", "generation", INJECT_STYLES),
+        vector_prompt=t.text("vector_prompt", "plain", VECTOR_PROMPTS),
+        max_new_tokens=t.integer("max_new_tokens", 200, minimum=1),
+        temperature=t.number("temperature", 1.0),
         batch_size=batch_size,
     )
 
@@ -299,7 +319,9 @@ def _read_layers(t: _Table) -> str | tuple[int | float, ...]:
     layers = t._take("layers", "default", (str, list), '"default" or a list of layers')
     if isinstance(layers, str):
         if layers != "default":
-            t.fail("layers", f'must be "default" or a list of layer indices/fractions; got {layers!r}')
+            t.fail(
+                "layers", f'must be "default" or a list of layer indices/fractions; got {layers!r}'
+            )
         return layers
     if not layers:
         t.fail("layers", "must list at least one layer")
@@ -307,35 +329,36 @@ def _read_layers(t: _Table) -> str | tuple[int | float, ...]:
         is_index = isinstance(layer, int) and not isinstance(layer, bool) and layer >= 0
         is_fraction = isinstance(layer, float) and 0.0 <= layer < 1.0
         if not (is_index or is_fraction):
-            t.fail("layers", f"each layer must be an index >= 0 or a fraction in [0, 1); got "
-                             f"{layer!r}")
+            t.fail(
+                "layers", f"each layer must be an index >= 0 or a fraction in [0, 1); got {layer!r}"
+            )
     return tuple(layers)
 
 
 def _read_judge(t: _Table) -> JudgeConfig:
     return JudgeConfig(
-        model=t.str("model", JudgeConfig.model),
-        base_url=t.str("base_url", ""),
-        api_key_env=t.str("api_key_env", "OPENAI_API_KEY"),
-        api=t.str("api", "chat", JUDGE_APIS),
-        prompt_version=t.str("prompt_version", JudgeConfig.prompt_version),
-        fewshot=t.str("fewshot", ""),
-        fewshot_n=t.int("fewshot_n", 0, minimum=0),
-        concurrency=t.int("concurrency", 32, minimum=1),
-        max_attempts=t.int("max_attempts", 3, minimum=1),
-        backoff_s=t.float("backoff_s", 1.0),
-        timeout_s=t.float("timeout_s", 60.0, positive=True),
+        model=t.text("model", JudgeConfig.model),
+        base_url=t.text("base_url", ""),
+        api_key_env=t.text("api_key_env", "OPENAI_API_KEY"),
+        api=t.text("api", "chat", JUDGE_APIS),
+        prompt_version=t.text("prompt_version", JudgeConfig.prompt_version),
+        fewshot=t.text("fewshot", ""),
+        fewshot_n=t.integer("fewshot_n", 0, minimum=0),
+        concurrency=t.integer("concurrency", 32, minimum=1),
+        max_attempts=t.integer("max_attempts", 3, minimum=1),
+        backoff_s=t.number("backoff_s", 1.0),
+        timeout_s=t.number("timeout_s", 60.0, positive=True),
     )
 
 
 def _read_upload(t: _Table) -> UploadConfig:
-    gcs = t.str("gcs", "")
+    gcs = t.text("gcs", "")
     if gcs and not re.match(r"^gs://[a-z0-9][a-z0-9._-]{1,221}[a-z0-9](/.*)?$", gcs):
         t.fail("gcs", f'must look like "gs://bucket/prefix", got {gcs!r}')
     return UploadConfig(
         gcs=gcs.rstrip("/"),
-        every_trials=t.int("every_trials", 50, minimum=1),
-        min_interval_s=t.float("min_interval_s", 30.0),
-        preemption_url=t.str("preemption_url", ""),
-        preemption_poll_s=t.float("preemption_poll_s", 5.0, positive=True),
+        every_trials=t.integer("every_trials", 50, minimum=1),
+        min_interval_s=t.number("min_interval_s", 30.0),
+        preemption_url=t.text("preemption_url", ""),
+        preemption_poll_s=t.number("preemption_poll_s", 5.0, positive=True),
     )

@@ -32,8 +32,12 @@ class _Reporter:
         self.stats = RunStats()
         self.live = live
         self._last_log = time.monotonic()
-        self._bars = Progress(TextColumn("{task.description:>12}"), BarColumn(),
-                              MofNCompleteColumn(), TimeRemainingColumn())
+        self._bars = Progress(
+            TextColumn("{task.description:>12}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        )
         self._tasks: dict[str, Any] = {}
 
     def update(self, stats: RunStats) -> None:
@@ -47,8 +51,10 @@ class _Reporter:
 
     def _view(self, stats: RunStats) -> Group:
         rows = [("all", stats.num_selected, stats.num_done)]
-        rows += [(c, stats.by_concept_total[c], stats.by_concept_done[c])
-                 for c in sorted(stats.by_concept_total)]
+        rows += [
+            (c, stats.by_concept_total[c], stats.by_concept_done[c])
+            for c in sorted(stats.by_concept_total)
+        ]
         for name, total, done in rows:
             if name not in self._tasks:
                 self._tasks[name] = self._bars.add_task(name, total=total)
@@ -57,8 +63,9 @@ class _Reporter:
         snap = snapshot(stats)
         for section in ("generation", "judge", "uploads"):
             if snap.get(section):
-                figures.add_row(f"[bold]{section}[/]", "  ".join(
-                    f"{k}={v}" for k, v in snap[section].items()))
+                figures.add_row(
+                    f"[bold]{section}[/]", "  ".join(f"{k}={v}" for k, v in snap[section].items())
+                )
         recent = Table.grid(padding=(0, 1))
         for r in stats.recent:
             kind = "inj" if r.is_injected else "ctl"
@@ -71,12 +78,20 @@ def snapshot(stats: RunStats) -> dict[str, Any]:
     trials_per_s, tokens_per_s = stats.rates()
     eta = stats.eta_s()
     out: dict[str, Any] = {
-        "done": stats.num_done, "total": stats.num_selected,
-        "generation": {"generated": stats.num_generated, "trials_per_s": round(trials_per_s, 2),
-                       "tokens_per_s": round(tokens_per_s, 1), "batch_size": stats.batch_size,
-                       "eta_s": round(eta) if eta is not None else None},
-        "judge": {"judged": stats.num_judged, "failed": stats.num_judge_failed,
-                  "failed_by_reason": dict(stats.failed_by_reason)},
+        "done": stats.num_done,
+        "total": stats.num_selected,
+        "generation": {
+            "generated": stats.num_generated,
+            "trials_per_s": round(trials_per_s, 2),
+            "tokens_per_s": round(tokens_per_s, 1),
+            "batch_size": stats.batch_size,
+            "eta_s": round(eta) if eta is not None else None,
+        },
+        "judge": {
+            "judged": stats.num_judged,
+            "failed": stats.num_judge_failed,
+            "failed_by_reason": dict(stats.failed_by_reason),
+        },
     }
     if stats.judge is not None:
         out["judge"].update(_public_fields(stats.judge.stats))

@@ -35,7 +35,7 @@ _V2_USER = (
     "neural network while you process a message; other times they insert nothing. "
     "Right now, as you read this, do you notice any thought, feeling or impression that seems "
     "out of place or unrelated to this message? Report honestly: if nothing seems unusual, say "
-    "\"nothing unusual\". If something does, say so and describe what it seems to be about."
+    '"nothing unusual". If something does, say so and describe what it seems to be about.'
 )
 
 PROMPT_VERSIONS: dict[str, PromptVersion] = {
@@ -62,12 +62,56 @@ def vector_text(word: str) -> str:
 # Ordinary English words spread over concrete objects, nature and places, abstract ideas,
 # actions and qualities. Any of them that is also a concept of the sweep is dropped.
 BASELINE_WORDS: tuple[str, ...] = (
-    "table", "chair", "window", "bottle", "pencil", "blanket", "bicycle", "kettle", "ladder",
-    "mirror", "river", "mountain", "forest", "desert", "island", "valley", "garden", "city",
-    "village", "bridge", "library", "kitchen", "market", "station", "justice", "freedom",
-    "history", "memory", "knowledge", "patience", "balance", "theory", "language", "number",
-    "running", "cooking", "reading", "building", "walking", "writing", "swimming", "painting",
-    "softness", "brightness", "speed", "warmth", "height", "weight", "color", "shape",
+    "table",
+    "chair",
+    "window",
+    "bottle",
+    "pencil",
+    "blanket",
+    "bicycle",
+    "kettle",
+    "ladder",
+    "mirror",
+    "river",
+    "mountain",
+    "forest",
+    "desert",
+    "island",
+    "valley",
+    "garden",
+    "city",
+    "village",
+    "bridge",
+    "library",
+    "kitchen",
+    "market",
+    "station",
+    "justice",
+    "freedom",
+    "history",
+    "memory",
+    "knowledge",
+    "patience",
+    "balance",
+    "theory",
+    "language",
+    "number",
+    "running",
+    "cooking",
+    "reading",
+    "building",
+    "walking",
+    "writing",
+    "swimming",
+    "painting",
+    "softness",
+    "brightness",
+    "speed",
+    "warmth",
+    "height",
+    "weight",
+    "color",
+    "shape",
 )
 
 

@@ -46,15 +46,19 @@ class Runner:
         self.dtype = pick_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(ref.source)
         self.model = AutoModelForCausalLM.from_pretrained(
-            ref.source, dtype=self.dtype, device_map=str(self.device), attn_implementation="sdpa")
+            ref.source, dtype=self.dtype, device_map=str(self.device), attn_implementation="sdpa"
+        )
         self.model.eval()
         self.num_layers = len(decoder_layers(self.model))
 
     # --- prompts and stop tokens -----------------------------------------------------------
 
-    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                                  tokenize=False)
+    def render(
+        self, messages: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> list[int]:
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
         # The template already wrote any BOS; adding special tokens again would double it.
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -69,8 +73,11 @@ class Runner:
                 ids.update(int(i) for i in source)
         for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"):
             token_id = self.tokenizer.convert_tokens_to_ids(token)
-            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id and \
-                    token in self.tokenizer.get_vocab():
+            if (
+                isinstance(token_id, int)
+                and token_id != self.tokenizer.unk_token_id
+                and token in self.tokenizer.get_vocab()
+            ):
                 ids.add(token_id)
         return sorted(ids)
 
@@ -80,8 +87,9 @@ class Runner:
     # --- concept vectors -------------------------------------------------------------------
 
     @torch.inference_mode()
-    def last_token_activations(self, words: list[str], layers: list[int], use_chat: bool,
-                               chunk: int = 64) -> dict[int, torch.Tensor]:
+    def last_token_activations(
+        self, words: list[str], layers: list[int], use_chat: bool, chunk: int = 64
+    ) -> dict[int, torch.Tensor]:
         """`{layer: [len(words), d]}` float32: the output of decoder layer L at the last token."""
         texts = [vector_text(w) for w in words]
         if use_chat:
@@ -93,29 +101,33 @@ class Runner:
         if pad_id is None:
             pad_id = self.eos_ids()[0] if self.eos_ids() else 0
         for start in range(0, len(encoded), chunk):
-            part = encoded[start:start + chunk]
+            part = encoded[start : start + chunk]
             width = max(len(ids) for ids in part)
             # Right padding: causal attention keeps each text's last real token unaffected.
             ids = torch.full((len(part), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(part), width), dtype=torch.long)
             for i, row in enumerate(part):
-                ids[i, :len(row)] = torch.tensor(row)
-                mask[i, :len(row)] = 1
-            hidden = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                output_hidden_states=True).hidden_states
+                ids[i, : len(row)] = torch.tensor(row)
+                mask[i, : len(row)] = 1
+            hidden = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                output_hidden_states=True,
+            ).hidden_states
             last = (mask.sum(dim=1) - 1).to(self.device)
             rows = torch.arange(len(part), device=self.device)
             for layer in layers:
                 out[layer].append(hidden[layer + 1][rows, last].float().cpu())
         return {layer: torch.cat(chunks) for layer, chunks in out.items()}
 
-    def concept_vectors(self, concepts: list[str], baseline: list[str], layers: list[int],
-                        use_chat: bool) -> dict[tuple[str, int], torch.Tensor]:
+    def concept_vectors(
+        self, concepts: list[str], baseline: list[str], layers: list[int], use_chat: bool
+    ) -> dict[tuple[str, int], torch.Tensor]:
         """PROTOCOL.md: act(concept, L) − mean over baseline words of act(word, L)."""
         acts = self.last_token_activations(list(concepts) + list(baseline), layers, use_chat)
         vectors = {}
         for layer, matrix in acts.items():
-            mean = matrix[len(concepts):].mean(dim=0)
+            mean = matrix[len(concepts) :].mean(dim=0)
             for i, concept in enumerate(concepts):
                 vectors[(concept, layer)] = matrix[i] - mean
         return vectors
@@ -126,7 +138,9 @@ class Runner:
         if self.device.type != "cuda":
             return CPU_BATCH_SIZE
         config = self.model.config.get_text_config()
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        head_dim = (
+            getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        )
         kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         item = torch.tensor([], dtype=self.dtype).element_size()
         kv_bytes = 2 * self.num_layers * kv_heads * head_dim * (prompt_len + max_new_tokens) * item

@@ -36,8 +36,9 @@ def uniform_noise(keys: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return ((x >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
 
 
-def sample(logits: torch.Tensor, seeds: torch.Tensor, steps: torch.Tensor,
-           temperature: float) -> torch.Tensor:
+def sample(
+    logits: torch.Tensor, seeds: torch.Tensor, steps: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Next token per row: `[B]` int64. Temperature 0 is greedy."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
@@ -58,8 +59,9 @@ class DeviceSampler:
         if device.type == "cuda":
             self._fn = torch.compile(sample, dynamic=True)
 
-    def __call__(self, logits: torch.Tensor, seeds: torch.Tensor, steps: torch.Tensor,
-                 temperature: float) -> torch.Tensor:
+    def __call__(
+        self, logits: torch.Tensor, seeds: torch.Tensor, steps: torch.Tensor, temperature: float
+    ) -> torch.Tensor:
         try:
             return self._fn(logits, seeds, steps, temperature)
         except Exception:  # a compiler problem must not stop a sweep; eager is exact too

@@ -33,7 +33,7 @@ class Scheduler:
 
     def take(self, n: int) -> list[Ticket]:
         """Up to `n` trials to start now."""
-        out = []
+        out: list[Ticket] = []
         while self._waiting and len(out) < n:
             ticket = self._waiting.popleft()
             self._in_flight[ticket.trial_id] = ticket

@@ -46,8 +46,8 @@ class RunContext:
     out_dir: Path
     store: Store
     run: RunRow
-    tickets: list[Ticket]                      # pending trials this process should generate
-    selected_ids: set[str]                     # every trial this process is responsible for
+    tickets: list[Ticket]  # pending trials this process should generate
+    selected_ids: set[str]  # every trial this process is responsible for
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -62,8 +62,10 @@ def model_and_layers(plan: Plan) -> tuple[ModelRef, list[int]]:
     layers = resolve_layers(plan.sweep.layers, total)
     bad = [layer for layer in layers if layer >= total]
     if bad:
-        raise BadInput(f"{file}: [sweep] layers: layer {bad[0]} is out of range for "
-                       f"{ref.name} ({total} layers: 0..{total - 1})")
+        raise BadInput(
+            f"{file}: [sweep] layers: layer {bad[0]} is out of range for "
+            f"{ref.name} ({total} layers: 0..{total - 1})"
+        )
     return ref, layers
 
 
@@ -115,8 +117,12 @@ def _extension_problem(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     return None
 
 
-def open_run(plan: Plan, narrowing: Narrowing | None = None, create: bool = True,
-             before_open: Callable[[Path], None] | None = None) -> RunContext:
+def open_run(
+    plan: Plan,
+    narrowing: Narrowing | None = None,
+    create: bool = True,
+    before_open: Callable[[Path], None] | None = None,
+) -> RunContext:
     """Resolve the run's directory, call `before_open(dir)` (GCS restore), open the database."""
     narrowing = narrowing or Narrowing()
     file = str(plan.path)
@@ -128,8 +134,9 @@ def open_run(plan: Plan, narrowing: Narrowing | None = None, create: bool = True
     if before_open is not None:
         before_open(out_dir)
     if not create and not (out_dir / DB_NAME).is_file():
-        raise BadInput(f"{file}: no run found at {out_dir / DB_NAME}; start it with "
-                       "`introspectd run`")
+        raise BadInput(
+            f"{file}: no run found at {out_dir / DB_NAME}; start it with `introspectd run`"
+        )
     _check_narrowing(plan, narrowing, file)
     store = Store(out_dir / DB_NAME)
     notes: list[str] = []
@@ -140,19 +147,24 @@ def open_run(plan: Plan, narrowing: Narrowing | None = None, create: bool = True
         notes.append(f"added {added} new trials to the run")
     selected = _narrow(all_specs, narrowing)
     selected_ids = {s.trial_id(run.stamp) for s in selected}
-    tickets = [Ticket(row.id, row.spec) for row in store.trials(Status.PENDING)
-               if row.id in selected_ids]
+    tickets = [
+        Ticket(row.id, row.spec) for row in store.trials(Status.PENDING) if row.id in selected_ids
+    ]
     return RunContext(plan, ref, layers, out_dir, store, run, tickets, selected_ids, notes)
 
 
 def _check_narrowing(plan: Plan, narrowing: Narrowing, file: str) -> None:
     unknown = [c for c in narrowing.concepts if c not in plan.sweep.concepts]
     if unknown:
-        raise BadInput(f"--concept: {unknown[0]!r} is not a concept of {file} "
-                       f"({', '.join(plan.sweep.concepts)})")
+        raise BadInput(
+            f"--concept: {unknown[0]!r} is not a concept of {file} "
+            f"({', '.join(plan.sweep.concepts)})"
+        )
     if narrowing.num_trials is not None and not 1 <= narrowing.num_trials <= plan.sweep.trials:
-        raise BadInput(f"--trials: must be between 1 and the plan's trials ({plan.sweep.trials}) "
-                       f"in {file}, got {narrowing.num_trials}")
+        raise BadInput(
+            f"--trials: must be between 1 and the plan's trials ({plan.sweep.trials}) "
+            f"in {file}, got {narrowing.num_trials}"
+        )
 
 
 def _shard_of(specs: list[TrialSpec], shard: Shard | None) -> list[TrialSpec]:
@@ -172,35 +184,58 @@ def _narrow(specs: list[TrialSpec], narrowing: Narrowing) -> list[TrialSpec]:
     return chosen
 
 
-def _reconcile_run(plan: Plan, ref: ModelRef, spec: dict[str, Any], out_dir: Path, store: Store,
-                   notes: list[str]) -> RunRow:
+def _reconcile_run(
+    plan: Plan, ref: ModelRef, spec: dict[str, Any], out_dir: Path, store: Store, notes: list[str]
+) -> RunRow:
     file = str(plan.path)
     existing = store.get_run()
     new_hash = spec_hash(spec)
     if existing is None:
         stamp = plan.run.stamp or os.environ.get(ENV_STAMP) or f"{datetime.now():%Y%m%d_%H%M%S}"
-        run = RunRow(stamp, out_dir.parent.name, ref.name, plan.to_json(), spec, new_hash,
-                     baseline_words(plan.sweep.concepts), now_iso())
+        run = RunRow(
+            stamp,
+            out_dir.parent.name,
+            ref.name,
+            plan.to_json(),
+            spec,
+            new_hash,
+            baseline_words(plan.sweep.concepts),
+            now_iso(),
+        )
         store.save_run(run)
         return run
     if plan.run.stamp and plan.run.stamp != existing.stamp:
-        raise PlanMismatch(f"{file}: [run] stamp: the run at {out_dir} has stamp "
-                           f"{existing.stamp}, not {plan.run.stamp}")
+        raise PlanMismatch(
+            f"{file}: [run] stamp: the run at {out_dir} has stamp "
+            f"{existing.stamp}, not {plan.run.stamp}"
+        )
     if existing.spec_hash == new_hash:
         run = RunRow(**{**existing.__dict__, "plan_json": plan.to_json()})
         store.save_run(run)
         return run
     problem = _extension_problem(existing.spec, spec)
     if problem is not None:
-        raise PlanMismatch(f"{file}: the run at {out_dir} was created with a different plan "
-                           f"({problem}); restore the original plan or use a new "
-                           "[run] experiment_id")
+        raise PlanMismatch(
+            f"{file}: the run at {out_dir} was created with a different plan "
+            f"({problem}); restore the original plan or use a new "
+            "[run] experiment_id"
+        )
     clash = sorted(set(plan.sweep.concepts) & set(existing.baseline))
     if clash:
-        raise PlanMismatch(f"{file}: [sweep] concepts: {clash[0]!r} is one of this run's "
-                           "baseline words, so its vector would be skewed; use a new experiment_id")
+        raise PlanMismatch(
+            f"{file}: [sweep] concepts: {clash[0]!r} is one of this run's "
+            "baseline words, so its vector would be skewed; use a new experiment_id"
+        )
     notes.append(f"plan extends the stored run at {out_dir} (same settings, more trials)")
-    run = RunRow(existing.stamp, existing.experiment_id, existing.model_name, plan.to_json(), spec,
-                 new_hash, existing.baseline, existing.created_at)
+    run = RunRow(
+        existing.stamp,
+        existing.experiment_id,
+        existing.model_name,
+        plan.to_json(),
+        spec,
+        new_hash,
+        existing.baseline,
+        existing.created_at,
+    )
     store.save_run(run)
     return run

@@ -156,9 +156,16 @@ class SnapshotStore:
     `restore()` at start-up so a later rival write is detected as one.
     """
 
-    def __init__(self, gcs_uri: str, rel_dir: str, *, client: storage.Client | None = None,
-                 retry_timeout_s: float = 60.0, retry_initial_s: float = 1.0,
-                 request_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        gcs_uri: str,
+        rel_dir: str,
+        *,
+        client: storage.Client | None = None,
+        retry_timeout_s: float = 60.0,
+        retry_initial_s: float = 1.0,
+        request_timeout_s: float = 60.0,
+    ) -> None:
         bucket, prefix = parse_gcs_uri(gcs_uri)
         self.base = "/".join(p for p in (prefix, rel_dir.strip("/")) if p)
         self.uri = f"gs://{bucket}/{self.base}"
@@ -186,8 +193,9 @@ class SnapshotStore:
         try:
             return Manifest.from_json(*got)
         except (ValueError, KeyError, TypeError) as e:
-            raise RestoreError(f"{self.uri}/{MANIFEST} is unreadable ({e}); "
-                               "fix or remove it by hand") from e
+            raise RestoreError(
+                f"{self.uri}/{MANIFEST} is unreadable ({e}); fix or remove it by hand"
+            ) from e
 
     def read_manifest(self) -> Manifest | None:
         """The run's current manifest in GCS (None if there is none). Pins the baseline once."""
@@ -200,8 +208,9 @@ class SnapshotStore:
 
     # -- upload ----------------------------------------------------------------------------
 
-    def upload(self, db_path: Path, files: list[Path], counts: dict[str, int],
-               plan_hash: str) -> Manifest:
+    def upload(
+        self, db_path: Path, files: list[Path], counts: dict[str, int], plan_hash: str
+    ) -> Manifest:
         """Snapshot the database, upload it and `files`, then commit a new manifest.
 
         Files that do not exist (yet) are skipped. Raises StaleWriter when another process has
@@ -218,12 +227,19 @@ class SnapshotStore:
             folder = f"objects/{seq:08d}-{self.writer}-{secrets.token_hex(2)}"
             with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=db_path.parent) as tmp:
                 staged = self._stage(db_path, files, Path(tmp))
-                objects = {name: self._put(folder, name, path, good)
-                           for name, path in staged.items()}
+                objects = {
+                    name: self._put(folder, name, path, good) for name, path in staged.items()
+                }
             manifest = Manifest(
-                seq=seq, created_at=datetime.now(UTC).isoformat(), counts=dict(counts),
-                db=db_path.name, objects=objects, plan_hash=plan_hash, writer=self.writer,
-                previous=good)
+                seq=seq,
+                created_at=datetime.now(UTC).isoformat(),
+                counts=dict(counts),
+                db=db_path.name,
+                objects=objects,
+                plan_hash=plan_hash,
+                writer=self.writer,
+                previous=good,
+            )
             committed = self._commit(manifest, base)
             self._pin(committed)
         self._collect_garbage(committed)
@@ -248,22 +264,36 @@ class SnapshotStore:
             if now is not None and (now.generation, now.crc32c) == (old.generation, crc):
                 return old  # unchanged since the last manifest, and still intact in GCS
         rel = f"{folder}/{name}"
-        info = gcs.put_file(self._bucket, self._name(rel), path, crc, size,
-                            if_generation_match=0, retry=self._retry, timeout=self._timeout)
+        info = gcs.put_file(
+            self._bucket,
+            self._name(rel),
+            path,
+            crc,
+            size,
+            if_generation_match=0,
+            retry=self._retry,
+            timeout=self._timeout,
+        )
         return ObjectRef(rel, info.crc32c, info.generation, info.size)
 
     def _commit(self, manifest: Manifest, base: Manifest | None) -> Manifest:
         data = manifest.to_json()
         try:
-            info = gcs.put_bytes(self._bucket, self._name(MANIFEST), data,
-                                 if_generation_match=base.generation if base else 0,
-                                 retry=self._retry, timeout=self._timeout)
+            info = gcs.put_bytes(
+                self._bucket,
+                self._name(MANIFEST),
+                data,
+                if_generation_match=base.generation if base else 0,
+                retry=self._retry,
+                timeout=self._timeout,
+            )
         except gexc.PreconditionFailed:
             rival = self._fetch_manifest()
             theirs = f"seq {rival.seq} by writer {rival.writer}" if rival else "deleted"
             raise StaleWriter(
                 f"{self.uri}/{MANIFEST} was changed by another process ({theirs}) since this one "
-                f"saw seq {base.seq if base else 0}; this process must stop uploading") from None
+                f"saw seq {base.seq if base else 0}; this process must stop uploading"
+            ) from None
         return Manifest.from_json(data, info.generation)
 
     def _collect_garbage(self, current: Manifest) -> None:
@@ -274,18 +304,20 @@ class SnapshotStore:
             keep |= {r.object for r in current.previous.objects.values()}
             floor = current.previous.seq
         try:
-            listed = gcs.list_objects(self._bucket, self._name("objects/"), self._retry,
-                                      self._timeout)
+            listed = gcs.list_objects(
+                self._bucket, self._name("objects/"), self._retry, self._timeout
+            )
             for obj in listed:
-                rel = obj.name[len(self._name("")):]
+                rel = obj.name[len(self._name("")) :]
                 try:
                     seq = int(rel.split("/")[1].split("-")[0])
                 except (IndexError, ValueError):
                     continue  # not ours: leave it alone
                 # Only strictly older than `floor`: newer folders may be a live rival's upload.
                 if rel not in keep and seq < floor:
-                    gcs.delete_quietly(self._bucket, obj.name, obj.generation, self._retry,
-                                       self._timeout)
+                    gcs.delete_quietly(
+                        self._bucket, obj.name, obj.generation, self._retry, self._timeout
+                    )
         except Exception:  # the commit already happened; the next commit retries the GC
             pass
 
@@ -312,12 +344,21 @@ class SnapshotStore:
                 continue
             if fs is not sets[0]:
                 self._rebase_on(manifest, fs)
-            return RestoreResult(seq=fs.seq, created_at=fs.created_at, counts=dict(fs.counts),
-                                 plan_hash=manifest.plan_hash, db_path=local_dir / db_name,
-                                 files=files, fell_back=fs is not sets[0],
-                                 skipped="; ".join(problems))
-        raise RestoreError(f"cannot restore {self.uri}: " + "; ".join(problems)
-                           + " — refusing to start over, which would duplicate trials")
+            return RestoreResult(
+                seq=fs.seq,
+                created_at=fs.created_at,
+                counts=dict(fs.counts),
+                plan_hash=manifest.plan_hash,
+                db_path=local_dir / db_name,
+                files=files,
+                fell_back=fs is not sets[0],
+                skipped="; ".join(problems),
+            )
+        raise RestoreError(
+            f"cannot restore {self.uri}: "
+            + "; ".join(problems)
+            + " — refusing to start over, which would duplicate trials"
+        )
 
     def _rebase_on(self, manifest: Manifest, good: FileSet) -> None:
         """After a fallback, keep CAS on the latest manifest but build on the set that worked,
@@ -330,8 +371,10 @@ class SnapshotStore:
         local_dir.mkdir(parents=True, exist_ok=True)
         _sweep_debris(local_dir)
         with tempfile.TemporaryDirectory(prefix=".restore-", dir=local_dir) as tmp:
-            fetched = {key: self._fetch_verified(ref, Path(tmp) / f"{i:03d}")
-                       for i, (key, ref) in enumerate(sorted(fs.objects.items()))}
+            fetched = {
+                key: self._fetch_verified(ref, Path(tmp) / f"{i:03d}")
+                for i, (key, ref) in enumerate(sorted(fs.objects.items()))
+            }
             verdict = _integrity(fetched[fs.db])
             if verdict != "ok":
                 raise _BadObject(f"{fs.objects[fs.db].object} fails integrity_check ({verdict})")
@@ -347,18 +390,20 @@ class SnapshotStore:
 
     def _fetch_verified(self, ref: ObjectRef, dest: Path) -> Path:
         try:
-            found = gcs.download(self._bucket, self._name(ref.object), dest, self._retry,
-                                 self._timeout)
+            found = gcs.download(
+                self._bucket, self._name(ref.object), dest, self._retry, self._timeout
+            )
         except DataCorruption as e:  # the library's own end-to-end checksum check
             raise _BadObject(f"{ref.object} is corrupt in transit or at rest") from e
         if not found:
             raise _BadObject(f"{ref.object} is missing")
         size = dest.stat().st_size
         if size != ref.size or gcs.crc32c_of_file(dest) != ref.crc32c:
-            raise _BadObject(f"{ref.object} does not match the manifest "
-                             f"({size} bytes, want {ref.size}; crc32c differs or size does)")
+            raise _BadObject(
+                f"{ref.object} does not match the manifest "
+                f"({size} bytes, want {ref.size}; crc32c differs or size does)"
+            )
         return dest
-
 
 
 def remove_stale_sidecars(db_path: Path) -> None:

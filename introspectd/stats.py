@@ -34,8 +34,8 @@ class RunStats:
     num_judge_failed: int = 0
     failed_by_reason: Counter[str] = field(default_factory=Counter)
     batch_size: int = 0
-    judge: Any = None       # the Judge (its `.stats` are live figures), when judging is on
-    uploads: Any = None     # the Uploader (its `.stats` are live figures), when uploads are on
+    judge: Any = None  # the Judge (its `.stats` are live figures), when judging is on
+    uploads: Any = None  # the Uploader (its `.stats` are live figures), when uploads are on
     recent: deque[RecentAnswer] = field(default_factory=lambda: deque(maxlen=5))
     _rate_window: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=64))
 
@@ -59,8 +59,14 @@ class RunStats:
         self.num_new_tokens += sum(g.num_new_tokens for g in generations)
         self._rate_window.append((now, self.num_generated, self.num_new_tokens))
 
-    def on_judged(self, concept: str, is_injected: bool, result: dict[str, Any] | None,
-                  error: str | None, response: str) -> None:
+    def on_judged(
+        self,
+        concept: str,
+        is_injected: bool,
+        result: dict[str, Any] | None,
+        error: str | None,
+        response: str,
+    ) -> None:
         self.by_concept_done[concept] += 1
         if result is not None:
             self.num_judged += 1
@@ -91,10 +97,15 @@ class RunStats:
     def summary_line(self) -> str:
         trials_per_s, tokens_per_s = self.rates()
         eta = self.eta_s()
-        parts = [f"done {self.num_done}/{self.num_selected}",
-                 f"generated {self.num_generated}", f"{trials_per_s:.1f} trials/s",
-                 f"{tokens_per_s:.0f} tok/s", f"batch {self.batch_size}",
-                 f"judged {self.num_judged}", f"judge_failed {self.num_judge_failed}"]
+        parts = [
+            f"done {self.num_done}/{self.num_selected}",
+            f"generated {self.num_generated}",
+            f"{trials_per_s:.1f} trials/s",
+            f"{tokens_per_s:.0f} tok/s",
+            f"batch {self.batch_size}",
+            f"judged {self.num_judged}",
+            f"judge_failed {self.num_judge_failed}",
+        ]
         if eta is not None:
             parts.append(f"eta {eta:.0f}s")
         return " | ".join(parts)

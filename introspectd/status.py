@@ -14,9 +14,13 @@ def status_summary(ctx: RunContext) -> dict[str, Any]:
     total = sum(by_status.values())
     finished = by_status[Status.JUDGED] + by_status[Status.JUDGE_FAILED]
     return {
-        "run": {"stamp": ctx.run.stamp, "experiment_id": ctx.run.experiment_id,
-                "model": ctx.run.model_name, "directory": str(ctx.out_dir),
-                "plan_hash": ctx.run.spec_hash},
+        "run": {
+            "stamp": ctx.run.stamp,
+            "experiment_id": ctx.run.experiment_id,
+            "model": ctx.run.model_name,
+            "directory": str(ctx.out_dir),
+            "plan_hash": ctx.run.spec_hash,
+        },
         "total": total,
         "finished": finished,
         "is_complete": total > 0 and finished == total,
@@ -29,16 +33,20 @@ def status_summary(ctx: RunContext) -> dict[str, Any]:
 
 def render_status(summary: dict[str, Any]) -> str:
     run = summary["run"]
-    lines = [f"run {run['stamp']}  {run['model']}  {run['directory']}",
-             f"finished {summary['finished']}/{summary['total']}"
-             + ("  (complete)" if summary["is_complete"] else "")]
+    lines = [
+        f"run {run['stamp']}  {run['model']}  {run['directory']}",
+        f"finished {summary['finished']}/{summary['total']}"
+        + ("  (complete)" if summary["is_complete"] else ""),
+    ]
     statuses = [s.value for s in Status]
     lines.append(f"{'concept':<16}" + "".join(f"{s:>14}" for s in statuses))
     for concept, counts in sorted(summary["by_concept"].items()):
         lines.append(f"{concept:<16}" + "".join(f"{counts.get(s, 0):>14}" for s in statuses))
     judge = summary["judge"]
-    lines.append(f"judge: {judge['judgements']} judgements, {judge['prompt_tokens']} prompt + "
-                 f"{judge['completion_tokens']} completion tokens")
+    lines.append(
+        f"judge: {judge['judgements']} judgements, {judge['prompt_tokens']} prompt + "
+        f"{judge['completion_tokens']} completion tokens"
+    )
     for reason, n in judge["failures_by_reason"].items():
         lines.append(f"  failed x{n}: {reason}")
     return "\n".join(lines)

@@ -19,8 +19,12 @@ from torch import nn
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The decoder layer list of Llama/Qwen/Mistral/Gemma-style causal LMs."""
-    for path in ("model.layers", "model.language_model.layers", "language_model.model.layers",
-                 "transformer.h"):
+    for path in (
+        "model.layers",
+        "model.language_model.layers",
+        "language_model.model.layers",
+        "transformer.h",
+    ):
         obj: Any = model
         for part in path.split("."):
             obj = getattr(obj, part, None)

@@ -74,15 +74,26 @@ class Judgement:
     completion_tokens: int
 
 
-_TRIAL_COLUMNS = ("id, ordinal, concept, kind, layer, strength, trial, status, response, "
-                  "num_new_tokens, generated_at, judge_json, judge_error")
+_TRIAL_COLUMNS = (
+    "id, ordinal, concept, kind, layer, strength, trial, status, response, "
+    "num_new_tokens, generated_at, judge_json, judge_error"
+)
 
 
 def _trial_row(r: sqlite3.Row) -> TrialRow:
     spec = TrialSpec(r["concept"], Kind(r["kind"]), r["layer"], r["strength"], r["trial"])
     judge = json.loads(r["judge_json"]) if r["judge_json"] else None
-    return TrialRow(r["id"], r["ordinal"], spec, Status(r["status"]), r["response"],
-                    r["num_new_tokens"], r["generated_at"], judge, r["judge_error"])
+    return TrialRow(
+        r["id"],
+        r["ordinal"],
+        spec,
+        Status(r["status"]),
+        r["response"],
+        r["num_new_tokens"],
+        r["generated_at"],
+        judge,
+        r["judge_error"],
+    )
 
 
 class Store:
@@ -111,8 +122,10 @@ class Store:
         self.conn.execute("COMMIT")
 
     def _migrate(self) -> None:
-        self.conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
-                          "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
         applied = {row[0] for row in self.conn.execute("SELECT version FROM schema_migrations")}
         for sql_file in sorted(migrations_dir().glob("[0-9][0-9][0-9][0-9]_*.sql")):
             version = int(sql_file.name[:4])
@@ -122,8 +135,10 @@ class Store:
                 for statement in sql_file.read_text().split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                             (version, sql_file.stem, now_iso()))
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                    (version, sql_file.stem, now_iso()),
+                )
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -131,9 +146,16 @@ class Store:
         r = self.conn.execute("SELECT * FROM run WHERE id = 1").fetchone()
         if r is None:
             return None
-        return RunRow(r["stamp"], r["experiment_id"], r["model_name"], r["plan_json"],
-                      json.loads(r["spec_json"]), r["spec_hash"], json.loads(r["baseline_json"]),
-                      r["created_at"])
+        return RunRow(
+            r["stamp"],
+            r["experiment_id"],
+            r["model_name"],
+            r["plan_json"],
+            json.loads(r["spec_json"]),
+            r["spec_hash"],
+            json.loads(r["baseline_json"]),
+            r["created_at"],
+        )
 
     def save_run(self, run: RunRow) -> None:
         """Create the run, or replace its plan after a pure extension (stamp never changes)."""
@@ -143,21 +165,33 @@ class Store:
                 "spec_hash, baseline_json, created_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET plan_json = excluded.plan_json, "
                 "spec_json = excluded.spec_json, spec_hash = excluded.spec_hash",
-                (run.stamp, run.experiment_id, run.model_name, run.plan_json,
-                 json.dumps(run.spec, sort_keys=True), run.spec_hash, json.dumps(run.baseline),
-                 run.created_at))
+                (
+                    run.stamp,
+                    run.experiment_id,
+                    run.model_name,
+                    run.plan_json,
+                    json.dumps(run.spec, sort_keys=True),
+                    run.spec_hash,
+                    json.dumps(run.baseline),
+                    run.created_at,
+                ),
+            )
 
     def add_trials(self, stamp: str, specs: Iterable[TrialSpec]) -> int:
         """Insert trials not yet present (ordinals continue after the last); returns how many."""
         with self._write() as conn:
             known = {r[0] for r in conn.execute("SELECT id FROM trials")}
             start = conn.execute("SELECT COALESCE(MAX(ordinal), -1) + 1 FROM trials").fetchone()[0]
-            rows = [(s.trial_id(stamp), s.concept, s.kind.value, s.layer, s.strength, s.trial)
-                    for s in specs if s.trial_id(stamp) not in known]
+            rows = [
+                (s.trial_id(stamp), s.concept, s.kind.value, s.layer, s.strength, s.trial)
+                for s in specs
+                if s.trial_id(stamp) not in known
+            ]
             conn.executemany(
                 "INSERT INTO trials (id, ordinal, concept, kind, layer, strength, trial) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(r[0], start + i, *r[1:]) for i, r in enumerate(rows)])
+                [(r[0], start + i, *r[1:]) for i, r in enumerate(rows)],
+            )
         return len(rows)
 
     # --- concept vectors -------------------------------------------------------------------
@@ -169,8 +203,10 @@ class Store:
     def put_vectors(self, vectors: dict[tuple[str, int], tuple[bytes, int, float]]) -> None:
         with self._write() as conn:
             conn.executemany(
-                "INSERT OR IGNORE INTO vectors (concept, layer, data, dim, norm) VALUES (?,?,?,?,?)",
-                [(c, layer, data, dim, norm) for (c, layer), (data, dim, norm) in vectors.items()])
+                "INSERT OR IGNORE INTO vectors (concept, layer, data, dim, norm) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(c, layer, data, dim, norm) for (c, layer), (data, dim, norm) in vectors.items()],
+            )
 
     # --- trials ----------------------------------------------------------------------------
 
@@ -188,8 +224,10 @@ class Store:
 
     def completed(self, concept: str) -> list[TrialRow]:
         """Rows whose judging has ended, in plan order: what the JSONL files hold."""
-        sql = (f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE concept = ? "
-               "AND status IN ('judged', 'judge_failed') ORDER BY ordinal")
+        sql = (
+            f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE concept = ? "
+            "AND status IN ('judged', 'judge_failed') ORDER BY ordinal"
+        )
         return [_trial_row(r) for r in self.conn.execute(sql, (concept,))]
 
     def record_generations(self, generations: list[Generation]) -> int:
@@ -198,7 +236,8 @@ class Store:
             cur = conn.executemany(
                 "UPDATE trials SET status = 'generated', response = ?, num_new_tokens = ?, "
                 "generated_at = ? WHERE id = ? AND status = 'pending'",
-                [(g.response, g.num_new_tokens, g.generated_at, g.trial_id) for g in generations])
+                [(g.response, g.num_new_tokens, g.generated_at, g.trial_id) for g in generations],
+            )
             return cur.rowcount
 
     def record_judgements(self, judgements: list[Judgement]) -> None:
@@ -212,19 +251,32 @@ class Store:
                     "INSERT INTO judgements (trial_id, judge_model, prompt_version, fewshot_hash, "
                     "result_json, error, attempts, prompt_tokens, completion_tokens, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (j.trial_id, j.judge_model, j.prompt_version, j.fewshot_hash, result_json,
-                     j.error, j.attempts, j.prompt_tokens, j.completion_tokens, now))
+                    (
+                        j.trial_id,
+                        j.judge_model,
+                        j.prompt_version,
+                        j.fewshot_hash,
+                        result_json,
+                        j.error,
+                        j.attempts,
+                        j.prompt_tokens,
+                        j.completion_tokens,
+                        now,
+                    ),
+                )
                 conn.execute(
                     "UPDATE trials SET status = ?, judge_json = ?, judge_error = ?, judged_at = ? "
                     "WHERE id = ? AND status != 'pending'",
-                    (status.value, result_json, j.error, now, j.trial_id))
+                    (status.value, result_json, j.error, now, j.trial_id),
+                )
 
     def reopen_for_judging(self, include_judged: bool) -> int:
         """Send rows back to `generated` so the judge pool grades them again."""
         statuses = "('judge_failed', 'judged')" if include_judged else "('judge_failed')"
         with self._write() as conn:
             return conn.execute(
-                f"UPDATE trials SET status = 'generated' WHERE status IN {statuses}").rowcount
+                f"UPDATE trials SET status = 'generated' WHERE status IN {statuses}"
+            ).rowcount
 
     # --- summaries -------------------------------------------------------------------------
 
@@ -232,7 +284,8 @@ class Store:
         """{concept: {status: n}} over every planned trial."""
         out: dict[str, dict[str, int]] = {}
         rows = self.conn.execute(
-            "SELECT concept, status, COUNT(*) AS n FROM trials GROUP BY concept, status")
+            "SELECT concept, status, COUNT(*) AS n FROM trials GROUP BY concept, status"
+        )
         for r in rows:
             out.setdefault(r["concept"], {})[r["status"]] = r["n"]
         return out
@@ -240,12 +293,21 @@ class Store:
     def judge_totals(self) -> dict[str, Any]:
         r = self.conn.execute(
             "SELECT COUNT(*) AS n, COALESCE(SUM(prompt_tokens), 0) AS p, "
-            "COALESCE(SUM(completion_tokens), 0) AS c FROM judgements").fetchone()
-        failures = {row["judge_error"]: row["n"] for row in self.conn.execute(
-            "SELECT judge_error, COUNT(*) AS n FROM trials WHERE status = 'judge_failed' "
-            "GROUP BY judge_error ORDER BY n DESC")}
-        return {"judgements": r["n"], "prompt_tokens": r["p"], "completion_tokens": r["c"],
-                "failures_by_reason": failures}
+            "COALESCE(SUM(completion_tokens), 0) AS c FROM judgements"
+        ).fetchone()
+        failures = {
+            row["judge_error"]: row["n"]
+            for row in self.conn.execute(
+                "SELECT judge_error, COUNT(*) AS n FROM trials WHERE status = 'judge_failed' "
+                "GROUP BY judge_error ORDER BY n DESC"
+            )
+        }
+        return {
+            "judgements": r["n"],
+            "prompt_tokens": r["p"],
+            "completion_tokens": r["c"],
+            "failures_by_reason": failures,
+        }
 
     def generated_tokens(self) -> int:
         row = self.conn.execute("SELECT COALESCE(SUM(num_new_tokens), 0) FROM trials").fetchone()

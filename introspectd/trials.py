@@ -32,8 +32,10 @@ class TrialSpec:
         return self.kind is Kind.INJECTION
 
     def trial_id(self, stamp: str) -> str:
-        return (f"{stamp}_{self.concept}_{self.kind.value}_L{self.layer}"
-                f"_S{self.strength!r}_t{self.trial}")
+        return (
+            f"{stamp}_{self.concept}_{self.kind.value}_L{self.layer}"
+            f"_S{self.strength!r}_t{self.trial}"
+        )
 
 
 def resolve_layers(layers: str | tuple[int | float, ...], num_layers: int) -> list[int]:
@@ -46,8 +48,12 @@ def resolve_layers(layers: str | tuple[int | float, ...], num_layers: int) -> li
     return sorted({max(p, 0) for p in points})
 
 
-def expand_trials(concepts: tuple[str, ...] | list[str], layers: list[int],
-                  strengths: tuple[float, ...] | list[float], num_trials: int) -> list[TrialSpec]:
+def expand_trials(
+    concepts: tuple[str, ...] | list[str],
+    layers: list[int],
+    strengths: tuple[float, ...] | list[float],
+    num_trials: int,
+) -> list[TrialSpec]:
     """Every trial of a plan, in the seed's order: concept, layer, strength, trial, kind."""
     return [
         TrialSpec(concept, kind, layer, float(strength), t)

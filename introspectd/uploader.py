@@ -30,8 +30,9 @@ _URGENT_RETRY_S = 0.5
 
 
 class _Store(Protocol):
-    def upload(self, db_path: Path, files: list[Path], counts: dict[str, int],
-               plan_hash: str) -> Manifest: ...
+    def upload(
+        self, db_path: Path, files: list[Path], counts: dict[str, int], plan_hash: str
+    ) -> Manifest: ...
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,14 @@ def _one_line(e: BaseException) -> str:
 class Uploader:
     """Runs `store.upload(db_path, ...)` in one daemon thread; see the module docstring."""
 
-    def __init__(self, store: _Store, db_path: Path, *, backoff_initial_s: float = 2.0,
-                 backoff_max_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        store: _Store,
+        db_path: Path,
+        *,
+        backoff_initial_s: float = 2.0,
+        backoff_max_s: float = 60.0,
+    ) -> None:
         self._store = store
         self._db_path = db_path
         self._backoff = (backoff_initial_s, backoff_max_s)
@@ -139,19 +146,24 @@ class Uploader:
     def stats(self) -> UploaderStats:
         with self._cond:
             return UploaderStats(
-                requested=self._requested, uploads=self._uploads, superseded=self._superseded,
-                failures=self._failures, consecutive_failures=self._consecutive,
-                pending=self._pending is not None, in_flight=self._in_flight is not None,
-                last_success_at=self._last_success_at, last_seq=self._last_seq,
+                requested=self._requested,
+                uploads=self._uploads,
+                superseded=self._superseded,
+                failures=self._failures,
+                consecutive_failures=self._consecutive,
+                pending=self._pending is not None,
+                in_flight=self._in_flight is not None,
+                last_success_at=self._last_success_at,
+                last_seq=self._last_seq,
                 last_error=self._last_error,
-                fatal=None if self._fatal is None else _one_line(self._fatal))
+                fatal=None if self._fatal is None else _one_line(self._fatal),
+            )
 
     # -- the worker thread -----------------------------------------------------------------
 
     def _ensure_thread(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="snapshot-uploader",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._run, name="snapshot-uploader", daemon=True)
             self._thread.start()
 
     def _next(self) -> _Request | None:
@@ -172,8 +184,9 @@ class Uploader:
     def _run(self) -> None:
         while (req := self._next()) is not None:
             try:
-                manifest = self._store.upload(self._db_path, list(req.files), req.counts,
-                                              req.plan_hash)
+                manifest = self._store.upload(
+                    self._db_path, list(req.files), req.counts, req.plan_hash
+                )
             except StaleWriter as e:
                 self._finish(req, fatal=e)
                 return
@@ -182,8 +195,14 @@ class Uploader:
             else:
                 self._finish(req, manifest=manifest)
 
-    def _finish(self, req: _Request, *, manifest: Manifest | None = None,
-                error: Exception | None = None, fatal: StaleWriter | None = None) -> None:
+    def _finish(
+        self,
+        req: _Request,
+        *,
+        manifest: Manifest | None = None,
+        error: Exception | None = None,
+        fatal: StaleWriter | None = None,
+    ) -> None:
         with self._cond:
             self._in_flight = None
             if fatal is not None:

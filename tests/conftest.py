@@ -30,10 +30,12 @@ def no_judge_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BATCH_TASK_COUNT", raising=False)
 
 
-
 @pytest.fixture(scope="session")
 def tiny_runner(model_cache: Path):  # type: ignore[no-untyped-def]
     from introspectd.models import resolve_model
     from introspectd.runner import Runner
 
     return Runner(resolve_model("builtin:tiny", "", "test"))
+
+
+from gcs_emulator import gcs_emulator, gcs_proxy  # noqa: E402, F401  (fixtures for every module)

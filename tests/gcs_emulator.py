@@ -68,8 +68,20 @@ class GcsEmulator:
         backend = ["-backend", "memory"]
         if self.root is not None:
             backend = ["-backend", "filesystem", "-filesystem-root", str(self.root)]
-        cmd = [str(emulator_binary()), "-scheme", "http", *backend, "-host", "127.0.0.1",
-               "-port", str(self.port), "-external-url", self.url, "-log-level", "error"]
+        cmd = [
+            str(emulator_binary()),
+            "-scheme",
+            "http",
+            *backend,
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(self.port),
+            "-external-url",
+            self.url,
+            "-log-level",
+            "error",
+        ]
         self._proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -105,7 +117,9 @@ class GcsEmulator:
     def create_bucket(self) -> None:
         body = f'{{"name": "{self.bucket}"}}'.encode()
         req = urllib.request.Request(
-            f"{self.url}/storage/v1/b?project=test", data=body, method="POST",
+            f"{self.url}/storage/v1/b?project=test",
+            data=body,
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=5) as resp:
@@ -186,8 +200,7 @@ class FaultyProxy:
                 if action == "fail":
                     self._reply(503, [], b'{"error": {"code": 503, "message": "injected"}}')
                     return
-                status, headers, data = proxy._forward(self.command, self.path, self.headers,
-                                                       body)
+                status, headers, data = proxy._forward(self.command, self.path, self.headers, body)
                 if action == "drop":
                     self._reply(503, [], b'{"error": {"code": 503, "message": "reply lost"}}')
                     return
@@ -206,8 +219,9 @@ class FaultyProxy:
 
         return Handler
 
-    def _forward(self, method: str, path: str, headers: Message,
-                 body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _forward(
+        self, method: str, path: str, headers: Message, body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         conn = http.client.HTTPConnection(self.upstream, timeout=30)
         try:
             fwd = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS | {"host"}}
@@ -221,8 +235,9 @@ class FaultyProxy:
 
 
 @pytest.fixture
-def gcs_emulator(tmp_path_factory: pytest.TempPathFactory,
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[GcsEmulator]:
+def gcs_emulator(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[GcsEmulator]:
     """A running emulator with an empty bucket; `STORAGE_EMULATOR_HOST` points at it."""
     emulator = GcsEmulator(tmp_path_factory.mktemp("gcs"))
     emulator.start()

@@ -36,9 +36,15 @@ batch_size = 8
 """
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300
-            ) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """The real console entry point in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "introspectd.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})},
-                          cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "introspectd.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+    )

@@ -19,8 +19,9 @@ MAX_NEW = 20
 @pytest.fixture(scope="module")
 def setup(tiny_runner):  # type: ignore[no-untyped-def]
     prompt = tiny_runner.render(introspection_messages("v2"))
-    vectors = tiny_runner.concept_vectors(["fear", "ocean"], baseline_words(["fear", "ocean"]),
-                                          LAYERS, use_chat=False)
+    vectors = tiny_runner.concept_vectors(
+        ["fear", "ocean"], baseline_words(["fear", "ocean"]), LAYERS, use_chat=False
+    )
     items = []
     for i in range(11):
         layer = LAYERS[i % 2]
@@ -44,16 +45,27 @@ def _reference(runner, prompt: list[int], item: WorkItem, eos: list[int], n: int
     if item.delta is not None:
         state.deltas = {item.layer: item.delta[None].clone()}
     with torch.inference_mode(), steering(runner.model, state, [item.layer]):
-        out = runner.model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False,
-                                    eos_token_id=eos or None, pad_token_id=0)
-    toks = out[0, len(prompt):].tolist()
+        out = runner.model.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=n,
+            do_sample=False,
+            eos_token_id=eos or None,
+            pad_token_id=0,
+        )
+    toks = out[0, len(prompt) :].tolist()
     return toks[:-1] if toks and eos and toks[-1] in eos else toks
 
 
-def _run(runner, prompt: list[int], items: list[WorkItem], eos: list[int],  # type: ignore[no-untyped-def]
-         **flags: object) -> dict[str, list[int]]:
-    config = BatcherConfig(**{"batch_size": 4, "max_new_tokens": MAX_NEW, "temperature": 0.0,
-                              **flags})  # type: ignore[arg-type]
+def _run(
+    runner,
+    prompt: list[int],
+    items: list[WorkItem],
+    eos: list[int],  # type: ignore[no-untyped-def]
+    **flags: object,
+) -> dict[str, list[int]]:
+    config = BatcherConfig(
+        **{"batch_size": 4, "max_new_tokens": MAX_NEW, "temperature": 0.0, **flags}
+    )  # type: ignore[arg-type]
     batcher = Batcher(runner.model, prompt, eos, config)
     queue, got = list(items), {}
 
@@ -71,10 +83,18 @@ def _run(runner, prompt: list[int], items: list[WorkItem], eos: list[int],  # ty
     return got
 
 
-@pytest.mark.parametrize("flags", [
-    {}, {"share_prefix": False}, {"compact": False}, {"refill": False}, {"check_every": 3},
-    {"share_prefix": False, "compact": False, "refill": False}, {"batch_size": 1},
-])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {},
+        {"share_prefix": False},
+        {"compact": False},
+        {"refill": False},
+        {"check_every": 3},
+        {"share_prefix": False, "compact": False, "refill": False},
+        {"batch_size": 1},
+    ],
+)
 def test_greedy_tokens_equal_reference(setup, flags: dict[str, object]) -> None:  # type: ignore[no-untyped-def]
     runner, prompt, items, eos, refs = setup
     assert _run(runner, prompt, items, eos, **flags) == refs
@@ -94,8 +114,12 @@ def test_stop_abandons_rows_without_reporting_them(setup) -> None:  # type: igno
     batcher = Batcher(runner.model, prompt, eos, BatcherConfig(4, MAX_NEW, 0.0))
     calls = iter(range(100))
     got: list[str] = []
-    finished = batcher.run(lambda n: items[:n], lambda rows: got.extend(r.trial_id for r in rows),
-                           lambda: next(calls) >= 3, LAYERS)
+    finished = batcher.run(
+        lambda n: items[:n],
+        lambda rows: got.extend(r.trial_id for r in rows),
+        lambda: next(calls) >= 3,
+        LAYERS,
+    )
     assert finished is False
 
 
@@ -103,22 +127,29 @@ def test_sampling_depends_on_seed_step_and_logits_only() -> None:
     logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(1))
     seeds = torch.tensor([11, 22, 33])
     steps = torch.tensor([0, 5, 9])
-    alone = [int(sample(logits[i:i + 1], seeds[i:i + 1], steps[i:i + 1], 1.0)) for i in range(3)]
+    alone = [
+        int(sample(logits[i : i + 1], seeds[i : i + 1], steps[i : i + 1], 1.0)) for i in range(3)
+    ]
     together = sample(logits, seeds, steps, 1.0).tolist()
     reordered = sample(logits[[2, 0, 1]], seeds[[2, 0, 1]], steps[[2, 0, 1]], 1.0).tolist()
     assert together == alone
     assert reordered == [alone[2], alone[0], alone[1]]
     many = torch.zeros(64, 50)
-    by_seed = sample(many, torch.arange(64, dtype=torch.int64), torch.zeros(64, dtype=torch.int64),
-                     1.0)
+    by_seed = sample(
+        many, torch.arange(64, dtype=torch.int64), torch.zeros(64, dtype=torch.int64), 1.0
+    )
     assert len(set(by_seed.tolist())) > 10, "different seeds must give different draws"
 
 
 def test_sampling_follows_the_softmax() -> None:
     logits = torch.log(torch.tensor([[0.7, 0.2, 0.1]]))
     n = 4000
-    draws = sample(logits.expand(n, -1), torch.arange(n, dtype=torch.int64),
-                   torch.zeros(n, dtype=torch.int64), 1.0)
+    draws = sample(
+        logits.expand(n, -1),
+        torch.arange(n, dtype=torch.int64),
+        torch.zeros(n, dtype=torch.int64),
+        1.0,
+    )
     freq = torch.bincount(draws, minlength=3).float() / n
     assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.03)
 

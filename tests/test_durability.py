@@ -12,25 +12,32 @@ import sys
 import time
 from pathlib import Path
 
-from gcs_emulator import BUCKET, GcsEmulator, gcs_emulator  # noqa: F401  (fixture)
+from gcs_emulator import BUCKET, GcsEmulator
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from helpers import REPO, TINY_PLAN, run_cli, write_plan
 from test_engine import _planned_ids, _records, _stamp, _wait_for_progress
 
-GCS_PLAN = TINY_PLAN.replace("trials = 2", "trials = 6").replace(
-    "max_new_tokens = 8", "max_new_tokens = 16") + f"""
+GCS_PLAN = (
+    TINY_PLAN.replace("trials = 2", "trials = 6").replace(
+        "max_new_tokens = 8", "max_new_tokens = 16"
+    )
+    + f"""
 [upload]
 gcs = "gs://{BUCKET}/sweeps"
 every_trials = 8
 min_interval_s = 0
 """
+)
 RUN_DIR = "exp/tiny"
 
 
 def _bucket() -> storage.Bucket:
-    client = storage.Client(project="test", credentials=AnonymousCredentials(),
-                            client_options={"api_endpoint": os.environ["STORAGE_EMULATOR_HOST"]})
+    client = storage.Client(
+        project="test",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": os.environ["STORAGE_EMULATOR_HOST"]},
+    )
     return client.bucket(BUCKET)
 
 
@@ -48,13 +55,17 @@ def _gcs_records(bucket: storage.Bucket) -> dict[str, dict]:  # type: ignore[typ
 
 
 def _start(plan: Path) -> subprocess.Popen:  # type: ignore[type-arg]
-    return subprocess.Popen([sys.executable, "-m", "introspectd.cli", "run", "--plan", str(plan),
-                             "--no-progress"], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "INTROSPECTD_LOG": "INFO"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "introspectd.cli", "run", "--plan", str(plan), "--no-progress"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "INTROSPECTD_LOG": "INFO"},
+    )
 
 
-def test_uploads_match_local_files(tmp_path: Path, gcs_emulator: GcsEmulator) -> None:  # noqa: F811
+def test_uploads_match_local_files(tmp_path: Path, gcs_emulator: GcsEmulator) -> None:
     plan = write_plan(tmp_path, GCS_PLAN)
     done = run_cli("run", "--plan", str(plan), "--no-progress")
     assert done.returncode == 0, done.stderr
@@ -64,7 +75,7 @@ def test_uploads_match_local_files(tmp_path: Path, gcs_emulator: GcsEmulator) ->
     assert len(local) == 96
 
 
-def test_sigkill_and_lost_disks_then_resume(tmp_path: Path, gcs_emulator: GcsEmulator) -> None:  # noqa: F811
+def test_sigkill_and_lost_disks_then_resume(tmp_path: Path, gcs_emulator: GcsEmulator) -> None:
     plan = write_plan(tmp_path, GCS_PLAN)
     out = tmp_path / "out" / RUN_DIR
     rng = random.Random(3)
@@ -96,8 +107,9 @@ def test_sigkill_and_lost_disks_then_resume(tmp_path: Path, gcs_emulator: GcsEmu
     assert all(local[i]["timestamp"] == ts for i, ts in uploaded.items())
 
 
-def test_sigterm_exits_75_after_final_upload_and_resumes(tmp_path: Path,
-                                                         gcs_emulator: GcsEmulator) -> None:  # noqa: F811
+def test_sigterm_exits_75_after_final_upload_and_resumes(
+    tmp_path: Path, gcs_emulator: GcsEmulator
+) -> None:
     plan = write_plan(tmp_path, GCS_PLAN.replace("every_trials = 8", "every_trials = 1000"))
     out = tmp_path / "out" / RUN_DIR
     proc = _start(plan)

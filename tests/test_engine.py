@@ -14,16 +14,32 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, TINY_PLAN, run_cli, write_plan
+
 from introspectd.builtin_models import BUILTIN_SPECS, build
 from introspectd.cli import main
 from introspectd.trials import expand_trials
 
-RECORD_KEYS = {"id", "timestamp", "concept", "was_injected", "response", "config", "judge",
-               "judge_error"}
-CONFIG_KEYS = {"model", "layer", "strength", "magnitude", "vector_norm", "prompt_version",
-               "inject_style", "trial"}
+RECORD_KEYS = {
+    "id",
+    "timestamp",
+    "concept",
+    "was_injected",
+    "response",
+    "config",
+    "judge",
+    "judge_error",
+}
+CONFIG_KEYS = {
+    "model",
+    "layer",
+    "strength",
+    "magnitude",
+    "vector_norm",
+    "prompt_version",
+    "inject_style",
+    "trial",
+}
 
 
 def _records(out: Path) -> list[dict]:  # type: ignore[type-arg]
@@ -31,8 +47,9 @@ def _records(out: Path) -> list[dict]:  # type: ignore[type-arg]
     return [json.loads(line) for line in lines]
 
 
-def _planned_ids(stamp: str, concepts: list[str], layers: list[int], strengths: list[float],
-                 trials: int) -> set[str]:
+def _planned_ids(
+    stamp: str, concepts: list[str], layers: list[int], strengths: list[float], trials: int
+) -> set[str]:
     return {s.trial_id(stamp) for s in expand_trials(concepts, layers, strengths, trials)}
 
 
@@ -47,20 +64,23 @@ def test_run_writes_seed_format_records(tmp_path: Path) -> None:
     out = tmp_path / "out" / "exp" / "tiny"
     records = _records(out)
     stamp = _stamp(out)
-    assert {r["id"] for r in records} == _planned_ids(stamp, ["ocean", "fear"], [1, 3],
-                                                      [2.0, 4.0], 2)
+    assert {r["id"] for r in records} == _planned_ids(
+        stamp, ["ocean", "fear"], [1, 3], [2.0, 4.0], 2
+    )
     assert len(records) == 32
     for r in records:
         assert set(r) == RECORD_KEYS and set(r["config"]) == CONFIG_KEYS
         cfg = r["config"]
-        assert r["id"] == (f"{stamp}_{r['concept']}_{'injection' if r['was_injected'] else 'control'}"
-                           f"_L{cfg['layer']}_S{cfg['strength']}_t{cfg['trial']}")
+        assert r["id"] == (
+            f"{stamp}_{r['concept']}_{'injection' if r['was_injected'] else 'control'}"
+            f"_L{cfg['layer']}_S{cfg['strength']}_t{cfg['trial']}"
+        )
         assert cfg["magnitude"] == pytest.approx(cfg["strength"] * cfg["vector_norm"])
         assert cfg["vector_norm"] > 0 and cfg["model"] == "builtin:tiny"
         assert r["judge"] is None and "judging not configured" in r["judge_error"]
         assert isinstance(r["response"], str)
     # Vector norms are per (concept, layer), shared by injection and control records.
-    norms = {(r["concept"], r["config"]["layer"]) : set() for r in records}
+    norms = {(r["concept"], r["config"]["layer"]): set() for r in records}
     for r in records:
         norms[(r["concept"], r["config"]["layer"])].add(r["config"]["vector_norm"])
     assert all(len(v) == 1 for v in norms.values())
@@ -72,8 +92,22 @@ def test_run_writes_seed_format_records(tmp_path: Path) -> None:
 
 def test_status_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plan = write_plan(tmp_path, TINY_PLAN)
-    assert main(["run", "--plan", str(plan), "--local", "--no-progress", "--concept", "fear",
-                 "--trials", "1"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--plan",
+                str(plan),
+                "--local",
+                "--no-progress",
+                "--concept",
+                "fear",
+                "--trials",
+                "1",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["status", "--plan", str(plan), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -87,7 +121,9 @@ def test_status_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert {r["config"]["trial"] for r in exported} == {0}
 
 
-def test_status_without_a_run_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_without_a_run_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     plan = write_plan(tmp_path, TINY_PLAN)
     assert main(["status", "--plan", str(plan)]) == 2
     assert "no run found" in capsys.readouterr().err
@@ -104,7 +140,8 @@ def test_llama_directory_with_its_own_template_and_stop_token(tmp_path: Path) ->
 
 
 def test_changed_plan_is_refused_and_extension_is_added(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="introspectd")
     plan = write_plan(tmp_path, TINY_PLAN)
     assert main(["run", "--plan", str(plan), "--local", "--no-progress", "--trials", "1"]) == 0
@@ -114,21 +151,31 @@ def test_changed_plan_is_refused_and_extension_is_added(
     assert main(["run", "--plan", str(changed), "--local", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "different plan (sweep.max_new_tokens: 8 → 9)" in err and len(err.splitlines()) == 1
-    extended = write_plan(tmp_path, TINY_PLAN.replace('["ocean", "fear"]', '["ocean", "fear", "joy"]')
-                          .replace("trials = 2", "trials = 3"))
+    extended = write_plan(
+        tmp_path,
+        TINY_PLAN.replace('["ocean", "fear"]', '["ocean", "fear", "joy"]').replace(
+            "trials = 2", "trials = 3"
+        ),
+    )
     assert main(["run", "--plan", str(extended), "--local", "--no-progress"]) == 0
     assert "extends the stored run" in caplog.text
     stamp = _stamp(out)
     assert {r["id"] for r in _records(out)} == _planned_ids(
-        stamp, ["ocean", "fear", "joy"], [1, 3], [2.0, 4.0], 3)
+        stamp, ["ocean", "fear", "joy"], [1, 3], [2.0, 4.0], 3
+    )
 
 
-KILL_PLAN = TINY_PLAN.replace("trials = 2", "trials = 8").replace("max_new_tokens = 8",
-                                                                   "max_new_tokens = 24")
+KILL_PLAN = TINY_PLAN.replace("trials = 2", "trials = 8").replace(
+    "max_new_tokens = 8", "max_new_tokens = 24"
+)
 
 
-def _wait_for_progress(db: Path, target: int, proc: subprocess.Popen,  # type: ignore[type-arg]
-                       rng: random.Random) -> None:
+def _wait_for_progress(
+    db: Path,
+    target: int,
+    proc: subprocess.Popen,  # type: ignore[type-arg]
+    rng: random.Random,
+) -> None:
     """Return once `target` trials are generated (or at a random moment of start-up)."""
     if target == 0:
         time.sleep(rng.uniform(0.2, 2.0))
@@ -139,7 +186,8 @@ def _wait_for_progress(db: Path, target: int, proc: subprocess.Popen,  # type: i
             try:
                 with sqlite3.connect(db, timeout=1) as conn:
                     done = conn.execute(
-                        "SELECT COUNT(*) FROM trials WHERE status != 'pending'").fetchone()[0]
+                        "SELECT COUNT(*) FROM trials WHERE status != 'pending'"
+                    ).fetchone()[0]
                 if done >= target:
                     return
             except sqlite3.OperationalError:
@@ -152,14 +200,27 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
     out = tmp_path / "out" / "exp" / "tiny"
     rng = random.Random(7)
     seen: dict[str, str] = {}
-    cmd = [sys.executable, "-m", "introspectd.cli", "run", "--plan", str(plan), "--local",
-           "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "introspectd.cli",
+        "run",
+        "--plan",
+        str(plan),
+        "--local",
+        "--no-progress",
+    ]
     total = 128
     # Kill once during start-up, then at growing progress points chosen at random.
-    targets = [0] + sorted(rng.sample(range(5, total - 5), 9))
+    targets = [0, *sorted(rng.sample(range(5, total - 5), 9))]
     for target in targets:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env={**os.environ, "INTROSPECTD_LOG": "WARNING"})
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "INTROSPECTD_LOG": "WARNING"},
+        )
         _wait_for_progress(out / "state.sqlite", target, proc, rng)
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -9,11 +9,11 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from helpers import TINY_PLAN, run_cli, write_plan
 from judge_server import JudgeServer, Recorded, ok, status
-from introspectd.cli import main
 from test_engine import _records
+
+from introspectd.cli import main
 
 SECRET = "sk-test-THIS-KEY-MUST-NOT-LEAK-0123456789"
 

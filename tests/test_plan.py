@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import TINY_PLAN, run_cli, write_plan
 
 from introspectd.cli import main
 from introspectd.plan import load_plan
-
-from helpers import TINY_PLAN, run_cli, write_plan
 
 BAD_PLANS = [
     ("trails = 3", "[sweep] trails: unknown key"),
@@ -25,7 +24,7 @@ BAD_PLANS = [
     ("layers = [1, 6]", "[sweep] layers: layer 6 is out of range for builtin:tiny (6 layers"),
     ('layers = "middle"', '[sweep] layers: must be "default" or a list'),
     ("max_new_tokens = 0", "[sweep] max_new_tokens: must be >= 1"),
-    ("batch_size = 0", "[sweep] batch_size: must be \"auto\" or an integer >= 1"),
+    ("batch_size = 0", '[sweep] batch_size: must be "auto" or an integer >= 1'),
 ]
 
 
@@ -47,8 +46,9 @@ def _assert_one_line(capsys: pytest.CaptureFixture[str], rc: int, expected: str)
 
 
 @pytest.mark.parametrize(("extra", "expected"), BAD_PLANS)
-def test_bad_sweep_key(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str,
-                       expected: str) -> None:
+def test_bad_sweep_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, expected: str
+) -> None:
     plan = _sweep_plan(tmp_path, extra)
     rc = main(["run", "--plan", str(plan), "--local", "--no-progress"])
     err = _assert_one_line(capsys, rc, expected)
@@ -56,21 +56,37 @@ def test_bad_sweep_key(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra
     assert not (tmp_path / "out").exists(), "nothing may be created for a bad plan"
 
 
-@pytest.mark.parametrize(("body", "expected"), [
-    ('[model]\nname = "qwen-nonsense"\n', "[model] name: 'qwen-nonsense' is neither"),
-    ('[model]\nname = "./no/such/dir"\n', "[model] name: './no/such/dir' is neither"),
-    ('[model]\nname = "builtin:huge"\n', "[model] name: unknown built-in model"),
-    ('[model]\nname = "builtin:tiny"\n[judge]\nconcurrency = 0\n', "[judge] concurrency: must be >= 1"),
-    ('[model]\nname = "builtin:tiny"\n[judge]\napi = "soap"\n', "[judge] api: must be one of"),
-    ('[model]\nname = "builtin:tiny"\n[upload]\ngcs = "s3://x"\n', "[upload] gcs: must look like"),
-    ('[model]\nname = "builtin:tiny"\n[modle]\nname = "x"\n', "modle: unknown key"),
-    ('[model]\nname = "builtin:tiny"\ndtype = 16\n', "[model] dtype: must be a string"),
-    ('[model]\nname = "builtin:tiny"\n[sweep]\ntrials = true\n', "[sweep] trials: must be an integer, got a boolean"),
-    ('[model\nname = "x"\n', "malformed TOML"),
-    ('[run]\nstamp = "2026-01-01"\n[model]\nname = "builtin:tiny"\n', "[run] stamp: must look like"),
-])
-def test_bad_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str,
-                  expected: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('[model]\nname = "qwen-nonsense"\n', "[model] name: 'qwen-nonsense' is neither"),
+        ('[model]\nname = "./no/such/dir"\n', "[model] name: './no/such/dir' is neither"),
+        ('[model]\nname = "builtin:huge"\n', "[model] name: unknown built-in model"),
+        (
+            '[model]\nname = "builtin:tiny"\n[judge]\nconcurrency = 0\n',
+            "[judge] concurrency: must be >= 1",
+        ),
+        ('[model]\nname = "builtin:tiny"\n[judge]\napi = "soap"\n', "[judge] api: must be one of"),
+        (
+            '[model]\nname = "builtin:tiny"\n[upload]\ngcs = "s3://x"\n',
+            "[upload] gcs: must look like",
+        ),
+        ('[model]\nname = "builtin:tiny"\n[modle]\nname = "x"\n', "modle: unknown key"),
+        ('[model]\nname = "builtin:tiny"\ndtype = 16\n', "[model] dtype: must be a string"),
+        (
+            '[model]\nname = "builtin:tiny"\n[sweep]\ntrials = true\n',
+            "[sweep] trials: must be an integer, got a boolean",
+        ),
+        ('[model\nname = "x"\n', "malformed TOML"),
+        (
+            '[run]\nstamp = "2026-01-01"\n[model]\nname = "builtin:tiny"\n',
+            "[run] stamp: must look like",
+        ),
+    ],
+)
+def test_bad_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, expected: str
+) -> None:
     plan = write_plan(tmp_path, body)
     rc = main(["run", "--plan", str(plan), "--local", "--no-progress"])
     _assert_one_line(capsys, rc, expected)
@@ -81,16 +97,20 @@ def test_missing_plan_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     _assert_one_line(capsys, rc, "nope.toml: plan file not found")
 
 
-@pytest.mark.parametrize(("flags", "expected"), [
-    (["--concept", "joy"], "--concept: 'joy' is not a concept of"),
-    (["--trials", "3"], "--trials: must be between 1 and the plan's trials (2)"),
-    (["--trials", "x"], "argument --trials: invalid int value"),
-    (["--shard", "3/3"], "--shard"),
-    (["--shard", "one-of-two"], "--shard"),
-    (["--bogus"], "unrecognized arguments: --bogus"),
-])
-def test_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
-                   expected: str) -> None:
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--concept", "joy"], "--concept: 'joy' is not a concept of"),
+        (["--trials", "3"], "--trials: must be between 1 and the plan's trials (2)"),
+        (["--trials", "x"], "argument --trials: invalid int value"),
+        (["--shard", "3/3"], "--shard"),
+        (["--shard", "one-of-two"], "--shard"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], expected: str
+) -> None:
     plan = write_plan(tmp_path, TINY_PLAN)
     rc = main(["run", "--plan", str(plan), "--local", "--no-progress", *flags])
     _assert_one_line(capsys, rc, expected)
@@ -102,11 +122,12 @@ def test_bad_plan_in_a_real_process_prints_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"introspectd: {plan}: [sweep] trails: unknown key (check the spelling; see DESIGN.md "
-        "for the plan keys)"]
+        "for the plan keys)"
+    ]
 
 
 def test_defaults_are_the_seed_sweep(tmp_path: Path) -> None:
-    plan = load_plan(write_plan(tmp_path, "[model]\nname = \"3b\"\n"))
+    plan = load_plan(write_plan(tmp_path, '[model]\nname = "3b"\n'))
     assert plan.sweep.concepts == ("celebration", "ocean", "fear", "silence")
     assert plan.sweep.strengths == (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
     assert (plan.sweep.trials, plan.sweep.max_new_tokens, plan.sweep.temperature) == (40, 200, 1.0)

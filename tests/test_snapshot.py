@@ -38,8 +38,9 @@ class Run:
         self.db = self.dir / "state.sqlite"
         self.conn = sqlite3.connect(self.db, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("CREATE TABLE IF NOT EXISTS trials "
-                          "(id TEXT PRIMARY KEY, concept TEXT, response TEXT)")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS trials (id TEXT PRIMARY KEY, concept TEXT, response TEXT)"
+        )
         self.n = int(self.conn.execute("SELECT count(*) FROM trials").fetchone()[0])
 
     @property
@@ -50,8 +51,9 @@ class Run:
         with (self.dir / f"{concept}.jsonl").open("a") as f:
             for _ in range(k):
                 self.n += 1
-                self.conn.execute("INSERT INTO trials VALUES (?, ?, ?)",
-                                  (f"t{self.n}", concept, "x" * 200))
+                self.conn.execute(
+                    "INSERT INTO trials VALUES (?, ?, ?)", (f"t{self.n}", concept, "x" * 200)
+                )
                 f.write(f'{{"id": "t{self.n}", "concept": "{concept}"}}\n')
 
     def counts(self) -> dict[str, int]:
@@ -73,8 +75,11 @@ def store(**kw: float) -> SnapshotStore:
 
 def direct_bucket(emulator: GcsEmulator) -> storage.Bucket:
     """The bucket, reached without the faulty proxy, to inspect or damage objects."""
-    client = storage.Client(project="test", credentials=AnonymousCredentials(),
-                            client_options={"api_endpoint": emulator.url})
+    client = storage.Client(
+        project="test",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": emulator.url},
+    )
     return client.bucket(BUCKET)
 
 
@@ -127,8 +132,10 @@ def test_periodic_uploads_mirror_local_files(gcs_emulator: GcsEmulator, run: Run
     assert latest.previous is not None and latest.previous.seq == 2
     # Only the latest and previous sets remain after garbage collection.
     wanted = {r.object for fs in (latest, latest.previous) for r in fs.objects.values()}
-    listed = {b.name.removeprefix(f"sweeps/{REL}/")
-              for b in bucket.client.list_blobs(BUCKET, prefix=f"sweeps/{REL}/objects/")}
+    listed = {
+        b.name.removeprefix(f"sweeps/{REL}/")
+        for b in bucket.client.list_blobs(BUCKET, prefix=f"sweeps/{REL}/objects/")
+    }
     assert listed == wanted
 
 
@@ -160,8 +167,9 @@ def test_restore_on_a_fresh_vm(gcs_emulator: GcsEmulator, run: Run, tmp_path: Pa
     assert sorted(p.name for p in fresh.iterdir()) == ["fear.jsonl", "ocean.jsonl", "state.sqlite"]
 
 
-def test_zombie_cannot_replace_newer_manifest(gcs_emulator: GcsEmulator, run: Run,
-                                              tmp_path: Path) -> None:
+def test_zombie_cannot_replace_newer_manifest(
+    gcs_emulator: GcsEmulator, run: Run, tmp_path: Path
+) -> None:
     zombie = store()
     run.add(10)
     zombie.upload(run.db, run.files, run.counts(), "p")
@@ -188,8 +196,9 @@ def test_zombie_cannot_replace_newer_manifest(gcs_emulator: GcsEmulator, run: Ru
     assert again is not None and again.seq == 2 and db_rows(again.db_path) == 25
 
 
-def test_truncated_snapshot_falls_back_to_previous(gcs_emulator: GcsEmulator, run: Run,
-                                                   tmp_path: Path) -> None:
+def test_truncated_snapshot_falls_back_to_previous(
+    gcs_emulator: GcsEmulator, run: Run, tmp_path: Path
+) -> None:
     s = store()
     run.add(10)
     s.upload(run.db, run.files, run.counts(), "p")
@@ -211,8 +220,9 @@ def test_truncated_snapshot_falls_back_to_previous(gcs_emulator: GcsEmulator, ru
     assert m3.seq == 3 and m3.previous is not None and m3.previous.seq == 1
 
 
-def test_missing_object_without_fallback_is_a_clear_error(gcs_emulator: GcsEmulator, run: Run,
-                                                          tmp_path: Path) -> None:
+def test_missing_object_without_fallback_is_a_clear_error(
+    gcs_emulator: GcsEmulator, run: Run, tmp_path: Path
+) -> None:
     run.add(10)
     m = store().upload(run.db, run.files, run.counts(), "p")
     direct_bucket(gcs_emulator).blob(f"sweeps/{REL}/{m.objects['fear.jsonl'].object}").delete()
@@ -224,8 +234,9 @@ def test_missing_object_without_fallback_is_a_clear_error(gcs_emulator: GcsEmula
     assert list(target.iterdir()) == []  # nothing half-restored
 
 
-def test_own_retried_writes_are_recognised(gcs_proxy: FaultyProxy, run: Run,
-                                           tmp_path: Path) -> None:
+def test_own_retried_writes_are_recognised(
+    gcs_proxy: FaultyProxy, run: Run, tmp_path: Path
+) -> None:
     # Every other upload lands but its reply is lost; the client's retry then meets a 412.
     gcs_proxy.drop_reply_every_other_upload = True
     s = store()
@@ -239,8 +250,9 @@ def test_own_retried_writes_are_recognised(gcs_proxy: FaultyProxy, run: Run,
 
 
 def test_uploads_catch_up_after_503s(gcs_proxy: FaultyProxy, run: Run, tmp_path: Path) -> None:
-    uploader = Uploader(store(retry_timeout_s=0.5), run.db, backoff_initial_s=0.05,
-                        backoff_max_s=0.2)
+    uploader = Uploader(
+        store(retry_timeout_s=0.5), run.db, backoff_initial_s=0.05, backoff_max_s=0.2
+    )
     gcs_proxy.down = True
     run.add(5)
     uploader.request(run.files, run.counts(), "p")
@@ -265,10 +277,12 @@ def test_uploads_catch_up_after_503s(gcs_proxy: FaultyProxy, run: Run, tmp_path:
     assert db_rows(result.db_path) == run.n
 
 
-def test_uploads_survive_emulator_restart(gcs_emulator: GcsEmulator, run: Run,
-                                          tmp_path: Path) -> None:
-    uploader = Uploader(store(retry_timeout_s=0.5), run.db, backoff_initial_s=0.05,
-                        backoff_max_s=0.2)
+def test_uploads_survive_emulator_restart(
+    gcs_emulator: GcsEmulator, run: Run, tmp_path: Path
+) -> None:
+    uploader = Uploader(
+        store(retry_timeout_s=0.5), run.db, backoff_initial_s=0.05, backoff_max_s=0.2
+    )
     run.add(5)
     uploader.request(run.files, run.counts(), "p")
     assert uploader.flush(10)
@@ -284,10 +298,10 @@ def test_uploads_survive_emulator_restart(gcs_emulator: GcsEmulator, run: Run,
     assert result is not None and result.seq == 2 and db_rows(result.db_path) == 10
 
 
-def test_newer_request_supersedes_pending(gcs_proxy: FaultyProxy, run: Run,
-                                          tmp_path: Path) -> None:
-    uploader = Uploader(store(retry_timeout_s=0.3), run.db, backoff_initial_s=5.0,
-                        backoff_max_s=5.0)
+def test_newer_request_supersedes_pending(gcs_proxy: FaultyProxy, run: Run, tmp_path: Path) -> None:
+    uploader = Uploader(
+        store(retry_timeout_s=0.3), run.db, backoff_initial_s=5.0, backoff_max_s=5.0
+    )
     gcs_proxy.down = True
     run.add(3)
     uploader.request(run.files, run.counts(), "p")

@@ -8,8 +8,9 @@ import torch
 from introspectd.steering import SteeringState, decoder_layers, steering
 
 
-def _layer_outputs(model: torch.nn.Module, ids: torch.Tensor, state: SteeringState | None,
-                   hooked: list[int]) -> list[torch.Tensor]:
+def _layer_outputs(
+    model: torch.nn.Module, ids: torch.Tensor, state: SteeringState | None, hooked: list[int]
+) -> list[torch.Tensor]:
     """Each decoder layer's output, captured by hooks registered after any steering hooks."""
     captured: list[torch.Tensor] = []
 
@@ -33,8 +34,10 @@ def test_each_row_gets_its_own_vector_at_its_own_layer(tiny_runner) -> None:  # 
     gen = torch.Generator().manual_seed(0)
     v1, v3 = torch.randn(d, generator=gen), torch.randn(d, generator=gen)
     # Row 0 injects at layer 1, row 1 at layer 3, row 2 is a control.
-    deltas = {1: torch.stack([v1, torch.zeros(d), torch.zeros(d)]),
-              3: torch.stack([torch.zeros(d), v3, torch.zeros(d)])}
+    deltas = {
+        1: torch.stack([v1, torch.zeros(d), torch.zeros(d)]),
+        3: torch.stack([torch.zeros(d), v3, torch.zeros(d)]),
+    }
     # A single-token pass is a decode step: steered at every position.
     state = SteeringState(deltas=deltas)
     plain = _layer_outputs(model, ids[:, :1], None, [])

@@ -1,0 +1,200 @@
+"""The report's metric math (PROTOCOL.md, "Metrics"). Pure Python: no torch, no matplotlib.
+
+Vocabulary. A record is one seed-format trial (`was_injected`, `judge`). A *judged* record has a
+`judge` object; records whose `judge` is null are left out of every rate and counted in
+`n_unjudged`. On an injection trial "pass" means the model noticed and named the concept; on a
+control trial "pass" means it correctly reported nothing, so the control false-positive rate is
+`1 − control pass rate` and net detection is `injection pass rate − control FP rate`.
+
+Every rate comes with its counts (`counts[name] = [k, n]`) and a 95% interval (`name_ci`); a rate
+with no data is None, and so is its interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+# Two-sided 95%: the normal quantile at 0.975.
+Z95 = 1.959963984540054
+
+Interval = tuple[float, float]
+K = TypeVar("K", bound=Hashable)
+R = TypeVar("R")
+
+# The rates a metrics dict holds, in the order they appear in it.
+RATE_NAMES = (
+    "injection_pass_rate",
+    "control_fp_rate",
+    "net_detection",
+    "refusal_rate",
+    "coherence_rate",
+    "injection_pass_rate_excl_refusals",
+    "control_fp_rate_excl_refusals",
+    "net_detection_excl_refusals",
+)
+
+
+def proportion(k: int, n: int) -> float | None:
+    """k/n, or None when there is nothing to divide by."""
+    return k / n if n > 0 else None
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> Interval | None:
+    """Wilson score interval for k successes in n trials (95% by default); None when n == 0.
+
+    Chosen over the normal ("Wald") interval because sweep cells are small (tens of trials) and
+    rates sit near 0 or 1, where Wald collapses to zero width or leaves [0, 1].
+    """
+    if n <= 0:
+        return None
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    p = k / n
+    z2 = z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    # The exact bounds at k == 0 and k == n are 0 and 1; pin them so rounding never excludes p.
+    lo = 0.0 if k == 0 else max(0.0, min(p, centre - half))
+    hi = 1.0 if k == n else min(1.0, max(p, centre + half))
+    return lo, hi
+
+
+def newcombe_interval(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> Interval | None:
+    """Interval for p1 − p2 of two independent proportions: Newcombe's hybrid score method.
+
+    Newcombe (1998), "Interval estimation for the difference between independent proportions",
+    method 10: combine each proportion's Wilson interval (l_i, u_i) as
+    [d − sqrt((p1 − l1)² + (u2 − p2)²), d + sqrt((u1 − p1)² + (p2 − l2)²)] with d = p1 − p2.
+    It keeps to [−1, 1] and behaves at 0 and 1, unlike the Wald difference interval.
+    None when either sample is empty.
+    """
+    ci1, ci2 = wilson_interval(k1, n1, z), wilson_interval(k2, n2, z)
+    if ci1 is None or ci2 is None:
+        return None
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = ci1, ci2
+    d = p1 - p2
+    lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return max(-1.0, lo), min(1.0, hi)
+
+
+@dataclass
+class Tally:
+    """Counts of one group of records; every metric is a function of these."""
+
+    inj_pass: int = 0
+    inj_n: int = 0
+    ctl_fp: int = 0
+    ctl_n: int = 0
+    unjudged: int = 0
+    refused: int = 0
+    refusal_known: int = 0      # judged records that say whether they refused (older ones don't)
+    coherent: int = 0
+    coherence_known: int = 0
+    inj_pass_nr: int = 0        # "_nr": refusals excluded
+    inj_n_nr: int = 0
+    ctl_fp_nr: int = 0
+    ctl_n_nr: int = 0
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        judge = record.get("judge")
+        if not isinstance(judge, Mapping):
+            self.unjudged += 1
+            return
+        passed = str(judge.get("answer", "")).strip().lower() == "pass"
+        refused = _flag(judge.get("refused"))
+        coherent = _flag(judge.get("coherent"))
+        if refused is not None:
+            self.refusal_known += 1
+            self.refused += refused
+        if coherent is not None:
+            self.coherence_known += 1
+            self.coherent += coherent
+        # A record that doesn't say whether it refused is kept in the "excluding refusals" rates:
+        # older judges only flagged refusals implicitly, by failing them.
+        keep_nr = refused is not True
+        if bool(record.get("was_injected")):
+            self.inj_n += 1
+            self.inj_pass += passed
+            self.inj_n_nr += keep_nr
+            self.inj_pass_nr += passed and keep_nr
+        else:
+            self.ctl_n += 1
+            self.ctl_fp += not passed
+            self.ctl_n_nr += keep_nr
+            self.ctl_fp_nr += (not passed) and keep_nr
+
+
+def _flag(value: Any) -> bool | None:
+    """A judge's boolean field; None when absent or not a boolean (unknown, not False)."""
+    return value if isinstance(value, bool) else None
+
+
+def tally(records: Iterable[Mapping[str, Any]]) -> Tally:
+    t = Tally()
+    for record in records:
+        t.add(record)
+    return t
+
+
+def compute_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The metrics of one group of seed-format records, as a JSON-ready dict.
+
+    Keys: `n_injection`, `n_control` (judged records of each kind: the denominators of the
+    headline rates), `n_unjudged` (records with `judge` null, excluded from every rate), then for
+    each name in RATE_NAMES the rate and `<name>_ci`, and `counts` mapping each rate but the two
+    net detections to `[k, n]`.
+
+    - `control_fp_rate` = control trials that did not pass / control trials.
+    - `net_detection` = `injection_pass_rate − control_fp_rate`; its `_ci` is Newcombe's hybrid
+      score interval for a difference of independent proportions (see `newcombe_interval`), the
+      other intervals are Wilson score intervals.
+    - `refusal_rate` and `coherence_rate` are over judged records of both kinds that carry the
+      flag (older judges lack `refused`).
+    - `*_excl_refusals` recompute the three headline rates without records flagged refused.
+    """
+    return metrics_from_tally(tally(records))
+
+
+def metrics_from_tally(t: Tally) -> dict[str, Any]:
+    counts: dict[str, tuple[int, int]] = {
+        "injection_pass_rate": (t.inj_pass, t.inj_n),
+        "control_fp_rate": (t.ctl_fp, t.ctl_n),
+        "refusal_rate": (t.refused, t.refusal_known),
+        "coherence_rate": (t.coherent, t.coherence_known),
+        "injection_pass_rate_excl_refusals": (t.inj_pass_nr, t.inj_n_nr),
+        "control_fp_rate_excl_refusals": (t.ctl_fp_nr, t.ctl_n_nr),
+    }
+    out: dict[str, Any] = {"n_injection": t.inj_n, "n_control": t.ctl_n, "n_unjudged": t.unjudged}
+    for name in RATE_NAMES:
+        if name.startswith("net_detection"):
+            suffix = name.removeprefix("net_detection")
+            inj = counts["injection_pass_rate" + suffix]
+            ctl = counts["control_fp_rate" + suffix]
+            rate = _difference(inj, ctl)
+            ci = newcombe_interval(*inj, *ctl)
+        else:
+            rate = proportion(*counts[name])
+            ci = wilson_interval(*counts[name])
+        out[name] = rate
+        out[name + "_ci"] = list(ci) if ci is not None else None
+    out["counts"] = {name: list(kn) for name, kn in counts.items()}
+    return out
+
+
+def _difference(a: tuple[int, int], b: tuple[int, int]) -> float | None:
+    pa, pb = proportion(*a), proportion(*b)
+    return None if pa is None or pb is None else pa - pb
+
+
+def group_by(items: Iterable[R], key: Callable[[R], K]) -> dict[K, list[R]]:
+    """Items bucketed by key, buckets in first-seen order."""
+    groups: dict[K, list[R]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return groups

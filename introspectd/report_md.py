@@ -1,0 +1,140 @@
+"""report.md: the summary's numbers as the tables a researcher reads first. Pure Python."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+BEST_CELLS = 15
+
+_METRIC_COLUMNS = ("injection pass", "control FP", "net detection", "net excl. refusals",
+                   "coherent", "refused", "unjudged")
+
+
+def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
+    inputs = summary["inputs"]
+    overall = summary["overall"]
+    lines = [
+        "# Introspection report",
+        "",
+        f"{inputs['n_records']} records from {len(inputs['files'])} file(s)"
+        f" ({inputs['n_duplicates_dropped']} duplicate(s) dropped);"
+        f" {overall['n_unjudged']} unjudged record(s) are left out of every rate.",
+        "",
+        "Rates are percentages with a 95% Wilson interval in brackets and the counts (k/n)."
+        " Control FP = control trials that claimed a detection (1 − control pass rate)."
+        " Net detection = injection pass − control FP, in percentage points, with Newcombe's"
+        " hybrid score interval for a difference of proportions. *excl. refusals* recomputes"
+        " it without trials the judge flagged as refusals.",
+        "",
+        "## Overall",
+        "",
+        *_metric_table("", {"all records": overall}),
+        "",
+        "## By model",
+        "",
+        *_metric_table("model", summary["by_model"]),
+        "",
+        "## By concept",
+        "",
+        *_metric_table("concept", summary["by_concept"]),
+        "",
+        *_best_cells(summary["groups"]),
+        "",
+        *_layer_strength_tables(summary["by_model_layer_strength"]),
+    ]
+    if figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{f.stem}]({f.as_posix()})" for f in figures]
+    return "\n".join(lines) + "\n"
+
+
+def _metric_table(label: str, rows: dict[str, dict[str, Any]]) -> list[str]:
+    out = [_row([label, *_METRIC_COLUMNS]), _row(["---"] * (len(_METRIC_COLUMNS) + 1))]
+    for name, m in rows.items():
+        out.append(_row([
+            f"`{name}`" if label else name,
+            fmt_rate(m, "injection_pass_rate"),
+            fmt_rate(m, "control_fp_rate"),
+            fmt_net(m, "net_detection"),
+            fmt_net(m, "net_detection_excl_refusals"),
+            fmt_rate(m, "coherence_rate"),
+            fmt_rate(m, "refusal_rate"),
+            str(m["n_unjudged"]),
+        ]))
+    return out
+
+
+def _best_cells(groups: list[dict[str, Any]]) -> list[str]:
+    """Top cells by net detection; ties go to the tighter evidence (higher interval floor)."""
+    scored = [g for g in groups if g["net_detection"] is not None]
+    scored.sort(key=lambda g: (-g["net_detection"], -g["net_detection_ci"][0]))
+    out = [
+        f"## Best cells by net detection (top {min(BEST_CELLS, len(scored))} of {len(groups)})",
+        "",
+        "One cell = model × concept × layer × strength; cells without both injection and control"
+        " trials have no net detection and are not ranked. Small cells are noisy: read the"
+        " interval.",
+        "",
+        _row(["model", "concept", "layer", "strength", "net detection", "injection pass",
+              "control FP", "net excl. refusals"]),
+        _row(["---"] * 8),
+    ]
+    for g in scored[:BEST_CELLS]:
+        out.append(_row([f"`{g['model']}`", g["concept"], str(g["layer"]), f"{g['strength']:g}",
+                         fmt_net(g, "net_detection"), fmt_rate(g, "injection_pass_rate"),
+                         fmt_rate(g, "control_fp_rate"),
+                         fmt_net(g, "net_detection_excl_refusals")]))
+    return out
+
+
+def _layer_strength_tables(cells: list[dict[str, Any]]) -> list[str]:
+    """Per model, net detection over layer (rows) × strength (columns), all concepts pooled."""
+    out = ["## Net detection by layer × strength (all concepts)", "",
+           "Cell: net detection (injection trials / control trials); — where there are none."]
+    models: dict[str, dict[tuple[int, float], dict[str, Any]]] = {}
+    for c in cells:
+        models.setdefault(c["model"], {})[(c["layer"], c["strength"])] = c
+    for model, grid in models.items():
+        layers = sorted({k[0] for k in grid})
+        strengths = sorted({k[1] for k in grid})
+        out += ["", f"### `{model}`", "",
+                _row(["layer \\ strength", *(f"{s:g}" for s in strengths)]),
+                _row(["---"] * (len(strengths) + 1))]
+        for layer in layers:
+            row = [str(layer)]
+            for s in strengths:
+                cell = grid.get((layer, s))
+                row.append("—" if cell is None else f"{_signed_pct(cell['net_detection'])}"
+                           f" ({cell['n_injection']}/{cell['n_control']})")
+            out.append(_row(row))
+    return out
+
+
+# ------------------------------------------------------------------------------- formatting
+
+
+def fmt_rate(m: dict[str, Any], name: str) -> str:
+    """`45.0% [26.0–66.0] (9/20)`, or `—` with no data."""
+    k, n = m["counts"][name]
+    rate, ci = m[name], m[name + "_ci"]
+    if rate is None:
+        return "—"
+    return f"{100 * rate:.1f}% [{100 * ci[0]:.1f}–{100 * ci[1]:.1f}] ({k}/{n})"
+
+
+def fmt_net(m: dict[str, Any], name: str) -> str:
+    """`+28.0 [+12.1, +41.0]` in percentage points, or `—` without both kinds of trial."""
+    rate, ci = m[name], m[name + "_ci"]
+    if rate is None:
+        return "—"
+    return f"{_signed_pct(rate)} [{_signed_pct(ci[0])}, {_signed_pct(ci[1])}]"
+
+
+def _signed_pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:+.1f}"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
