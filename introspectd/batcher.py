@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from introspectd.kvcache import growable_cache
 from introspectd.sampling import DeviceSampler
 from introspectd.steering import SteeringState, steering
 
@@ -75,22 +76,13 @@ class _Batch:
         self.items = [self.items[i] for i in idx_list]
         for name in ("mask", "seeds", "num_generated", "tokens", "is_done", "deltas"):
             setattr(self, name, getattr(self, name)[index])
-        assert self.cache is not None
-        for layer in _layers(self.cache):
-            layer.keys, layer.values = layer.keys[index], layer.values[index]
-        self._trim()
-
-    def _trim(self) -> None:
-        """Drop leading cache columns that every remaining row masks out."""
-        if not len(self):
-            return
+        # Drop leading cache columns that every remaining row masks out, in the same copy.
         used = self.mask.any(dim=0).nonzero()
         first = int(used[0]) if len(used) else 0
-        if first > 0:
-            assert self.cache is not None
-            self.mask = self.mask[:, first:]
-            for layer in _layers(self.cache):
-                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+        self.mask = self.mask[:, first:]
+        assert self.cache is not None
+        for layer in _layers(self.cache):
+            layer.set(layer.keys[index, :, first:], layer.values[index, :, first:])
 
 
 class Batcher:
@@ -177,9 +169,7 @@ class Batcher:
         fresh: dict[str, torch.Tensor],
     ) -> None:
         if not len(batch):
-            batch.cache = DynamicCache()
-            for i, (k, v) in enumerate(kv):
-                batch.cache.update(k.contiguous(), v.contiguous(), i)
+            batch.cache = growable_cache(kv, self.config.max_new_tokens + self.config.check_every)
             batch.items = list(items)
             for name, value in fresh.items():
                 setattr(batch, name, value)
@@ -191,8 +181,8 @@ class Batcher:
         k_new = len(items)
         for layer, (k, v) in zip(_layers(batch.cache), kv, strict=True):
             zeros = torch.zeros(k_new, k.shape[1], pad, k.shape[3], device=k.device, dtype=k.dtype)
-            layer.keys = torch.cat([layer.keys, torch.cat([zeros, k], dim=2)], dim=0)
-            layer.values = torch.cat([layer.values, torch.cat([zeros, v], dim=2)], dim=0)
+            layer.set(torch.cat([layer.keys, torch.cat([zeros, k], dim=2)], dim=0),
+                      torch.cat([layer.values, torch.cat([zeros, v], dim=2)], dim=0))
         fresh["mask"] = torch.cat(
             [torch.zeros(k_new, pad, device=self.device, dtype=torch.int64), fresh["mask"]], dim=1
         )

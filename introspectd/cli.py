@@ -96,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s introspectd %(levelname)s %(message)s",
     )
+    for noisy in ("httpx", "httpx2", "httpcore", "openai", "google", "urllib3"):
+        # One line per HTTP request would drown the progress lines (and Cloud Logging).
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         args = build_parser().parse_args(argv)
         return _dispatch(args)
