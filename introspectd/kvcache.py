@@ -35,23 +35,25 @@ class GrowableLayer(DynamicLayer):
         self.is_initialized = True
         self._expose()
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
-               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.set(key_states, value_states)
-            return self.keys, self.values
+            return self._expose()
         n = key_states.shape[-2]
         if self._length + n > self._keys.shape[-2]:
-            self.set(self.keys, self.values)  # out of room: reallocate with fresh headroom
-        self._keys[:, :, self._length:self._length + n] = key_states
-        self._values[:, :, self._length:self._length + n] = value_states
+            # Out of room: reallocate with fresh headroom.
+            self.set(self._keys[:, :, : self._length], self._values[:, :, : self._length])
+        self._keys[:, :, self._length : self._length + n] = key_states
+        self._values[:, :, self._length : self._length + n] = value_states
         self._length += n
-        self._expose()
-        return self.keys, self.values
+        return self._expose()
 
-    def _expose(self) -> None:
-        self.keys = self._keys[:, :, :self._length]
-        self.values = self._values[:, :, :self._length]
+    def _expose(self) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self._keys[:, :, : self._length], self._values[:, :, : self._length]
+        self.keys, self.values = keys, values
+        return keys, values
 
 
 def growable_cache(kv: list[tuple[torch.Tensor, torch.Tensor]], headroom: int) -> DynamicCache:
