@@ -247,36 +247,29 @@ class Store:
             for j in judgements:
                 result_json = json.dumps(j.result) if j.result is not None else None
                 status = Status.JUDGED if j.result is not None else Status.JUDGE_FAILED
-                conn.execute(
-                    "INSERT INTO judgements (trial_id, judge_model, prompt_version, fewshot_hash, "
-                    "result_json, error, attempts, prompt_tokens, completion_tokens, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        j.trial_id,
-                        j.judge_model,
-                        j.prompt_version,
-                        j.fewshot_hash,
-                        result_json,
-                        j.error,
-                        j.attempts,
-                        j.prompt_tokens,
-                        j.completion_tokens,
-                        now,
-                    ),
-                )
+                if j.attempts > 0:  # judging off or breaker open asks nothing: no history
+                    conn.execute(
+                        "INSERT INTO judgements (trial_id, judge_model, prompt_version, fewshot_hash, "
+                        "result_json, error, attempts, prompt_tokens, completion_tokens, created_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            j.trial_id,
+                            j.judge_model,
+                            j.prompt_version,
+                            j.fewshot_hash,
+                            result_json,
+                            j.error,
+                            j.attempts,
+                            j.prompt_tokens,
+                            j.completion_tokens,
+                            now,
+                        ),
+                    )
                 conn.execute(
                     "UPDATE trials SET status = ?, judge_json = ?, judge_error = ?, judged_at = ? "
                     "WHERE id = ? AND status != 'pending'",
                     (status.value, result_json, j.error, now, j.trial_id),
                 )
-
-    def reopen_for_judging(self, include_judged: bool) -> int:
-        """Send rows back to `generated` so the judge pool grades them again."""
-        statuses = "('judge_failed', 'judged')" if include_judged else "('judge_failed')"
-        with self._write() as conn:
-            return conn.execute(
-                f"UPDATE trials SET status = 'generated' WHERE status IN {statuses}"
-            ).rowcount
 
     # --- summaries -------------------------------------------------------------------------
 
