@@ -249,8 +249,9 @@ class Store:
                 status = Status.JUDGED if j.result is not None else Status.JUDGE_FAILED
                 if j.attempts > 0:  # judging off or breaker open asks nothing: no history
                     conn.execute(
-                        "INSERT INTO judgements (trial_id, judge_model, prompt_version, fewshot_hash, "
-                        "result_json, error, attempts, prompt_tokens, completion_tokens, created_at) "
+                        "INSERT INTO judgements (trial_id, judge_model, prompt_version, "
+                        "fewshot_hash, result_json, error, attempts, prompt_tokens, "
+                        "completion_tokens, created_at) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             j.trial_id,
