@@ -19,7 +19,10 @@ SECRET = "sk-test-THIS-KEY-MUST-NOT-LEAK-0123456789"
 
 
 def _judged_plan(tmp_path: Path, server: JudgeServer, extra: str = "") -> Path:
-    return write_plan(tmp_path, TINY_PLAN + f"""
+    return write_plan(
+        tmp_path,
+        TINY_PLAN
+        + f"""
 [judge]
 base_url = "{server.base_url}"
 api_key_env = "TEST_JUDGE_KEY"
@@ -28,7 +31,8 @@ max_attempts = 1
 backoff_s = 0.01
 timeout_s = 5
 {extra}
-""")
+""",
+    )
 
 
 def _every_third_fails() -> JudgeServer:
@@ -43,8 +47,9 @@ def _every_third_fails() -> JudgeServer:
     return JudgeServer(responder=respond)  # type: ignore[arg-type]
 
 
-def test_flaky_judge_then_rejudge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_flaky_judge_then_rejudge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("TEST_JUDGE_KEY", SECRET)
     with _every_third_fails() as server:
         plan = _judged_plan(tmp_path, server)
@@ -56,8 +61,9 @@ def test_flaky_judge_then_rejudge(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         judged = [r for r in records if r["judge"] is not None]
         assert failed and judged, "a third of requests fail with max_attempts = 1"
         assert all(r["judge_error"] and "503" in r["judge_error"] for r in failed)
-        assert all(r["judge"]["answer"] in ("pass", "fail") and r["judge_error"] is None
-                   for r in judged)
+        assert all(
+            r["judge"]["answer"] in ("pass", "fail") and r["judge_error"] is None for r in judged
+        )
         assert server.max_in_flight <= 4
         assert len(server.requests) == 32, "one attempt per row, none lost, none repeated"
         kept = {r["id"]: r["judge"] for r in judged}
@@ -73,8 +79,9 @@ def test_flaky_judge_then_rejudge(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     _assert_no_secret(tmp_path)
 
 
-def test_status_counts_tokens_and_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_counts_tokens_and_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("TEST_JUDGE_KEY", SECRET)
     with _every_third_fails() as server:
         plan = _judged_plan(tmp_path, server)
@@ -90,14 +97,31 @@ def test_status_counts_tokens_and_failures(tmp_path: Path, monkeypatch: pytest.M
 def test_rejudge_file_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_JUDGE_KEY", SECRET)
     src = tmp_path / "in.jsonl"
-    lines = [{"id": f"x{i}", "concept": "fear", "was_injected": i % 2 == 0, "response": f"r{i}",
-              "config": {"layer": 1, "strength": 2.0}, "judge": None if i % 3 else {"answer": "fail"},
-              "judge_error": "boom" if i % 3 else None} for i in range(9)]
+    lines = [
+        {
+            "id": f"x{i}",
+            "concept": "fear",
+            "was_injected": i % 2 == 0,
+            "response": f"r{i}",
+            "config": {"layer": 1, "strength": 2.0},
+            "judge": None if i % 3 else {"answer": "fail"},
+            "judge_error": "boom" if i % 3 else None,
+        }
+        for i in range(9)
+    ]
     src.write_text("".join(json.dumps(r) + "\n" for r in lines))
     with JudgeServer() as server:
         plan = _judged_plan(tmp_path, server)
-        proc = run_cli("rejudge", "--input", str(src), "--output", str(tmp_path / "out.jsonl"),
-                       "--plan", str(plan), env={"TEST_JUDGE_KEY": SECRET})
+        proc = run_cli(
+            "rejudge",
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "out.jsonl"),
+            "--plan",
+            str(plan),
+            env={"TEST_JUDGE_KEY": SECRET},
+        )
         assert proc.returncode == 0, proc.stderr
         assert len(server.requests) == 6
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
@@ -106,8 +130,9 @@ def test_rejudge_file_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert [r["judge"] for r in out[::3]] == [{"answer": "fail"}] * 3
 
 
-def test_bad_key_error_never_leaks_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_bad_key_error_never_leaks_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from judge_server import bad_key
 
     monkeypatch.setenv("TEST_JUDGE_KEY", SECRET)

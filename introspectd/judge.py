@@ -1,0 +1,376 @@
+"""The judge client: grades one response with an LLM over an OpenAI-compatible API.
+
+`Judge.grade` never raises for judge-side trouble: every call ends with a judgement or a short
+human reason in `JudgeOutcome.error`, so a judge outage can never stop generation. The retry
+policy lives in one predicate (`should_retry`); pacing lives in `AdaptiveLimiter`; a 429 with
+`insufficient_quota` trips a breaker after which nothing more is sent.
+
+The API key is only handed to the SDK. Every error text we produce goes through `scrub`, because
+servers echo (parts of) keys back, e.g. OpenAI's "Incorrect API key provided: sk-...".
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+import openai
+
+from introspectd.errors import BadInput
+from introspectd.judge_prompt import (
+    JUDGEMENT_SCHEMA,
+    SCHEMA_NAME,
+    JudgeOutputError,
+    JudgePrompt,
+    load_fewshot,
+    parse_judgement,
+)
+from introspectd.limiter import AdaptiveLimiter, Signal, Ticket
+from introspectd.plan import JUDGE_APIS, JudgeConfig
+
+log = logging.getLogger(__name__)
+
+JUDGING_DISABLED = "judging off: no API key and no [judge] base_url"
+QUOTA_ERROR = "quota exhausted (insufficient_quota)"
+MAX_RETRY_AFTER_S = 120.0   # a server asking for longer is better served by `rejudge` later
+MAX_BACKOFF_S = 60.0
+_RETRY_STATUSES = frozenset({408, 409, 429})
+
+
+@dataclass(frozen=True)
+class JudgeOutcome:
+    result: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    prompt_tokens: int
+    completion_tokens: int
+    judge_model: str
+    prompt_version: str
+    fewshot_hash: str
+    num_429: int
+    num_retries: int
+    error_kind: str | None = None   # stable key for counting failures by reason
+
+
+@dataclass(frozen=True)
+class JudgeStats:
+    in_flight: int
+    judged: int
+    failed: int
+    failed_by_reason: dict[str, int]
+    retries: int
+    num_429: int
+    current_concurrency: int
+    max_concurrency: int
+    prompt_tokens: int
+    completion_tokens: int
+    tripped: bool
+    paused_s: float
+
+
+class JudgeRefused(JudgeOutputError):
+    """The judge model refused to grade (a refusal field instead of JSON)."""
+
+
+def is_judging_enabled(cfg: JudgeConfig, api_key: str | None) -> bool:
+    """No key and no base_url means judging is off (the offline quickstart)."""
+    return bool(api_key) or bool(cfg.base_url)
+
+
+# --- retry policy ---------------------------------------------------------------------------
+
+
+def is_quota_error(exc: BaseException) -> bool:
+    return (isinstance(exc, openai.APIStatusError) and exc.status_code == 429
+            and "insufficient_quota" in (exc.code, exc.type))
+
+
+def should_retry(exc: BaseException) -> bool:
+    """THE retry predicate: transient server or network trouble and bad judge output."""
+    if isinstance(exc, openai.APIStatusError):
+        if is_quota_error(exc):
+            return False
+        return exc.status_code in _RETRY_STATUSES or exc.status_code >= 500
+    return isinstance(exc, (openai.APIConnectionError, openai.APIResponseValidationError,
+                            TimeoutError, JudgeOutputError))
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """Server-requested wait: `retry-after-ms` first, then `retry-after` (seconds or a date)."""
+    if not isinstance(exc, openai.APIStatusError):
+        return None
+    headers = exc.response.headers
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            value = float(headers.get(name, ""))
+        except ValueError:
+            continue
+        return max(0.0, value / scale)
+    date = email.utils.parsedate_tz(headers.get("retry-after", ""))
+    return max(0.0, email.utils.mktime_tz(date) - time.time()) if date else None
+
+
+def backoff_delay(base_s: float, attempt: int) -> float:
+    """base, 2·base, 4·base... with ±25% jitter so waiting callers do not retry in lockstep."""
+    return min(MAX_BACKOFF_S, base_s * 2.0 ** (attempt - 1)) * random.uniform(0.75, 1.25)
+
+
+_KEYLIKE_RE = re.compile(r"\bsk-[A-Za-z0-9_*.\-]{3,}|(?i:bearer)\s+\S+")
+
+
+def scrub(text: str, secret: str = "") -> str:
+    """One short line with nothing that looks like (a piece of) the key."""
+    text = _KEYLIKE_RE.sub("[redacted]", " ".join(text.split()))
+    if secret:
+        text = text.replace(secret, "[redacted]")
+        windows = {secret[i:i + 8] for i in range(len(secret) - 7)}
+        text = " ".join("[redacted]" if any(w in tok for w in windows) else tok
+                        for tok in text.split(" "))
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def describe(exc: BaseException, timeout_s: float, secret: str) -> tuple[str, str]:
+    """(kind, short human reason) for one failed attempt."""
+    if is_quota_error(exc):
+        return "quota", QUOTA_ERROR
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code == 429:
+            return "rate_limited", "rate limited (429)"
+        body = exc.body if isinstance(exc.body, dict) else {}
+        detail = body.get("message") if isinstance(body.get("message"), str) else exc.message
+        return f"http_{exc.status_code}", scrub(f"HTTP {exc.status_code}: {detail}", secret)
+    if isinstance(exc, (TimeoutError, openai.APITimeoutError)):
+        return "timeout", f"timeout after {timeout_s:g} s"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection", scrub(f"connection error: {exc.message}", secret)
+    if isinstance(exc, JudgeRefused):
+        return "refused", scrub(f"judge refused: {exc}", secret)
+    if isinstance(exc, JudgeOutputError):
+        kind = "invalid_json" if str(exc).startswith("invalid JSON") else "schema"
+        return kind, scrub(str(exc), secret)
+    if isinstance(exc, openai.APIResponseValidationError):
+        return "bad_response", "malformed API response"
+    reason = scrub(f"{type(exc).__name__}: {exc}", secret)
+    log.warning("judge: unexpected error (recorded, not retried): %s", reason)
+    return "unexpected", reason
+
+
+@dataclass(frozen=True)
+class _Decision:
+    kind: str
+    reason: str
+    retry: bool
+    delay_s: float          # how long to wait before the next attempt
+    rate_limited: bool      # a 429 (not quota): the limiter pauses everyone for delay_s
+
+
+def decide(exc: BaseException, attempt: int, cfg: JudgeConfig, secret: str) -> _Decision:
+    kind, reason = describe(exc, cfg.timeout_s, secret)
+    retry = should_retry(exc) and attempt < cfg.max_attempts
+    delay = backoff_delay(cfg.backoff_s, attempt)
+    server_wait = retry_after_s(exc)
+    if server_wait is not None:
+        # Never hold every sender for longer than MAX_RETRY_AFTER_S: rows that cannot wait are
+        # better failed now (with the reason) and finished later by `rejudge`.
+        delay = min(server_wait, MAX_RETRY_AFTER_S)
+        if server_wait > MAX_RETRY_AFTER_S and retry:
+            retry, reason = False, f"{reason}: server asked to wait {server_wait:.0f} s"
+    rate_limited = kind == "rate_limited"
+    return _Decision(kind, reason, retry, delay, rate_limited)
+
+
+def final_reason(d: _Decision, attempts: int) -> str:
+    if d.kind == "rate_limited" and "asked to wait" not in d.reason:
+        return f"{d.reason} after {attempts} attempt{'s' if attempts != 1 else ''}"
+    return d.reason if attempts == 1 else f"{d.reason} (after {attempts} attempts)"
+
+
+# --- the client -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Reply:
+    text: str
+    refusal: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class _Call:
+    """Accounting for one grade() call across its attempts."""
+
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    num_429: int = 0
+    retries: int = 0
+    result: dict[str, Any] | None = None
+
+
+@dataclass
+class _Totals:
+    judged: int = 0
+    retries: int = 0
+    num_429: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+
+
+class Judge:
+    """Built once per run from the plan's [judge] table; `grade` is safe to call concurrently."""
+
+    def __init__(self, cfg: JudgeConfig, api_key: str | None, *,
+                 base_dir: Path | None = None, limiter: AdaptiveLimiter | None = None) -> None:
+        if cfg.api not in JUDGE_APIS:
+            raise BadInput(f"[judge] api: must be one of {', '.join(JUDGE_APIS)}; got {cfg.api!r}")
+        if cfg.fewshot_n and not cfg.fewshot:
+            raise BadInput("[judge] fewshot_n: needs [judge] fewshot (a labelled JSONL file)")
+        examples = load_fewshot(cfg.fewshot, cfg.fewshot_n, base_dir) if cfg.fewshot else ()
+        self.cfg = cfg
+        self.prompt = JudgePrompt(cfg.prompt_version, examples)
+        self.fewshot_hash = self.prompt.fewshot_hash
+        self.enabled = is_judging_enabled(cfg, api_key)
+        self._secret = api_key or ""
+        # Local servers often need no key, but the SDK insists on one.
+        self._client = openai.AsyncOpenAI(api_key=api_key or "no-key",
+                                          base_url=cfg.base_url or None, max_retries=0,
+                                          timeout=cfg.timeout_s)
+        self._limiter = limiter or AdaptiveLimiter(cfg.concurrency)
+        self._tripped = False
+        self._totals = _Totals()
+
+    @property
+    def is_tripped(self) -> bool:
+        return self._tripped
+
+    @property
+    def stats(self) -> JudgeStats:
+        t = self._totals
+        return JudgeStats(
+            in_flight=self._limiter.in_flight, judged=t.judged, failed=sum(t.failed.values()),
+            failed_by_reason=dict(t.failed), retries=t.retries, num_429=t.num_429,
+            current_concurrency=self._limiter.limit, max_concurrency=self.cfg.concurrency,
+            prompt_tokens=t.prompt_tokens, completion_tokens=t.completion_tokens,
+            tripped=self._tripped, paused_s=self._limiter.pause_left())
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> Judge:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def grade(self, concept: str, was_injected: bool, response: str) -> JudgeOutcome:
+        call = _Call()
+        if not self.enabled:
+            return self._fail(call, "disabled", JUDGING_DISABLED)
+        messages = self.prompt.messages(concept, was_injected, response)
+        for attempt in range(1, self.cfg.max_attempts + 1):
+            ticket = await self._limiter.acquire()
+            if ticket is None:   # the breaker closed the limiter while we waited
+                return self._fail(call, "quota", QUOTA_ERROR)
+            call.attempts = attempt
+            decision = await self._attempt(ticket, messages, call)
+            if decision is None:
+                return self._succeed(call)
+            if not decision.retry:
+                return self._fail(call, decision.kind, final_reason(decision, attempt))
+            call.retries += 1
+            self._totals.retries += 1
+            log.debug("judge attempt %d failed (%s); retrying in %.2f s",
+                      attempt, decision.reason, decision.delay_s)
+            if not decision.rate_limited:   # a 429's wait is the limiter's global pause
+                await anyio.sleep(decision.delay_s)
+        raise AssertionError("unreachable: the last attempt never retries")
+
+    async def _attempt(self, ticket: Ticket, messages: list[dict[str, str]],
+                       call: _Call) -> _Decision | None:
+        """One request. None on success (call.result set), else what to do about the failure."""
+        signal, pause = Signal.NEUTRAL, 0.0
+        try:
+            with anyio.fail_after(self.cfg.timeout_s):
+                reply = await self._send(messages)
+            signal = Signal.OK
+            call.prompt_tokens += reply.prompt_tokens
+            call.completion_tokens += reply.completion_tokens
+            self._totals.prompt_tokens += reply.prompt_tokens   # live, for the progress view
+            self._totals.completion_tokens += reply.completion_tokens
+            if reply.refusal:
+                raise JudgeRefused(reply.refusal)
+            call.result = parse_judgement(reply.text)
+            return None
+        except Exception as exc:   # every failure becomes a decision; cancellation propagates
+            decision = decide(exc, call.attempts, self.cfg, self._secret)
+            if decision.kind == "quota":
+                self._trip()
+            elif decision.rate_limited:
+                call.num_429 += 1
+                self._totals.num_429 += 1
+                signal, pause = Signal.RATE_LIMITED, decision.delay_s
+            return decision
+        finally:
+            self._limiter.release(ticket, signal, pause)
+
+    def _trip(self) -> None:
+        if not self._tripped:
+            self._tripped = True
+            self._limiter.close()
+            log.warning("judge: %s; no more judge requests will be sent in this run "
+                        "(generation continues; run `introspectd rejudge` later)", QUOTA_ERROR)
+
+    async def _send(self, messages: list[dict[str, str]]) -> _Reply:
+        if self.cfg.api == "responses":
+            return await self._send_responses(messages)
+        return await self._send_chat(messages)
+
+    async def _send_chat(self, messages: list[dict[str, str]]) -> _Reply:
+        completion = await self._client.chat.completions.create(
+            model=self.cfg.model, messages=cast(Any, messages),
+            response_format={"type": "json_schema", "json_schema": {
+                "name": SCHEMA_NAME, "schema": JUDGEMENT_SCHEMA, "strict": True}})
+        usage = completion.usage
+        if not completion.choices:
+            raise JudgeOutputError("invalid JSON: reply has no choices")
+        message = completion.choices[0].message
+        return _Reply(message.content or "", message.refusal,
+                      usage.prompt_tokens if usage else 0,
+                      usage.completion_tokens if usage else 0)
+
+    async def _send_responses(self, messages: list[dict[str, str]]) -> _Reply:
+        response = await self._client.responses.create(
+            model=self.cfg.model, input=cast(Any, messages), store=False,
+            text={"format": {"type": "json_schema", "name": SCHEMA_NAME,
+                             "schema": JUDGEMENT_SCHEMA, "strict": True}})
+        refusal = next((part.refusal for item in response.output if item.type == "message"
+                        for part in item.content if part.type == "refusal"), None)
+        usage = response.usage
+        return _Reply(response.output_text, refusal,
+                      usage.input_tokens if usage else 0, usage.output_tokens if usage else 0)
+
+    def _outcome(self, call: _Call, error: str | None, kind: str | None) -> JudgeOutcome:
+        return JudgeOutcome(
+            result=call.result if error is None else None, error=error, attempts=call.attempts,
+            prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens,
+            judge_model=self.cfg.model, prompt_version=self.cfg.prompt_version,
+            fewshot_hash=self.fewshot_hash, num_429=call.num_429, num_retries=call.retries,
+            error_kind=kind)
+
+    def _succeed(self, call: _Call) -> JudgeOutcome:
+        self._totals.judged += 1
+        return self._outcome(call, None, None)
+
+    def _fail(self, call: _Call, kind: str, reason: str) -> JudgeOutcome:
+        self._totals.failed[kind] += 1
+        return self._outcome(call, reason, kind)

@@ -1,0 +1,179 @@
+"""Adaptive concurrency for the judge: AIMD on the number of requests in flight, with pacing.
+
+A rate-limited endpoint answers 429 once we send faster than it allows. The number of requests
+in flight sets the send rate (rate ≈ limit / round-trip time), so we adapt the limit:
+
+- never more than `max_concurrency` in flight;
+- slow start: begin with one request, add one slot per success (doubling per round trip) until
+  the first 429 or `max_concurrency`. A 429 while fewer than `min_probe` requests were allowed
+  only pauses: so few requests cannot be what overloads the server (it is busy with someone
+  else's traffic), and ending slow start there would leave us crawling;
+- a 429 shrinks the limit multiplicatively, once per congestion event (429s for requests sent
+  before the last decrease are echoes of the same event, not new evidence), and pauses EVERY
+  sender until the server's Retry-After has passed, so waiting callers cannot turn one 429
+  into a storm;
+- afterwards each success grows the limit by a step sized so that a decrease is won back over
+  `probe_successes` successes: probing the edge once per ~100 requests rather than once per
+  round trip (as TCP does) is what keeps the 429 share at a percent or two whatever the
+  limit. The step doubles every further `probe_successes` successes without a 429, so once
+  past the old edge the limit climbs ever faster towards new capacity (as TCP CUBIC does).
+
+Sends are paced `srtt / limit` apart (srtt: smoothed round-trip time of successful requests):
+without pacing, every caller released at once by a pause or a burst of completions would fire
+together and overrun a token bucket that has capacity for the average rate but not the burst.
+Pacing with the fractional limit also gives fine rate control when only 1-3 requests fit.
+
+Single event loop, no threads: state changes are plain attribute updates between awaits, and
+waiters sleep on an Event that is replaced whenever the state changes.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import anyio
+
+
+class Signal(enum.Enum):
+    OK = "ok"                      # the server accepted the request (whatever the content)
+    RATE_LIMITED = "rate_limited"  # 429 (not a quota error)
+    NEUTRAL = "neutral"            # errors that say nothing about the rate (5xx, timeouts, ...)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """Proof of one acquired slot; `sent_at` dates the request for congestion bookkeeping."""
+
+    sent_at: float
+
+
+class AdaptiveLimiter:
+    def __init__(self, max_concurrency: int, *, decrease: float = 0.9,
+                 exit_decrease: float = 0.7, probe_successes: int = 100,
+                 min_probe: int = 4, min_limit: float = 1.0) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        if not (0 < decrease < 1 and 0 < exit_decrease < 1):
+            raise ValueError("decrease factors must be in (0, 1)")
+        self.max_concurrency = max_concurrency
+        self._decrease = decrease
+        self._exit_decrease = exit_decrease   # slow start may overshoot further: cut deeper
+        self._probe = max(1, probe_successes)
+        self._min_probe = min(max_concurrency, min_probe)
+        self._since_step = 0   # successes since the step last changed
+        self._min_limit = max(1.0, min_limit)
+        self._limit = 1.0
+        self._slow_start = True
+        self._step = 0.0
+        self._in_flight = 0
+        self._srtt: float | None = None
+        self._next_send = -math.inf
+        self._paused_until = -math.inf
+        self._last_decrease = -math.inf
+        self._closed = False
+        self._changed: anyio.Event | None = None
+
+    # --- what the progress view reads -----------------------------------------------------
+
+    @property
+    def limit(self) -> int:
+        """Requests allowed in flight right now."""
+        return min(self.max_concurrency, max(1, math.ceil(self._limit - 1e-9)))
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def pause_left(self) -> float:
+        """Seconds until senders may go again (0 when not paused)."""
+        return max(0.0, self._paused_until - anyio.current_time())
+
+    # --- acquire / release ----------------------------------------------------------------
+
+    async def acquire(self) -> Ticket | None:
+        """Wait for a free slot, the pacing interval and the end of any pause.
+        None once the limiter is closed."""
+        while True:
+            if self._closed:
+                return None
+            now = anyio.current_time()
+            not_before = max(self._paused_until, self._next_send)
+            if now < not_before:
+                await self._wait(not_before - now)
+            elif self._in_flight < self.limit:
+                self._in_flight += 1
+                if self._srtt is not None:
+                    # Slow start paces at twice the window rate (as TCP does) so that the
+                    # window, not the pacing, is what fills up and drives the doubling.
+                    gain = 2.0 if self._slow_start else 1.0
+                    self._next_send = now + self._srtt / (gain * self._limit)
+                return Ticket(sent_at=now)
+            else:
+                await self._wait(None)
+
+    def release(self, ticket: Ticket, signal: Signal, pause_s: float = 0.0) -> None:
+        """Give the slot back and learn from how the request went. Synchronous on purpose, so
+        it also runs from a `finally` under cancellation."""
+        # Grow only when the limit is (nearly) used: an idle limiter learns nothing about the
+        # server, and inflating it would let a sudden burst through.
+        saturated = self._in_flight >= 0.8 * self.limit
+        self._in_flight -= 1
+        now = anyio.current_time()
+        if signal is Signal.OK:
+            rtt = now - ticket.sent_at
+            self._srtt = rtt if self._srtt is None else 0.9 * self._srtt + 0.1 * rtt
+            if saturated:
+                self._grow()
+        elif signal is Signal.RATE_LIMITED:
+            if pause_s > 0:
+                self._paused_until = max(self._paused_until, now + pause_s)
+            early = self._slow_start and self.limit < self._min_probe
+            if ticket.sent_at >= self._last_decrease and not early:
+                self._shrink(now)
+        self._notify()
+
+    def close(self) -> None:
+        """Stop handing out slots (the quota breaker); every waiter returns None at once."""
+        self._closed = True
+        self._notify()
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _grow(self) -> None:
+        if self._slow_start:
+            step = 1.0
+        else:
+            self._since_step += 1
+            if self._since_step >= self._probe:
+                self._step *= 2
+                self._since_step = 0
+            step = self._step
+        self._limit = min(float(self.max_concurrency), self._limit + step)
+
+    def _shrink(self, now: float) -> None:
+        factor = self._exit_decrease if self._slow_start else self._decrease
+        self._slow_start = False
+        before = self._limit
+        self._limit = max(self._min_limit, before * factor)
+        # Additive increase that wins back this decrease over `probe_successes` successes.
+        self._step = max((before - self._limit) / self._probe, 1e-3)
+        self._since_step = 0
+        self._last_decrease = now
+
+    async def _wait(self, timeout: float | None) -> None:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        event = self._changed
+        with anyio.move_on_after(timeout):
+            await event.wait()
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None

@@ -1,0 +1,156 @@
+"""The adaptive limiter on its own: the cap, slow start, AIMD on 429s, the shared pause."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from introspectd.limiter import AdaptiveLimiter, Signal, Ticket
+
+
+async def fill(limiter: AdaptiveLimiter) -> list[Ticket]:
+    """Take every slot the limiter allows right now."""
+    tickets = []
+    while limiter.in_flight < limiter.limit:
+        ticket = await limiter.acquire()
+        assert ticket is not None
+        tickets.append(ticket)
+    return tickets
+
+
+async def grow_to(limiter: AdaptiveLimiter, target: int) -> None:
+    for _ in range(200):
+        if limiter.limit >= target:
+            return
+        for t in await fill(limiter):
+            limiter.release(t, Signal.OK)
+    raise AssertionError(f"limit stuck at {limiter.limit}")
+
+
+def test_in_flight_never_exceeds_the_limit_or_the_cap() -> None:
+    async def main() -> int:
+        limiter = AdaptiveLimiter(5)
+        peak = 0
+
+        async def user(i: int) -> None:
+            nonlocal peak
+            ticket = await limiter.acquire()
+            assert ticket is not None
+            assert limiter.in_flight <= limiter.limit <= 5
+            peak = max(peak, limiter.in_flight)
+            await anyio.sleep(0.002)
+            limiter.release(ticket, Signal.RATE_LIMITED if i % 17 == 0 else Signal.OK)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(120):
+                tg.start_soon(user, i)
+        assert limiter.in_flight == 0
+        return peak
+
+    assert 1 <= anyio.run(main) <= 5
+
+
+def test_slow_start_grows_to_the_cap_only_when_the_limit_is_used() -> None:
+    async def main() -> None:
+        limiter = AdaptiveLimiter(8)
+        assert limiter.limit == 1
+        for _ in range(5):   # one request at a time: nothing is learnt beyond 2
+            ticket = await limiter.acquire()
+            assert ticket is not None
+            limiter.release(ticket, Signal.OK)
+        assert limiter.limit == 2
+        await grow_to(limiter, 8)
+        await grow_to(limiter, 8)
+        assert limiter.limit == 8
+
+    anyio.run(main)
+
+
+def test_a_429_shrinks_once_per_event_and_pauses_everyone() -> None:
+    async def main() -> None:
+        limiter = AdaptiveLimiter(10)
+        await grow_to(limiter, 10)
+        tickets = await fill(limiter)
+        limiter.release(tickets[0], Signal.RATE_LIMITED, pause_s=0.2)
+        assert limiter.limit == 7   # slow start ends with a deeper cut: 10 × 0.7
+        for t in tickets[1:]:       # sent before the decrease: the same congestion event
+            limiter.release(t, Signal.RATE_LIMITED, pause_s=0.2)
+        assert limiter.limit == 7
+        assert limiter.pause_left() > 0.15
+        start = anyio.current_time()
+        assert await limiter.acquire() is not None
+        assert anyio.current_time() - start >= 0.19
+
+    anyio.run(main)
+
+
+def test_after_a_decrease_the_limit_grows_back_additively() -> None:
+    async def main() -> list[int]:
+        limiter = AdaptiveLimiter(10)
+        await grow_to(limiter, 10)
+        for t in await fill(limiter):
+            limiter.release(t, Signal.RATE_LIMITED)
+        seen = [limiter.limit]
+        for _ in range(60):
+            for t in await fill(limiter):
+                limiter.release(t, Signal.OK)
+            seen.append(limiter.limit)
+        return seen
+
+    seen = anyio.run(main)
+    assert seen[0] == 7
+    assert seen == sorted(seen), "no 429, no decrease"
+    assert seen[1:4] == [8, 8, 8], "growth after a 429 is gradual, not slow start"
+    assert seen[-1] == 10
+
+
+def test_other_errors_leave_the_limit_alone() -> None:
+    async def main() -> None:
+        limiter = AdaptiveLimiter(6)
+        await grow_to(limiter, 6)
+        for t in await fill(limiter):
+            limiter.release(t, Signal.NEUTRAL)
+        assert limiter.limit == 6 and limiter.pause_left() == 0
+
+    anyio.run(main)
+
+
+def test_close_wakes_every_waiter_with_none() -> None:
+    async def main() -> list[Ticket | None]:
+        limiter = AdaptiveLimiter(1)
+        held = await limiter.acquire()
+        assert held is not None
+        got: list[Ticket | None] = []
+
+        async def waiter() -> None:
+            got.append(await limiter.acquire())
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(waiter)
+            await anyio.sleep(0.05)
+            assert got == []
+            limiter.close()
+        assert await limiter.acquire() is None
+        return got
+
+    assert anyio.run(main) == [None] * 5
+
+
+def test_invalid_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        AdaptiveLimiter(0)
+    with pytest.raises(ValueError):
+        AdaptiveLimiter(4, decrease=1.0)
+
+
+def test_an_early_429_pauses_without_ending_slow_start() -> None:
+    async def main() -> None:
+        limiter = AdaptiveLimiter(16)
+        ticket = await limiter.acquire()
+        assert ticket is not None
+        limiter.release(ticket, Signal.RATE_LIMITED, pause_s=0.05)
+        assert limiter.limit == 1 and limiter.pause_left() > 0
+        await grow_to(limiter, 16)   # still doubling: one success, one more slot
+
+    anyio.run(main)
