@@ -52,7 +52,7 @@ class Engine:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_signals, tg.cancel_scope)
             tg.start_soon(self._tick)
-            if self.ctx.plan.upload.preemption_url and self.uploads is not None:
+            if self.ctx.plan.upload.preemption_url:
                 tg.start_soon(self._watch_preemption, self.ctx.plan.upload.preemption_url)
             judging_done = anyio.Event()
             tg.start_soon(self._judge, judging_done)

@@ -1,0 +1,113 @@
+"""Requested stops: SIGTERM and a GCE preemption notice drain the run and exit 75; the
+progress log line carries the live figures as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from helpers import REPO, run_cli, write_plan
+from test_engine import KILL_PLAN, _planned_ids, _records, _stamp, _wait_for_progress
+
+
+def _start(plan: Path, **env: str) -> subprocess.Popen:  # type: ignore[type-arg]
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "introspectd.cli",
+            "run",
+            "--plan",
+            str(plan),
+            "--local",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+
+
+def test_sigterm_without_gcs_exits_75_and_resumes(tmp_path: Path) -> None:
+    plan = write_plan(tmp_path, KILL_PLAN)
+    out = tmp_path / "out" / "exp" / "tiny"
+    proc = _start(plan)
+    _wait_for_progress(out / "state.sqlite", 20, proc, random.Random(0))
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err
+    assert "rerun the same command to resume" in err
+    finished = {r["id"] for r in _records(out)}
+    assert 20 <= len(finished) < 128
+    done = run_cli("run", "--plan", str(plan), "--local", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert {r["id"] for r in _records(out)} == _planned_ids(
+        _stamp(out), ["ocean", "fear"], [1, 3], [2.0, 4.0], 8
+    )
+
+
+class _Metadata(ThreadingHTTPServer):
+    preempted = False
+
+
+class _MetadataHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        assert self.headers.get("Metadata-Flavor") == "Google"
+        body = b"TRUE" if self.server.preempted else b"FALSE"  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_preemption_notice_drains_like_sigterm(tmp_path: Path) -> None:
+    server = _Metadata(("127.0.0.1", 0), _MetadataHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/computeMetadata/v1/instance/preempted"
+    try:
+        plan = write_plan(
+            tmp_path, KILL_PLAN + f'\n[upload]\npreemption_url = "{url}"\npreemption_poll_s = 0.1\n'
+        )
+        out = tmp_path / "out" / "exp" / "tiny"
+        proc = _start(plan)
+        _wait_for_progress(out / "state.sqlite", 20, proc, random.Random(0))
+        server.preempted = True
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 75, err
+        assert "preemption notice" in err
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_progress_log_line_is_structured(tmp_path: Path) -> None:
+    plan = write_plan(tmp_path, KILL_PLAN)
+    proc = run_cli(
+        "run",
+        "--plan",
+        str(plan),
+        "--local",
+        "--no-progress",
+        env={"INTROSPECTD_LOG_EVERY_S": "0.2"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [
+        line.split("progress ", 1)[1] for line in proc.stderr.splitlines() if " progress {" in line
+    ]
+    assert lines, proc.stderr
+    figures = json.loads(lines[-1])
+    assert figures["total"] == 128
+    assert {"generated", "trials_per_s", "tokens_per_s", "batch_size"} <= set(figures["generation"])
+    assert {"judged", "failed", "failed_by_reason"} <= set(figures["judge"])
