@@ -48,3 +48,26 @@ def run_cli(
         env={**os.environ, **(env or {})},
         cwd=REPO,
     )
+
+
+def start_run(
+    plan: Path, *flags: str, env: dict[str, str] | None = None, stderr: int | None = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """`introspectd run --plan P --no-progress FLAGS` as a background process (stdout dropped)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "introspectd.cli",
+            "run",
+            "--plan",
+            str(plan),
+            "--no-progress",
+            *flags,
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )

@@ -8,14 +8,13 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from gcs_emulator import BUCKET, GcsEmulator
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
-from helpers import REPO, TINY_PLAN, run_cli, write_plan
+from helpers import TINY_PLAN, run_cli, start_run, write_plan
 from test_engine import _planned_ids, _records, _stamp, _wait_for_progress
 
 GCS_PLAN = (
@@ -54,15 +53,8 @@ def _gcs_records(bucket: storage.Bucket) -> dict[str, dict]:  # type: ignore[typ
     return out
 
 
-def _start(plan: Path) -> subprocess.Popen:  # type: ignore[type-arg]
-    return subprocess.Popen(
-        [sys.executable, "-m", "introspectd.cli", "run", "--plan", str(plan), "--no-progress"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "INTROSPECTD_LOG": "INFO"},
-    )
+def _start(plan: Path) -> subprocess.Popen[str]:
+    return start_run(plan, env={"INTROSPECTD_LOG": "INFO"})
 
 
 def test_uploads_match_local_files(tmp_path: Path, gcs_emulator: GcsEmulator) -> None:

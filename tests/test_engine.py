@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TINY_PLAN, run_cli, write_plan
+from helpers import TINY_PLAN, run_cli, start_run, write_plan
 
 from introspectd.builtin_models import BUILTIN_SPECS, build
 from introspectd.cli import main
@@ -200,27 +198,11 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
     out = tmp_path / "out" / "exp" / "tiny"
     rng = random.Random(7)
     seen: dict[str, str] = {}
-    cmd = [
-        sys.executable,
-        "-m",
-        "introspectd.cli",
-        "run",
-        "--plan",
-        str(plan),
-        "--local",
-        "--no-progress",
-    ]
     total = 128
     # Kill once during start-up, then at growing progress points chosen at random.
     targets = [0, *sorted(rng.sample(range(5, total - 5), 9))]
     for target in targets:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "INTROSPECTD_LOG": "WARNING"},
-        )
+        proc = start_run(plan, "--local", stderr=subprocess.DEVNULL)
         _wait_for_progress(out / "state.sqlite", target, proc, rng)
         proc.send_signal(signal.SIGKILL)
         proc.wait()

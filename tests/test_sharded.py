@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from gcs_emulator import BUCKET, GcsEmulator
-from helpers import REPO, TINY_PLAN, run_cli, write_plan
+from helpers import TINY_PLAN, run_cli, start_run, write_plan
 from test_engine import _planned_ids, _records
 
 PLAN = (
@@ -37,15 +35,7 @@ def test_three_shards_merge_to_the_unsharded_plan(
 ) -> None:
     plan = _sharded_plan(tmp_path)
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "introspectd.cli", "run", "--plan", str(plan), "--no-progress"],
-            cwd=REPO,
-            stderr=subprocess.PIPE,
-            text=True,
-            stdout=subprocess.DEVNULL,
-            env={**os.environ, "BATCH_TASK_INDEX": str(i), "BATCH_TASK_COUNT": "3"},
-        )
-        for i in range(3)
+        start_run(plan, env={"BATCH_TASK_INDEX": str(i), "BATCH_TASK_COUNT": "3"}) for i in range(3)
     ]
     for proc in procs:
         _, err = proc.communicate(timeout=600)

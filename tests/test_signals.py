@@ -4,37 +4,19 @@ progress log line carries the live figures as JSON."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from helpers import REPO, run_cli, write_plan
+from helpers import run_cli, start_run, write_plan
 from test_engine import KILL_PLAN, _planned_ids, _records, _stamp, _wait_for_progress
 
 
-def _start(plan: Path, **env: str) -> subprocess.Popen:  # type: ignore[type-arg]
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "introspectd.cli",
-            "run",
-            "--plan",
-            str(plan),
-            "--local",
-            "--no-progress",
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **env},
-    )
+def _start(plan: Path) -> subprocess.Popen[str]:
+    return start_run(plan, "--local")
 
 
 def test_sigterm_without_gcs_exits_75_and_resumes(tmp_path: Path) -> None:
