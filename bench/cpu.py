@@ -40,6 +40,32 @@ CONCEPTS, LAYERS, STRENGTHS, MAX_NEW = ["ocean", "fear"], [1, 3], [2.0, 4.0], 48
 JUDGE_LATENCY_S = 0.3
 
 
+def generate_cell(
+    runner: Runner,
+    prompt: list[int],
+    spec: TrialSpec,
+    num_rows: int,
+    vectors: dict[tuple[str, int], torch.Tensor],
+) -> torch.Tensor:
+    """HF generate for `num_rows` copies of one cell, steered by a hook as the seed did."""
+    state = SteeringState()
+    if spec.is_injected:
+        delta = vectors[(spec.concept, spec.layer)] * spec.strength
+        state.deltas = {spec.layer: delta[None].expand(num_rows, -1)}
+    with torch.inference_mode(), steering(runner.model, state, [spec.layer]):
+        out = runner.model.generate(
+            torch.tensor([prompt] * num_rows),
+            max_new_tokens=MAX_NEW,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            eos_token_id=runner.eos_ids(),
+            pad_token_id=0,
+        )
+    return out[:, len(prompt) :]
+
+
 def seed_algorithm(
     runner: Runner,
     prompt: list[int],
@@ -51,21 +77,7 @@ def seed_algorithm(
     client = openai.OpenAI(base_url=judge_url, api_key="bench", max_retries=0)
     start = time.perf_counter()
     for spec in specs:
-        state = SteeringState()
-        if spec.is_injected:
-            state.deltas = {spec.layer: (vectors[(spec.concept, spec.layer)] * spec.strength)[None]}
-        with torch.inference_mode(), steering(runner.model, state, [spec.layer]):
-            out = runner.model.generate(
-                torch.tensor([prompt]),
-                max_new_tokens=MAX_NEW,
-                do_sample=True,
-                temperature=1.0,
-                top_k=0,
-                top_p=1.0,
-                eos_token_id=runner.eos_ids(),
-                pad_token_id=0,
-            )
-        answer = runner.decode(out[0, len(prompt) :].tolist())
+        answer = runner.decode(generate_cell(runner, prompt, spec, 1, vectors)[0].tolist())
         client.chat.completions.create(
             model="judge", messages=[{"role": "user", "content": f"Grade: {answer}"}]
         )
@@ -78,33 +90,20 @@ def hf_batched_per_config(
     specs: list[TrialSpec],
     vectors: dict[tuple[str, int], torch.Tensor],
 ) -> float:
+    """All trials of one (concept, layer, strength, kind) cell in one generate call."""
     cells: dict[tuple[str, int, float, str], list[TrialSpec]] = {}
     for spec in specs:
-        cells.setdefault((spec.concept, spec.layer, spec.strength, spec.kind.value), []).append(
-            spec
-        )
+        key = (spec.concept, spec.layer, spec.strength, spec.kind.value)
+        cells.setdefault(key, []).append(spec)
     start = time.perf_counter()
-    for (concept, layer, strength, kind), cell in cells.items():
-        state = SteeringState()
-        if kind == "injection":
-            state.deltas = {
-                layer: (vectors[(concept, layer)] * strength)[None].expand(len(cell), -1)
-            }
-        with torch.inference_mode(), steering(runner.model, state, [layer]):
-            runner.model.generate(
-                torch.tensor([prompt] * len(cell)),
-                max_new_tokens=MAX_NEW,
-                do_sample=True,
-                temperature=1.0,
-                top_k=0,
-                top_p=1.0,
-                eos_token_id=runner.eos_ids(),
-                pad_token_id=0,
-            )
+    for cell in cells.values():
+        generate_cell(runner, prompt, cell[0], len(cell), vectors)
     return len(specs) / (time.perf_counter() - start)
 
 
-def introspectd_run(model: str, trials: int, judge_url: str) -> tuple[float, dict[str, Any]]:
+def introspectd_run(
+    model: str, trials: int, judge_url: str, batch_size: str
+) -> tuple[float, dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         plan = Path(tmp) / "plan.toml"
         plan.write_text(f"""
@@ -119,6 +118,7 @@ layers = {LAYERS}
 strengths = {STRENGTHS}
 trials = {trials}
 max_new_tokens = {MAX_NEW}
+batch_size = {batch_size}
 [judge]
 base_url = "{judge_url}"
 api_key_env = "BENCH_JUDGE_KEY"
@@ -157,7 +157,12 @@ concurrency = 64
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny", choices=["tiny", "small"])
-    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument(
+        "--batch-size",
+        default='"auto"',
+        help='introspectd\'s [sweep] batch_size (TOML: "auto" or an integer)',
+    )
     parser.add_argument(
         "--seed-trials",
         type=int,
@@ -174,12 +179,13 @@ def main() -> None:
     with JudgeServer(latency_s=JUDGE_LATENCY_S) as server:
         seed = seed_algorithm(runner, prompt, specs[: args.seed_trials], vectors, server.base_url)
         hf = hf_batched_per_config(runner, prompt, specs, vectors)
-        ours, by_status = introspectd_run(args.model, args.trials, server.base_url)
+        ours, by_status = introspectd_run(args.model, args.trials, server.base_url, args.batch_size)
     result = {
         "model": f"builtin:{args.model}",
         "params": params,
         "trials": len(specs),
         "max_new_tokens": MAX_NEW,
+        "introspectd_batch_size": args.batch_size,
         "cpu_threads": torch.get_num_threads(),
         "trials_per_s": {
             "seed": round(seed, 3),

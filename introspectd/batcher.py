@@ -42,7 +42,9 @@ class BatcherConfig:
     batch_size: int
     max_new_tokens: int
     temperature: float
-    inject_style: str = "generation"
+    # First prompt position the injection covers: None = generated positions only
+    # ("generation"), 0 = the whole prompt ("all"), the token before the marker ("from_marker").
+    prompt_steer_from: int | None = None
     share_prefix: bool = True  # reuse one prompt prefill ("generation" style only)
     compact: bool = True  # drop finished rows instead of decoding them to the end
     refill: bool = True  # admit new trials into a running batch
@@ -67,11 +69,14 @@ class _Batch:
         self.tokens = torch.empty(0)
         self.is_done = torch.empty(0)
         self.deltas = torch.empty(0)
+        # Per-layer `[B, d]` deltas for the hooks, rebuilt only when rows join or leave.
+        self.layer_deltas: dict[int, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.items)
 
     def keep(self, index: torch.Tensor) -> None:
+        self.layer_deltas = None
         idx_list = index.tolist()
         self.items = [self.items[i] for i in idx_list]
         for name in ("mask", "seeds", "num_generated", "tokens", "is_done", "deltas"):
@@ -168,6 +173,7 @@ class Batcher:
         kv: list[tuple[torch.Tensor, torch.Tensor]],
         fresh: dict[str, torch.Tensor],
     ) -> None:
+        batch.layer_deltas = None
         if not len(batch):
             batch.cache = growable_cache(kv, self.config.max_new_tokens + self.config.check_every)
             batch.items = list(items)
@@ -181,8 +187,10 @@ class Batcher:
         k_new = len(items)
         for layer, (k, v) in zip(_layers(batch.cache), kv, strict=True):
             zeros = torch.zeros(k_new, k.shape[1], pad, k.shape[3], device=k.device, dtype=k.dtype)
-            layer.set(torch.cat([layer.keys, torch.cat([zeros, k], dim=2)], dim=0),
-                      torch.cat([layer.values, torch.cat([zeros, v], dim=2)], dim=0))
+            layer.set(
+                torch.cat([layer.keys, torch.cat([zeros, k], dim=2)], dim=0),
+                torch.cat([layer.values, torch.cat([zeros, v], dim=2)], dim=0),
+            )
         fresh["mask"] = torch.cat(
             [torch.zeros(k_new, pad, device=self.device, dtype=torch.int64), fresh["mask"]], dim=1
         )
@@ -195,7 +203,8 @@ class Batcher:
     ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
         """Prompt KV `[k, h, P, hd]` per layer and last-position logits `[k, V]` for new rows."""
         k = len(items)
-        if self.config.inject_style == "generation" and self.config.share_prefix:
+        steer_from = self.config.prompt_steer_from
+        if steer_from is None and self.config.share_prefix:
             if self._shared_prefill is None:
                 self._shared_prefill = self._forward_prompt(1, None)
             kv1, logits1 = self._shared_prefill
@@ -204,7 +213,7 @@ class Batcher:
                 logits1.expand(k, -1),
             )
         deltas = None
-        if self.config.inject_style == "all":
+        if steer_from is not None:
             deltas = {
                 layer: torch.zeros(k, self.hidden_size, device=self.device, dtype=self.dtype)
                 for layer in {it.layer for it in items}
@@ -220,7 +229,10 @@ class Batcher:
         cache = DynamicCache()
         ids = self.prompt.expand(k, -1)
         self.state.deltas = deltas or {}
-        self.state.position_mask = torch.ones(ids.shape, device=self.device) if deltas else None
+        self.state.position_mask = None
+        if deltas:
+            self.state.position_mask = torch.ones(ids.shape, device=self.device)
+            self.state.position_mask[:, : self.config.prompt_steer_from] = 0
         try:
             out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         finally:
@@ -252,7 +264,9 @@ class Batcher:
         last = batch.tokens.gather(1, (batch.num_generated - 1)[:, None])
         positions = (prompt_len + batch.num_generated - 1)[:, None]
         mask = torch.cat([batch.mask, torch.ones_like(batch.mask[:, :1])], dim=1)
-        self.state.deltas = self._layer_deltas(batch)
+        if batch.layer_deltas is None:
+            batch.layer_deltas = self._layer_deltas(batch)
+        self.state.deltas = batch.layer_deltas
         try:
             out = self.model(
                 input_ids=last,

@@ -28,6 +28,11 @@ class Generator:
             sweep.prompt_version, sweep.prompt_system, sweep.prompt_user
         )
         self.prompt_ids = self.runner.render(messages)
+        # PROTOCOL.md: "from_marker" starts at the token just before the question marker.
+        self.prompt_steer_from = {"generation": None, "all": 0}.get(sweep.inject_style)
+        if sweep.inject_style == "from_marker":
+            marker_at = self.runner.marker_position(messages, sweep.marker)
+            self.prompt_steer_from = max(marker_at - 1, 0)
         self.batch_size = (
             sweep.batch_size
             if isinstance(sweep.batch_size, int)
@@ -65,7 +70,7 @@ class Generator:
             batch_size=self.batch_size,
             max_new_tokens=sweep.max_new_tokens,
             temperature=sweep.temperature,
-            inject_style=sweep.inject_style,
+            prompt_steer_from=self.prompt_steer_from,
             check_every=1 if self.runner.device.type == "cpu" else 4,
         )
         batcher = self.runner.batcher(self.prompt_ids, config)

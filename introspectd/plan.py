@@ -18,7 +18,7 @@ from typing import Any
 from introspectd.errors import BadInput
 from introspectd.prompts import PROMPT_VERSIONS
 
-INJECT_STYLES = ("generation", "all")
+INJECT_STYLES = ("generation", "all", "from_marker")
 JUDGE_APIS = ("chat", "responses")
 VECTOR_PROMPTS = ("plain", "chat")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -55,6 +55,7 @@ class SweepConfig:
     prompt_system: str = ""
     prompt_user: str = ""
     inject_style: str = "generation"
+    marker: str = "Trial 1"
     vector_prompt: str = "plain"
     max_new_tokens: int = 200
     temperature: float = 1.0
@@ -299,7 +300,7 @@ def _read_sweep(t: _Table) -> SweepConfig:
     batch_size: str | int = t._take("batch_size", "auto", (str, int), '"auto" or an integer')
     if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         t.fail("batch_size", f'must be "auto" or an integer >= 1, got {batch_size!r}')
-    return SweepConfig(
+    sweep = SweepConfig(
         concepts=tuple(concepts),
         layers=_read_layers(t),
         strengths=tuple(strengths),
@@ -308,11 +309,22 @@ def _read_sweep(t: _Table) -> SweepConfig:
         prompt_system=t.text("prompt_system", ""),
         prompt_user=prompt_user,
         inject_style=t.text("inject_style", "generation", INJECT_STYLES),
+        marker=t.text("marker", "Trial 1"),
         vector_prompt=t.text("vector_prompt", "plain", VECTOR_PROMPTS),
         max_new_tokens=t.integer("max_new_tokens", 200, minimum=1),
         temperature=t.number("temperature", 1.0),
         batch_size=batch_size,
     )
+    if sweep.inject_style == "from_marker":
+        prompt = PROMPT_VERSIONS.get(prompt_version)
+        text = prompt_user or (prompt.user if prompt else "")
+        if not sweep.marker or sweep.marker not in text:
+            t.fail(
+                "marker",
+                f"{sweep.marker!r} does not occur in the user prompt "
+                f'({prompt_version}); inject_style = "from_marker" starts there',
+            )
+    return sweep
 
 
 def _read_layers(t: _Table) -> str | tuple[int | float, ...]:

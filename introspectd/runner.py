@@ -62,6 +62,18 @@ class Runner:
         # The template already wrote any BOS; adding special tokens again would double it.
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def marker_position(self, messages: list[dict[str, str]], marker: str) -> int:
+        """Index (in `render(messages)`) of the first token of the user turn's `marker`."""
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+        start = text.find(marker, text.find(messages[-1]["content"]))
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        for index, (_, end) in enumerate(encoded["offset_mapping"]):
+            if end > start:
+                return index
+        raise ValueError(f"marker {marker!r} not found in the rendered prompt")
+
     def eos_ids(self) -> list[int]:
         """End-of-turn tokens from the generation config and tokenizer, never hard-coded."""
         ids: set[int] = set()

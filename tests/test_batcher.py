@@ -39,11 +39,22 @@ def setup(tiny_runner):  # type: ignore[no-untyped-def]
     return tiny_runner, prompt, items, eos, refs
 
 
-def _reference(runner, prompt: list[int], item: WorkItem, eos: list[int], n: int) -> list[int]:  # type: ignore[no-untyped-def]
-    """HF generate, one trial, greedy, hook steering decode steps only ("generation" style)."""
+def _reference(
+    runner,
+    prompt: list[int],
+    item: WorkItem,
+    eos: list[int],
+    n: int,  # type: ignore[no-untyped-def]
+    steer_from: int | None = None,
+) -> list[int]:
+    """HF generate, one trial, greedy; the hook steers decode steps, and the prompt from
+    `steer_from` on when given."""
     state = SteeringState()
     if item.delta is not None:
         state.deltas = {item.layer: item.delta[None].clone()}
+        if steer_from is not None:
+            state.position_mask = torch.zeros(1, len(prompt))
+            state.position_mask[:, steer_from:] = 1
     with torch.inference_mode(), steering(runner.model, state, [item.layer]):
         out = runner.model.generate(
             torch.tensor([prompt]),
@@ -102,11 +113,29 @@ def test_greedy_tokens_equal_reference(setup, flags: dict[str, object]) -> None:
 
 def test_all_style_steers_the_prompt_too(setup) -> None:  # type: ignore[no-untyped-def]
     runner, prompt, items, eos, refs = setup
-    got = _run(runner, prompt, items, eos, inject_style="all")
+    got = _run(runner, prompt, items, eos, prompt_steer_from=0)
     controls = [it.trial_id for it in items if it.delta is None]
     injected = [it.trial_id for it in items if it.delta is not None]
     assert all(got[t] == refs[t] for t in controls)
     assert any(got[t] != refs[t] for t in injected)
+
+
+@pytest.mark.parametrize("steer_from", [0, 40])
+def test_prompt_steering_equals_reference(setup, steer_from: int) -> None:  # type: ignore[no-untyped-def]
+    """ "all" (0) and "from_marker" (a later position) steer the prompt from that position on."""
+    runner, prompt, items, eos, _ = setup
+    expected = {
+        it.trial_id: _reference(runner, prompt, it, eos, MAX_NEW, steer_from) for it in items
+    }
+    assert _run(runner, prompt, items, eos, prompt_steer_from=steer_from) == expected
+
+
+def test_marker_position_points_at_the_marker(tiny_runner) -> None:  # type: ignore[no-untyped-def]
+    messages = introspection_messages("v1")
+    ids = tiny_runner.render(messages)
+    at = tiny_runner.marker_position(messages, "Trial 1")
+    assert tiny_runner.tokenizer.decode(ids[at:]).lstrip().startswith("Trial 1")
+    assert "Trial 1" not in tiny_runner.tokenizer.decode(ids[at + 1 :])
 
 
 def test_stop_abandons_rows_without_reporting_them(setup) -> None:  # type: ignore[no-untyped-def]

@@ -219,3 +219,14 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     final = {r["id"]: r["timestamp"] for r in _records(out)}
     assert all(final[i] == ts for i, ts in seen.items())
+
+
+def test_from_marker_style_runs_end_to_end(tmp_path: Path) -> None:
+    body = TINY_PLAN.replace("trials = 2", 'trials = 1\nprompt_version = "v1"\n'
+                             'inject_style = "from_marker"')
+    plan = write_plan(tmp_path, body)
+    assert main(["run", "--plan", str(plan), "--local", "--no-progress"]) == 0
+    records = _records(tmp_path / "out" / "exp" / "tiny")
+    assert len(records) == 16
+    assert {r["config"]["inject_style"] for r in records} == {"from_marker"}
+    assert {r["config"]["prompt_version"] for r in records} == {"v1"}

@@ -20,6 +20,7 @@ BAD_PLANS = [
     ("strengths = [1.0, 0.0]", "[sweep] strengths: each strength must be a number > 0"),
     ("strengths = [-1.5]", "[sweep] strengths: each strength must be a number > 0"),
     ('inject_style = "sideways"', "[sweep] inject_style: must be one of generation, all"),
+    ('inject_style = "from_marker"', "[sweep] marker: 'Trial 1' does not occur in the user prompt"),
     ('prompt_version = "v9"', "[sweep] prompt_version: must be one of v1, v2"),
     ("layers = [1, 6]", "[sweep] layers: layer 6 is out of range for builtin:tiny (6 layers"),
     ('layers = "middle"', '[sweep] layers: must be "default" or a list'),
