@@ -64,8 +64,8 @@ class Runner:
 
     def marker_position(self, messages: list[dict[str, str]], marker: str) -> int:
         """Index (in `render(messages)`) of the first token of the user turn's `marker`."""
-        text = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False
+        text = str(
+            self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         )
         start = text.find(marker, text.find(messages[-1]["content"]))
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
