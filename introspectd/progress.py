@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -40,12 +41,12 @@ class _Reporter:
         )
         self._tasks: dict[str, Any] = {}
 
-    def update(self, stats: RunStats) -> None:
+    def update(self, stats: RunStats, is_final: bool = False) -> None:
         if self.live is not None:
             self.live.update(self._view(stats))
             return
         now = time.monotonic()
-        if now - self._last_log >= LOG_EVERY_S:
+        if is_final or now - self._last_log >= LOG_EVERY_S:
             self._last_log = now
             log.info("progress %s", json.dumps(snapshot(stats), sort_keys=True))
 
@@ -67,9 +68,13 @@ class _Reporter:
                     f"[bold]{section}[/]", "  ".join(f"{k}={v}" for k, v in snap[section].items())
                 )
         recent = Table.grid(padding=(0, 1))
+        for _ in range(3):
+            recent.add_column(no_wrap=True)
+        recent.add_column(no_wrap=True, overflow="ellipsis")  # one line per answer
         for r in stats.recent:
             kind = "inj" if r.is_injected else "ctl"
-            recent.add_row(r.concept, kind, r.verdict, r.text[:70])
+            text = "".join(ch if ch.isprintable() else " " for ch in r.text[:70])
+            recent.add_row(escape(r.concept), kind, escape(r.verdict), escape(text))
         return Group(self._bars, figures, recent)
 
 
