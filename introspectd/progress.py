@@ -64,17 +64,14 @@ class _Reporter:
         snap = snapshot(stats)
         for section in ("generation", "judge", "uploads"):
             if snap.get(section):
-                figures.add_row(
-                    f"[bold]{section}[/]", "  ".join(f"{k}={v}" for k, v in snap[section].items())
-                )
-        recent = Table.grid(padding=(0, 1))
-        for _ in range(3):
-            recent.add_column(no_wrap=True)
+                line = "  ".join(f"{k}={v}" for k, v in snap[section].items())
+                figures.add_row(f"[bold]{section}[/]", escape(line))
+        recent = Table.grid()
         recent.add_column(no_wrap=True, overflow="ellipsis")  # one line per answer
         for r in stats.recent:
             kind = "inj" if r.is_injected else "ctl"
-            text = "".join(ch if ch.isprintable() else " " for ch in r.text[:70])
-            recent.add_row(escape(r.concept), kind, escape(r.verdict), escape(text))
+            text = "".join(ch if ch.isprintable() else " " for ch in r.text[:100])
+            recent.add_row(escape(f"{r.concept:<12} {kind} {r.verdict:<9} {text}"))
         return Group(self._bars, figures, recent)
 
 
