@@ -211,7 +211,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             anyio.run(engine.run)
         finally:
-            progress.update(engine.stats, is_final=True)  # not the figures of the last tick
             if uploads is not None:
                 uploads.uploader.close()
             ctx.store.close()

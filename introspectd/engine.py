@@ -32,7 +32,7 @@ class Engine:
         self,
         ctx: RunContext,
         stats: RunStats | None = None,
-        on_tick: Callable[[RunStats], None] | None = None,
+        on_tick: Callable[[RunStats, bool], None] | None = None,
         uploads: UploadTrigger | None = None,
     ) -> None:
         self.ctx = ctx
@@ -65,6 +65,8 @@ class Engine:
         self.exporter.export_all()
         await self._final_upload()
         self.stats.finish()
+        if self.on_tick is not None:
+            self.on_tick(self.stats, True)  # the final figures, inside the loop (judge stats)
         if self.stop_requested.is_set():
             raise Interrupted(
                 "stopped on request; everything finished so far is saved — "
@@ -93,7 +95,7 @@ class Engine:
                 self.uploads.check()
                 self.uploads.maybe_request(self.stats.num_done, self._finished_by_concept())
             if self.on_tick is not None:
-                self.on_tick(self.stats)
+                self.on_tick(self.stats, False)
 
     async def _watch_preemption(self, url: str) -> None:
         """Start the same drain as SIGTERM when the GCE metadata server says we are preempted."""
