@@ -30,11 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from judge_server import JudgeServer  # noqa: E402
 
+from introspectd.batcher import BatcherConfig, WorkItem  # noqa: E402
 from introspectd.models import resolve_model  # noqa: E402
 from introspectd.prompts import baseline_words, introspection_messages  # noqa: E402
 from introspectd.runner import Runner  # noqa: E402
 from introspectd.steering import SteeringState, steering  # noqa: E402
-from introspectd.trials import TrialSpec, expand_trials  # noqa: E402
+from introspectd.trials import TrialSpec, expand_trials, trial_seed  # noqa: E402
 
 CONCEPTS, LAYERS, STRENGTHS, MAX_NEW = ["ocean", "fear"], [1, 3], [2.0, 4.0], 48
 JUDGE_LATENCY_S = 0.3
@@ -98,6 +99,34 @@ def hf_batched_per_config(
     start = time.perf_counter()
     for cell in cells.values():
         generate_cell(runner, prompt, cell[0], len(cell), vectors)
+    return len(specs) / (time.perf_counter() - start)
+
+
+def engine_in_process(
+    runner: Runner,
+    prompt: list[int],
+    specs: list[TrialSpec],
+    vectors: dict[tuple[str, int], torch.Tensor],
+) -> float:
+    """introspectd's batcher alone, like (b): model loaded, no judge, batch 64."""
+    items = [
+        WorkItem(
+            f"t{i}",
+            trial_seed(0, f"t{i}"),
+            s.layer,
+            vectors[(s.concept, s.layer)] * s.strength if s.is_injected else None,
+        )
+        for i, s in enumerate(specs)
+    ]
+    config = BatcherConfig(batch_size=64, max_new_tokens=MAX_NEW, temperature=1.0)
+    batcher = runner.batcher(prompt, config)
+    start = time.perf_counter()
+    batcher.run(
+        lambda n: [items.pop(0) for _ in range(min(n, len(items)))],
+        lambda rows: None,
+        lambda: False,
+        LAYERS,
+    )
     return len(specs) / (time.perf_counter() - start)
 
 
@@ -179,6 +208,7 @@ def main() -> None:
     with JudgeServer(latency_s=JUDGE_LATENCY_S) as server:
         seed = seed_algorithm(runner, prompt, specs[: args.seed_trials], vectors, server.base_url)
         hf = hf_batched_per_config(runner, prompt, specs, vectors)
+        engine = engine_in_process(runner, prompt, specs, vectors)
         ours, by_status = introspectd_run(args.model, args.trials, server.base_url, args.batch_size)
     result = {
         "model": f"builtin:{args.model}",
@@ -190,10 +220,12 @@ def main() -> None:
         "trials_per_s": {
             "seed": round(seed, 3),
             "hf_batched_per_config": round(hf, 2),
+            "introspectd_engine_in_process": round(engine, 2),
             "introspectd_run": round(ours, 2),
         },
         "introspectd_vs_seed": round(ours / seed, 1),
         "introspectd_vs_hf_batched": round(ours / hf, 2),
+        "engine_vs_hf_batched": round(engine / hf, 2),
         "introspectd_status": by_status,
     }
     print(json.dumps(result, indent=2))
