@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,10 +111,10 @@ class UploadTrigger:
         self._done_at_last = 0
         self._last_request = float("-inf")
 
-    def maybe_request(self, num_done: int, counts: dict[str, int]) -> None:
+    def maybe_request(self, num_done: int, counts: Callable[[], dict[str, int]]) -> None:
         is_due = num_done - self._done_at_last >= self.every_trials
         if is_due and time.monotonic() - self._last_request >= self.min_interval_s:
-            self.request(num_done, counts)
+            self.request(num_done, counts())
 
     def request(self, num_done: int, counts: dict[str, int]) -> None:
         self._done_at_last = num_done

@@ -7,6 +7,7 @@ cancelled and the process exits non-zero, and a restart resumes from the databas
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -15,7 +16,7 @@ from collections.abc import Callable
 import anyio
 
 from introspectd.durability import FINAL_FLUSH_S, UploadTrigger
-from introspectd.errors import Interrupted
+from introspectd.errors import EXIT_INTERRUPTED, Interrupted
 from introspectd.judging import JudgePool, ToJudge
 from introspectd.outputs import Exporter
 from introspectd.scheduler import Scheduler, Ticket
@@ -50,7 +51,7 @@ class Engine:
         self.stats.start(self.ctx)
         self.exporter.export_all()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watch_signals, tg.cancel_scope)
+            tg.start_soon(self._watch_signals)
             tg.start_soon(self._tick)
             if self.ctx.plan.upload.preemption_url:
                 tg.start_soon(self._watch_preemption, self.ctx.plan.upload.preemption_url)
@@ -77,13 +78,15 @@ class Engine:
         await self.judges.run()
         done.set()
 
-    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+    async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                log.warning(
-                    "received %s: finishing up (rerun the same command to resume)",
-                    signal.Signals(signum).name,
-                )
+                name = signal.Signals(signum).name
+                if self.stop_requested.is_set():
+                    # A second signal means "now": every finished trial is already committed.
+                    log.warning("received %s again: exiting now; rerun to resume", name)
+                    os._exit(EXIT_INTERRUPTED)
+                log.warning("received %s: finishing up (rerun the same command to resume)", name)
                 self.stop_requested.set()
 
     async def _tick(self) -> None:
@@ -93,7 +96,7 @@ class Engine:
             self.exporter.maybe_flush()
             if self.uploads is not None:
                 self.uploads.check()
-                self.uploads.maybe_request(self.stats.num_done, self._finished_by_concept())
+                self.uploads.maybe_request(self.stats.num_done, self._finished_by_concept)
             if self.on_tick is not None:
                 self.on_tick(self.stats, False)
 

@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -93,3 +94,31 @@ def test_progress_log_line_is_structured(tmp_path: Path) -> None:
     assert figures["total"] == 128
     assert {"generated", "trials_per_s", "tokens_per_s", "batch_size"} <= set(figures["generation"])
     assert {"judged", "failed", "failed_by_reason"} <= set(figures["judge"])
+
+
+def test_second_signal_exits_at_once(tmp_path: Path) -> None:
+    """The first signal starts a drain that waits for slow judgements; the second cuts it."""
+    from judge_server import JudgeServer, hang
+
+    with JudgeServer(default=hang(30)) as server:
+        plan = write_plan(
+            tmp_path,
+            KILL_PLAN
+            + f"""
+[judge]
+base_url = "{server.base_url}"
+timeout_s = 60
+""",
+        )
+        out = tmp_path / "out" / "exp" / "tiny"
+        proc = _start(plan)
+        _wait_for_progress(out / "state.sqlite", 10, proc, random.Random(0))
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err
+    assert "again: exiting now" in err
+    done = run_cli("run", "--plan", str(plan), "--local", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert len(_records(out)) == 128
