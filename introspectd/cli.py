@@ -213,7 +213,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             if uploads is not None:
                 uploads.uploader.close()
-            ctx.store.close()
+            ctx.close()
     print(
         f"done: {engine.stats.num_done}/{engine.stats.num_selected} trials; results in "
         f"{ctx.out_dir}"

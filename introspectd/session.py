@@ -5,6 +5,7 @@ Everything here runs before any weights load, so a bad plan fails in a second wi
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from introspectd.shard import Shard
 
 DB_NAME = "state.sqlite"
+LOCK_NAME = ".introspectd.lock"
 # `batch render` pins these for every task of a Cloud Batch job (see batchjob.py).
 ENV_STAMP = "INTROSPECTD_STAMP"
 ENV_EXPERIMENT_ID = "INTROSPECTD_EXPERIMENT_ID"
@@ -49,10 +51,17 @@ class RunContext:
     tickets: list[Ticket]  # pending trials this process should generate
     selected_ids: set[str]  # every trial this process is responsible for
     notes: list[str] = field(default_factory=list)
+    lock_fd: int | None = None  # held while this process runs the directory (see _lock_run_dir)
 
     @property
     def db_path(self) -> Path:
         return self.out_dir / DB_NAME
+
+    def close(self) -> None:
+        self.store.close()
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
 
 
 def model_and_layers(plan: Plan) -> tuple[ModelRef, list[int]]:
@@ -131,26 +140,60 @@ def open_run(
     out_dir = experiment_dir(plan, ref, spec)
     if narrowing.shard is not None:
         out_dir = out_dir / narrowing.shard.dirname
-    if before_open is not None:
-        before_open(out_dir)
-    if not create and not (out_dir / DB_NAME).is_file():
-        raise BadInput(
-            f"{file}: no run found at {out_dir / DB_NAME}; start it with `introspectd run`"
-        )
     _check_narrowing(plan, narrowing, file)
-    store = Store(out_dir / DB_NAME)
-    notes: list[str] = []
-    run = _reconcile_run(plan, ref, spec, out_dir, store, notes)
-    all_specs = expand_trials(plan.sweep.concepts, layers, plan.sweep.strengths, plan.sweep.trials)
-    added = store.add_trials(run.stamp, _shard_of(all_specs, narrowing.shard))
-    if added and notes:
-        notes.append(f"added {added} new trials to the run")
-    selected = _narrow(all_specs, narrowing)
-    selected_ids = {s.trial_id(run.stamp) for s in selected}
-    tickets = [
-        Ticket(row.id, row.spec) for row in store.trials(Status.PENDING) if row.id in selected_ids
-    ]
-    return RunContext(plan, ref, layers, out_dir, store, run, tickets, selected_ids, notes)
+    lock = _lock_run_dir(out_dir) if create else None
+    try:
+        if before_open is not None:
+            before_open(out_dir)
+        if not create and not (out_dir / DB_NAME).is_file():
+            raise BadInput(
+                f"{file}: no run found at {out_dir / DB_NAME}; start it with `introspectd run`"
+            )
+        store = Store(out_dir / DB_NAME)
+        notes: list[str] = []
+        run = _reconcile_run(plan, ref, spec, out_dir, store, notes)
+        all_specs = expand_trials(
+            plan.sweep.concepts, layers, plan.sweep.strengths, plan.sweep.trials
+        )
+        added = store.add_trials(run.stamp, _shard_of(all_specs, narrowing.shard))
+        if added and notes:
+            notes.append(f"added {added} new trials to the run")
+        selected = _narrow(all_specs, narrowing)
+        selected_ids = {s.trial_id(run.stamp) for s in selected}
+        tickets = [
+            Ticket(row.id, row.spec)
+            for row in store.trials(Status.PENDING)
+            if row.id in selected_ids
+        ]
+        return RunContext(
+            plan, ref, layers, out_dir, store, run, tickets, selected_ids, notes, lock
+        )
+    except BaseException:
+        if lock is not None:
+            os.close(lock)  # closing the descriptor releases the lock
+        raise
+
+
+def _lock_run_dir(out_dir: Path) -> int:
+    """Hold an exclusive lock on the run directory for this process's lifetime.
+
+    Two processes on one run would generate the same trials twice (the database keeps one
+    answer each, but the GPU time is wasted) and could race a GCS restore.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise BadInput(
+            f"{out_dir}: another introspectd process (pid {holder}) is running this "
+            "run; wait for it or stop it first"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
 
 
 def _check_narrowing(plan: Plan, narrowing: Narrowing, file: str) -> None:

@@ -122,3 +122,15 @@ timeout_s = 60
     done = run_cli("run", "--plan", str(plan), "--local", "--no-progress")
     assert done.returncode == 0, done.stderr
     assert len(_records(out)) == 128
+
+
+def test_second_process_on_the_same_run_is_refused(tmp_path: Path) -> None:
+    plan = write_plan(tmp_path, KILL_PLAN)
+    out = tmp_path / "out" / "exp" / "tiny"
+    first = _start(plan)
+    _wait_for_progress(out / "state.sqlite", 5, first, random.Random(0))
+    second = run_cli("run", "--plan", str(plan), "--local", "--no-progress")
+    assert second.returncode == 2
+    assert f"another introspectd process (pid {first.pid}) is running this run" in second.stderr
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
