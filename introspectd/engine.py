@@ -155,7 +155,11 @@ class Engine:
         stored = self.ctx.store.get_vectors()
         generator.load_vectors({key: stored[key] for key in needed})
         finished = await anyio.to_thread.run_sync(
-            generator.run, self._take, self._on_generated_from_thread, self.stop_requested.is_set
+            generator.run,
+            self._take,
+            self._on_generated_from_thread,
+            self.stop_requested.is_set,
+            self._requeue,
         )
         if finished:
             log.info("generation finished: %d trials", self.scheduler.num_done)
@@ -163,6 +167,10 @@ class Engine:
     def _take(self, n: int) -> list[Ticket]:
         with self._lock:
             return self.scheduler.take(n)
+
+    def _requeue(self) -> int:
+        with self._lock:
+            return self.scheduler.requeue_in_flight()
 
     def _on_generated_from_thread(self, generations: list[Generation]) -> None:
         anyio.from_thread.run_sync(self._on_generated, generations)

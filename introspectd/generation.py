@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
@@ -14,6 +15,8 @@ from introspectd.scheduler import Ticket
 from introspectd.session import RunContext
 from introspectd.store import Generation, now_iso
 from introspectd.trials import trial_seed
+
+log = logging.getLogger("introspectd")
 
 
 class Generator:
@@ -60,6 +63,31 @@ class Generator:
         }
 
     def run(
+        self,
+        take: Callable[[int], list[Ticket]],
+        sink: Callable[[list[Generation]], None],
+        should_stop: Callable[[], bool],
+        requeue: Callable[[], int],
+    ) -> bool:
+        """Generate until `take` runs dry. Out of GPU memory, the rows in flight go back to the
+        queue (`requeue`) and the batch halves, down to one row."""
+        while True:
+            try:
+                return self._run_batches(take, sink, should_stop)
+            except torch.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+                self.batch_size = max(1, self.batch_size // 2)
+                num_requeued = requeue()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                log.warning(
+                    "out of GPU memory: batch size now %d (%d trials requeued)",
+                    self.batch_size,
+                    num_requeued,
+                )
+
+    def _run_batches(
         self,
         take: Callable[[int], list[Ticket]],
         sink: Callable[[list[Generation]], None],

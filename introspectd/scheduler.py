@@ -46,6 +46,13 @@ class Scheduler:
         self.num_done += len(done)
         return done
 
+    def requeue_in_flight(self) -> int:
+        """Put abandoned in-flight trials back at the front of the queue; returns how many."""
+        abandoned = sorted(self._in_flight.values(), key=_mix_key)
+        self._in_flight.clear()
+        self._waiting.extendleft(reversed(abandoned))
+        return len(abandoned)
+
     @property
     def num_waiting(self) -> int:
         return len(self._waiting)
