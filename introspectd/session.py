@@ -151,11 +151,11 @@ def open_run(
             )
         store = Store(out_dir / DB_NAME)
         notes: list[str] = []
-        run = _reconcile_run(plan, ref, spec, out_dir, store, notes)
+        run = _reconcile_run(plan, ref, spec, out_dir, store, notes, is_writable=create)
         all_specs = expand_trials(
             plan.sweep.concepts, layers, plan.sweep.strengths, plan.sweep.trials
         )
-        added = store.add_trials(run.stamp, _shard_of(all_specs, narrowing.shard))
+        added = store.add_trials(run.stamp, _shard_of(all_specs, narrowing.shard)) if create else 0
         if added and notes:
             notes.append(f"added {added} new trials to the run")
         selected = _narrow(all_specs, narrowing)
@@ -228,11 +228,23 @@ def _narrow(specs: list[TrialSpec], narrowing: Narrowing) -> list[TrialSpec]:
 
 
 def _reconcile_run(
-    plan: Plan, ref: ModelRef, spec: dict[str, Any], out_dir: Path, store: Store, notes: list[str]
+    plan: Plan,
+    ref: ModelRef,
+    spec: dict[str, Any],
+    out_dir: Path,
+    store: Store,
+    notes: list[str],
+    is_writable: bool,
 ) -> RunRow:
+    """The stored run, checked against this plan; created or extended only when writable
+    (`status`, `export` and `rejudge` read a run without changing its plan)."""
     file = str(plan.path)
     existing = store.get_run()
     new_hash = spec_hash(spec)
+    if existing is None and not is_writable:
+        raise BadInput(
+            f"{file}: no run found at {out_dir / DB_NAME}; start it with `introspectd run`"
+        )
     if existing is None:
         stamp = plan.run.stamp or os.environ.get(ENV_STAMP) or f"{datetime.now():%Y%m%d_%H%M%S}"
         run = RunRow(
@@ -254,7 +266,8 @@ def _reconcile_run(
         )
     if existing.spec_hash == new_hash:
         run = RunRow(**{**existing.__dict__, "plan_json": plan.to_json()})
-        store.save_run(run)
+        if is_writable:
+            store.save_run(run)
         return run
     problem = _extension_problem(existing.spec, spec)
     if problem is not None:
@@ -270,6 +283,8 @@ def _reconcile_run(
             "baseline words, so its vector would be skewed; use a new experiment_id"
         )
     notes.append(f"plan extends the stored run at {out_dir} (same settings, more trials)")
+    if not is_writable:
+        return existing
     run = RunRow(
         existing.stamp,
         existing.experiment_id,

@@ -155,6 +155,9 @@ def test_changed_plan_is_refused_and_extension_is_added(
             "trials = 2", "trials = 3"
         ),
     )
+    capsys.readouterr()
+    assert main(["status", "--plan", str(extended), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"] == 32, "status never changes the plan"
     assert main(["run", "--plan", str(extended), "--local", "--no-progress"]) == 0
     assert "extends the stored run" in caplog.text
     stamp = _stamp(out)
