@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -90,9 +89,9 @@ def restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
 
 
 def _close_and_move(db: Path, dest: Path) -> None:
-    # Fold any WAL into the main file first so the backup is one self-contained file.
-    with sqlite3.connect(db) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    from introspectd.store import checkpoint_wal
+
+    checkpoint_wal(db)  # so the backup is one self-contained file
     shutil.move(str(db), dest)
     for suffix in ("-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)

@@ -29,7 +29,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import sqlite3
 import tempfile
 import threading
 import time
@@ -45,6 +44,7 @@ from introspectd import gcs
 from introspectd.errors import IntrospectdError, RestoreError
 from introspectd.gcs import StaleWriter, UploadError, parse_gcs_uri
 from introspectd.manifest import MANIFEST, FileSet, Manifest, ObjectRef
+from introspectd.store import backup_database, integrity_check
 
 __all__ = [
     "FileSet",
@@ -75,19 +75,6 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _integrity(db: Path) -> str:
-    """'ok' or SQLite's first complaint. Opened read-only so a check never writes a -wal."""
-    try:
-        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            rows = conn.execute("PRAGMA integrity_check").fetchall()
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as e:
-        return str(e)
-    return "ok" if rows == [("ok",)] else str(rows[0][0])
-
-
 def make_db_snapshot(db_path: Path, dest: Path) -> None:
     """Copy a live (WAL-mode) SQLite database into `dest`, consistently, fsync'd and checked.
 
@@ -98,17 +85,8 @@ def make_db_snapshot(db_path: Path, dest: Path) -> None:
     if not db_path.is_file():
         raise SnapshotError(f"no database to snapshot at {db_path}")
     dest.unlink(missing_ok=True)
-    src = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-    try:
-        dst = sqlite3.connect(dest)
-        try:
-            src.backup(dst)
-            dst.execute("PRAGMA journal_mode=DELETE")
-        finally:
-            dst.close()
-    finally:
-        src.close()
-    verdict = _integrity(dest)
+    backup_database(db_path, dest)
+    verdict = integrity_check(dest)
     if verdict != "ok":
         raise SnapshotError(f"snapshot of {db_path} failed integrity_check: {verdict}")
     _fsync(dest)
@@ -375,7 +353,7 @@ class SnapshotStore:
                 key: self._fetch_verified(ref, Path(tmp) / f"{i:03d}")
                 for i, (key, ref) in enumerate(sorted(fs.objects.items()))
             }
-            verdict = _integrity(fetched[fs.db])
+            verdict = integrity_check(fetched[fs.db])
             if verdict != "ok":
                 raise _BadObject(f"{fs.objects[fs.db].object} fails integrity_check ({verdict})")
             remove_stale_sidecars(local_dir / db_name)

@@ -318,3 +318,40 @@ def count_progress(db_path: Path) -> int:
         return 0
     finally:
         conn.close()
+
+
+def backup_database(db_path: Path, dest: Path) -> None:
+    """Copy a live (WAL-mode) database into `dest` as one self-contained file.
+
+    The online backup API copies every page inside one read transaction, so writers on other
+    connections carry on and the copy is one committed state.
+    """
+    src = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        dst = sqlite3.connect(dest)
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def integrity_check(db: Path) -> str:
+    """'ok' or SQLite's first complaint. Opened read-only so a check never writes a -wal."""
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("PRAGMA integrity_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        return str(e)
+    return "ok" if rows == [("ok",)] else str(rows[0][0])
+
+
+def checkpoint_wal(db: Path) -> None:
+    """Fold the WAL into the main file, so the file alone holds every commit."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
