@@ -10,9 +10,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip >/dev/null
 	@# No GPU here: take the CPU wheel first, or pip pulls a multi-GB CUDA build.
-	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
-	  $(BIN)/pip install "torch==2.13.0" || $(BIN)/pip install --index-url https://download.pytorch.org/whl/cpu torch; \
-	fi
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install "torch==2.13.0"; fi
 	$(BIN)/pip install -e ".[dev]"
 	touch $(STAMP)
 
