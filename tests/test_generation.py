@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,67 +18,52 @@ from introspectd.steering import decoder_layers
 from introspectd.store import Generation
 
 
-def test_out_of_memory_halves_the_batch_and_requeues(tmp_path: Path) -> None:
-    plan = load_plan(write_plan(tmp_path, TINY_PLAN.replace("batch_size = 8", "batch_size = 16")))
+@contextmanager
+def _generator(
+    tmp_path: Path, batch_size: int, max_rows: int
+) -> Iterator[tuple[Generator, Scheduler]]:
+    """A real generator on the tiny model whose forward passes over more than `max_rows` rows
+    "run out of memory" — fault injection in the torch model, as a too-large batch on a GPU."""
+    plan = load_plan(
+        write_plan(tmp_path, TINY_PLAN.replace("batch_size = 8", f"batch_size = {batch_size}"))
+    )
     ctx = open_run(plan)
     try:
         generator = Generator(ctx)
-        generator.load_vectors(
-            {
-                k: (v[0], v[2])
-                for k, v in generator.compute_vectors(Scheduler.vectors_needed(ctx.tickets)).items()
-            }
-        )
-        scheduler = Scheduler(ctx.tickets)
+        table = generator.compute_vectors(Scheduler.vectors_needed(ctx.tickets))
+        generator.load_vectors({key: (data, norm) for key, (data, _, norm) in table.items()})
 
-        # Fault injection in the torch model itself: any pass over more than 4 rows "runs out
-        # of memory", as a too-large batch would on a GPU.
         def too_big(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            if args[0].shape[0] > 4:
+            if args[0].shape[0] > max_rows:
                 raise torch.OutOfMemoryError("CUDA out of memory (injected)")
 
         handle = decoder_layers(generator.runner.model)[0].register_forward_pre_hook(too_big)
+        try:
+            yield generator, Scheduler(ctx.tickets)
+        finally:
+            handle.remove()
+    finally:
+        ctx.close()
+
+
+def test_out_of_memory_halves_the_batch_and_requeues(tmp_path: Path) -> None:
+    with _generator(tmp_path, batch_size=16, max_rows=4) as (generator, scheduler):
         done: list[Generation] = []
 
         def sink(rows: list[Generation]) -> None:
             done.extend(rows)
             scheduler.complete([g.trial_id for g in rows])
 
-        try:
-            assert generator.run(scheduler.take, sink, lambda: False, scheduler.requeue_in_flight)
-        finally:
-            handle.remove()
+        assert generator.run(scheduler.take, sink, lambda: False, scheduler.requeue_in_flight)
         assert generator.batch_size == 4
         ids = [g.trial_id for g in done]
         assert len(ids) == len(set(ids)) == 32
         assert scheduler.is_finished and scheduler.num_done == 32
-    finally:
-        ctx.close()
 
 
 def test_out_of_memory_at_batch_one_is_raised(tmp_path: Path) -> None:
-    plan = load_plan(write_plan(tmp_path, TINY_PLAN.replace("batch_size = 8", "batch_size = 2")))
-    ctx = open_run(plan)
-    try:
-        generator = Generator(ctx)
-        generator.load_vectors(
-            {
-                k: (v[0], v[2])
-                for k, v in generator.compute_vectors(Scheduler.vectors_needed(ctx.tickets)).items()
-            }
-        )
-        scheduler = Scheduler(ctx.tickets)
-
-        def always(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-
-        handle = decoder_layers(generator.runner.model)[0].register_forward_pre_hook(always)
-        try:
-            with pytest.raises(torch.OutOfMemoryError):
-                generator.run(
-                    scheduler.take, lambda rows: None, lambda: False, scheduler.requeue_in_flight
-                )
-        finally:
-            handle.remove()
-    finally:
-        ctx.close()
+    with (
+        _generator(tmp_path, batch_size=2, max_rows=0) as (generator, scheduler),
+        pytest.raises(torch.OutOfMemoryError),
+    ):
+        generator.run(scheduler.take, lambda rows: None, lambda: False, scheduler.requeue_in_flight)
