@@ -146,9 +146,7 @@ def open_run(
         if before_open is not None:
             before_open(out_dir)
         if not create and not (out_dir / DB_NAME).is_file():
-            raise BadInput(
-                f"{file}: no run found at {out_dir / DB_NAME}; start it with `introspectd run`"
-            )
+            raise _no_run_found(file, out_dir)
         store = Store(out_dir / DB_NAME)
         notes: list[str] = []
         run = _reconcile_run(plan, ref, spec, out_dir, store, notes, is_writable=create)
@@ -172,6 +170,10 @@ def open_run(
         if lock is not None:
             os.close(lock)  # closing the descriptor releases the lock
         raise
+
+
+def _no_run_found(file: str, out_dir: Path) -> BadInput:
+    return BadInput(f"{file}: no run found at {out_dir / DB_NAME}; start it with `introspectd run`")
 
 
 def _lock_run_dir(out_dir: Path) -> int:
