@@ -244,9 +244,7 @@ def _reconcile_run(
     existing = store.get_run()
     new_hash = spec_hash(spec)
     if existing is None and not is_writable:
-        raise BadInput(
-            f"{file}: no run found at {out_dir / DB_NAME}; start it with `introspectd run`"
-        )
+        raise _no_run_found(file, out_dir)
     if existing is None:
         stamp = plan.run.stamp or os.environ.get(ENV_STAMP) or f"{datetime.now():%Y%m%d_%H%M%S}"
         run = RunRow(
