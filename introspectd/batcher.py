@@ -11,6 +11,7 @@ The loop runs in a worker thread; it talks to the engine only through `source` a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,10 @@ class BatcherConfig:
     refill: bool = True  # admit new trials into a running batch
     check_every: int = 1  # decode steps between host-side stop checks
     ignore_eos: bool = False  # benchmarks: every trial decodes max_new_tokens
+
+
+# transformers 5.23 announces the rename of `past_key_values` for 5.40; pyproject pins below it.
+warnings.filterwarnings("ignore", message="`past_key_values` is deprecated", category=FutureWarning)
 
 
 def _layers(cache: DynamicCache) -> list[Any]:
