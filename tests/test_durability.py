@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from gcs_emulator import BUCKET, GcsEmulator
+from gcs_emulator import BUCKET, FaultyProxy, GcsEmulator
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from helpers import TINY_PLAN, run_cli, start_run, write_plan
@@ -127,3 +127,20 @@ def test_gcs_run_needs_a_fixed_experiment_id(tmp_path: Path) -> None:
     proc = run_cli("run", "--plan", str(plan))
     assert proc.returncode == 2
     assert "[run] experiment_id: required when [upload] gcs is set" in proc.stderr
+
+
+def test_flaky_gcs_never_stops_generation_and_uploads_catch_up(
+    tmp_path: Path, gcs_proxy: FaultyProxy
+) -> None:
+    """Through a proxy answering 503 to a third of requests and dropping every other upload's
+    reply, the run finishes and GCS ends equal to the local files."""
+    gcs_proxy.fail_before = 0.33
+    gcs_proxy.drop_reply_every_other_upload = True
+    plan = write_plan(tmp_path, GCS_PLAN)
+    done = run_cli("run", "--plan", str(plan), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert gcs_proxy.failed > 0 and gcs_proxy.dropped_replies > 0
+    gcs_proxy.fail_before = 0.0
+    local = {r["id"]: r for r in _records(tmp_path / "out" / RUN_DIR)}
+    assert len(local) == 96
+    assert _gcs_records(_bucket()) == local
