@@ -36,9 +36,8 @@ from typing import Any
 
 from introspectd.errors import BadInput
 from introspectd.plan import STAMP_RE, Plan
+from introspectd.session import ENV_EXPERIMENT_ID, ENV_STAMP
 
-ENV_STAMP = "INTROSPECTD_STAMP"
-ENV_EXPERIMENT_ID = "INTROSPECTD_EXPERIMENT_ID"
 EXIT_PREEMPTED = 50001  # set by Batch when a spot VM is reclaimed
 EXIT_RESUMABLE = 75  # errors.EXIT_INTERRUPTED
 RETRY_EXIT_CODES = (EXIT_PREEMPTED, EXIT_RESUMABLE)

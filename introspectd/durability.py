@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from introspectd.errors import BadInput
+from introspectd.session import DB_NAME
+from introspectd.store import count_progress
 
 if TYPE_CHECKING:
     from introspectd.plan import Plan
@@ -23,15 +25,7 @@ if TYPE_CHECKING:
     from introspectd.uploader import Uploader
 
 log = logging.getLogger("introspectd")
-DB_NAME = "state.sqlite"
 FINAL_FLUSH_S = 15.0
-
-
-def finished_trials(db_path: Path) -> int:
-    """Trials past `pending` in a database file (read-only look; no migrations applied)."""
-    from introspectd.store import count_progress
-
-    return count_progress(db_path)
 
 
 def snapshot_store(plan: Plan, out_dir: Path) -> SnapshotStore | None:
@@ -70,7 +64,7 @@ def restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
         result = snapshots.restore(scratch, DB_NAME)
         if result is None:
             return None
-        local_done, remote_done = finished_trials(local_db), finished_trials(scratch / DB_NAME)
+        local_done, remote_done = count_progress(local_db), count_progress(scratch / DB_NAME)
         if remote_done <= local_done:
             return (
                 f"continuing from the local database ({local_done} trials done; GCS snapshot "

@@ -61,7 +61,3 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     write_atomic(path, lines.encode("utf-8"))
 
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

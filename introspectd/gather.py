@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ def gather(plan: Plan, uri: str) -> Gathered:
     from introspectd.gcs import list_objects, make_client, make_retry, parse_gcs_uri
     from introspectd.snapshot import SnapshotStore
 
-    experiment_id = plan.run.experiment_id or _env(ENV_EXPERIMENT_ID)
+    experiment_id = plan.run.experiment_id or os.environ.get(ENV_EXPERIMENT_ID)
     if not experiment_id:
         raise BadInput(f"{plan.path}: [run] experiment_id: required to find the run in {uri}")
     ref, layers = model_and_layers(plan)
@@ -84,7 +85,7 @@ def gather(plan: Plan, uri: str) -> Gathered:
                 continue
             _read_shard(Path(tmp) / "state.sqlite", plan, out)
         out.shards_found.append(sub or "(unsharded)")
-    stamp = plan.run.stamp or _env(ENV_STAMP) or out.stamp
+    stamp = plan.run.stamp or os.environ.get(ENV_STAMP) or out.stamp
     spec = generation_spec(plan, ref, layers)
     out.planned_ids = {
         s.trial_id(stamp)
@@ -93,12 +94,6 @@ def gather(plan: Plan, uri: str) -> Gathered:
         )
     }
     return out
-
-
-def _env(name: str) -> str:
-    import os
-
-    return os.environ.get(name, "")
 
 
 def _read_shard(db: Path, plan: Plan, out: Gathered) -> None:

@@ -93,19 +93,3 @@ class RunStats:
         trials_per_s, _ = self.rates()
         remaining = self.num_selected - self.num_done_before - self.num_generated
         return remaining / trials_per_s if trials_per_s > 0 else None
-
-    def summary_line(self) -> str:
-        trials_per_s, tokens_per_s = self.rates()
-        eta = self.eta_s()
-        parts = [
-            f"done {self.num_done}/{self.num_selected}",
-            f"generated {self.num_generated}",
-            f"{trials_per_s:.1f} trials/s",
-            f"{tokens_per_s:.0f} tok/s",
-            f"batch {self.batch_size}",
-            f"judged {self.num_judged}",
-            f"judge_failed {self.num_judge_failed}",
-        ]
-        if eta is not None:
-            parts.append(f"eta {eta:.0f}s")
-        return " | ".join(parts)
