@@ -147,7 +147,7 @@ class Engine:
         generator = await anyio.to_thread.run_sync(Generator, self.ctx)
         self.stats.batch_size = generator.batch_size
         needed = Scheduler.vectors_needed(self.ctx.tickets)
-        missing = needed - set(self.ctx.store.get_vectors())
+        missing = needed - self.ctx.store.vector_norms().keys()
         if missing:
             log.info("computing %d concept vectors", len(missing))
             table = await anyio.to_thread.run_sync(generator.compute_vectors, missing)

@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from introspectd.store import TrialRow
+from introspectd.plan import SweepConfig
+from introspectd.store import Store, TrialRow
 
 
 def record(
@@ -37,6 +38,26 @@ def record(
     }
 
 
+def completed_records(
+    store: Store, model_name: str, sweep: SweepConfig, concepts: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Each concept's finished trials as output records, in the store's plan order."""
+    norms = store.vector_norms()
+    return {
+        concept: [
+            record(
+                row,
+                model_name,
+                norms.get((concept, row.spec.layer), 0.0),
+                sweep.prompt_version,
+                sweep.inject_style,
+            )
+            for row in store.completed(concept)
+        ]
+        for concept in concepts
+    }
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that readers and crashes see the old or the new file only."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,4 +81,3 @@ def write_atomic(path: Path, data: bytes) -> None:
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     write_atomic(path, lines.encode("utf-8"))
-

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import EXIT_FAILURE, EXIT_OK, BadInput
-from introspectd.export import record, write_jsonl
+from introspectd.export import completed_records, write_jsonl
 from introspectd.plan import Plan
 from introspectd.session import ENV_EXPERIMENT_ID, ENV_STAMP, generation_spec, model_and_layers
 from introspectd.store import Store
@@ -35,13 +35,12 @@ class Gathered:
     shards_found: list[str] = field(default_factory=list)
     shards_missing: list[str] = field(default_factory=list)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # id → record
-    ordinals: dict[str, int] = field(default_factory=dict)
     num_unfinished: int = 0
-    planned_ids: set[str] = field(default_factory=set)
+    plan_order: dict[str, int] = field(default_factory=dict)  # planned id → its place in the plan
 
     @property
     def missing_ids(self) -> list[str]:
-        return sorted(self.planned_ids - set(self.records))
+        return sorted(self.plan_order.keys() - self.records.keys())
 
 
 def gather(plan: Plan, uri: str) -> Gathered:
@@ -87,12 +86,10 @@ def gather(plan: Plan, uri: str) -> Gathered:
         out.shards_found.append(sub or "(unsharded)")
     stamp = plan.run.stamp or os.environ.get(ENV_STAMP) or out.stamp
     spec = generation_spec(plan, ref, layers)
-    out.planned_ids = {
-        s.trial_id(stamp)
-        for s in expand_trials(
-            plan.sweep.concepts, spec["sweep"]["layers"], plan.sweep.strengths, plan.sweep.trials
-        )
-    }
+    planned = expand_trials(
+        plan.sweep.concepts, spec["sweep"]["layers"], plan.sweep.strengths, plan.sweep.trials
+    )
+    out.plan_order = {s.trial_id(stamp): i for i, s in enumerate(planned)}
     return out
 
 
@@ -103,39 +100,16 @@ def _read_shard(db: Path, plan: Plan, out: Gathered) -> None:
         if run is None:
             return
         out.stamp, out.model_name = run.stamp, run.model_name
-        norms = {key: norm for key, (_, norm) in store.get_vectors().items()}
         counts = store.counts()
         out.num_unfinished += sum(
             c.get("pending", 0) + c.get("generated", 0) for c in counts.values()
         )
-        for concept in counts:
-            for row in store.completed(concept):
-                out.records.setdefault(
-                    row.id,
-                    record(
-                        row,
-                        run.model_name,
-                        norms.get((concept, row.spec.layer), 0.0),
-                        plan.sweep.prompt_version,
-                        plan.sweep.inject_style,
-                    ),
-                )
-                out.ordinals.setdefault(row.id, _plan_order(row.spec, plan))
+        by_concept = completed_records(store, run.model_name, plan.sweep, list(counts))
+        for records in by_concept.values():
+            for r in records:
+                out.records.setdefault(r["id"], r)
     finally:
         store.close()
-
-
-def _plan_order(spec: Any, plan: Plan) -> int:
-    sweep = plan.sweep
-    c = (
-        sweep.concepts.index(spec.concept)
-        if spec.concept in sweep.concepts
-        else len(sweep.concepts)
-    )
-    s = sweep.strengths.index(spec.strength) if spec.strength in sweep.strengths else 0
-    return (((c * 1000 + spec.layer) * 100 + s) * 100000 + spec.trial) * 2 + (
-        0 if spec.is_injected else 1
-    )
 
 
 def _summary(g: Gathered) -> dict[str, Any]:
@@ -145,7 +119,7 @@ def _summary(g: Gathered) -> dict[str, Any]:
         "stamp": g.stamp,
         "shards_found": g.shards_found,
         "shards_missing": g.shards_missing,
-        "planned": len(g.planned_ids),
+        "planned": len(g.plan_order),
         "finished": len(g.records),
         "unfinished_in_snapshots": g.num_unfinished,
         "missing_trials": len(missing),
@@ -171,7 +145,7 @@ def export_from_gcs(plan: Plan, uri: str, out_dir: Path | None) -> int:
     g = gather(plan, uri)
     target = out_dir or Path(plan.run.output_dir) / g.run_dir
     by_concept: dict[str, list[dict[str, Any]]] = {}
-    for trial_id in sorted(g.records, key=lambda i: g.ordinals[i]):
+    for trial_id in sorted(g.records, key=lambda i: g.plan_order.get(i, len(g.plan_order))):
         by_concept.setdefault(g.records[trial_id]["concept"], []).append(g.records[trial_id])
     for concept, records in by_concept.items():
         write_jsonl(target / f"{concept}.jsonl", records)

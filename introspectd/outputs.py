@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from introspectd.export import record, write_jsonl
+from introspectd.export import completed_records, write_jsonl
 from introspectd.plan import Plan
 from introspectd.session import RunContext, open_run
 
@@ -35,23 +35,11 @@ class Exporter:
             self.flush()
 
     def flush(self) -> None:
-        norms = {key: norm for key, (_, norm) in self.ctx.store.get_vectors().items()}
-        sweep = self.ctx.plan.sweep
-        for concept in sorted(self._dirty):
-            rows = self.ctx.store.completed(concept)
-            write_jsonl(
-                self.path(concept),
-                [
-                    record(
-                        row,
-                        self.ctx.run.model_name,
-                        norms.get((concept, row.spec.layer), 0.0),
-                        sweep.prompt_version,
-                        sweep.inject_style,
-                    )
-                    for row in rows
-                ],
-            )
+        by_concept = completed_records(
+            self.ctx.store, self.ctx.run.model_name, self.ctx.plan.sweep, sorted(self._dirty)
+        )
+        for concept, records in by_concept.items():
+            write_jsonl(self.path(concept), records)
         self._dirty.clear()
         self._last_flush = time.monotonic()
 

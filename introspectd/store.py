@@ -200,6 +200,10 @@ class Store:
         rows = self.conn.execute("SELECT concept, layer, data, norm FROM vectors")
         return {(r["concept"], r["layer"]): (r["data"], r["norm"]) for r in rows}
 
+    def vector_norms(self) -> dict[tuple[str, int], float]:
+        rows = self.conn.execute("SELECT concept, layer, norm FROM vectors")
+        return {(r["concept"], r["layer"]): r["norm"] for r in rows}
+
     def put_vectors(self, vectors: dict[tuple[str, int], tuple[bytes, int, float]]) -> None:
         with self._write() as conn:
             conn.executemany(
