@@ -19,6 +19,7 @@ from introspectd.errors import EXIT_OK, BadInput, IntrospectdError
 
 if TYPE_CHECKING:
     from introspectd.plan import Plan
+    from introspectd.session import Narrowing
     from introspectd.snapshot import SnapshotStore
 
 log = logging.getLogger("introspectd")
@@ -159,7 +160,7 @@ def cmd_batch_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _narrowing(args: argparse.Namespace) -> object:
+def _narrowing(args: argparse.Namespace) -> Narrowing:
     from introspectd.session import Narrowing
 
     shard = None
@@ -186,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     require_fixed_experiment(plan, os.environ.get(ENV_EXPERIMENT_ID))
     narrowing = _narrowing(args)
     restorer = _Restorer(plan)
-    ctx = open_run(plan, narrowing, before_open=restorer)  # type: ignore[arg-type]
+    ctx = open_run(plan, narrowing, before_open=restorer)
     for note in ctx.notes:
         log.info("%s", note)
     log.info(
@@ -248,7 +249,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         from introspectd.gather import status_from_gcs
 
         return status_from_gcs(load_plan(args.plan), args.from_uri, as_json=args.json)
-    ctx = open_run(load_plan(args.plan), _narrowing(args), create=False)  # type: ignore[arg-type]
+    ctx = open_run(load_plan(args.plan), _narrowing(args), create=False)
     try:
         summary = status_summary(ctx)
     finally:

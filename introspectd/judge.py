@@ -82,7 +82,7 @@ class JudgeRefused(JudgeOutputError):
 
 def is_judging_enabled(cfg: JudgeConfig, api_key: str | None) -> bool:
     """No key and no base_url means judging is off (the offline quickstart)."""
-    return bool(api_key) or bool(cfg.base_url)
+    return cfg.is_enabled(api_key)
 
 
 # --- retry policy ---------------------------------------------------------------------------

@@ -8,7 +8,6 @@ failed judgement is recorded with its reason, for `rejudge` to finish later.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,8 +39,8 @@ def to_judge(row: TrialRow) -> ToJudge:
 def make_judge(ctx: RunContext) -> Any:
     """The run's judge client, or None when no key and no base_url are configured."""
     cfg = ctx.plan.judge
-    api_key = os.environ.get(cfg.api_key_env) or None
-    if not (api_key or cfg.base_url):
+    api_key = cfg.api_key()
+    if not cfg.is_enabled(api_key):
         return None
     from introspectd.judge import Judge
 

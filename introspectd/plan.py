@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -75,6 +76,14 @@ class JudgeConfig:
     max_attempts: int = 3
     backoff_s: float = 1.0
     timeout_s: float = 60.0
+
+    def api_key(self) -> str | None:
+        """The key from the variable `api_key_env` names; never stored anywhere."""
+        return os.environ.get(self.api_key_env) or None
+
+    def is_enabled(self, api_key: str | None) -> bool:
+        """No key and no base_url means judging is off (the offline quickstart)."""
+        return bool(api_key) or bool(self.base_url)
 
 
 @dataclass(frozen=True)

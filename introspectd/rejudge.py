@@ -9,7 +9,6 @@ in place of the database.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import anyio
@@ -35,8 +34,8 @@ def cmd_rejudge(args: argparse.Namespace) -> int:
 
 
 def _require_judge(cfg: JudgeConfig) -> str | None:
-    api_key = os.environ.get(cfg.api_key_env) or None
-    if not (api_key or cfg.base_url):
+    api_key = cfg.api_key()
+    if not cfg.is_enabled(api_key):
         raise BadInput(f"rejudge: no judge configured: set ${cfg.api_key_env} or [judge] base_url")
     return api_key
 
