@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from introspectd.batcher import Batcher, BatcherConfig, WorkItem
+from introspectd.runner import batch_size_for
 from introspectd.steering import SteeringState, steering
 from introspectd.trials import expand_trials, resolve_layers, trial_seed
 
@@ -197,25 +198,6 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def auto_batch(model: torch.nn.Module, max_new: int) -> int:
-    if not torch.cuda.is_available():
-        return 64
-    cfg = model.config
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
-    per_row = (
-        2
-        * 2
-        * cfg.num_hidden_layers
-        * cfg.num_key_value_heads
-        * head_dim
-        * 2
-        * (PROMPT_LEN + max_new)
-        + 40 * cfg.vocab_size
-    )
-    free, _ = torch.cuda.mem_get_info()
-    return max(1, min(1024, int(free * 0.6) // per_row))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true")
@@ -228,7 +210,7 @@ def main() -> None:
     model = build_model(SMOKE if args.smoke else QWEN_3B, device, dtype)
     items, layers = work_items(model, trials, device)
     prompt = [(7 * i) % 500 + 1 for i in range(PROMPT_LEN)]
-    batch = args.batch_size or auto_batch(model, max_new)
+    batch = args.batch_size or batch_size_for(model, PROMPT_LEN + max_new)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     result: dict[str, Any] = {

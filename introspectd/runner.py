@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -34,6 +35,24 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return _DTYPES[dtype]
+
+
+def batch_size_for(model: torch.nn.Module, context_len: int) -> int:
+    """Rows whose KV cache and sampling buffers fit in 60% of free GPU memory; 64 on CPU."""
+    param = next(model.parameters())
+    if param.device.type != "cuda":
+        return CPU_BATCH_SIZE
+    config: Any = model.config
+    config = config.get_text_config()
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    num_layers = len(decoder_layers(model))
+    kv_bytes = 2 * num_layers * kv_heads * head_dim * context_len * param.element_size()
+    # Twice the cache: it is copied when rows join or leave. Sampling builds a few [B, V]
+    # int64/float32 temporaries.
+    per_row = 2 * kv_bytes + 40 * config.vocab_size
+    free, _ = torch.cuda.mem_get_info(param.device)
+    return max(1, min(MAX_GPU_BATCH_SIZE, int(free * 0.6) // per_row))
 
 
 class Runner:
@@ -147,19 +166,7 @@ class Runner:
     # --- generation ------------------------------------------------------------------------
 
     def auto_batch_size(self, prompt_len: int, max_new_tokens: int) -> int:
-        if self.device.type != "cuda":
-            return CPU_BATCH_SIZE
-        config = self.model.config.get_text_config()
-        head_dim = (
-            getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        )
-        kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-        item = torch.tensor([], dtype=self.dtype).element_size()
-        kv_bytes = 2 * self.num_layers * kv_heads * head_dim * (prompt_len + max_new_tokens) * item
-        # Sampling builds a few [B, V] int64/float32 temporaries; the cache is rebuilt by cat.
-        per_row = 2 * kv_bytes + 40 * config.vocab_size
-        free, _ = torch.cuda.mem_get_info(self.device)
-        return max(1, min(MAX_GPU_BATCH_SIZE, int(free * 0.6) // per_row))
+        return batch_size_for(self.model, prompt_len + max_new_tokens)
 
     def batcher(self, prompt_ids: list[int], config: BatcherConfig) -> Batcher:
         return Batcher(self.model, prompt_ids, self.eos_ids(), config)
