@@ -24,7 +24,7 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from introspectd.batcher import Batcher, BatcherConfig, WorkItem
+from introspectd.batcher import Batcher, BatcherConfig, WorkItem, tokens_per_row
 from introspectd.runner import batch_size_for
 from introspectd.steering import SteeringState, steering
 from introspectd.trials import expand_trials, resolve_layers, trial_seed
@@ -89,6 +89,16 @@ def work_items(
     return items, layers
 
 
+def engine_config(batch_size: int, max_new: int) -> BatcherConfig:
+    return BatcherConfig(
+        batch_size=batch_size,
+        max_new_tokens=max_new,
+        temperature=1.0,
+        check_every=8,
+        ignore_eos=True,
+    )
+
+
 def run_engine(
     model: torch.nn.Module,
     items: list[WorkItem],
@@ -97,14 +107,7 @@ def run_engine(
     batch_size: int,
     max_new: int,
 ) -> dict[str, Any]:
-    config = BatcherConfig(
-        batch_size=batch_size,
-        max_new_tokens=max_new,
-        temperature=1.0,
-        check_every=8,
-        ignore_eos=True,
-    )
-    batcher = Batcher(model, prompt, [], config)
+    batcher = Batcher(model, prompt, [], engine_config(batch_size, max_new))
     queue = list(items)
     done = 0
 
@@ -180,8 +183,10 @@ def roofline(model: torch.nn.Module, num_trials: int, batch: int, max_new: int) 
     head_dim = cfg.hidden_size // cfg.num_attention_heads
     kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * item
     steps = -(-num_trials // batch) * max_new
-    avg_ctx = PROMPT_LEN + max_new / 2
-    bytes_total = steps * (params * item + batch * avg_ctx * kv_per_token)
+    # Per step: the weights, the shared prompt's KV once, each row's own KV (half the answer on
+    # average).
+    kv_tokens = PROMPT_LEN + batch * max_new / 2
+    bytes_total = steps * (params * item + kv_tokens * kv_per_token)
     flops_total = 2 * params * num_trials * max_new
     return {
         "params": params,
@@ -210,7 +215,8 @@ def main() -> None:
     model = build_model(SMOKE if args.smoke else QWEN_3B, device, dtype)
     items, layers = work_items(model, trials, device)
     prompt = [(7 * i) % 500 + 1 for i in range(PROMPT_LEN)]
-    batch = args.batch_size or batch_size_for(model, PROMPT_LEN + max_new)
+    row_tokens = tokens_per_row(PROMPT_LEN, engine_config(1, max_new))
+    batch = args.batch_size or batch_size_for(model, row_tokens)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     result: dict[str, Any] = {

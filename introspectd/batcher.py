@@ -1,17 +1,17 @@
 """Continuous-batching steered generation over one shared prompt.
 
-Every trial of a run answers the same prompt, so with `inject_style = "generation"` the prompt's
-KV cache is computed once and copied into each new row. Rows sit at different decode steps: a
-row admitted later is left-padded (masked) to the batch's cache length and carries its own
-position ids. Finished rows are dropped and free slots refilled at the next check, so no decode
-step is spent on a finished trial for long, and leading cache columns no row uses are trimmed.
+Every trial of a run answers the same prompt. Its keys and values up to the first steered
+position are computed once and shared by every row (`cascade.SlotCache`); each new row only
+computes its own steered prompt tail, if the injection style has one, into a slot of its own.
+Rows sit at different decode steps, each with its own position ids. Finished rows leave at the
+next check and the last rows move into their slots, free slots are refilled from `source`, and
+no decode step is spent on a finished trial for long.
 
 The loop runs in a worker thread; it talks to the engine only through `source` and `sink`.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from introspectd.kvcache import growable_cache
+from introspectd.cascade import SlotCache, slot_attention
 from introspectd.sampling import DeviceSampler
 from introspectd.steering import SteeringState, steering
 
@@ -46,15 +46,68 @@ class BatcherConfig:
     # First prompt position the injection covers: None = generated positions only
     # ("generation"), 0 = the whole prompt ("all"), the token before the marker ("from_marker").
     prompt_steer_from: int | None = None
-    share_prefix: bool = True  # reuse one prompt prefill ("generation" style only)
+    share_prefix: bool = True  # keep the unsteered prompt prefix once for all rows
     compact: bool = True  # drop finished rows instead of decoding them to the end
     refill: bool = True  # admit new trials into a running batch
     check_every: int = 1  # decode steps between host-side stop checks
     ignore_eos: bool = False  # benchmarks: every trial decodes max_new_tokens
 
 
-# transformers 5.23 announces the rename of `past_key_values` for 5.40; pyproject pins below it.
-warnings.filterwarnings("ignore", message="`past_key_values` is deprecated", category=FutureWarning)
+def shared_prompt_len(prompt_len: int, config: BatcherConfig) -> int:
+    """Prompt positions every row computes alike, kept once: all of them when only generated
+    positions are steered, the unsteered head otherwise."""
+    if not config.share_prefix:
+        return 0
+    steer_from = config.prompt_steer_from
+    return prompt_len if steer_from is None else min(steer_from, prompt_len)
+
+
+def tokens_per_row(prompt_len: int, config: BatcherConfig) -> int:
+    """KV positions each row holds of its own: its steered prompt tail and generated tokens."""
+    tail = prompt_len - shared_prompt_len(prompt_len, config)
+    return tail + config.max_new_tokens + config.check_every
+
+
+class _Rows:
+    """Per-slot state of the rows in flight; rows occupy slots [0, len) in `items` order."""
+
+    def __init__(self, num_slots: int, max_new_tokens: int, hidden: int, like: torch.Tensor):
+        device = like.device
+        self.items: list[WorkItem] = []
+        self.seeds = torch.zeros(num_slots, dtype=torch.int64, device=device)
+        self.num_generated = torch.zeros(num_slots, dtype=torch.int64, device=device)
+        self.tokens = torch.zeros(num_slots, max_new_tokens + 1, dtype=torch.int64, device=device)
+        self.is_done = torch.zeros(num_slots, dtype=torch.bool, device=device)
+        self.deltas = torch.zeros(num_slots, hidden, dtype=like.dtype, device=device)
+        # Per-layer `[n, d]` deltas for the hooks, rebuilt only when rows join or leave.
+        self.layer_deltas: dict[int, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def move(self, sources: list[int], targets: list[int]) -> None:
+        if not sources:
+            return
+        src = torch.tensor(sources, device=self.seeds.device)
+        dst = torch.tensor(targets, device=self.seeds.device)
+        for t in (self.seeds, self.num_generated, self.tokens, self.is_done, self.deltas):
+            t[dst] = t[src]
+        for s, d in zip(sources, targets, strict=True):
+            self.items[d] = self.items[s]
+
+    def deltas_by_layer(self, start: int, stop: int) -> dict[int, torch.Tensor]:
+        """`{layer: [stop-start, d]}`: each row's delta at its own layer, zeros elsewhere."""
+        rows_by_layer: dict[int, list[int]] = {}
+        for i, item in enumerate(self.items[start:stop]):
+            if item.delta is not None:
+                rows_by_layer.setdefault(item.layer, []).append(i)
+        out = {}
+        block = self.deltas[start:stop]
+        for layer, rows in rows_by_layer.items():
+            select = torch.zeros(stop - start, 1, device=block.device, dtype=block.dtype)
+            select[rows] = 1
+            out[layer] = block * select
+        return out
 
 
 def _layers(cache: DynamicCache) -> list[Any]:
@@ -62,37 +115,14 @@ def _layers(cache: DynamicCache) -> list[Any]:
     return list(cache.layers)
 
 
-class _Batch:
-    """Device state of the rows in flight, kept index-aligned across all tensors."""
-
-    def __init__(self) -> None:
-        self.items: list[WorkItem] = []
-        self.cache: DynamicCache | None = None
-        self.mask = torch.empty(0)
-        self.seeds = torch.empty(0)
-        self.num_generated = torch.empty(0)
-        self.tokens = torch.empty(0)
-        self.is_done = torch.empty(0)
-        self.deltas = torch.empty(0)
-        # Per-layer `[B, d]` deltas for the hooks, rebuilt only when rows join or leave.
-        self.layer_deltas: dict[int, torch.Tensor] | None = None
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def keep(self, index: torch.Tensor) -> None:
-        self.layer_deltas = None
-        idx_list = index.tolist()
-        self.items = [self.items[i] for i in idx_list]
-        for name in ("mask", "seeds", "num_generated", "tokens", "is_done", "deltas"):
-            setattr(self, name, getattr(self, name)[index])
-        # Drop leading cache columns that every remaining row masks out, in the same copy.
-        used = self.mask.any(dim=0).nonzero()
-        first = int(used[0]) if len(used) else 0
-        self.mask = self.mask[:, first:]
-        assert self.cache is not None
-        for layer in _layers(self.cache):
-            layer.set(layer.keys[index, :, first:], layer.values[index, :, first:])
+def attention_shape(model: torch.nn.Module) -> tuple[int, int, int, int]:
+    """(num_layers, kv_heads, head_dim, query heads per KV head) of a decoder-only LM."""
+    config: Any = model.config
+    text = config.get_text_config()
+    heads = int(text.num_attention_heads)
+    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
+    return int(text.num_hidden_layers), kv_heads, head_dim, heads // kv_heads
 
 
 class Batcher:
@@ -105,17 +135,18 @@ class Batcher:
     ) -> None:
         self.model = model
         self.config = config
-        self.device = next(model.parameters()).device
-        self.dtype = next(model.parameters()).dtype
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.prompt_len = len(prompt_ids)
+        self.shared_len = shared_prompt_len(self.prompt_len, config)
         self.prompt = torch.tensor([prompt_ids], device=self.device)
-        self.eos = torch.tensor(sorted(set(eos_ids)) or [-1], device=self.device)
+        self.eos_set = set(eos_ids)
+        self.eos = torch.tensor(sorted(self.eos_set) or [-1], device=self.device)
         model_config: Any = model.config
         self.hidden_size = int(model_config.get_text_config().hidden_size)
+        self.num_layers, self.kv_heads, self.head_dim, self.groups = attention_shape(model)
         self.state = SteeringState()
         self.sample = DeviceSampler(self.device)
-        self._shared_prefill: (
-            tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor] | None
-        ) = None
         self.num_decode_steps = 0
         self.num_row_steps = 0
 
@@ -128,122 +159,101 @@ class Batcher:
     ) -> bool:
         """Generate until `source` is empty; returns False if stopped early (rows abandoned)."""
         cfg = self.config
-        batch = _Batch()
-        with torch.inference_mode(), steering(self.model, self.state, layers):
+        with (
+            torch.inference_mode(),
+            slot_attention(self.model),
+            steering(self.model, self.state, layers),
+        ):
+            cache, prefix_logits = self._new_cache()
+            rows = _Rows(cfg.batch_size, cfg.max_new_tokens, self.hidden_size, cache.keys[0])
             while True:
                 if should_stop():
                     return False
-                if cfg.refill or not len(batch):
-                    self._admit(batch, source(cfg.batch_size - len(batch)))
-                if not len(batch):
+                # Without compaction a slot frees only when the whole batch ends.
+                if (cfg.refill and cfg.compact) or not len(rows):
+                    self._admit(cache, rows, source(cfg.batch_size - len(rows)), prefix_logits)
+                if not len(rows):
                     return True
                 for _ in range(cfg.check_every):
-                    self._decode_step(batch)
-                self._retire(batch, sink)
+                    self._decode_step(cache, rows)
+                self._retire(cache, rows, sink)
 
-    # --- admission -------------------------------------------------------------------------
+    # --- the shared prompt and admission ---------------------------------------------------
 
-    def _admit(self, batch: _Batch, items: list[WorkItem]) -> None:
+    def _new_cache(self) -> tuple[SlotCache, torch.Tensor | None]:
+        """The slot cache around the shared prompt head, and that head's last logits `[1, V]`."""
+        capacity = tokens_per_row(self.prompt_len, self.config)
+        if not self.shared_len:
+            empty = torch.empty(
+                1, self.kv_heads, 0, self.head_dim, device=self.device, dtype=self.dtype
+            )
+            prefix = [(empty, empty)] * self.num_layers
+            return SlotCache(prefix, self.config.batch_size, capacity), None
+        kv_cache = DynamicCache()
+        out = self.model(
+            input_ids=self.prompt[:, : self.shared_len],
+            past_key_values=kv_cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        kv = [(layer.keys, layer.values) for layer in _layers(kv_cache)]
+        return SlotCache(kv, self.config.batch_size, capacity), out.logits[:, -1, :]
+
+    def _admit(
+        self,
+        cache: SlotCache,
+        rows: _Rows,
+        items: list[WorkItem],
+        prefix_logits: torch.Tensor | None,
+    ) -> None:
         if not items:
             return
-        k = len(items)
-        kv, logits = self._prefill(items)
-        deltas = torch.zeros(k, self.hidden_size, device=self.device, dtype=self.dtype)
-        for i, item in enumerate(items):
-            if item.delta is not None:
-                deltas[i] = item.delta.to(self.device, self.dtype)
-        seeds = torch.tensor([it.seed for it in items], device=self.device, dtype=torch.int64)
+        start, stop = len(rows), len(rows) + len(items)
+        rows.items.extend(items)
+        rows.layer_deltas = None
+        rows.seeds[start:stop] = torch.tensor([it.seed for it in items], dtype=torch.int64)
+        rows.deltas[start:stop] = 0
+        injected = [i for i, it in enumerate(items) if it.delta is not None]
+        if injected:
+            stacked = torch.stack([items[i].delta for i in injected])  # type: ignore[misc]
+            rows.deltas[[start + i for i in injected]] = stacked.to(self.device, self.dtype)
+        cache.reset(start, stop)
+        if self.shared_len < self.prompt_len:
+            logits = self._prefill_tail(cache, rows, start, stop)
+        else:
+            assert prefix_logits is not None
+            logits = prefix_logits.expand(stop - start, -1)
+        seeds = rows.seeds[start:stop]
         first = self.sample(logits, seeds, torch.zeros_like(seeds), self.config.temperature)
-        tokens = torch.zeros(
-            k, self.config.max_new_tokens + 1, device=self.device, dtype=torch.int64
-        )
-        tokens[:, 0] = first
-        prompt_len = self.prompt.shape[1]
-        new_mask = torch.ones(k, prompt_len, device=self.device, dtype=torch.int64)
-        is_done = self._stops(first) | (self.config.max_new_tokens <= 1)
-        fresh = dict(
-            mask=new_mask,
-            seeds=seeds,
-            tokens=tokens,
-            is_done=is_done,
-            deltas=deltas,
-            num_generated=torch.ones(k, device=self.device, dtype=torch.int64),
-        )
-        self._merge(batch, items, kv, fresh)
+        rows.tokens[start:stop] = 0
+        rows.tokens[start:stop, 0] = first
+        rows.num_generated[start:stop] = 1
+        rows.is_done[start:stop] = self._stops(first) | (self.config.max_new_tokens <= 1)
 
-    def _merge(
-        self,
-        batch: _Batch,
-        items: list[WorkItem],
-        kv: list[tuple[torch.Tensor, torch.Tensor]],
-        fresh: dict[str, torch.Tensor],
-    ) -> None:
-        batch.layer_deltas = None
-        if not len(batch):
-            batch.cache = growable_cache(kv, self.config.max_new_tokens + self.config.check_every)
-            batch.items = list(items)
-            for name, value in fresh.items():
-                setattr(batch, name, value)
-            return
-        assert batch.cache is not None
-        pad = batch.mask.shape[1] - fresh["mask"].shape[1]
-        if pad < 0:  # cannot happen after a prefill of the same prompt, but stay correct
-            raise RuntimeError("batch cache is shorter than the prompt")
-        k_new = len(items)
-        for layer, (k, v) in zip(_layers(batch.cache), kv, strict=True):
-            zeros = torch.zeros(k_new, k.shape[1], pad, k.shape[3], device=k.device, dtype=k.dtype)
-            layer.set(
-                torch.cat([layer.keys, torch.cat([zeros, k], dim=2)], dim=0),
-                torch.cat([layer.values, torch.cat([zeros, v], dim=2)], dim=0),
-            )
-        fresh["mask"] = torch.cat(
-            [torch.zeros(k_new, pad, device=self.device, dtype=torch.int64), fresh["mask"]], dim=1
-        )
-        batch.items.extend(items)
-        for name, value in fresh.items():
-            setattr(batch, name, torch.cat([getattr(batch, name), value], dim=0))
-
-    def _prefill(
-        self, items: list[WorkItem]
-    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """Prompt KV `[k, h, P, hd]` per layer and last-position logits `[k, V]` for new rows."""
-        k = len(items)
+    def _prefill_tail(self, cache: SlotCache, rows: _Rows, start: int, stop: int) -> torch.Tensor:
+        """New rows compute the prompt after the shared head, steered from `prompt_steer_from`
+        on; returns their last logits `[k, V]`."""
+        k = stop - start
+        ids = self.prompt[:, self.shared_len :].expand(k, -1)
+        positions = torch.arange(self.shared_len, self.prompt_len, device=self.device)
         steer_from = self.config.prompt_steer_from
-        if steer_from is None and self.config.share_prefix:
-            if self._shared_prefill is None:
-                self._shared_prefill = self._forward_prompt(1, None)
-            kv1, logits1 = self._shared_prefill
-            return (
-                [(key.expand(k, -1, -1, -1), val.expand(k, -1, -1, -1)) for key, val in kv1],
-                logits1.expand(k, -1),
-            )
-        deltas = None
         if steer_from is not None:
-            deltas = {
-                layer: torch.zeros(k, self.hidden_size, device=self.device, dtype=self.dtype)
-                for layer in {it.layer for it in items}
-            }
-            for i, item in enumerate(items):
-                if item.delta is not None:
-                    deltas[item.layer][i] = item.delta.to(self.device, self.dtype)
-        return self._forward_prompt(k, deltas)
-
-    def _forward_prompt(
-        self, k: int, deltas: dict[int, torch.Tensor] | None
-    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        cache = DynamicCache()
-        ids = self.prompt.expand(k, -1)
-        self.state.deltas = deltas or {}
-        self.state.position_mask = None
-        if deltas:
-            self.state.position_mask = torch.ones(ids.shape, device=self.device)
-            self.state.position_mask[:, : self.config.prompt_steer_from] = 0
+            self.state.deltas = rows.deltas_by_layer(start, stop)
+            self.state.position_mask = (positions >= steer_from).to(self.dtype).expand(k, -1)
+        cache.begin(start, stop, ids.shape[1], self.groups)
         try:
-            out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=ids,
+                position_ids=positions.expand(k, -1),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+                slot_cache=cache,
+            )
         finally:
             self.state.deltas, self.state.position_mask = {}, None
-        kv = [(layer.keys, layer.values) for layer in _layers(cache)]
-        return kv, out.logits[:, -1, :]
+        cache.finish()
+        return out.logits[:, -1, :]
 
     # --- decoding --------------------------------------------------------------------------
 
@@ -252,66 +262,61 @@ class Batcher:
             return torch.zeros_like(tokens, dtype=torch.bool)
         return torch.isin(tokens, self.eos)
 
-    def _layer_deltas(self, batch: _Batch) -> dict[int, torch.Tensor]:
-        rows_by_layer: dict[int, list[int]] = {}
-        for i, item in enumerate(batch.items):
-            if item.delta is not None:
-                rows_by_layer.setdefault(item.layer, []).append(i)
-        out = {}
-        for layer, rows in rows_by_layer.items():
-            select = torch.zeros(len(batch), 1, device=self.device, dtype=self.dtype)
-            select[rows] = 1
-            out[layer] = batch.deltas * select
-        return out
-
-    def _decode_step(self, batch: _Batch) -> None:
-        prompt_len = self.prompt.shape[1]
-        last = batch.tokens.gather(1, (batch.num_generated - 1)[:, None])
-        positions = (prompt_len + batch.num_generated - 1)[:, None]
-        mask = torch.cat([batch.mask, torch.ones_like(batch.mask[:, :1])], dim=1)
-        if batch.layer_deltas is None:
-            batch.layer_deltas = self._layer_deltas(batch)
-        self.state.deltas = batch.layer_deltas
+    def _decode_step(self, cache: SlotCache, rows: _Rows) -> None:
+        n = len(rows)
+        step = rows.num_generated[:n].clone()
+        tokens = rows.tokens[:n]
+        last = tokens.gather(1, (step - 1)[:, None])
+        if rows.layer_deltas is None:
+            rows.layer_deltas = rows.deltas_by_layer(0, n)
+        self.state.deltas = rows.layer_deltas
+        cache.begin(0, n, 1, self.groups)
         try:
             out = self.model(
                 input_ids=last,
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=batch.cache,
+                position_ids=(self.prompt_len + step - 1)[:, None],
+                past_key_values=cache,
                 use_cache=True,
+                slot_cache=cache,
             )
         finally:
             self.state.deltas = {}
-        batch.mask = mask
-        step = batch.num_generated
-        nxt = self.sample(out.logits[:, -1, :], batch.seeds, step, self.config.temperature)
-        live = ~batch.is_done
+        cache.finish()
+        nxt = self.sample(out.logits[:, -1, :], rows.seeds[:n], step, self.config.temperature)
+        live = ~rows.is_done[:n]
         write_at = step.clamp(max=self.config.max_new_tokens)[:, None]
-        current = batch.tokens.gather(1, write_at)
-        batch.tokens.scatter_(1, write_at, torch.where(live[:, None], nxt[:, None], current))
-        batch.num_generated = step + live.to(step.dtype)
-        batch.is_done = batch.is_done | (
-            live & (self._stops(nxt) | (batch.num_generated >= self.config.max_new_tokens))
+        current = tokens.gather(1, write_at)
+        tokens.scatter_(1, write_at, torch.where(live[:, None], nxt[:, None], current))
+        num_generated = step + live.to(step.dtype)
+        rows.num_generated[:n] = num_generated
+        rows.is_done[:n] |= live & (
+            self._stops(nxt) | (num_generated >= self.config.max_new_tokens)
         )
         self.num_decode_steps += 1
-        self.num_row_steps += len(batch)
+        self.num_row_steps += n
 
-    def _retire(self, batch: _Batch, sink: Callable[[list[Finished]], None]) -> None:
-        done = batch.is_done.cpu()
+    def _retire(
+        self, cache: SlotCache, rows: _Rows, sink: Callable[[list[Finished]], None]
+    ) -> None:
+        n = len(rows)
+        done = rows.is_done[:n].cpu()
         if not bool(done.any()) or (not self.config.compact and not bool(done.all())):
             return
-        counts = batch.num_generated.cpu().tolist()
-        rows = done.nonzero().flatten().tolist()
-        token_rows = batch.tokens[rows].cpu().tolist()
+        counts = rows.num_generated[:n].cpu().tolist()
+        finished_at = done.nonzero().flatten().tolist()
+        token_rows = rows.tokens[finished_at].cpu().tolist()
         finished = []
-        for row, tokens in zip(rows, token_rows, strict=True):
+        for row, tokens in zip(finished_at, token_rows, strict=True):
             ids = tokens[: counts[row]]
-            if ids and not self.config.ignore_eos and ids[-1] in self.eos.tolist():
+            if ids and not self.config.ignore_eos and ids[-1] in self.eos_set:
                 ids = ids[:-1]
-            finished.append(Finished(batch.items[row].trial_id, ids))
+            finished.append(Finished(rows.items[row].trial_id, ids))
         sink(finished)
-        keep = (~done).nonzero().flatten().to(self.device)
-        if len(keep):
-            batch.keep(keep)
-        else:
-            batch.items, batch.cache = [], None
+        # The last rows still running move into the slots that just freed up.
+        num_kept = n - len(finished_at)
+        holes = [i for i in finished_at if i < num_kept]
+        movers = [i for i in range(num_kept, n) if not done[i]]
+        cache.move(movers, holes)
+        rows.move(movers, holes)
+        del rows.items[num_kept:]
+        rows.layer_deltas = None

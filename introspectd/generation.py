@@ -39,7 +39,7 @@ class Generator:
         self.batch_size = (
             sweep.batch_size
             if isinstance(sweep.batch_size, int)
-            else self.runner.auto_batch_size(len(self.prompt_ids), sweep.max_new_tokens)
+            else self.runner.auto_batch_size(len(self.prompt_ids), self._config(1))
         )
         self.vectors: dict[tuple[str, int], torch.Tensor] = {}
         self.stamp_prefix = f"{ctx.run.stamp}_"
@@ -93,15 +93,7 @@ class Generator:
         sink: Callable[[list[Generation]], None],
         should_stop: Callable[[], bool],
     ) -> bool:
-        sweep = self.ctx.plan.sweep
-        config = BatcherConfig(
-            batch_size=self.batch_size,
-            max_new_tokens=sweep.max_new_tokens,
-            temperature=sweep.temperature,
-            prompt_steer_from=self.prompt_steer_from,
-            check_every=1 if self.runner.device.type == "cpu" else 4,
-        )
-        batcher = self.runner.batcher(self.prompt_ids, config)
+        batcher = self.runner.batcher(self.prompt_ids, self._config(self.batch_size))
 
         def source(n: int) -> list[WorkItem]:
             return [self._work_item(t) for t in take(n)]
@@ -117,6 +109,17 @@ class Generator:
             )
 
         return batcher.run(source, finished, should_stop, self.ctx.layers)
+
+    def _config(self, batch_size: int) -> BatcherConfig:
+        sweep = self.ctx.plan.sweep
+        return BatcherConfig(
+            batch_size=batch_size,
+            max_new_tokens=sweep.max_new_tokens,
+            temperature=sweep.temperature,
+            prompt_steer_from=self.prompt_steer_from,
+            # A stop check costs a device sync; on a CPU it is free.
+            check_every=1 if self.runner.device.type == "cpu" else 4,
+        )
 
     def _work_item(self, ticket: Ticket) -> WorkItem:
         spec = ticket.spec

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from transformers.utils import logging as hf_logging
 
-from introspectd.batcher import Batcher, BatcherConfig
+from introspectd.batcher import Batcher, BatcherConfig, attention_shape, tokens_per_row
 from introspectd.builtin_models import BUILTIN_SPECS, build
 from introspectd.models import ModelRef
 from introspectd.prompts import vector_text
@@ -21,7 +21,7 @@ from introspectd.steering import decoder_layers
 
 log = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-CPU_BATCH_SIZE = 64
+MAX_CPU_BATCH_SIZE = 256
 MAX_GPU_BATCH_SIZE = 1024
 
 
@@ -37,22 +37,34 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def batch_size_for(model: torch.nn.Module, context_len: int) -> int:
-    """Rows whose KV cache and sampling buffers fit in 60% of free GPU memory; 64 on CPU."""
+def available_ram() -> int:
+    """Bytes the kernel reports as available (Linux), else a conservative 4 GiB."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def batch_size_for(model: torch.nn.Module, row_tokens: int) -> int:
+    """Rows whose own KV slots (`row_tokens` positions each) and sampling temporaries fit in 60%
+    of free GPU memory, or a quarter of available RAM on CPU (at most 256 rows there: a CPU
+    gains little from more, and results would reach the judge later)."""
     param = next(model.parameters())
-    if param.device.type != "cuda":
-        return CPU_BATCH_SIZE
+    num_layers, kv_heads, head_dim, _ = attention_shape(model)
     config: Any = model.config
-    config = config.get_text_config()
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    num_layers = len(decoder_layers(model))
-    kv_bytes = 2 * num_layers * kv_heads * head_dim * context_len * param.element_size()
-    # Twice the cache: it is copied when rows join or leave. Sampling builds a few [B, V]
-    # int64/float32 temporaries.
-    per_row = 2 * kv_bytes + 40 * config.vocab_size
-    free, _ = torch.cuda.mem_get_info(param.device)
-    return max(1, min(MAX_GPU_BATCH_SIZE, int(free * 0.6) // per_row))
+    vocab_size = int(config.get_text_config().vocab_size)
+    kv_bytes = 2 * num_layers * kv_heads * head_dim * row_tokens * param.element_size()
+    # Sampling builds a few [B, V] int64/float32 temporaries.
+    per_row = kv_bytes + 40 * vocab_size
+    if param.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(param.device)
+        budget, cap = free * 0.6, MAX_GPU_BATCH_SIZE
+    else:
+        budget, cap = available_ram() * 0.25, MAX_CPU_BATCH_SIZE
+    return max(1, min(cap, int(budget) // per_row))
 
 
 class Runner:
@@ -165,8 +177,8 @@ class Runner:
 
     # --- generation ------------------------------------------------------------------------
 
-    def auto_batch_size(self, prompt_len: int, max_new_tokens: int) -> int:
-        return batch_size_for(self.model, prompt_len + max_new_tokens)
+    def auto_batch_size(self, prompt_len: int, config: BatcherConfig) -> int:
+        return batch_size_for(self.model, tokens_per_row(prompt_len, config))
 
     def batcher(self, prompt_ids: list[int], config: BatcherConfig) -> Batcher:
         return Batcher(self.model, prompt_ids, self.eos_ids(), config)

@@ -16,8 +16,20 @@ LAYERS = [1, 3]
 MAX_NEW = 20
 
 
-@pytest.fixture(scope="module")
-def setup(tiny_runner):  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module", params=["tiny", "tiny-llama"])
+def setup(request, tiny_runner):  # type: ignore[no-untyped-def]
+    """Qwen2 (biased projections, GQA) and Llama: both take the shared-prefix attention path."""
+    if request.param == "tiny":
+        runner = tiny_runner
+    else:
+        from introspectd.models import resolve_model
+        from introspectd.runner import Runner
+
+        runner = Runner(resolve_model(f"builtin:{request.param}", "", "test"))
+    return _setup(runner)
+
+
+def _setup(tiny_runner):  # type: ignore[no-untyped-def]
     prompt = tiny_runner.render(introspection_messages("v2"))
     vectors = tiny_runner.concept_vectors(
         ["fear", "ocean"], baseline_words(["fear", "ocean"]), LAYERS, use_chat=False
@@ -190,19 +202,3 @@ def test_sampled_tokens_do_not_depend_on_batch_mates(setup) -> None:  # type: ig
     backward = _run(runner, prompt, list(reversed(items)), eos, **flags)
     assert forward == backward
     assert len({tuple(v) for v in forward.values()}) > 1
-
-
-def test_growable_layer_equals_concatenation_across_reallocations() -> None:
-    from introspectd.kvcache import GrowableLayer
-
-    gen = torch.Generator().manual_seed(0)
-    first = torch.randn(2, 3, 4, 5, generator=gen), torch.randn(2, 3, 4, 5, generator=gen)
-    layer = GrowableLayer(headroom=1)
-    layer.update(*first)
-    expected_k, expected_v = first
-    for _ in range(5):  # headroom 1 forces a reallocation on every other append
-        k, v = torch.randn(2, 3, 1, 5, generator=gen), torch.randn(2, 3, 1, 5, generator=gen)
-        got_k, got_v = layer.update(k, v)
-        expected_k, expected_v = torch.cat([expected_k, k], 2), torch.cat([expected_v, v], 2)
-        assert torch.equal(got_k, expected_k) and torch.equal(got_v, expected_v)
-    assert layer.get_seq_length() == 9
