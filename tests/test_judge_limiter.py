@@ -1,6 +1,10 @@
-"""The adaptive limiter on its own: the cap, slow start, AIMD on 429s, the shared pause."""
+"""The adaptive limiter on its own: the cap, slow start, AIMD on 429s, the shared pause, and
+how waiters queue."""
 
 from __future__ import annotations
+
+import itertools
+from typing import Any
 
 import anyio
 import pytest
@@ -154,3 +158,119 @@ def test_an_early_429_pauses_without_ending_slow_start() -> None:
         await grow_to(limiter, 16)   # still doubling: one success, one more slot
 
     anyio.run(main)
+
+
+# --- waiting: first come first served, one wake-up per turn ---------------------------------
+
+
+@pytest.mark.parametrize("signal", [Signal.NEUTRAL, Signal.OK])
+def test_waiters_are_woken_a_bounded_number_of_times_each(
+        signal: Signal, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Waking every waiter on every release (a thundering herd) costs O(n²) wake-ups for n
+    waiters; the judge pool has dozens, and their CPU is taken from the decode loop."""
+    n = 64
+
+    async def main() -> int:
+        limiter = AdaptiveLimiter(4)
+        waits = 0
+        sleep = limiter._wait
+
+        async def counting(*args: Any) -> None:
+            nonlocal waits
+            waits += 1
+            await sleep(*args)
+
+        monkeypatch.setattr(limiter, "_wait", counting)
+
+        async def user() -> None:
+            ticket = await limiter.acquire()
+            assert ticket is not None
+            await anyio.sleep(0)
+            limiter.release(ticket, signal)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(user)
+        assert limiter.in_flight == 0
+        return waits
+
+    assert anyio.run(main) <= 4 * n
+
+
+def test_waiters_get_slots_in_arrival_order_and_newcomers_queue_behind() -> None:
+    async def main() -> list[int]:
+        limiter = AdaptiveLimiter(1)
+        held = await limiter.acquire()
+        assert held is not None
+        order: list[int] = []
+
+        async def user(i: int) -> None:
+            ticket = await limiter.acquire()
+            assert ticket is not None
+            order.append(i)
+            await anyio.sleep(0.001)
+            limiter.release(ticket, Signal.NEUTRAL)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(5):
+                tg.start_soon(user, i)
+            await anyio.sleep(0.02)   # all five are waiting now
+            limiter.release(held, Signal.NEUTRAL)
+            tg.start_soon(user, 5)    # a slot is free, but five came first
+        return order
+
+    assert anyio.run(main) == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_cancelled_waiter_passes_its_turn_on() -> None:
+    async def main() -> None:
+        limiter = AdaptiveLimiter(1)
+        held = await limiter.acquire()
+        assert held is not None
+        got: list[Ticket | None] = []
+
+        async def first(scope: anyio.CancelScope) -> None:
+            with scope:
+                await limiter.acquire()
+            got.append(None)
+
+        async def second() -> None:
+            got.append(await limiter.acquire())
+
+        scope = anyio.CancelScope()
+        with anyio.fail_after(2):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(first, scope)
+                await anyio.sleep(0.01)   # first heads the queue
+                tg.start_soon(second)
+                await anyio.sleep(0.01)
+                scope.cancel()
+                limiter.release(held, Signal.NEUTRAL)
+        assert got[0] is None and isinstance(got[1], Ticket)
+        assert limiter.in_flight == 1
+
+    anyio.run(main)
+
+
+def test_queued_waiters_are_paced_by_the_smoothed_round_trip() -> None:
+    async def main() -> list[float]:
+        limiter = AdaptiveLimiter(8)
+        ticket = await limiter.acquire()
+        assert ticket is not None
+        await anyio.sleep(0.1)
+        limiter.release(ticket, Signal.OK)   # srtt >= 0.1 s, limit 2: sends >= 25 ms apart
+        sent: list[float] = []
+
+        async def user() -> None:
+            t = await limiter.acquire()
+            assert t is not None
+            sent.append(t.sent_at)
+            limiter.release(t, Signal.NEUTRAL)   # neither the limit nor srtt changes
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(6):
+                tg.start_soon(user)
+        return [b - a for a, b in itertools.pairwise(sent)]
+
+    gaps = anyio.run(main)
+    assert len(gaps) == 5 and min(gaps) >= 0.1 / (2 * 2) - 1e-6
