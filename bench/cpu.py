@@ -14,6 +14,7 @@ server answers every request after 0.3 s, like a hosted judge's latency.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -108,7 +109,8 @@ def engine_in_process(
     specs: list[TrialSpec],
     vectors: dict[tuple[str, int], torch.Tensor],
 ) -> float:
-    """introspectd's batcher alone, like (b): model loaded, no judge, batch 64."""
+    """introspectd's batcher alone, like (b): model loaded, no judge, the run's automatic
+    batch size."""
     items = [
         WorkItem(
             f"t{i}",
@@ -118,7 +120,8 @@ def engine_in_process(
         )
         for i, s in enumerate(specs)
     ]
-    config = BatcherConfig(batch_size=64, max_new_tokens=MAX_NEW, temperature=1.0)
+    config = BatcherConfig(batch_size=1, max_new_tokens=MAX_NEW, temperature=1.0)
+    config = dataclasses.replace(config, batch_size=runner.auto_batch_size(len(prompt), config))
     batcher = runner.batcher(prompt, config)
     start = time.perf_counter()
     batcher.run(

@@ -273,5 +273,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def entrypoint() -> None:
+    """The console command: `main`, then exit without unloading torch module by module.
+
+    Every file is written, flushed and closed by the time `main` returns; the interpreter's
+    own teardown of torch and transformers adds about 0.7 s to every run on a 2-vCPU VM.
+    Commands that never imported torch exit normally.
+    """
+    code = main()
+    if "torch" not in sys.modules:
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entrypoint()
