@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def configure_logging() -> None:
     logging.basicConfig(
         level=os.environ.get("INTROSPECTD_LOG", "INFO"),
         stream=sys.stderr,
@@ -100,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("httpx", "httpx2", "httpcore", "openai", "google", "urllib3"):
         # One line per HTTP request would drown the progress lines (and Cloud Logging).
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     try:
         args = build_parser().parse_args(argv)
         return _dispatch(args)

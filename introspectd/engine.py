@@ -41,7 +41,7 @@ class Engine:
         self.on_tick = on_tick
         self.scheduler = Scheduler(ctx.tickets)
         self.exporter = Exporter(ctx)
-        self.judges = JudgePool(ctx, self.stats, self.exporter)
+        self.judges = JudgePool(ctx, self.stats, self.exporter, in_child=True)
         self.uploads = uploads
         self.stop_requested = threading.Event()
         self._lock = threading.Lock()

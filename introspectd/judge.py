@@ -237,18 +237,23 @@ class _Totals:
     failed: Counter[str] = field(default_factory=Counter)
 
 
+def judge_prompt_for(cfg: JudgeConfig, base_dir: Path | None) -> JudgePrompt:
+    """The judge prompt a [judge] table asks for; BadInput names what is wrong with it."""
+    if cfg.api not in JUDGE_APIS:
+        raise BadInput(f"[judge] api: must be one of {', '.join(JUDGE_APIS)}; got {cfg.api!r}")
+    if cfg.fewshot_n and not cfg.fewshot:
+        raise BadInput("[judge] fewshot_n: needs [judge] fewshot (a labelled JSONL file)")
+    examples = load_fewshot(cfg.fewshot, cfg.fewshot_n, base_dir) if cfg.fewshot else ()
+    return JudgePrompt(cfg.prompt_version, examples)
+
+
 class Judge:
     """Built once per run from the plan's [judge] table; `grade` is safe to call concurrently."""
 
     def __init__(self, cfg: JudgeConfig, api_key: str | None, *,
                  base_dir: Path | None = None, limiter: AdaptiveLimiter | None = None) -> None:
-        if cfg.api not in JUDGE_APIS:
-            raise BadInput(f"[judge] api: must be one of {', '.join(JUDGE_APIS)}; got {cfg.api!r}")
-        if cfg.fewshot_n and not cfg.fewshot:
-            raise BadInput("[judge] fewshot_n: needs [judge] fewshot (a labelled JSONL file)")
-        examples = load_fewshot(cfg.fewshot, cfg.fewshot_n, base_dir) if cfg.fewshot else ()
         self.cfg = cfg
-        self.prompt = JudgePrompt(cfg.prompt_version, examples)
+        self.prompt = judge_prompt_for(cfg, base_dir)
         self.fewshot_hash = self.prompt.fewshot_hash
         self.enabled = is_judging_enabled(cfg, api_key)
         self._secret = api_key or ""

@@ -19,6 +19,7 @@ from introspectd.store import Judgement, TrialRow
 from introspectd.trials import Status
 
 if TYPE_CHECKING:
+    from introspectd.judge import JudgeOutcome
     from introspectd.outputs import Exporter
     from introspectd.session import RunContext
     from introspectd.stats import RunStats
@@ -36,15 +37,20 @@ def to_judge(row: TrialRow) -> ToJudge:
     return ToJudge(row.id, row.spec.concept, row.spec.is_injected, row.response or "")
 
 
-def make_judge(ctx: RunContext) -> Any:
-    """The run's judge client, or None when no key and no base_url are configured."""
+def make_judge(ctx: RunContext, in_child: bool) -> Any:
+    """The run's judge client (in a child process when `in_child`), or None when no key and
+    no base_url are configured."""
     cfg = ctx.plan.judge
     api_key = cfg.api_key()
     if not cfg.is_enabled(api_key):
         return None
+    base_dir = ctx.plan.path.parent if isinstance(ctx.plan.path, Path) else None
+    if in_child:
+        from introspectd.judge_process import JudgeProcess
+
+        return JudgeProcess(cfg, base_dir)
     from introspectd.judge import Judge
 
-    base_dir = ctx.plan.path.parent if isinstance(ctx.plan.path, Path) else None
     return Judge(cfg, api_key, base_dir=base_dir)
 
 
@@ -62,12 +68,14 @@ class JudgePool:
         stats: RunStats,
         exporter: Exporter,
         rows: list[ToJudge] | None = None,
+        in_child: bool = False,
     ) -> None:
-        """`rows`: what to judge first; by default every row an earlier run left `generated`."""
+        """`rows`: what to judge first; by default every row an earlier run left `generated`.
+        `in_child`: grade in a child process (`judge_process`), away from a decode loop."""
         self.ctx = ctx
         self.stats = stats
         self.exporter = exporter
-        self.judge: Any = make_judge(ctx)
+        self.judge: Any = make_judge(ctx, in_child)
         stats.judge = self.judge
         self._buffer: list[tuple[ToJudge, Judgement]] = []
         send, receive = anyio.create_memory_object_stream[ToJudge](math.inf)
@@ -97,6 +105,9 @@ class JudgePool:
     async def run(self) -> None:
         if self.judge is None:
             return
+        if not hasattr(self.judge, "grade"):  # a JudgeProcess grades in its child
+            await self.judge.serve(self._receive, self._record)
+            return
         try:
             async with anyio.create_task_group() as tg:
                 for _ in range(self.ctx.plan.judge.concurrency):
@@ -108,22 +119,25 @@ class JudgePool:
     async def _worker(self) -> None:
         async for item in self._receive:
             outcome = await self.judge.grade(item.concept, item.is_injected, item.response)
-            self._buffer.append(
-                (
-                    item,
-                    Judgement(
-                        item.trial_id,
-                        outcome.result,
-                        outcome.error,
-                        outcome.judge_model,
-                        outcome.prompt_version,
-                        outcome.fewshot_hash,
-                        outcome.attempts,
-                        outcome.prompt_tokens,
-                        outcome.completion_tokens,
-                    ),
-                )
+            self._record(item, outcome)
+
+    def _record(self, item: ToJudge, outcome: JudgeOutcome) -> None:
+        self._buffer.append(
+            (
+                item,
+                Judgement(
+                    item.trial_id,
+                    outcome.result,
+                    outcome.error,
+                    outcome.judge_model,
+                    outcome.prompt_version,
+                    outcome.fewshot_hash,
+                    outcome.attempts,
+                    outcome.prompt_tokens,
+                    outcome.completion_tokens,
+                ),
             )
+        )
 
     async def flush(self) -> None:
         """Write buffered judgements in one transaction and mark their files for export."""

@@ -124,7 +124,10 @@ def test_rejudge_file_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_bad_key_error_never_leaks_the_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     from judge_server import bad_key
 
@@ -135,6 +138,8 @@ def test_bad_key_error_never_leaks_the_key(
     records = _records(tmp_path / "out" / "exp" / "tiny")
     assert all(r["judge"] is None and "401" in r["judge_error"] for r in records)
     assert SECRET not in caplog.text
+    captured = capfd.readouterr()  # file descriptors: the judge child's log lines too
+    assert SECRET not in captured.err + captured.out
     _assert_no_secret(tmp_path)
 
 
