@@ -137,29 +137,30 @@ def cascade_attention(
         raise ValueError("shared-prefix attention supports full attention without soft-capping")
     n, heads, q_len, dim = query.shape
     kv_heads = key.shape[1]
-    groups = heads // kv_heads
+    rows = heads // kv_heads * q_len  # query rows per KV head: its heads side by side
     scale = dim**-0.5 if scaling is None else scaling
-    # Query heads of one KV head side by side: [n, kv_heads, groups*q, d].
-    q = query.reshape(n, kv_heads, groups * q_len, dim)
-    own = torch.matmul(q, key.transpose(2, 3)) * scale + cache.mask
+    # Scale the few queries rather than the many scores.
+    q = (query * scale).reshape(n, kv_heads, rows, dim)
+    own = torch.matmul(q, key.transpose(2, 3)).float() + cache.mask  # [n, kv_heads, rows, T]
     prefix_k, prefix_v = cache.prefix[module.layer_idx]  # type: ignore[index]
     prefix_len = prefix_k.shape[2]
-    if prefix_len:
-        # Every row against one copy of the prompt: [kv_heads, n*groups*q, P].
-        flat = q.transpose(0, 1).reshape(kv_heads, n * groups * q_len, dim)
-        shared = torch.matmul(flat, prefix_k[0].transpose(1, 2)) * scale
-        shared = shared.view(kv_heads, n, groups * q_len, prefix_len).transpose(0, 1)
-        scores = torch.cat([shared, own], dim=-1)
-    else:
-        scores = own
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-    out = torch.matmul(probs[..., prefix_len:], value)
-    if prefix_len:
-        p = probs[..., :prefix_len].transpose(0, 1).reshape(kv_heads, -1, prefix_len)
-        out = out + torch.matmul(p, prefix_v[0]).view(kv_heads, n, groups * q_len, dim).transpose(
-            0, 1
-        )
-    return out.reshape(n, heads, q_len, dim).transpose(1, 2), None
+    if not prefix_len:
+        probs = torch.softmax(own, dim=-1).to(value.dtype)
+        return torch.matmul(probs, value).reshape(n, heads, q_len, dim).transpose(1, 2), None
+    # Every row against one copy of the prompt, in one matmul: [kv_heads, n*rows, P]. The two
+    # parts' softmaxes are merged through a shared maximum (as flash-decoding does), so neither
+    # scores nor probabilities are ever concatenated or transposed.
+    flat = q.transpose(0, 1).reshape(kv_heads, n * rows, dim)
+    shared = torch.matmul(flat, prefix_k[0].transpose(1, 2)).float()
+    top = torch.maximum(own.amax(-1), shared.amax(-1).view(kv_heads, n, rows).transpose(0, 1))
+    shared.sub_(top.transpose(0, 1).reshape(kv_heads, n * rows, 1)).exp_()
+    own.sub_(top[..., None]).exp_()
+    total = shared.sum(-1).view(kv_heads, n, rows).transpose(0, 1) + own.sum(-1)
+    out = torch.matmul(own.to(value.dtype), value).float()
+    from_prompt = torch.matmul(shared.to(value.dtype), prefix_v[0]).float()
+    out += from_prompt.view(kv_heads, n, rows, dim).transpose(0, 1)
+    out /= total[..., None]
+    return out.to(value.dtype).reshape(n, heads, q_len, dim).transpose(1, 2), None
 
 
 AttentionInterface.register(ATTENTION_NAME, cascade_attention)
