@@ -134,7 +134,7 @@ def engine_in_process(
 
 
 def introspectd_run(
-    model: str, trials: int, judge_url: str, batch_size: str
+    model: str, trials: int, judge_url: str, batch_size: str, judge_concurrency: int
 ) -> tuple[float, dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         plan = Path(tmp) / "plan.toml"
@@ -154,7 +154,7 @@ batch_size = {batch_size}
 [judge]
 base_url = "{judge_url}"
 api_key_env = "BENCH_JUDGE_KEY"
-concurrency = 64
+concurrency = {judge_concurrency}
 """)
         start = time.perf_counter()
         proc = subprocess.run(
@@ -196,6 +196,13 @@ def main() -> None:
         help='introspectd\'s [sweep] batch_size (TOML: "auto" or an integer)',
     )
     parser.add_argument(
+        "--judge-concurrency",
+        type=int,
+        default=64,
+        help="introspectd's [judge] concurrency; with 0.3 s per answer it caps judged trials/s "
+        "at concurrency / 0.3",
+    )
+    parser.add_argument(
         "--seed-trials",
         type=int,
         default=16,
@@ -212,13 +219,16 @@ def main() -> None:
         seed = seed_algorithm(runner, prompt, specs[: args.seed_trials], vectors, server.base_url)
         hf = hf_batched_per_config(runner, prompt, specs, vectors)
         engine = engine_in_process(runner, prompt, specs, vectors)
-        ours, by_status = introspectd_run(args.model, args.trials, server.base_url, args.batch_size)
+        ours, by_status = introspectd_run(
+            args.model, args.trials, server.base_url, args.batch_size, args.judge_concurrency
+        )
     result = {
         "model": f"builtin:{args.model}",
         "params": params,
         "trials": len(specs),
         "max_new_tokens": MAX_NEW,
         "introspectd_batch_size": args.batch_size,
+        "judge_concurrency": args.judge_concurrency,
         "cpu_threads": torch.get_num_threads(),
         "trials_per_s": {
             "seed": round(seed, 3),

@@ -1,6 +1,7 @@
 """The model owner: loads weights and tokenizer, renders prompts, extracts concept vectors.
 
-Nothing outside this module, `steering`, `sampling` and `batcher` touches torch.
+Nothing outside this module, `steering`, `sampling`, `cascade`, `batcher` and `generation`
+(which bridges them to the engine) touches torch.
 """
 
 from __future__ import annotations
