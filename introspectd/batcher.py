@@ -178,17 +178,44 @@ class Batcher:
                     self._decode_step(cache, rows)
                 self._retire(cache, rows, sink)
 
+    def check_against_plain_forward(self) -> float:
+        """Largest difference, relative to the largest logit, between this engine's logits and
+        the model's own full forward pass, for the first two answer tokens of an unsteered
+        row. ValueError if the model needs attention the engine does not have (sliding windows
+        shorter than a trial, soft-capping) or the two disagree: a wrong cache or position
+        layout would otherwise give plausible-looking but wrong answers."""
+        with torch.inference_mode(), slot_attention(self.model):
+            cache, prefix_logits = self._new_cache(num_slots=1)
+            rows = _Rows(1, self.config.max_new_tokens, self.hidden_size, cache.keys[0])
+            first_logits = self._admit(cache, rows, [WorkItem("check", 0, 0, None)], prefix_logits)
+            second_logits = self._decode_step(cache, rows)
+        assert first_logits is not None
+        ids = torch.cat([self.prompt, rows.tokens[:1, :1]], dim=1)
+        with torch.inference_mode():
+            plain = self.model(input_ids=ids, logits_to_keep=2).logits[0].float()
+        ours = torch.cat([first_logits, second_logits]).float()
+        difference = float((ours - plain).abs().max() / plain.abs().max().clamp(min=1e-6))
+        tolerance = 1e-3 if self.dtype == torch.float32 else 5e-2
+        if not difference <= tolerance:
+            raise ValueError(
+                f"the shared-prefix engine's logits differ from the model's own forward pass "
+                f"by {difference:.2g} of the largest logit (tolerance {tolerance:g}); "
+                "introspectd supports Llama/Qwen/Mistral-style decoders"
+            )
+        return difference
+
     # --- the shared prompt and admission ---------------------------------------------------
 
-    def _new_cache(self) -> tuple[SlotCache, torch.Tensor | None]:
+    def _new_cache(self, num_slots: int | None = None) -> tuple[SlotCache, torch.Tensor | None]:
         """The slot cache around the shared prompt head, and that head's last logits `[1, V]`."""
         capacity = tokens_per_row(self.prompt_len, self.config)
+        num_slots = num_slots or self.config.batch_size
         if not self.shared_len:
             empty = torch.empty(
                 1, self.kv_heads, 0, self.head_dim, device=self.device, dtype=self.dtype
             )
             prefix = [(empty, empty)] * self.num_layers
-            return SlotCache(prefix, self.config.batch_size, capacity), None
+            return SlotCache(prefix, num_slots, capacity), None
         kv_cache = DynamicCache()
         out = self.model(
             input_ids=self.prompt[:, : self.shared_len],
@@ -197,7 +224,7 @@ class Batcher:
             logits_to_keep=1,
         )
         kv = [(layer.keys, layer.values) for layer in _layers(kv_cache)]
-        return SlotCache(kv, self.config.batch_size, capacity), out.logits[:, -1, :]
+        return SlotCache(kv, num_slots, capacity), out.logits[:, -1, :]
 
     def _admit(
         self,
@@ -205,9 +232,10 @@ class Batcher:
         rows: _Rows,
         items: list[WorkItem],
         prefix_logits: torch.Tensor | None,
-    ) -> None:
+    ) -> torch.Tensor | None:
+        """Put `items` into the next free slots; returns the logits of their first token."""
         if not items:
-            return
+            return None
         start, stop = len(rows), len(rows) + len(items)
         rows.items.extend(items)
         rows.layer_deltas = None
@@ -229,6 +257,7 @@ class Batcher:
         rows.tokens[start:stop, 0] = first
         rows.num_generated[start:stop] = 1
         rows.is_done[start:stop] = self._stops(first) | (self.config.max_new_tokens <= 1)
+        return logits
 
     def _prefill_tail(self, cache: SlotCache, rows: _Rows, start: int, stop: int) -> torch.Tensor:
         """New rows compute the prompt after the shared head, steered from `prompt_steer_from`
@@ -262,7 +291,8 @@ class Batcher:
             return torch.zeros_like(tokens, dtype=torch.bool)
         return torch.isin(tokens, self.eos)
 
-    def _decode_step(self, cache: SlotCache, rows: _Rows) -> None:
+    def _decode_step(self, cache: SlotCache, rows: _Rows) -> torch.Tensor:
+        """One token for every row in flight; returns the logits it was sampled from."""
         n = len(rows)
         step = rows.num_generated[:n].clone()
         tokens = rows.tokens[:n]
@@ -282,7 +312,8 @@ class Batcher:
         finally:
             self.state.deltas = {}
         cache.finish()
-        nxt = self.sample(out.logits[:, -1, :], rows.seeds[:n], step, self.config.temperature)
+        logits = out.logits[:, -1, :]
+        nxt = self.sample(logits, rows.seeds[:n], step, self.config.temperature)
         live = ~rows.is_done[:n]
         write_at = step.clamp(max=self.config.max_new_tokens)[:, None]
         current = tokens.gather(1, write_at)
@@ -294,6 +325,7 @@ class Batcher:
         )
         self.num_decode_steps += 1
         self.num_row_steps += n
+        return logits
 
     def _retire(
         self, cache: SlotCache, rows: _Rows, sink: Callable[[list[Finished]], None]

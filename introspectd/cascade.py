@@ -101,7 +101,12 @@ class SlotCache:
             self._host_lengths[t] = self._host_lengths[s]
 
     def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any
+        self,
+        key_states: torch.Tensor,
+        value_states: torch.Tensor,
+        layer_idx: int,
+        *args: Any,
+        **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Called by the attention module: store this pass's keys/values, return the rows'."""
         keys, values = self.keys[layer_idx], self.values[layer_idx]
@@ -133,8 +138,14 @@ def cascade_attention(
         return sdpa_attention_forward(  # type: ignore[no-any-return]
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )
-    if kwargs.get("sliding_window") or getattr(module.config, "attn_logit_softcapping", None):
-        raise ValueError("shared-prefix attention supports full attention without soft-capping")
+    window = kwargs.get("sliding_window")
+    if window and cache.prefix_len + cache.capacity > window:
+        raise ValueError(
+            f"its sliding-window attention ({window} tokens) is shorter than a trial "
+            f"({cache.prefix_len + cache.capacity} tokens); introspectd supports full attention"
+        )
+    if kwargs.get("softcap") or getattr(module.config, "attn_logit_softcapping", None):
+        raise ValueError("it soft-caps attention logits, which introspectd does not support")
     n, heads, q_len, dim = query.shape
     kv_heads = key.shape[1]
     rows = heads // kv_heads * q_len  # query rows per KV head: its heads side by side

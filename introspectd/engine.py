@@ -16,7 +16,7 @@ from collections.abc import Callable
 import anyio
 
 from introspectd.durability import FINAL_FLUSH_S, UploadTrigger
-from introspectd.errors import EXIT_INTERRUPTED, Interrupted
+from introspectd.errors import EXIT_INTERRUPTED, Interrupted, sole_error
 from introspectd.judging import JudgePool, ToJudge
 from introspectd.outputs import Exporter
 from introspectd.scheduler import Scheduler, Ticket
@@ -50,18 +50,21 @@ class Engine:
         """Generate and judge every selected trial; raises Interrupted after a requested stop."""
         self.stats.start(self.ctx)
         self.exporter.export_all()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watch_signals)
-            tg.start_soon(self._tick)
-            if self.ctx.plan.upload.preemption_url:
-                tg.start_soon(self._watch_preemption, self.ctx.plan.upload.preemption_url)
-            judging_done = anyio.Event()
-            tg.start_soon(self._judge, judging_done)
-            await self._generate()
-            self.judges.close_input()
-            with anyio.move_on_after(DRAIN_JUDGES_S if self.stop_requested.is_set() else None):
-                await judging_done.wait()
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_signals)
+                tg.start_soon(self._tick)
+                if self.ctx.plan.upload.preemption_url:
+                    tg.start_soon(self._watch_preemption, self.ctx.plan.upload.preemption_url)
+                judging_done = anyio.Event()
+                tg.start_soon(self._judge, judging_done)
+                await self._generate()
+                self.judges.close_input()
+                with anyio.move_on_after(DRAIN_JUDGES_S if self.stop_requested.is_set() else None):
+                    await judging_done.wait()
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise sole_error(group) from None
         await self.judges.flush()
         self.exporter.export_all()
         await self._final_upload()

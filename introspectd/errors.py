@@ -43,3 +43,19 @@ class Interrupted(IntrospectdError):
     """The run was stopped on request after saving everything; rerun to resume."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+def sole_error(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]
+    """The one introspectd error a task group failed with, else the group itself: a bad model
+    found inside the run loop is still one line and exit 2, not a traceback."""
+    leaves = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if len(leaves) == 1 and isinstance(leaves[0], IntrospectdError):
+        return leaves[0]
+    return group

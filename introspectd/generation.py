@@ -9,6 +9,7 @@ import torch
 
 from introspectd.batcher import BatcherConfig, Finished, WorkItem
 from introspectd.engine_types import VectorTable
+from introspectd.errors import BadInput
 from introspectd.prompts import introspection_messages
 from introspectd.runner import Runner
 from introspectd.scheduler import Ticket
@@ -41,6 +42,10 @@ class Generator:
             if isinstance(sweep.batch_size, int)
             else self.runner.auto_batch_size(len(self.prompt_ids), self._config(1))
         )
+        try:
+            self.runner.batcher(self.prompt_ids, self._config(1)).check_against_plain_forward()
+        except ValueError as exc:
+            raise BadInput(f"[model] name = {plan.model.name!r}: {exc}") from None
         self.vectors: dict[tuple[str, int], torch.Tensor] = {}
         self.stamp_prefix = f"{ctx.run.stamp}_"
 

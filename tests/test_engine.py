@@ -137,6 +137,28 @@ def test_llama_directory_with_its_own_template_and_stop_token(tmp_path: Path) ->
     assert all(r["config"]["model"] == str(model_dir.resolve()) for r in records)
 
 
+def test_a_model_the_engine_cannot_reproduce_is_refused_before_any_trial(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sliding-window attention shorter than a trial would give wrong answers silently."""
+    model_dir = build(BUILTIN_SPECS["tiny"], tmp_path / "windowed")
+    config_path = model_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    layers = config["num_hidden_layers"]
+    config.update(
+        use_sliding_window=True,
+        sliding_window=16,
+        max_window_layers=0,
+        layer_types=["sliding_attention"] * layers,
+    )
+    config_path.write_text(json.dumps(config))
+    plan = write_plan(tmp_path, TINY_PLAN.replace('"builtin:tiny"', f'"{model_dir}"'))
+    assert main(["run", "--plan", str(plan), "--local", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "sliding-window attention (16 tokens)" in err[-1] and "Traceback" not in "".join(err)
+    assert "[model] name" in err[-1]
+
+
 def test_changed_plan_is_refused_and_extension_is_added(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
