@@ -133,6 +133,8 @@ def cascade_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """softmax over [shared prefix ; the row's own tokens]. Returns `[n, q, heads, d]`."""
+    if kwargs.get("softcap") or getattr(module.config, "attn_logit_softcapping", None):
+        raise ValueError("it soft-caps attention logits, which introspectd does not support")
     cache: SlotCache | None = kwargs.get("slot_cache")
     if cache is None:  # a plain pass (e.g. the shared prompt's own prefill)
         return sdpa_attention_forward(  # type: ignore[no-any-return]
@@ -144,8 +146,6 @@ def cascade_attention(
             f"its sliding-window attention ({window} tokens) is shorter than a trial "
             f"({cache.prefix_len + cache.capacity} tokens); introspectd supports full attention"
         )
-    if kwargs.get("softcap") or getattr(module.config, "attn_logit_softcapping", None):
-        raise ValueError("it soft-caps attention logits, which introspectd does not support")
     n, heads, q_len, dim = query.shape
     kv_heads = key.shape[1]
     rows = heads // kv_heads * q_len  # query rows per KV head: its heads side by side

@@ -78,7 +78,12 @@ class Runner:
         self.dtype = pick_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(ref.source)
         self.model = AutoModelForCausalLM.from_pretrained(
-            ref.source, dtype=self.dtype, device_map=str(self.device), attn_implementation="sdpa"
+            # transformers' default attention: SDPA where the model supports it. (Asking for
+            # SDPA outright would refuse to load the models that need eager attention, which
+            # the generation check then names properly.)
+            ref.source,
+            dtype=self.dtype,
+            device_map=str(self.device),
         )
         self.model.eval()
         self.num_layers = len(decoder_layers(self.model))

@@ -159,6 +159,36 @@ def test_a_model_the_engine_cannot_reproduce_is_refused_before_any_trial(
     assert "[model] name" in err[-1]
 
 
+def test_a_soft_capped_model_is_refused_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Gemma 2 soft-caps attention logits; it loads (eager attention) and is then refused."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, Gemma2Config
+
+    tiny = build(BUILTIN_SPECS["tiny"], tmp_path / "tiny")
+    model_dir = tmp_path / "gemma2"
+    config = Gemma2Config(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        vocab_size=512,
+        query_pre_attn_scalar=16,
+    )
+    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
+    for path in tiny.iterdir():
+        if "token" in path.name or path.name == "chat_template.jinja":
+            shutil.copy(path, model_dir / path.name)
+    plan = write_plan(tmp_path, TINY_PLAN.replace('"builtin:tiny"', f'"{model_dir}"'))
+    assert main(["run", "--plan", str(plan), "--local", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "soft-caps attention logits" in err[-1] and "Traceback" not in "".join(err)
+
+
 def test_changed_plan_is_refused_and_extension_is_added(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
