@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 
 import torch
@@ -27,6 +28,7 @@ class Generator:
         plan = ctx.plan
         self.ctx = ctx
         self.runner = Runner(ctx.ref, plan.model.dtype, plan.model.device)
+        self._leave_a_core_to_the_judge()
         sweep = plan.sweep
         messages = introspection_messages(
             sweep.prompt_version, sweep.prompt_system, sweep.prompt_user
@@ -48,6 +50,19 @@ class Generator:
             raise BadInput(f"[model] name = {plan.model.name!r}: {exc}") from None
         self.vectors: dict[tuple[str, int], torch.Tensor] = {}
         self.stamp_prefix = f"{ctx.run.stamp}_"
+
+    def _leave_a_core_to_the_judge(self) -> None:
+        """On a CPU run the judge child grades while we generate; with every core in torch's
+        intra-op pool, its spinning threads and the judge fight over the CPU. On the 2-vCPU VM
+        one thread fewer made a judged 1,600-trial run 25% faster. An explicit OMP_NUM_THREADS
+        is left alone, as are GPU runs."""
+        judge = self.ctx.plan.judge
+        if (
+            self.runner.device.type == "cpu"
+            and judge.is_enabled(judge.api_key())
+            and "OMP_NUM_THREADS" not in os.environ
+        ):
+            torch.set_num_threads(max(1, torch.get_num_threads() - 1))
 
     def compute_vectors(self, pairs: set[tuple[str, int]]) -> VectorTable:
         """(concept, layer) → (float32 bytes, dim, norm), in one batched pass per chunk of words."""
