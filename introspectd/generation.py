@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 
 import torch
@@ -21,6 +22,48 @@ from introspectd.trials import trial_seed
 log = logging.getLogger("introspectd")
 
 
+JUDGE_CPU_S_PER_TRIAL = 0.002  # client CPU per judged trial (bench/judge_cpu.py: 1.7-2.0 ms)
+
+
+class CoreSharing:
+    """On a CPU run, leaves one core to the judge child once it needs a quarter of one.
+
+    The judge child grades every trial as it is generated, so its CPU need grows with the
+    generation rate. With every core in torch's intra-op pool, the pool's spinning threads and
+    the judge fight over the CPU: on the 2-vCPU VM a judged tiny-model run (~180 trials/s
+    while judging, ~0.35 of a core for the judge) went 25% faster with one thread fewer, while
+    a 37M-parameter model (~15 trials/s) lost a third of its speed with one thread fewer.
+    """
+
+    WINDOW_S = 1.0
+    THRESHOLD_CORES = 0.25
+
+    def __init__(self, is_active: bool) -> None:
+        self.is_active = is_active
+        self._window_start: float | None = None
+        self._num_finished = 0
+
+    def on_finished(self, num_trials: int, now: float) -> None:
+        if not self.is_active:
+            return
+        if self._window_start is None:
+            self._window_start = now
+            return
+        self._num_finished += num_trials
+        elapsed = now - self._window_start
+        if elapsed < self.WINDOW_S:
+            return
+        rate = self._num_finished / elapsed
+        if rate * JUDGE_CPU_S_PER_TRIAL >= self.THRESHOLD_CORES:
+            torch.set_num_threads(max(1, torch.get_num_threads() - 1))
+            self.is_active = False  # once: the lower rate that follows is not a reason to undo it
+            log.info(
+                "generating with %d CPU threads: one core left to the judge",
+                torch.get_num_threads(),
+            )
+        self._window_start, self._num_finished = now, 0
+
+
 class Generator:
     """Owns the model for one run; every method is called from the engine's worker thread."""
 
@@ -28,7 +71,12 @@ class Generator:
         plan = ctx.plan
         self.ctx = ctx
         self.runner = Runner(ctx.ref, plan.model.dtype, plan.model.device)
-        self._leave_a_core_to_the_judge()
+        judge = plan.judge
+        self.core_sharing = CoreSharing(
+            self.runner.device.type == "cpu"
+            and judge.is_enabled(judge.api_key())
+            and "OMP_NUM_THREADS" not in os.environ
+        )
         sweep = plan.sweep
         messages = introspection_messages(
             sweep.prompt_version, sweep.prompt_system, sweep.prompt_user
@@ -50,19 +98,6 @@ class Generator:
             raise BadInput(f"[model] name = {plan.model.name!r}: {exc}") from None
         self.vectors: dict[tuple[str, int], torch.Tensor] = {}
         self.stamp_prefix = f"{ctx.run.stamp}_"
-
-    def _leave_a_core_to_the_judge(self) -> None:
-        """On a CPU run the judge child grades while we generate; with every core in torch's
-        intra-op pool, its spinning threads and the judge fight over the CPU. On the 2-vCPU VM
-        one thread fewer made a judged 1,600-trial run 25% faster. An explicit OMP_NUM_THREADS
-        is left alone, as are GPU runs."""
-        judge = self.ctx.plan.judge
-        if (
-            self.runner.device.type == "cpu"
-            and judge.is_enabled(judge.api_key())
-            and "OMP_NUM_THREADS" not in os.environ
-        ):
-            torch.set_num_threads(max(1, torch.get_num_threads() - 1))
 
     def compute_vectors(self, pairs: set[tuple[str, int]]) -> VectorTable:
         """(concept, layer) → (float32 bytes, dim, norm), in one batched pass per chunk of words."""
@@ -119,6 +154,7 @@ class Generator:
             return [self._work_item(t) for t in take(n)]
 
         def finished(rows: list[Finished]) -> None:
+            self.core_sharing.on_finished(len(rows), time.monotonic())
             sink(
                 [
                     Generation(

@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import TINY_PLAN, write_plan
 
-from introspectd.generation import Generator
+from introspectd.generation import CoreSharing, Generator
 from introspectd.plan import load_plan
 from introspectd.scheduler import Scheduler
 from introspectd.session import open_run
@@ -67,3 +67,25 @@ def test_out_of_memory_at_batch_one_is_raised(tmp_path: Path) -> None:
         pytest.raises(torch.OutOfMemoryError),
     ):
         generator.run(scheduler.take, lambda rows: None, lambda: False, scheduler.requeue_in_flight)
+
+
+def test_a_cpu_run_leaves_a_core_to_a_busy_judge_only() -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        slow = CoreSharing(is_active=True)
+        for second in range(5):  # 15 trials/s: the judge needs 3% of a core
+            slow.on_finished(15, float(second))
+        assert torch.get_num_threads() == 2 and slow.is_active
+        off = CoreSharing(is_active=False)  # a GPU run, or no judge
+        off.on_finished(1, 0.0)
+        off.on_finished(1000, 1.0)
+        assert torch.get_num_threads() == 2
+        fast = CoreSharing(is_active=True)
+        fast.on_finished(64, 0.0)
+        fast.on_finished(300, 1.0)  # 300 trials/s: 0.6 of a core
+        assert torch.get_num_threads() == 1 and not fast.is_active
+        fast.on_finished(300, 2.0)
+        assert torch.get_num_threads() == 1, "only once"
+    finally:
+        torch.set_num_threads(before)
