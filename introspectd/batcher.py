@@ -12,6 +12,7 @@ The loop runs in a worker thread; it talks to the engine only through `source` a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,10 @@ def tokens_per_row(prompt_len: int, config: BatcherConfig) -> int:
     """KV positions each row holds of its own: its steered prompt tail and generated tokens."""
     tail = prompt_len - shared_prompt_len(prompt_len, config)
     return tail + config.max_new_tokens + config.check_every
+
+
+# transformers 5.23 announces the rename of `past_key_values` for 5.40; pyproject pins below it.
+warnings.filterwarnings("ignore", message="`past_key_values` is deprecated", category=FutureWarning)
 
 
 class _Rows:
