@@ -27,17 +27,15 @@ import openai
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
-from introspectd.errors import BadInput
 from introspectd.judge_prompt import (
     JUDGEMENT_SCHEMA,
     SCHEMA_NAME,
     JudgeOutputError,
-    JudgePrompt,
-    load_fewshot,
+    judge_prompt_for,
     parse_judgement,
 )
 from introspectd.limiter import AdaptiveLimiter, Signal, Ticket
-from introspectd.plan import JUDGE_APIS, JudgeConfig
+from introspectd.plan import JudgeConfig
 
 log = logging.getLogger(__name__)
 
@@ -237,16 +235,6 @@ class _Totals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     failed: Counter[str] = field(default_factory=Counter)
-
-
-def judge_prompt_for(cfg: JudgeConfig, base_dir: Path | None) -> JudgePrompt:
-    """The judge prompt a [judge] table asks for; BadInput names what is wrong with it."""
-    if cfg.api not in JUDGE_APIS:
-        raise BadInput(f"[judge] api: must be one of {', '.join(JUDGE_APIS)}; got {cfg.api!r}")
-    if cfg.fewshot_n and not cfg.fewshot:
-        raise BadInput("[judge] fewshot_n: needs [judge] fewshot (a labelled JSONL file)")
-    examples = load_fewshot(cfg.fewshot, cfg.fewshot_n, base_dir) if cfg.fewshot else ()
-    return JudgePrompt(cfg.prompt_version, examples)
 
 
 class Judge:

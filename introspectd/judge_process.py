@@ -33,7 +33,8 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from introspectd.judge import Judge, JudgeOutcome, JudgeStats, judge_prompt_for
+from introspectd.judge import Judge, JudgeOutcome, JudgeStats
+from introspectd.judge_prompt import judge_prompt_for
 from introspectd.plan import JudgeConfig
 
 if TYPE_CHECKING:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
+from introspectd.plan import JUDGE_APIS, JudgeConfig
 
 _V1_SYSTEM = """\
 You grade single trials of an experiment on introspection in language models.
@@ -243,3 +244,13 @@ def _normalise_concept(value: Any) -> str | None:
     word = " ".join(value.split()).lower()
     # Judges sometimes spell "no concept" as a string instead of null.
     return None if word in ("", "null", "none", "n/a") else word
+
+
+def judge_prompt_for(cfg: JudgeConfig, base_dir: Path | None) -> JudgePrompt:
+    """The judge prompt a [judge] table asks for; BadInput names what is wrong with it."""
+    if cfg.api not in JUDGE_APIS:
+        raise BadInput(f"[judge] api: must be one of {', '.join(JUDGE_APIS)}; got {cfg.api!r}")
+    if cfg.fewshot_n and not cfg.fewshot:
+        raise BadInput("[judge] fewshot_n: needs [judge] fewshot (a labelled JSONL file)")
+    examples = load_fewshot(cfg.fewshot, cfg.fewshot_n, base_dir) if cfg.fewshot else ()
+    return JudgePrompt(cfg.prompt_version, examples)
