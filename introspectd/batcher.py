@@ -200,7 +200,11 @@ class Batcher:
             plain = self.model(input_ids=ids, logits_to_keep=2).logits[0].float()
         ours = torch.cat([first_logits, second_logits]).float()
         difference = float((ours - plain).abs().max() / plain.abs().max().clamp(min=1e-6))
-        tolerance = 1e-3 if self.dtype == torch.float32 else 5e-2
+        # In float32 the two agree to ~1e-6. In bfloat16 rounding alone moves the model's own
+        # forward pass by up to 0.23 of the largest logit from its float32 value (random
+        # 12-layer model), so only a wholesale disagreement (~1, e.g. a prompt the cache lost)
+        # is caught there; the float32 test suite checks the layout itself.
+        tolerance = 1e-3 if self.dtype == torch.float32 else 0.5
         if not difference <= tolerance:
             raise ValueError(
                 f"the shared-prefix engine's logits differ from the model's own forward pass "

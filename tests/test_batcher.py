@@ -202,3 +202,27 @@ def test_sampled_tokens_do_not_depend_on_batch_mates(setup) -> None:  # type: ig
     backward = _run(runner, prompt, list(reversed(items)), eos, **flags)
     assert forward == backward
     assert len({tuple(v) for v in forward.values()}) > 1
+
+
+def test_the_startup_check_passes_in_bfloat16_and_catches_a_lost_prompt(tiny_runner) -> None:  # type: ignore[no-untyped-def]
+    from introspectd.models import resolve_model
+    from introspectd.runner import Runner
+
+    prompt = tiny_runner.render(introspection_messages("v2"))
+    config = BatcherConfig(4, MAX_NEW, 1.0)
+    assert tiny_runner.batcher(prompt, config).check_against_plain_forward() < 1e-5
+    half = Runner(resolve_model("builtin:tiny", "", "test"), dtype="bfloat16")
+    assert half.batcher(prompt, config).check_against_plain_forward() < 0.5
+
+    class LosesThePrompt(Batcher):
+        """Fault injection: a cache that keeps only the prompt's last five positions."""
+
+        def _new_cache(self, num_slots: int | None = None):  # type: ignore[no-untyped-def]
+            cache, logits = super()._new_cache(num_slots)
+            cache.prefix = [(k[:, :, -5:], v[:, :, -5:]) for k, v in cache.prefix]
+            return cache, logits
+
+    for runner in (tiny_runner, half):
+        broken = LosesThePrompt(runner.model, prompt, runner.eos_ids(), config)
+        with pytest.raises(ValueError, match="differ from the model's own forward pass"):
+            broken.check_against_plain_forward()
