@@ -272,17 +272,32 @@ class Batcher:
         """New rows compute the prompt after the shared head, steered from `prompt_steer_from`
         on; returns their last logits `[k, V]`."""
         k = stop - start
-        ids = self.prompt[:, self.shared_len :].expand(k, -1)
         positions = torch.arange(self.shared_len, self.prompt_len, device=self.device)
         steer_from = self.config.prompt_steer_from
+        deltas, position_mask = {}, None
         if steer_from is not None:
-            self.state.deltas = rows.deltas_by_layer(start, stop)
-            self.state.position_mask = (positions >= steer_from).to(self.dtype).expand(k, -1)
-        cache.begin(start, stop, ids.shape[1], self.groups)
+            deltas = rows.deltas_by_layer(start, stop)
+            position_mask = (positions >= steer_from).to(self.dtype).expand(k, -1)
+        ids = self.prompt[:, self.shared_len :].expand(k, -1)
+        return self._slot_forward(cache, start, ids, positions.expand(k, -1), deltas, position_mask)
+
+    def _slot_forward(
+        self,
+        cache: SlotCache,
+        start: int,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        deltas: dict[int, torch.Tensor],
+        position_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One pass of `ids` `[k, q]` for the rows in slots [start, start+k), steered by
+        `deltas`; returns the logits of each row's last position `[k, V]`."""
+        cache.begin(start, start + ids.shape[0], ids.shape[1], self.groups)
+        self.state.deltas, self.state.position_mask = deltas, position_mask
         try:
             out = self.model(
                 input_ids=ids,
-                position_ids=positions.expand(k, -1),
+                position_ids=positions,
                 past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
@@ -308,20 +323,8 @@ class Batcher:
         last = tokens.gather(1, (step - 1)[:, None])
         if rows.layer_deltas is None:
             rows.layer_deltas = rows.deltas_by_layer(0, n)
-        self.state.deltas = rows.layer_deltas
-        cache.begin(0, n, 1, self.groups)
-        try:
-            out = self.model(
-                input_ids=last,
-                position_ids=(self.prompt_len + step - 1)[:, None],
-                past_key_values=cache,
-                use_cache=True,
-                slot_cache=cache,
-            )
-        finally:
-            self.state.deltas = {}
-        cache.finish()
-        logits = out.logits[:, -1, :]
+        positions = (self.prompt_len + step - 1)[:, None]
+        logits = self._slot_forward(cache, 0, last, positions, rows.layer_deltas)
         nxt = self.sample(logits, rows.seeds[:n], step, self.config.temperature)
         live = ~rows.is_done[:n]
         write_at = step.clamp(max=self.config.max_new_tokens)[:, None]
