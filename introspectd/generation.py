@@ -87,13 +87,14 @@ class Generator:
         if sweep.inject_style == "from_marker":
             marker_at = self.runner.marker_position(messages, sweep.marker)
             self.prompt_steer_from = max(marker_at - 1, 0)
+        one_row = self._config(1)
         self.batch_size = (
             sweep.batch_size
             if isinstance(sweep.batch_size, int)
-            else self.runner.auto_batch_size(len(self.prompt_ids), self._config(1))
+            else self.runner.auto_batch_size(len(self.prompt_ids), one_row)
         )
         try:
-            self.runner.batcher(self.prompt_ids, self._config(1)).check_against_plain_forward()
+            self.runner.batcher(self.prompt_ids, one_row).check_against_plain_forward()
         except ValueError as exc:
             raise BadInput(f"[model] name = {plan.model.name!r}: {exc}") from None
         self.vectors: dict[tuple[str, int], torch.Tensor] = {}

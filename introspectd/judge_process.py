@@ -54,7 +54,20 @@ class JudgeProcess:
         self.base_dir = base_dir
         # Bad judge settings fail here, before any model work, as they would in-process.
         self.fewshot_hash = judge_prompt_for(cfg, base_dir).fewshot_hash
-        self.stats = JudgeStats(0, 0, 0, {}, 0, 0, 1, cfg.concurrency, 0, 0, False, 0.0)
+        self.stats = JudgeStats(
+            in_flight=0,
+            judged=0,
+            failed=0,
+            failed_by_reason={},
+            retries=0,
+            num_429=0,
+            current_concurrency=1,
+            max_concurrency=cfg.concurrency,
+            prompt_tokens=0,
+            completion_tokens=0,
+            tripped=False,
+            paused_s=0.0,
+        )  # until the child's first report
         self._outstanding: dict[int, ToJudge] = {}
         self._exit_reason: str | None = None
 

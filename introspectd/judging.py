@@ -76,6 +76,7 @@ class JudgePool:
         self.stats = stats
         self.exporter = exporter
         self.judge: Any = make_judge(ctx, in_child)
+        self.in_child = in_child
         stats.judge = self.judge
         self._buffer: list[tuple[ToJudge, Judgement]] = []
         send, receive = anyio.create_memory_object_stream[ToJudge](math.inf)
@@ -105,7 +106,7 @@ class JudgePool:
     async def run(self) -> None:
         if self.judge is None:
             return
-        if not hasattr(self.judge, "grade"):  # a JudgeProcess grades in its child
+        if self.in_child:  # a JudgeProcess: its child runs the graders
             await self.judge.serve(self._receive, self._record)
             return
         try:
