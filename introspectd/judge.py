@@ -91,11 +91,6 @@ class JudgeRefused(JudgeOutputError):
     """The judge model refused to grade (a refusal field instead of JSON)."""
 
 
-def is_judging_enabled(cfg: JudgeConfig, api_key: str | None) -> bool:
-    """No key and no base_url means judging is off (the offline quickstart)."""
-    return cfg.is_enabled(api_key)
-
-
 # --- retry policy ---------------------------------------------------------------------------
 
 
@@ -245,7 +240,7 @@ class Judge:
         self.cfg = cfg
         self.prompt = judge_prompt_for(cfg, base_dir)
         self.fewshot_hash = self.prompt.fewshot_hash
-        self.enabled = is_judging_enabled(cfg, api_key)
+        self.enabled = cfg.is_enabled(api_key)
         self._secret = api_key or ""
         # httpx's connection pool checks every pooled connection on each request, so one
         # client's CPU per request grows with the concurrency (0.8 ms at 256 connections);

@@ -27,7 +27,6 @@ from introspectd.judge import (
     QUOTA_ERROR,
     Judge,
     JudgeOutcome,
-    is_judging_enabled,
 )
 from introspectd.plan import JudgeConfig
 
@@ -254,10 +253,10 @@ def test_insufficient_quota_trips_the_breaker_and_stops_traffic(server: JudgeSer
 
 
 def test_no_key_and_no_base_url_turns_judging_off() -> None:
-    assert not is_judging_enabled(JudgeConfig(base_url=""), None)
-    assert not is_judging_enabled(JudgeConfig(base_url=""), "")
-    assert is_judging_enabled(JudgeConfig(base_url=""), "k")
-    assert is_judging_enabled(JudgeConfig(base_url="http://127.0.0.1:9/v1"), None)
+    assert not JudgeConfig(base_url="").is_enabled(None)
+    assert not JudgeConfig(base_url="").is_enabled("")
+    assert JudgeConfig(base_url="").is_enabled("k")
+    assert JudgeConfig(base_url="http://127.0.0.1:9/v1").is_enabled(None)
 
     async def main() -> JudgeOutcome:
         async with Judge(JudgeConfig(base_url=""), None) as judge:
