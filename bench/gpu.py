@@ -24,7 +24,13 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from introspectd.batcher import Batcher, BatcherConfig, WorkItem, tokens_per_row
+from introspectd.batcher import (
+    Batcher,
+    BatcherConfig,
+    WorkItem,
+    attention_shape,
+    tokens_per_row,
+)
 from introspectd.runner import batch_size_for
 from introspectd.steering import SteeringState, steering
 from introspectd.trials import expand_trials, resolve_layers, trial_seed
@@ -177,11 +183,10 @@ def run_hf_slice(
 
 
 def roofline(model: torch.nn.Module, num_trials: int, batch: int, max_new: int) -> dict[str, Any]:
-    cfg = model.config
     params = sum(p.numel() for p in model.parameters())
     item = next(model.parameters()).element_size()
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
-    kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * item
+    num_layers, kv_heads, head_dim, _ = attention_shape(model)
+    kv_per_token = 2 * num_layers * kv_heads * head_dim * item
     steps = -(-num_trials // batch) * max_new
     # Per step: the weights, the shared prompt's KV once, each row's own KV (half the answer on
     # average).
