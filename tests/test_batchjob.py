@@ -1,21 +1,21 @@
-"""`batch render`: the Cloud Batch v1 job, checked against the REST reference's field names/types.
+"""`batch render`: the Cloud Batch v1 job, parsed by the official `google-cloud-batch` client.
 
-The schema below is transcribed from
-https://cloud.google.com/batch/docs/reference/rest/v1/projects.locations.jobs for the messages a
-job body can hold (output-only fields left out). An unknown key is an error, so a misspelt field
-fails here instead of being silently dropped by the API.
+`batch_v1.Job.from_json(..., ignore_unknown_fields=False)` refuses an unknown or mistyped field,
+so a misspelt field fails here instead of being silently dropped by the API.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import re
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.cloud import batch_v1
+from google.protobuf import json_format
 
 from introspectd.batchjob import JobOptions, job_json, render_job, render_warnings
 from introspectd.errors import BadInput
@@ -27,163 +27,14 @@ PLAN_URI = "gs://bucket/plans/sweep.toml"
 IMAGE = "us-central1-docker.pkg.dev/p/introspectd/introspectd:1"
 SECRET = "projects/p/secrets/openai-api-key/versions/latest"
 
-INT64 = "int64"  # JSON number, or a decimal string (proto3 JSON for int64)
-INT32 = "int32"
-DURATION = "duration"  # "3600s"
-STR, BOOL = str, bool
-
-
-def enum(*values: str) -> tuple[str, frozenset[str]]:
-    return ("enum", frozenset(values))
-
-
-def list_of(item: Any) -> tuple[str, Any]:
-    return ("list", item)
-
-
-def map_of(item: Any) -> tuple[str, Any]:
-    return ("map", item)
-
-
-ENVIRONMENT = {
-    "variables": map_of(STR),
-    "secretVariables": map_of(STR),
-    "encryptedVariables": {"keyName": STR, "cipherText": STR},
-}
-CONTAINER = {
-    "imageUri": STR,
-    "commands": list_of(STR),
-    "entrypoint": STR,
-    "volumes": list_of(STR),
-    "options": STR,
-    "blockExternalNetwork": BOOL,
-    "username": STR,
-    "password": STR,
-    "enableImageStreaming": BOOL,
-}
-RUNNABLE = {
-    "container": CONTAINER,
-    "script": {"path": STR, "text": STR},
-    "barrier": {"name": STR},
-    "displayName": STR,
-    "ignoreExitStatus": BOOL,
-    "background": BOOL,
-    "alwaysRun": BOOL,
-    "environment": ENVIRONMENT,
-    "timeout": DURATION,
-    "labels": map_of(STR),
-}
-LIFECYCLE_POLICY = {
-    "action": enum("ACTION_UNSPECIFIED", "RETRY_TASK", "FAIL_TASK"),
-    "actionCondition": {"exitCodes": list_of(INT32)},
-}
-TASK_SPEC = {
-    "runnables": list_of(RUNNABLE),
-    "computeResource": {"cpuMilli": INT64, "memoryMib": INT64, "bootDiskMib": INT64},
-    "maxRunDuration": DURATION,
-    "maxRetryCount": INT32,
-    "lifecyclePolicies": list_of(LIFECYCLE_POLICY),
-    "environments": map_of(STR),
-    "volumes": list_of(map_of(object)),
-    "environment": ENVIRONMENT,
-}
-TASK_GROUP = {
-    "taskSpec": TASK_SPEC,
-    "taskCount": INT64,
-    "parallelism": INT64,
-    "schedulingPolicy": enum("SCHEDULING_POLICY_UNSPECIFIED", "AS_SOON_AS_POSSIBLE", "IN_ORDER"),
-    "taskEnvironments": list_of(ENVIRONMENT),
-    "taskCountPerNode": INT64,
-    "requireHostsFile": BOOL,
-    "permissiveSsh": BOOL,
-    "runAsNonRoot": BOOL,
-}
-DISK = {"image": STR, "snapshot": STR, "type": STR, "sizeGb": INT64, "diskInterface": STR}
-INSTANCE_POLICY = {
-    "machineType": STR,
-    "minCpuPlatform": STR,
-    "provisioningModel": enum("PROVISIONING_MODEL_UNSPECIFIED", "STANDARD", "SPOT", "PREEMPTIBLE"),
-    "accelerators": list_of(
-        {"type": STR, "count": INT64, "installGpuDrivers": BOOL, "driverVersion": STR}
-    ),
-    "bootDisk": DISK,
-    "disks": list_of(map_of(object)),
-    "reservation": STR,
-}
-ALLOCATION_POLICY = {
-    "location": {"allowedLocations": list_of(STR)},
-    "instances": list_of(
-        {
-            "policy": INSTANCE_POLICY,
-            "instanceTemplate": STR,
-            "installGpuDrivers": BOOL,
-            "installOpsAgent": BOOL,
-            "blockProjectSshKeys": BOOL,
-        }
-    ),
-    "serviceAccount": {"email": STR, "scopes": list_of(STR)},
-    "labels": map_of(STR),
-    "network": map_of(object),
-    "placement": map_of(object),
-    "tags": list_of(STR),
-}
-LOGS_POLICY = {
-    "destination": enum("DESTINATION_UNSPECIFIED", "CLOUD_LOGGING", "PATH"),
-    "logsPath": STR,
-    "cloudLoggingOption": {"useGenericTaskMonitoredResource": BOOL},
-}
-JOB = {
-    "priority": INT64,
-    "taskGroups": list_of(TASK_GROUP),
-    "allocationPolicy": ALLOCATION_POLICY,
-    "labels": map_of(STR),
-    "logsPolicy": LOGS_POLICY,
-    "notifications": list_of(map_of(object)),
-}
-
-
-def schema_errors(value: Any, schema: Any, path: str = "job") -> list[str]:
-    """Every place where `value` does not fit `schema`, as 'path: problem'."""
-    if isinstance(schema, dict):
-        if not isinstance(value, dict):
-            return [f"{path}: expected an object, got {type(value).__name__}"]
-        errors = [f"{path}.{key}: not a Batch v1 field" for key in value if key not in schema]
-        for key, item in value.items():
-            if key in schema:
-                errors += schema_errors(item, schema[key], f"{path}.{key}")
-        return errors
-    if isinstance(schema, tuple):
-        kind, inner = schema
-        if kind == "enum":
-            return [] if value in inner else [f"{path}: {value!r} is not one of {sorted(inner)}"]
-        if kind == "list":
-            if not isinstance(value, list):
-                return [f"{path}: expected a list, got {type(value).__name__}"]
-            return [
-                e
-                for i, item in enumerate(value)
-                for e in schema_errors(item, inner, f"{path}[{i}]")
-            ]
-        if not isinstance(value, dict):  # map
-            return [f"{path}: expected a map, got {type(value).__name__}"]
-        return [e for k, v in value.items() for e in schema_errors(v, inner, f"{path}[{k!r}]")]
-    return _scalar_errors(value, schema, path)
-
-
-def _scalar_errors(value: Any, schema: Any, path: str) -> list[str]:
-    if schema is object:
-        return []
-    if schema in (INT64, INT32):
-        is_int = isinstance(value, int) and not isinstance(value, bool)
-        ok = is_int or (schema == INT64 and isinstance(value, str) and value.isdecimal())
-        return [] if ok else [f"{path}: expected an integer, got {value!r}"]
-    if schema == DURATION:
-        ok = isinstance(value, str) and re.fullmatch(r"\d+(\.\d{1,9})?s", value) is not None
-        return [] if ok else [f"{path}: expected a duration like '3600s', got {value!r}"]
-    if schema is bool:
-        return [] if isinstance(value, bool) else [f"{path}: expected a boolean, got {value!r}"]
-    ok = isinstance(value, str)
-    return [] if ok else [f"{path}: expected a string, got {value!r}"]
+def batch_v1_errors(job: dict[str, Any]) -> str | None:
+    """Why the official client's `batch_v1.Job` refuses `job` (unknown or mistyped fields), or
+    None when it parses: the same protobuf descriptors the Batch API itself is generated from."""
+    try:
+        batch_v1.Job.from_json(json.dumps(job), ignore_unknown_fields=False)
+    except json_format.ParseError as exc:
+        return str(exc)
+    return None
 
 
 def make_plan(**changes: Any) -> Plan:
@@ -230,18 +81,40 @@ OPTION_CASES = [
 @pytest.mark.parametrize("options", OPTION_CASES)
 def test_rendered_job_fits_the_batch_v1_schema(options: dict[str, Any]) -> None:
     job = render(**options)
-    assert schema_errors(job, JOB) == []
+    assert batch_v1_errors(job) is None
     assert json.loads(job_json(job)) == job  # plain JSON, nothing that needs a custom encoder
 
 
-def test_the_schema_check_catches_misspelt_and_mistyped_fields() -> None:
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    """Set a dotted path of a rendered job ("task.computeResource.cpuMilli")."""
+
+    def apply(job: dict[str, Any]) -> None:
+        head, *middle, last = path.split(".")
+        node = {"task": task_spec, "instance": instance}[head](job)
+        for key in middle:
+            node = node[key]
+        node[last] = value
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    ("field", "mistake"),
+    [
+        ("maxRetryCounts", _set("task.maxRetryCounts", 3)),
+        ("cpuMilli", _set("task.computeResource.cpuMilli", 1.5)),
+        ("provisioningModel", _set("instance.policy.provisioningModel", "spot")),
+        ("installGpuDrivers", _set("instance.installGpuDrivers", "true")),
+        ("maxRunDuration", _set("task.maxRunDuration", 3600)),
+    ],
+)
+def test_the_official_type_refuses_misspelt_and_mistyped_fields(
+    field: str, mistake: Callable[[dict[str, Any]], None]
+) -> None:
     job = render()
-    task_spec(job)["maxRetryCounts"] = 3
-    task_spec(job)["computeResource"]["cpuMilli"] = 1.5
-    instance(job)["policy"]["provisioningModel"] = "spot"
-    instance(job)["installGpuDrivers"] = "true"
-    task_spec(job)["maxRunDuration"] = 3600
-    assert len(schema_errors(job, JOB)) == 5
+    mistake(job)
+    error = batch_v1_errors(job)
+    assert error is not None and field in error
 
 
 def test_the_job_runs_the_plan_on_every_task() -> None:
@@ -389,7 +262,7 @@ def test_the_example_job_in_batch_equals_a_fresh_render() -> None:
         "batch/seed-sweep.job.json is stale: run `.venv/bin/python batch/render_example.py`"
     )
     job = json.loads(committed)
-    assert schema_errors(job, JOB) == []
+    assert batch_v1_errors(job) is None
     sweep = example.seed_plan().sweep
     trials = expand_trials(
         sweep.concepts, resolve_layers(sweep.layers, 36), sweep.strengths, sweep.trials
