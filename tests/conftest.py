@@ -30,6 +30,22 @@ def no_judge_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BATCH_TASK_COUNT", raising=False)
 
 
+LABELLED = Path(__file__).resolve().parents[2] / "shared" / "data" / "labelled_responses.jsonl"
+
+
+@pytest.fixture(scope="session")
+def labelled_path() -> Path:
+    """The human-labelled set in ../shared/data (never copied into the repository). A user's
+    clone has no ../shared: those tests skip with one line. Where ../shared exists (CI) but the
+    file does not, they fail, so a moved file cannot silently turn them off."""
+    if not LABELLED.is_file():
+        reason = f"needs the labelled set {LABELLED} (../shared/ beside the repository)"
+        if LABELLED.parents[1].is_dir():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return LABELLED
+
+
 @pytest.fixture(scope="session")
 def tiny_runner(model_cache: Path):  # type: ignore[no-untyped-def]
     from introspectd.models import resolve_model

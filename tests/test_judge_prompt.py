@@ -22,8 +22,6 @@ from introspectd.judge_prompt import (
     parse_judgement,
 )
 
-LABELLED = Path(__file__).resolve().parents[2] / "shared" / "data" / "labelled_responses.jsonl"
-
 GOOD = {"answer": "pass", "coherent": True, "detected_concept": "fear",
         "reasoning": "Says it notices dread.", "refused": False}
 
@@ -73,13 +71,13 @@ def test_unknown_prompt_version_is_bad_input() -> None:
 # --- few-shot -------------------------------------------------------------------------------
 
 
-def test_first_n_of_the_real_labelled_file_with_a_stable_hash() -> None:
-    three = load_fewshot(LABELLED, n=3)
+def test_first_n_of_the_real_labelled_file_with_a_stable_hash(labelled_path: Path) -> None:
+    three = load_fewshot(labelled_path, n=3)
     assert len(three) == 3 and all(ex.label["answer"] in ("pass", "fail") for ex in three)
     assert JudgePrompt("v1", three).fewshot_hash == JudgePrompt("v1", load_fewshot(
-        LABELLED, n=3)).fewshot_hash
+        labelled_path, n=3)).fewshot_hash
     assert JudgePrompt("v1", three).fewshot_hash != JudgePrompt("v1", load_fewshot(
-        LABELLED, n=4)).fewshot_hash
+        labelled_path, n=4)).fewshot_hash
     assert JudgePrompt("v1").fewshot_hash == NO_FEWSHOT_HASH
 
 

@@ -14,7 +14,6 @@ import pytest
 from introspectd.errors import BadInput
 from introspectd.report import ReportPaths, write_report
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "labelled_responses.jsonl"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METRIC_KEYS = {"n_injection", "n_control", "n_unjudged", "injection_pass_rate", "control_fp_rate",
                "net_detection", "refusal_rate", "coherence_rate",
@@ -24,9 +23,10 @@ M14 = "Qwen/Qwen2.5-14B-Instruct"
 
 
 @pytest.fixture(scope="module")
-def shared_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[ReportPaths, dict[str, Any]]:
-    assert SHARED_DATA.is_file(), f"shared fixture missing: {SHARED_DATA}"
-    paths = write_report([SHARED_DATA], tmp_path_factory.mktemp("report"))
+def shared_report(
+    tmp_path_factory: pytest.TempPathFactory, labelled_path: Path
+) -> tuple[ReportPaths, dict[str, Any]]:
+    paths = write_report([labelled_path], tmp_path_factory.mktemp("report"))
     return paths, json.loads(paths.summary_json.read_text())
 
 
