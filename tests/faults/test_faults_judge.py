@@ -121,10 +121,10 @@ def test_failed_regrades_keep_previous_grades(tmp_path: Path) -> None:
         proc = _cli("rejudge", "--plan", str(plan), "--all")
         assert proc.returncode == 0, proc.stderr
         assert len(refusing.requests) == 10
-    assert "10 re-grades failed; their previous grades are kept" in proc.stdout
     after = _records(tmp_path)
     assert {r["id"]: r["judge"] for r in after} == before
     assert all(r["judge_error"] is None for r in after)
+    assert "10 re-grades failed; their previous grades are kept" in proc.stdout
     failures = [h for h in _history(tmp_path) if h[1] is None]
     assert len(failures) == 10 and all("401" in (h[2] or "") for h in failures)
 
@@ -134,11 +134,11 @@ def test_failed_regrades_keep_previous_grades(tmp_path: Path) -> None:
         plan = _plan(tmp_path, running_out, concurrency=1)
         proc = _cli("rejudge", "--plan", str(plan), "--all")
         assert proc.returncode == 0, proc.stderr
-    assert "7 re-grades failed; their previous grades are kept" in proc.stdout
     after = _records(tmp_path)
     assert sum(r["judge"]["reasoning"] == "graded again" for r in after) == 3
     assert all(r["judge"] == before[r["id"]] for r in after
                if r["judge"]["reasoning"] != "graded again")
+    assert "7 re-grades failed; their previous grades are kept" in proc.stdout
 
 
 # --- item 14: rejudge takes the run's lock ---------------------------------------------------
