@@ -5,17 +5,18 @@ human reason in `JudgeOutcome.error`, so a judge outage can never stop generatio
 policy lives in one predicate (`should_retry`); pacing lives in `AdaptiveLimiter`; a 429 with
 `insufficient_quota` trips a breaker after which nothing more is sent.
 
-The API key is only handed to the SDK. Every error text we produce goes through `scrub`, because
-servers echo (parts of) keys back, e.g. OpenAI's "Incorrect API key provided: sk-...".
+The API key is only handed to the SDK. Every text a judge sends back, error or judgement, is
+redacted (redact.py): servers and models echo (parts of) keys. Replies are read up to a cap
+(judge_http.py) and judgements' texts bounded, so one rambling reply cannot sink a run.
 """
 
 from __future__ import annotations
 
 import email.utils
 import itertools
+import json
 import logging
 import random
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import openai
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
+from introspectd.judge_http import ReplyTooLarge, capped_http_client
 from introspectd.judge_prompt import (
     JUDGEMENT_SCHEMA,
     SCHEMA_NAME,
@@ -36,12 +38,18 @@ from introspectd.judge_prompt import (
 )
 from introspectd.limiter import AdaptiveLimiter, Signal, Ticket
 from introspectd.plan import JudgeConfig
+from introspectd.redact import redact_judgement, scrub
 
 log = logging.getLogger(__name__)
 
 JUDGING_DISABLED = "judging off: no API key and no [judge] base_url"
 QUOTA_ERROR = "quota exhausted (insufficient_quota)"
 MAX_RETRY_AFTER_S = 120.0   # a server asking for longer is better served by `rejudge` later
+# ...and the others then pause only this long: enough that the senders queued behind the 429 do
+# not all fire at a server that just refused, short enough that a judge asking for an hour
+# fails rows every few seconds rather than stalling everyone MAX_RETRY_AFTER_S per row.
+GIVE_UP_PAUSE_S = 2.0
+LOG_EVERY_S = 30.0          # at most one "pausing" warning per this interval
 MAX_BACKOFF_S = 60.0
 REQUESTS_PER_CLIENT = 16   # concurrent requests per HTTP client (see Judge.__init__)
 _RETRY_STATUSES = frozenset({408, 409, 429})
@@ -129,24 +137,12 @@ def backoff_delay(base_s: float, attempt: int) -> float:
     return min(MAX_BACKOFF_S, base_s * 2.0 ** (attempt - 1)) * random.uniform(0.75, 1.25)
 
 
-_KEYLIKE_RE = re.compile(r"\bsk-[A-Za-z0-9_*.\-]{3,}|(?i:bearer)\s+\S+")
-
-
-def scrub(text: str, secret: str = "") -> str:
-    """One short line with nothing that looks like (a piece of) the key."""
-    text = _KEYLIKE_RE.sub("[redacted]", " ".join(text.split()))
-    if secret:
-        text = text.replace(secret, "[redacted]")
-        windows = {secret[i:i + 8] for i in range(len(secret) - 7)}
-        text = " ".join("[redacted]" if any(w in tok for w in windows) else tok
-                        for tok in text.split(" "))
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 def describe(exc: BaseException, timeout_s: float, secret: str) -> tuple[str, str]:
     """(kind, short human reason) for one failed attempt."""
     if is_quota_error(exc):
         return "quota", QUOTA_ERROR
+    if isinstance(exc, ReplyTooLarge):
+        return "too_large", str(exc)
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code == 429:
             return "rate_limited", "rate limited (429)"
@@ -176,6 +172,7 @@ class _Decision:
     retry: bool
     delay_s: float          # how long to wait before the next attempt
     rate_limited: bool      # a 429 (not quota): the limiter pauses everyone for delay_s
+    too_long: bool = False  # the server asked for more than MAX_RETRY_AFTER_S: row given up
 
 
 def decide(exc: BaseException, attempt: int, cfg: JudgeConfig, secret: str) -> _Decision:
@@ -183,18 +180,19 @@ def decide(exc: BaseException, attempt: int, cfg: JudgeConfig, secret: str) -> _
     retry = should_retry(exc) and attempt < cfg.max_attempts
     delay = backoff_delay(cfg.backoff_s, attempt)
     server_wait = retry_after_s(exc)
-    if server_wait is not None:
-        # Never hold every sender for longer than MAX_RETRY_AFTER_S: rows that cannot wait are
-        # better failed now (with the reason) and finished later by `rejudge`.
-        delay = min(server_wait, MAX_RETRY_AFTER_S)
-        if server_wait > MAX_RETRY_AFTER_S and retry:
-            retry, reason = False, f"{reason}: server asked to wait {server_wait:.0f} s"
-    rate_limited = kind == "rate_limited"
-    return _Decision(kind, reason, retry, delay, rate_limited)
+    too_long = server_wait is not None and server_wait > MAX_RETRY_AFTER_S
+    if too_long:
+        # Rows that cannot wait are better failed now (with the reason) and finished later by
+        # `rejudge`; the others pause only briefly (GIVE_UP_PAUSE_S), not for the server's wait.
+        retry, delay = False, GIVE_UP_PAUSE_S
+        reason = f"{reason}: server asked to wait {server_wait:.0f} s"
+    elif server_wait is not None:
+        delay = server_wait
+    return _Decision(kind, reason, retry, delay, kind == "rate_limited", too_long)
 
 
 def final_reason(d: _Decision, attempts: int) -> str:
-    if d.kind == "rate_limited" and "asked to wait" not in d.reason:
+    if d.kind == "rate_limited" and not d.too_long:
         return f"{d.reason} after {attempts} attempt{'s' if attempts != 1 else ''}"
     return d.reason if attempts == 1 else f"{d.reason} (after {attempts} attempts)"
 
@@ -248,11 +246,13 @@ class Judge:
         # (Local servers often need no key, but the SDK insists on one.)
         self._clients = [
             openai.AsyncOpenAI(api_key=api_key or "no-key", base_url=cfg.base_url or None,
-                               max_retries=0, timeout=cfg.timeout_s)
+                               max_retries=0, timeout=cfg.timeout_s,
+                               http_client=capped_http_client())
             for _ in range(-(-cfg.concurrency // REQUESTS_PER_CLIENT))]
         self._client_turns = itertools.cycle(self._clients)
         self._limiter = limiter or AdaptiveLimiter(cfg.concurrency)
         self._tripped = False
+        self._last_pause_log = -LOG_EVERY_S
         self._totals = _Totals()
 
     @property
@@ -316,7 +316,7 @@ class Judge:
             self._totals.completion_tokens += reply.completion_tokens
             if reply.refusal:
                 raise JudgeRefused(reply.refusal)
-            call.result = parse_judgement(reply.text)
+            call.result = redact_judgement(parse_judgement(reply.text), self._secret)
             return None
         except Exception as exc:   # every failure becomes a decision; cancellation propagates
             decision = decide(exc, call.attempts, self.cfg, self._secret)
@@ -326,9 +326,18 @@ class Judge:
                 call.num_429 += 1
                 self._totals.num_429 += 1
                 signal, pause = Signal.RATE_LIMITED, decision.delay_s
+                if decision.too_long:
+                    self._log_pause(decision)
             return decision
         finally:
             self._limiter.release(ticket, signal, pause)
+
+    def _log_pause(self, decision: _Decision) -> None:
+        now = time.monotonic()
+        if now - self._last_pause_log >= LOG_EVERY_S:
+            self._last_pause_log = now
+            log.warning("judge: %s; failing the row and pausing sends for %g s "
+                        "(run `introspectd rejudge` later)", decision.reason, decision.delay_s)
 
     def _trip(self) -> None:
         if not self._tripped:
@@ -338,9 +347,15 @@ class Judge:
                         "(generation continues; run `introspectd rejudge` later)", QUOTA_ERROR)
 
     async def _send(self, messages: list[dict[str, str]]) -> _Reply:
-        if self.cfg.api == "responses":
-            return await self._send_responses(messages)
-        return await self._send_chat(messages)
+        try:
+            if self.cfg.api == "responses":
+                return await self._send_responses(messages)
+            return await self._send_chat(messages)
+        except (json.JSONDecodeError, AttributeError, TypeError, IndexError) as exc:
+            # A 200 whose body is not JSON (a proxy's error page) or not shaped like a reply:
+            # invalid JSON, which the README promises to retry.
+            raise JudgeOutputError(f"invalid JSON: reply body is not an API reply "
+                                   f"({type(exc).__name__})") from None
 
     async def _send_chat(self, messages: list[dict[str, str]]) -> _Reply:
         # `chat.completions.create` is this same `post` after a pass that checks and rewrites

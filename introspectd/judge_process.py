@@ -42,7 +42,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("introspectd")
 STATS_EVERY_S = 0.25
-MAX_LINE_BYTES = 64 << 20
+# An outcome line is small: Judge reads at most MAX_REPLY_BYTES of a reply, bounds each text
+# field of a judgement to MAX_JUDGEMENT_CHARS (8192 characters, at most ~100 KiB once json.dumps
+# has escaped them as \uXXXX) and an error to 200 characters. A longer line means a broken
+# child, not a long judgement.
+MAX_LINE_BYTES = 1 << 20
 
 
 class JudgeProcess:
@@ -136,6 +140,10 @@ class JudgeProcess:
             try:
                 line = await lines.receive_until(b"\n", MAX_LINE_BYTES)
             except (anyio.EndOfStream, anyio.IncompleteRead):
+                break
+            except anyio.DelimiterNotFound:   # the stream cannot be resynchronised: stop the child
+                self._exit_reason = f"judge process sent a line over {MAX_LINE_BYTES} bytes"
+                process.kill()
                 break
             message = json.loads(line)
             if "stats" in message:

@@ -79,6 +79,7 @@ class JudgePool:
         self.in_child = in_child
         stats.judge = self.judge
         self._buffer: list[tuple[ToJudge, Judgement]] = []
+        self.kept_grades = 0  # failed re-grades whose row kept its earlier grade (rejudge --all)
         send, receive = anyio.create_memory_object_stream[ToJudge](math.inf)
         self._send: MemoryObjectSendStream[ToJudge] = send
         self._receive: MemoryObjectReceiveStream[ToJudge] = receive
@@ -145,7 +146,7 @@ class JudgePool:
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, []
-        self.ctx.store.record_judgements([j for _, j in batch])
+        self.kept_grades += self.ctx.store.record_judgements([j for _, j in batch])
         for item, j in batch:
             self.stats.on_judged(item.concept, item.is_injected, j.result, j.error, item.response)
         self.exporter.mark_dirty({item.concept for item, _ in batch})

@@ -2,8 +2,9 @@
 
 With `--plan`, rows of the run's database are judged and the JSONL files re-exported; a row
 keeps its status (and its old grade, in the judgement history) until its new grade arrives,
-so an interrupted rejudge loses nothing. With `--input/--output`, seed-format files are judged
-in place of the database.
+so an interrupted rejudge loses nothing, and a failed re-grade leaves the old grade in place.
+The run directory's lock is held throughout, so a `run` judging the same rows cannot overlap.
+With `--input/--output`, seed-format files are judged in place of the database.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from introspectd.errors import EXIT_OK, BadInput
 from introspectd.judging import JudgePool, to_judge
 from introspectd.outputs import Exporter
 from introspectd.plan import JudgeConfig, Plan, load_plan
-from introspectd.session import open_run
+from introspectd.session import _lock_run_dir, open_run
 from introspectd.stats import RunStats
 from introspectd.trials import Status
 
@@ -44,6 +45,9 @@ def _rejudge_run(plan: Plan, include_judged: bool) -> int:
     _require_judge(plan.judge)
     ctx = open_run(plan, create=False)
     try:
+        # Taken before any row is read: a `run` (or another rejudge) on this directory would
+        # judge the same rows at the same time, each paying for every request.
+        ctx.lock_fd = _lock_run_dir(ctx.out_dir)
         statuses = [Status.JUDGE_FAILED, Status.GENERATED]
         if include_judged:
             statuses.append(Status.JUDGED)
@@ -63,11 +67,13 @@ def _rejudge_run(plan: Plan, include_judged: bool) -> int:
 
         anyio.run(judge_all)
     finally:
-        ctx.store.close()
+        ctx.close()
     failed = stats.num_judge_failed
-    print(f"rejudged {len(rows)} rows: {stats.num_judged} judged, {failed} still failed"
+    print(f"rejudged {len(rows)} rows: {stats.num_judged} judged, {failed} failed"
           + (f" ({', '.join(f'{n}× {r}' for r, n in stats.failed_by_reason.items())})"
              if failed else ""))
+    if pool.kept_grades:
+        print(f"{pool.kept_grades} re-grades failed; their previous grades are kept")
     return EXIT_OK
 
 

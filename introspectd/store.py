@@ -244,9 +244,14 @@ class Store:
             )
             return cur.rowcount
 
-    def record_judgements(self, judgements: list[Judgement]) -> None:
-        """generated → judged | judge_failed, keeping every judgement in the history table."""
+    def record_judgements(self, judgements: list[Judgement]) -> int:
+        """generated → judged | judge_failed, keeping every judgement in the history table.
+
+        A failed re-grade of a judged row (`rejudge --all`) leaves the row and its grade as they
+        were: the failure goes to the history only. Returns how many grades were kept so.
+        """
         now = now_iso()
+        kept = 0
         with self._write() as conn:
             for j in judgements:
                 result_json = json.dumps(j.result) if j.result is not None else None
@@ -270,11 +275,17 @@ class Store:
                             now,
                         ),
                     )
+                if j.result is None and conn.execute(
+                    "SELECT 1 FROM trials WHERE id = ? AND status = 'judged'", (j.trial_id,)
+                ).fetchone():
+                    kept += 1
+                    continue
                 conn.execute(
                     "UPDATE trials SET status = ?, judge_json = ?, judge_error = ?, judged_at = ? "
                     "WHERE id = ? AND status != 'pending'",
                     (status.value, result_json, j.error, now, j.trial_id),
                 )
+        return kept
 
     # --- summaries -------------------------------------------------------------------------
 

@@ -40,6 +40,8 @@ class Action:
     headers: tuple[tuple[str, str], ...] = ()
     delay_s: float = 0.0              # sleep before answering (a hang when long)
     echo_auth: bool = False           # put the Authorization header into the error message
+    echo_form: str = "plain"          # how to echo it: plain, groups ("ADVS ECRE ..."), masked
+    raw_body: bytes | None = None     # a 200 body sent as is, instead of an OpenAI reply
 
 
 def ok(result: dict[str, Any] | None = None, delay_s: float = 0.0) -> Action:
@@ -88,6 +90,33 @@ def bad_key() -> Action:
     """401 echoing the key, as OpenAI does (partly masked there; in full here, to be harsh)."""
     return Action(status=401, error_type="invalid_request_error", error_code="invalid_api_key",
                   message="Incorrect API key provided: ", echo_auth=True)
+
+
+def huge_reasoning(size: int) -> Action:
+    """A valid judgement whose `reasoning` is `size` characters long (a poison reply)."""
+    return ok({**GOOD_RESULT, "reasoning": "x" * size})
+
+
+def echo_key(form: str = "plain", code: int = 401) -> Action:
+    """The key echoed back in `form` (plain, groups, masked): in the error message of a `code`
+    reply, or, for 200, inside the `reasoning` of an otherwise valid judgement."""
+    if code == 200:
+        return Action(echo_auth=True, echo_form=form)
+    return Action(status=code, error_type="invalid_request_error", error_code="invalid_api_key",
+                  message="Incorrect API key provided: ", echo_auth=True, echo_form=form)
+
+
+def not_json(body: bytes = b"<html>502 Bad Gateway</html>") -> Action:
+    """A 200 whose body is not JSON at all (a proxy's error page, say)."""
+    return Action(raw_body=body)
+
+
+def _echoed(key: str, form: str) -> str:
+    if form == "groups":
+        return " ".join(key[i:i + 4] for i in range(0, len(key), 4))
+    if form == "masked":
+        return f"{key[:6]}{'*' * 4}{key[-4:]}"
+    return key
 
 
 @dataclass
@@ -256,12 +285,15 @@ def _error_body(kind: str, code: str | None, message: str) -> bytes:
 def _render(action: Action, path: str, body: dict[str, Any], raw: bytes,
             headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
     out_headers = dict(action.headers)
+    key = _echoed(headers.get("authorization", "").removeprefix("Bearer "), action.echo_form)
     if action.status != 200:
-        message = action.message
-        if action.echo_auth:
-            message += headers.get("authorization", "").removeprefix("Bearer ")
+        message = action.message + (key if action.echo_auth else "")
         return action.status, out_headers, _error_body(action.error_type, action.error_code,
                                                        message)
+    if action.raw_body is not None:
+        return 200, out_headers, action.raw_body
+    if action.echo_auth:
+        action = ok({**GOOD_RESULT, "reasoning": f"Noticed the ocean. Your key: {key}."})
     content = action.content or ""
     prompt_tokens, completion_tokens = len(raw) // 4, len(content) // 4 + 1
     model = str(body.get("model", "judge"))

@@ -23,6 +23,7 @@ from judge_server import (
 )
 
 from introspectd.judge import (
+    GIVE_UP_PAUSE_S,
     JUDGING_DISABLED,
     QUOTA_ERROR,
     Judge,
@@ -144,7 +145,8 @@ def test_a_long_retry_after_is_not_waited_for(server: JudgeServer) -> None:
     outcome, paused = run_with(config(server), body)
     assert outcome.attempts == 1 and outcome.error is not None
     assert "server asked to wait 3600 s" in outcome.error
-    assert 100 < paused <= 120, "the shared pause is capped"
+    # The row gives up, so the others pause only briefly (issue 11 item 9), not 120 s.
+    assert 0 < paused <= GIVE_UP_PAUSE_S, "the shared pause is short"
 
 
 # --- retries and their limits ---------------------------------------------------------------
