@@ -253,7 +253,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         from introspectd.gather import status_from_gcs
 
         return status_from_gcs(load_plan(args.plan), args.from_uri, as_json=args.json)
-    ctx = open_run(load_plan(args.plan), _narrowing(args), create=False)
+    ctx = open_run(load_plan(args.plan), _narrowing(args), create=False, read_only=True)
     try:
         summary = status_summary(ctx)
     finally:

@@ -8,7 +8,9 @@ one not chosen is kept beside it under a `.bak` name — never overwritten silen
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from introspectd.errors import BadInput
 from introspectd.session import DB_NAME
-from introspectd.store import count_progress
+from introspectd.store import count_progress, database_damage
 
 if TYPE_CHECKING:
     from introspectd.plan import Plan
@@ -48,6 +50,7 @@ def require_fixed_experiment(plan: Plan, experiment_id_from_env: str | None) -> 
 def restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
     """Bring `out_dir` to the furthest of local state and GCS; says what was done, if anything."""
     local_db = out_dir / DB_NAME
+    set_aside_if_damaged(snapshots, local_db)
     if not local_db.is_file():
         result = snapshots.restore(out_dir, DB_NAME)
         if result is None:
@@ -80,6 +83,38 @@ def restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def set_aside_if_damaged(snapshots: SnapshotStore, local_db: Path) -> None:
+    """A damaged local database with a snapshot in GCS: move it (and its -wal) to
+    `state.sqlite.bak`, so the restore below treats this like a fresh VM.
+
+    Checked before anything else reads it: comparing progress or checkpointing a damaged
+    file fails halfway (or, worse, trusts it). Without a snapshot the file stays where it is
+    and opening the run reports it (one line, exit 2).
+    """
+    if not local_db.is_file():
+        return
+    try:
+        damage = database_damage(local_db)
+    except sqlite3.Error:
+        return  # not damage (locked, unreadable): opening the run reports it
+    if damage is None or snapshots.read_manifest() is None:
+        return
+    backup = local_db.with_name(f"{local_db.name}.bak")
+    if backup.exists():
+        backup = local_db.with_name(f"{local_db.name}.damaged-{int(time.time())}.bak")
+    wal = Path(f"{local_db}-wal")
+    if wal.exists():  # kept with it: SQLite reads `X.bak-wal` together with `X.bak`
+        os.replace(wal, f"{backup}-wal")
+    Path(f"{local_db}-shm").unlink(missing_ok=True)  # an index of that -wal, rebuilt on open
+    os.replace(local_db, backup)
+    log.warning(
+        "local database %s is damaged (%s); kept it as %s and restoring the GCS snapshot",
+        local_db,
+        " ".join(damage.split())[:200],
+        backup.name,
+    )
 
 
 def _close_and_move(db: Path, dest: Path) -> None:

@@ -43,9 +43,23 @@ class Gathered:
         return sorted(self.plan_order.keys() - self.records.keys())
 
 
+@dataclass
+class _Source:
+    """One snapshot folder's run: `shard-I-of-N`, or "" for an unsharded run."""
+
+    sub: str
+    stamp: str
+    model_name: str
+    records: list[dict[str, Any]]
+    num_unfinished: int
+
+    @property
+    def label(self) -> str:
+        return self.sub or "(unsharded)"
+
+
 def gather(plan: Plan, uri: str) -> Gathered:
     from introspectd.gcs import list_objects, make_client, make_retry, parse_gcs_uri
-    from introspectd.snapshot import SnapshotStore
 
     experiment_id = plan.run.experiment_id or os.environ.get(ENV_EXPERIMENT_ID)
     if not experiment_id:
@@ -63,28 +77,18 @@ def gather(plan: Plan, uri: str) -> Gathered:
             if n.endswith("/manifest.json") and SHARD_DIR_RE.match(n[len(base) :].split("/")[0])
         }
     )
-    has_unsharded = f"{base}manifest.json" in names
-    out = Gathered(run_dir)
-    counts = {int(m.group(2)) for d in dirs if (m := SHARD_DIR_RE.match(d))}
-    if len(counts) > 1:
-        raise BadInput(f"{uri}/{run_dir}: shards of different splits found ({sorted(counts)})")
-    if counts:
-        n = counts.pop()
-        out.shards_missing = [
-            f"shard-{i}-of-{n}" for i in range(n) if f"shard-{i}-of-{n}" not in dirs
-        ]
-    sources = dirs + ([""] if has_unsharded else [])
+    sources = dirs + ([""] if f"{base}manifest.json" in names else [])
     if not sources:
         raise BadInput(f"{uri}/{run_dir}: no snapshot found (nothing uploaded yet?)")
-    for sub in sources:
-        rel = f"{run_dir}/{sub}".rstrip("/")
-        with tempfile.TemporaryDirectory() as tmp:
-            result = SnapshotStore(uri, rel).restore(Path(tmp))
-            if result is None:
-                continue
-            _read_shard(Path(tmp) / "state.sqlite", plan, out)
-        out.shards_found.append(sub or "(unsharded)")
-    stamp = plan.run.stamp or os.environ.get(ENV_STAMP) or out.stamp
+    found = [s for sub in sources if (s := _read_source(uri, run_dir, sub, plan)) is not None]
+    stamp = _choose_stamp(plan, f"{uri}/{run_dir}", found)
+    chosen = [s for s in found if s.stamp == stamp]
+    for other in found:
+        if other.stamp != stamp:
+            log.warning("ignoring %s: it holds run %s, not %s", other.label, other.stamp, stamp)
+    out = Gathered(run_dir, stamp=stamp)
+    out.shards_missing = _missing_shards(f"{uri}/{run_dir}", [s.sub for s in chosen if s.sub])
+    _merge(chosen, out)
     spec = generation_spec(plan, ref, layers)
     planned = expand_trials(
         plan.sweep.concepts, spec["sweep"]["layers"], plan.sweep.strengths, plan.sweep.trials
@@ -93,23 +97,75 @@ def gather(plan: Plan, uri: str) -> Gathered:
     return out
 
 
-def _read_shard(db: Path, plan: Plan, out: Gathered) -> None:
-    store = Store(db)
-    try:
-        run = store.get_run()
-        if run is None:
-            return
-        out.stamp, out.model_name = run.stamp, run.model_name
-        counts = store.counts()
-        out.num_unfinished += sum(
-            c.get("pending", 0) + c.get("generated", 0) for c in counts.values()
+def _read_source(uri: str, run_dir: str, sub: str, plan: Plan) -> _Source | None:
+    from introspectd.snapshot import SnapshotStore
+
+    rel = f"{run_dir}/{sub}".rstrip("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        if SnapshotStore(uri, rel).restore(Path(tmp)) is None:
+            return None
+        store = Store(Path(tmp) / "state.sqlite")
+        try:
+            run = store.get_run()
+            if run is None:
+                return None
+            counts = store.counts()
+            by_concept = completed_records(store, run.model_name, plan.sweep, list(counts))
+        finally:
+            store.close()
+    unfinished = sum(c.get("pending", 0) + c.get("generated", 0) for c in counts.values())
+    records = [r for rs in by_concept.values() for r in rs]
+    return _Source(sub, run.stamp, run.model_name, records, unfinished)
+
+
+def _choose_stamp(plan: Plan, where: str, found: list[_Source]) -> str:
+    """The one run to gather. Runs with different stamps are separate generations of the same
+    trials (ids differ only in the stamp): merging them would count each trial twice, and
+    picking one silently would be arbitrary, so the user names it when there is a choice."""
+    wanted = plan.run.stamp or os.environ.get(ENV_STAMP, "")
+    stamps: dict[str, list[str]] = {}
+    for source in found:
+        stamps.setdefault(source.stamp, []).append(source.label)
+    listing = "; ".join(f"{', '.join(labels)}: stamp {st}" for st, labels in stamps.items())
+    if wanted:
+        if found and wanted not in stamps:
+            raise BadInput(f"{where}: no snapshot holds run {wanted} ({listing})")
+        return wanted
+    if len(stamps) > 1:
+        raise BadInput(
+            f"{where}: holds {len(stamps)} different runs of this plan ({listing}); they cannot "
+            f"be merged — choose one with [run] stamp or {ENV_STAMP}=<stamp>"
         )
-        by_concept = completed_records(store, run.model_name, plan.sweep, list(counts))
-        for records in by_concept.values():
-            for r in records:
-                out.records.setdefault(r["id"], r)
-    finally:
-        store.close()
+    return next(iter(stamps), "")
+
+
+def _missing_shards(where: str, subs: list[str]) -> list[str]:
+    counts = {int(m.group(2)) for d in subs if (m := SHARD_DIR_RE.match(d))}
+    if len(counts) > 1:
+        raise BadInput(f"{where}: shards of different splits found ({sorted(counts)})")
+    if not counts:
+        return []
+    n = counts.pop()
+    return [f"shard-{i}-of-{n}" for i in range(n) if f"shard-{i}-of-{n}" not in subs]
+
+
+def _merge(chosen: list[_Source], out: Gathered) -> None:
+    """One record per id (shards of one run are disjoint; an unsharded run of the same stamp
+    overlaps them: the same trials, kept once)."""
+    overlap = 0
+    for source in chosen:
+        out.shards_found.append(source.label)
+        out.model_name = out.model_name or source.model_name
+        out.num_unfinished += source.num_unfinished
+        for r in source.records:
+            overlap += r["id"] in out.records
+            out.records.setdefault(r["id"], r)
+    if overlap:
+        log.warning(
+            "%d trials appear in more than one of %s; each is kept once",
+            overlap,
+            ", ".join(out.shards_found),
+        )
 
 
 def _summary(g: Gathered) -> dict[str, Any]:
@@ -120,7 +176,8 @@ def _summary(g: Gathered) -> dict[str, Any]:
         "shards_found": g.shards_found,
         "shards_missing": g.shards_missing,
         "planned": len(g.plan_order),
-        "finished": len(g.records),
+        # Only planned trials count: records outside this plan never make it look complete.
+        "finished": len(g.plan_order) - len(missing),
         "unfinished_in_snapshots": g.num_unfinished,
         "missing_trials": len(missing),
         "missing_examples": missing[:5],
@@ -150,7 +207,10 @@ def export_from_gcs(plan: Plan, uri: str, out_dir: Path | None) -> int:
     for concept, records in by_concept.items():
         write_jsonl(target / f"{concept}.jsonl", records)
     summary = _summary(g)
-    print(f"exported {len(g.records)} trials from {len(g.shards_found)} snapshot(s) to {target}")
+    print(
+        f"exported {len(g.records)} trials ({summary['finished']}/{summary['planned']} of the "
+        f"plan) from {len(g.shards_found)} snapshot(s) to {target}"
+    )
     _print_gaps(summary)
     return EXIT_OK if summary["is_complete"] else EXIT_FAILURE
 

@@ -148,5 +148,7 @@ class JudgePool:
         batch, self._buffer = self._buffer, []
         self.kept_grades += self.ctx.store.record_judgements([j for _, j in batch])
         for item, j in batch:
-            self.stats.on_judged(item.concept, item.is_injected, j.result, j.error, item.response)
+            self.stats.on_judged(
+                item.concept, item.is_injected, j.result, j.error, item.response, item.trial_id
+            )
         self.exporter.mark_dirty({item.concept for item, _ in batch})

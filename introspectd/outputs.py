@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from introspectd.errors import BadInput
 from introspectd.export import completed_records, write_jsonl
 from introspectd.plan import Plan
 from introspectd.session import RunContext, open_run
@@ -49,12 +50,19 @@ class Exporter:
 
 
 def export_run(plan: Plan, out: Path | None) -> Path:
-    """Write every finished trial of a run to `out` (default: the run's own directory)."""
-    ctx = open_run(plan, create=False)
+    """Write every finished trial of a run to `out` (default: the run's own directory).
+
+    Reads the database read-only, so a run on read-only storage exports to `--out`."""
+    ctx = open_run(plan, create=False, read_only=True)
     try:
         if out is not None:
             ctx.out_dir = out
-        Exporter(ctx).export_all()
+        try:
+            Exporter(ctx).export_all()
+        except OSError as e:
+            raise BadInput(
+                f"{ctx.out_dir}: cannot write the export ({e.strerror or e}); choose another --out"
+            ) from None
         return ctx.out_dir
     finally:
         ctx.store.close()

@@ -6,7 +6,10 @@ Everything here runs before any weights load, so a bad plan fails in a second wi
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import sqlite3
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,12 +21,13 @@ from introspectd.models import ModelRef, num_layers, read_model_config, resolve_
 from introspectd.plan import Plan, spec_hash
 from introspectd.prompts import baseline_words
 from introspectd.scheduler import Ticket
-from introspectd.store import RunRow, Store, now_iso
+from introspectd.store import RunRow, Store, database_damage, now_iso, read_run
 from introspectd.trials import Status, TrialSpec, expand_trials, resolve_layers
 
 if TYPE_CHECKING:
     from introspectd.shard import Shard
 
+log = logging.getLogger("introspectd")
 DB_NAME = "state.sqlite"
 LOCK_NAME = ".introspectd.lock"
 # `batch render` pins these for every task of a Cloud Batch job (see batchjob.py).
@@ -94,11 +98,15 @@ def experiment_dir(plan: Plan, ref: ModelRef, spec: dict[str, Any]) -> Path:
     # Reuse the dated directory of an earlier start of this same plan, so a restart on another
     # day resumes instead of starting over.
     for candidate in sorted(root.glob(f"*-sweep/{ref.slug}/{DB_NAME}")):
-        store = Store(candidate)
+        # Read-only: looking for our run must not migrate or write other runs' databases,
+        # and one damaged sibling must not block this run.
         try:
-            run = store.get_run()
-        finally:
-            store.close()
+            run = read_run(candidate)
+        except sqlite3.DatabaseError as e:
+            log.warning(
+                "skipping %s while looking for this plan's run: unreadable (%s)", candidate, e
+            )
+            continue
         if run is not None and _is_same_or_extension(run.spec, spec):
             return candidate.parent
     return root / f"{datetime.now():%Y-%m-%d}-sweep" / ref.slug
@@ -131,8 +139,11 @@ def open_run(
     narrowing: Narrowing | None = None,
     create: bool = True,
     before_open: Callable[[Path], None] | None = None,
+    read_only: bool = False,
 ) -> RunContext:
-    """Resolve the run's directory, call `before_open(dir)` (GCS restore), open the database."""
+    """Resolve the run's directory, call `before_open(dir)` (GCS restore), open the database.
+
+    `read_only` (with create=False): never write the run's files (`status`, `export`)."""
     narrowing = narrowing or Narrowing()
     file = str(plan.path)
     ref, layers = model_and_layers(plan)
@@ -147,9 +158,15 @@ def open_run(
             before_open(out_dir)
         if not create and not (out_dir / DB_NAME).is_file():
             raise _no_run_found(file, out_dir)
-        store = Store(out_dir / DB_NAME)
+        if create:
+            _refuse_orphaned_results(plan, out_dir)
+        store = _open_store(out_dir / DB_NAME, read_only=read_only and not create)
         notes: list[str] = []
-        run = _reconcile_run(plan, ref, spec, out_dir, store, notes, is_writable=create)
+        try:
+            run = _reconcile_run(plan, ref, spec, out_dir, store, notes, is_writable=create)
+        except BaseException:
+            store.close()
+            raise
         all_specs = expand_trials(
             plan.sweep.concepts, layers, plan.sweep.strengths, plan.sweep.trials
         )
@@ -176,14 +193,80 @@ def _no_run_found(file: str, out_dir: Path) -> BadInput:
     return BadInput(f"{file}: no run found at {out_dir / DB_NAME}; start it with `introspectd run`")
 
 
+def _open_store(db: Path, read_only: bool) -> Store:
+    """The run's database, checked first: a damaged file is one line (exit 2), never a
+    traceback halfway through a run. (With [upload] gcs, durability.py has already swapped a
+    damaged file for the last good snapshot by now.)"""
+    try:
+        damage = database_damage(db) if db.is_file() and db.stat().st_size else None
+        if damage is not None:
+            raise BadInput(
+                f"{db}: the run database is damaged ({' '.join(damage.split())[:200]}); replace "
+                "it with a backup (with [upload] gcs, `run` restores its last snapshot itself)"
+            )
+        return Store(db, read_only=read_only)
+    except sqlite3.Error as e:
+        raise BadInput(f"{db}: cannot open the run database ({e})") from None
+    except OSError as e:
+        raise BadInput(f"{db}: cannot open the run database ({e.strerror or e})") from None
+
+
+def _result_files(plan: Plan, out_dir: Path) -> list[str]:
+    names = [f"{c}.jsonl" for c in plan.sweep.concepts]
+    return [n for n in names if (out_dir / n).is_file() and (out_dir / n).stat().st_size > 0]
+
+
+def _holds_run(db: Path) -> bool:
+    """False when `db` is missing, empty or holds no run; True otherwise, damaged included
+    (_open_store reports damage)."""
+    if not db.is_file() or db.stat().st_size == 0:
+        return False
+    try:
+        return read_run(db) is not None
+    except sqlite3.Error:
+        try:
+            return database_damage(db) is not None
+        except sqlite3.Error:
+            return True
+
+
+def _refuse_orphaned_results(plan: Plan, out_dir: Path) -> None:
+    """Results on disk but no run database (deleted, 0 bytes, or never holding a run).
+
+    Starting over would give the run a new stamp and rewrite these files without the finished
+    trials. We refuse rather than move the files aside: the trials were judged and are often
+    the only copy, a fresh run beside them would leave two stamps for `report` to mix, and
+    the user knows best whether to restore the database or really start again.
+    """
+    if _holds_run(out_dir / DB_NAME):
+        return
+    found = _result_files(plan, out_dir)
+    if found:
+        raise BadInput(
+            f"{out_dir}: holds results ({', '.join(found)}) but no run database ({DB_NAME} is "
+            "missing or empty); restore the database, or move the results elsewhere to start "
+            "a new run"
+        )
+
+
 def _lock_run_dir(out_dir: Path) -> int:
     """Hold an exclusive lock on the run directory for this process's lifetime.
 
     Two processes on one run would generate the same trials twice (the database keeps one
     answer each, but the GPU time is wasted) and could race a GCS restore.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = out_dir / LOCK_NAME
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # O_NOFOLLOW: a symlink planted here must not make us truncate its target. O_NONBLOCK
+        # only so a FIFO cannot hang the open; it is refused just below.
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as e:
+        why = "is a symbolic link; remove it" if os.path.islink(lock) else e.strerror or str(e)
+        raise BadInput(f"{lock}: cannot take the run lock: {why}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BadInput(f"{lock}: cannot take the run lock: not a regular file; remove it")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

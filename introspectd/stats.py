@@ -7,6 +7,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from introspectd.trials import Status
+
 if TYPE_CHECKING:
     from introspectd.session import RunContext
     from introspectd.store import Generation
@@ -25,7 +27,8 @@ class RunStats:
     started_at: float = 0.0
     finished_at: float | None = None
     num_selected: int = 0
-    num_done_before: int = 0
+    num_done_before: int = 0  # selected trials already judged (or failed) when this run began
+    num_to_generate: int = 0  # selected trials still pending when this run began
     by_concept_total: Counter[str] = field(default_factory=Counter)
     by_concept_done: Counter[str] = field(default_factory=Counter)
     num_generated: int = 0
@@ -38,17 +41,23 @@ class RunStats:
     uploads: Any = None  # the Uploader (its `.stats` are live figures), when uploads are on
     recent: deque[RecentAnswer] = field(default_factory=lambda: deque(maxlen=5))
     _rate_window: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=64))
+    _num_done_now: int = 0  # selected trials finished by this run
+    _selected: set[str] | None = None  # None before start(): every judgement counts
 
     def start(self, ctx: RunContext) -> None:
+        """Counts what is finished already. A row an earlier run left `generated` is not: it
+        is judged again now and counted then (counting it twice gave "done: 1413/720")."""
         self.started_at = time.monotonic()
         self._rate_window.append((self.started_at, 0, 0))
-        pending = {t.trial_id for t in ctx.tickets}
+        self._selected = ctx.selected_ids
         self.num_selected = len(ctx.selected_ids)
-        self.num_done_before = self.num_selected - len(pending)
+        self.num_to_generate = len(ctx.tickets)
+        finished = (Status.JUDGED, Status.JUDGE_FAILED)
         for row in ctx.store.trials():
             if row.id in ctx.selected_ids:
                 self.by_concept_total[row.spec.concept] += 1
-                if row.id not in pending:
+                if row.status in finished:
+                    self.num_done_before += 1
                     self.by_concept_done[row.spec.concept] += 1
 
     def finish(self) -> None:
@@ -66,8 +75,13 @@ class RunStats:
         result: dict[str, Any] | None,
         error: str | None,
         response: str,
+        trial_id: str | None = None,
     ) -> None:
-        self.by_concept_done[concept] += 1
+        # The judge also takes rows outside this process's selection (left `generated` by an
+        # earlier, wider run): they are judge figures, not this run's progress.
+        if self._selected is None or trial_id is None or trial_id in self._selected:
+            self._num_done_now += 1
+            self.by_concept_done[concept] += 1
         if result is not None:
             self.num_judged += 1
             verdict = str(result.get("answer", "?"))
@@ -79,7 +93,7 @@ class RunStats:
 
     @property
     def num_done(self) -> int:
-        return self.num_done_before + self.num_judged + self.num_judge_failed
+        return self.num_done_before + self._num_done_now
 
     def rates(self) -> tuple[float, float]:
         """(trials/s, new tokens/s) over the recent window."""
@@ -91,5 +105,5 @@ class RunStats:
 
     def eta_s(self) -> float | None:
         trials_per_s, _ = self.rates()
-        remaining = self.num_selected - self.num_done_before - self.num_generated
+        remaining = self.num_to_generate - self.num_generated
         return remaining / trials_per_s if trials_per_s > 0 else None

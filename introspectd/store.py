@@ -24,6 +24,33 @@ def migrations_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "migrations"
 
 
+def _migration_files() -> list[Path]:
+    return sorted(migrations_dir().glob("[0-9][0-9][0-9][0-9]_*.sql"))
+
+
+def _read_only_uri(path: Path) -> str:
+    return f"{path.resolve().as_uri()}?mode=ro"
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes `path` (SQLite may still leave an empty -wal/-shm).
+
+    On read-only storage SQLite cannot create the -shm a WAL database needs and refuses to
+    open; with no -wal the main file alone is the whole database, so it is opened
+    `immutable` then (no locks, no -shm). With a -wal but no -shm it still refuses."""
+    conn = sqlite3.connect(_read_only_uri(path), uri=True, check_same_thread=False)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn
+    except sqlite3.OperationalError as e:
+        conn.close()
+        wal = Path(f"{path}-wal")
+        if e.sqlite_errorname != "SQLITE_CANTOPEN" or (wal.exists() and wal.stat().st_size):
+            raise
+    uri = f"{path.resolve().as_uri()}?immutable=1"
+    return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+
 def now_iso() -> str:
     return datetime.now().isoformat()
 
@@ -80,6 +107,22 @@ _TRIAL_COLUMNS = (
 )
 
 
+def _get_run(conn: sqlite3.Connection) -> RunRow | None:
+    r = conn.execute("SELECT * FROM run WHERE id = 1").fetchone()
+    if r is None:
+        return None
+    return RunRow(
+        r["stamp"],
+        r["experiment_id"],
+        r["model_name"],
+        r["plan_json"],
+        json.loads(r["spec_json"]),
+        r["spec_hash"],
+        json.loads(r["baseline_json"]),
+        r["created_at"],
+    )
+
+
 def _trial_row(r: sqlite3.Row) -> TrialRow:
     spec = TrialSpec(r["concept"], Kind(r["kind"]), r["layer"], r["strength"], r["trial"])
     judge = json.loads(r["judge_json"]) if r["judge_json"] else None
@@ -97,8 +140,15 @@ def _trial_row(r: sqlite3.Row) -> TrialRow:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        """`read_only`: never write the file, nor migrate it (`status`, `export`; the run may
+        sit on read-only storage)."""
         self.path = path
+        if read_only:
+            self.conn = connect_read_only(path)
+            self.conn.row_factory = sqlite3.Row
+            self._require_migrated()
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         # The event loop thread is the only writer; worker threads never touch this connection.
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -121,13 +171,22 @@ class Store:
             raise
         self.conn.execute("COMMIT")
 
+    def _require_migrated(self) -> None:
+        applied = {row[0] for row in self.conn.execute("SELECT version FROM schema_migrations")}
+        pending = [f.name for f in _migration_files() if int(f.name[:4]) not in applied]
+        if pending:
+            raise sqlite3.OperationalError(
+                f"schema is older than this introspectd (missing {pending[0]}); open it "
+                "writable once (e.g. `introspectd status` on a writable copy) to upgrade it"
+            )
+
     def _migrate(self) -> None:
         self.conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
         )
         applied = {row[0] for row in self.conn.execute("SELECT version FROM schema_migrations")}
-        for sql_file in sorted(migrations_dir().glob("[0-9][0-9][0-9][0-9]_*.sql")):
+        for sql_file in _migration_files():
             version = int(sql_file.name[:4])
             if version in applied:
                 continue
@@ -143,19 +202,7 @@ class Store:
     # --- the run ---------------------------------------------------------------------------
 
     def get_run(self) -> RunRow | None:
-        r = self.conn.execute("SELECT * FROM run WHERE id = 1").fetchone()
-        if r is None:
-            return None
-        return RunRow(
-            r["stamp"],
-            r["experiment_id"],
-            r["model_name"],
-            r["plan_json"],
-            json.loads(r["spec_json"]),
-            r["spec_hash"],
-            json.loads(r["baseline_json"]),
-            r["created_at"],
-        )
+        return _get_run(self.conn)
 
     def save_run(self, run: RunRow) -> None:
         """Create the run, or replace its plan after a pure extension (stamp never changes)."""
@@ -370,3 +417,38 @@ def checkpoint_wal(db: Path) -> None:
     """Fold the WAL into the main file, so the file alone holds every commit."""
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+_CORRUPT_CODES = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
+
+
+def database_damage(db: Path) -> str | None:
+    """None when `db` is a sound SQLite file (PRAGMA quick_check), else what is wrong with it.
+
+    Read-only, so a check never writes into a damaged file. quick_check reads every page once
+    (about a second per 100 MB, once per start). Errors that are not damage (a missing or
+    locked file, no permission) propagate as sqlite3.OperationalError."""
+    try:
+        conn = connect_read_only(db)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as e:
+        if e.sqlite_errorname not in _CORRUPT_CODES:
+            raise
+        return str(e)
+    except sqlite3.DatabaseError as e:  # SQLITE_CORRUPT, SQLITE_NOTADB
+        return str(e)
+    return None if rows == [("ok",)] else "; ".join(str(r[0]) for r in rows[:3])
+
+
+def read_run(db: Path) -> RunRow | None:
+    """The run row of a database file (None if none), read-only and without migrating it:
+    for a look at other runs' databases. Raises sqlite3.DatabaseError when it is damaged."""
+    conn = connect_read_only(db)
+    try:
+        conn.row_factory = sqlite3.Row
+        return _get_run(conn)
+    finally:
+        conn.close()
