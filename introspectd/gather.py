@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -18,8 +17,8 @@ from typing import Any
 
 from introspectd.errors import EXIT_FAILURE, EXIT_OK, BadInput
 from introspectd.export import completed_records, write_jsonl
-from introspectd.plan import Plan
-from introspectd.session import ENV_EXPERIMENT_ID, ENV_STAMP, generation_spec, model_and_layers
+from introspectd.plan import Plan, env_experiment_id, env_stamp
+from introspectd.session import generation_spec, model_and_layers
 from introspectd.store import Store
 from introspectd.trials import expand_trials
 
@@ -47,7 +46,7 @@ def gather(plan: Plan, uri: str) -> Gathered:
     from introspectd.gcs import list_objects, make_client, make_retry, parse_gcs_uri
     from introspectd.snapshot import SnapshotStore
 
-    experiment_id = plan.run.experiment_id or os.environ.get(ENV_EXPERIMENT_ID)
+    experiment_id = plan.run.experiment_id or env_experiment_id()
     if not experiment_id:
         raise BadInput(f"{plan.path}: [run] experiment_id: required to find the run in {uri}")
     ref, layers = model_and_layers(plan)
@@ -84,7 +83,7 @@ def gather(plan: Plan, uri: str) -> Gathered:
                 continue
             _read_shard(Path(tmp) / "state.sqlite", plan, out)
         out.shards_found.append(sub or "(unsharded)")
-    stamp = plan.run.stamp or os.environ.get(ENV_STAMP) or out.stamp
+    stamp = plan.run.stamp or env_stamp() or out.stamp
     spec = generation_spec(plan, ref, layers)
     planned = expand_trials(
         plan.sweep.concepts, spec["sweep"]["layers"], plan.sweep.strengths, plan.sweep.trials
