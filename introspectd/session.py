@@ -14,13 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from introspectd.errors import BadInput, PlanMismatch
-from introspectd.models import (
-    ModelRef,
-    check_context,
-    num_layers,
-    read_model_config,
-    resolve_model,
-)
+from introspectd.models import ModelRef, check_context, num_layers, read_model_config, resolve_model
 from introspectd.plan import Plan, env_experiment_id, env_stamp, spec_hash
 from introspectd.prompts import baseline_words
 from introspectd.scheduler import Ticket

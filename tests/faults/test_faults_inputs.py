@@ -27,7 +27,7 @@ import resource
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,7 +37,7 @@ from judge_server import JudgeServer
 
 from introspectd.cli import main
 
-TINY = {
+TINY: dict[str, dict[str, str | None]] = {
     "run": {"experiment_id": '"exp"'},
     "model": {"name": '"builtin:tiny"'},
     "sweep": {
@@ -139,7 +139,8 @@ def test_hostile_plan_is_refused(
     value: str,
     expected: str,
 ) -> None:
-    plan = write(tmp_path, **{section: {key: value}})
+    override: dict[str, str | None] = {key: value}
+    plan = write(tmp_path, **{section: override})
     assert main(["run", "--plan", str(plan), "--local", "--no-progress"]) == 2
     assert expected in one_line(capsys)
     assert not (tmp_path / "out").exists()  # refused before anything was created
@@ -280,7 +281,9 @@ def test_unusable_output_dir_is_refused(
     assert ("not writable" if how == "read-only" else "is not a directory") in line
 
 
-def run_tiny(plan: Path, preexec: object = None) -> subprocess.CompletedProcess[str]:
+def run_tiny(
+    plan: Path, preexec: Callable[[], None] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -296,7 +299,7 @@ def run_tiny(plan: Path, preexec: object = None) -> subprocess.CompletedProcess[
         text=True,
         timeout=300,
         cwd=REPO,
-        preexec_fn=preexec,  # type: ignore[arg-type]
+        preexec_fn=preexec,
         env={**os.environ, "INTROSPECTD_LOG": "WARNING"},
     )
 
@@ -311,7 +314,8 @@ def assert_disk_full(proc: subprocess.CompletedProcess[str]) -> None:
 
 def assert_complete(out: Path) -> None:
     for concept in ("ocean", "fear"):
-        ids = [json.loads(line)["id"] for line in (out / f"{concept}.jsonl").open()]
+        lines = (out / f"{concept}.jsonl").read_text(encoding="utf-8").splitlines()
+        ids = [json.loads(line)["id"] for line in lines]
         assert len(ids) == len(set(ids)) == 16, concept  # every trial, exactly once
 
 
