@@ -35,8 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from introspectd.errors import BadInput
-from introspectd.plan import STAMP_RE, Plan
-from introspectd.session import ENV_EXPERIMENT_ID, ENV_STAMP
+from introspectd.plan import ENV_EXPERIMENT_ID, ENV_STAMP, STAMP_RE, Plan
 
 EXIT_PREEMPTED = 50001  # set by Batch when a spot VM is reclaimed
 EXIT_RESUMABLE = 75  # errors.EXIT_INTERRUPTED
@@ -131,7 +130,7 @@ def _check(plan_uri: str, plan: Plan, tasks: int, image: str, options: JobOption
         raise BadInput(
             f"--parallelism: must be between 1 and --tasks ({tasks}), got {options.parallelism}"
         )
-    if options.stamp and not STAMP_RE.match(options.stamp):
+    if options.stamp and not STAMP_RE.fullmatch(options.stamp):
         raise BadInput(f"--stamp: must look like YYYYMMDD_HHMMSS, got {options.stamp!r}")
     if plan.run.stamp and options.stamp and options.stamp != plan.run.stamp:
         raise BadInput(

@@ -100,6 +100,9 @@ def configure_logging() -> None:
     for noisy in ("httpx", "httpx2", "httpcore", "openai", "google", "urllib3"):
         # One line per HTTP request would drown the progress lines (and Cloud Logging).
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Without credentials google.auth warns about the metadata server before it fails; the
+    # failure itself is reported as one line (fs_errors.NO_CREDENTIALS).
+    logging.getLogger("google.auth").setLevel(logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,6 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IntrospectdError as exc:
         print(f"introspectd: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:
+        from introspectd.fs_errors import environment_failure
+
+        failure = environment_failure(exc)
+        if failure is None:
+            raise  # a bug: its traceback is the report
+        line, code = failure
+        print(f"introspectd: {line}", file=sys.stderr)
+        return code
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -121,6 +133,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_export(args)
     if args.command == "rejudge":
         from introspectd.rejudge import cmd_rejudge
+
+        if args.output:  # before any grading, not after it
+            from introspectd.fs_errors import require_output_file
+
+            require_output_file(Path(args.output), "--output")
 
         return cmd_rejudge(args)
     if args.command == "report":
@@ -181,14 +198,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from introspectd.durability import UploadTrigger, require_fixed_experiment
     from introspectd.engine import Engine
-    from introspectd.plan import load_plan
+    from introspectd.fs_errors import require_writable_dir
+    from introspectd.plan import check_env_overrides, env_experiment_id, load_plan
     from introspectd.progress import progress_for
-    from introspectd.session import ENV_EXPERIMENT_ID, open_run
+    from introspectd.session import open_run
 
     plan = load_plan(args.plan)
+    check_env_overrides()  # they name directories: checked before any is created
+    require_writable_dir(Path(plan.run.output_dir), f"{plan.path}: [run] output_dir")
     if args.local:
         plan = dataclasses.replace(plan, upload=dataclasses.replace(plan.upload, gcs=""))
-    require_fixed_experiment(plan, os.environ.get(ENV_EXPERIMENT_ID))
+    require_fixed_experiment(plan, env_experiment_id())
     narrowing = _narrowing(args)
     restorer = _Restorer(plan)
     ctx = open_run(plan, narrowing, before_open=restorer)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -18,8 +17,8 @@ from typing import Any
 
 from introspectd.errors import EXIT_FAILURE, EXIT_OK, BadInput
 from introspectd.export import completed_records, write_jsonl
-from introspectd.plan import Plan
-from introspectd.session import ENV_EXPERIMENT_ID, ENV_STAMP, generation_spec, model_and_layers
+from introspectd.plan import ENV_STAMP, Plan, env_experiment_id, env_stamp
+from introspectd.session import generation_spec, model_and_layers
 from introspectd.store import Store
 from introspectd.trials import expand_trials
 
@@ -61,7 +60,7 @@ class _Source:
 def gather(plan: Plan, uri: str) -> Gathered:
     from introspectd.gcs import list_objects, make_client, make_retry, parse_gcs_uri
 
-    experiment_id = plan.run.experiment_id or os.environ.get(ENV_EXPERIMENT_ID)
+    experiment_id = plan.run.experiment_id or env_experiment_id()
     if not experiment_id:
         raise BadInput(f"{plan.path}: [run] experiment_id: required to find the run in {uri}")
     ref, layers = model_and_layers(plan)
@@ -122,7 +121,7 @@ def _choose_stamp(plan: Plan, where: str, found: list[_Source]) -> str:
     """The one run to gather. Runs with different stamps are separate generations of the same
     trials (ids differ only in the stamp): merging them would count each trial twice, and
     picking one silently would be arbitrary, so the user names it when there is a choice."""
-    wanted = plan.run.stamp or os.environ.get(ENV_STAMP, "")
+    wanted = plan.run.stamp or env_stamp() or ""
     stamps: dict[str, list[str]] = {}
     for source in found:
         stamps.setdefault(source.stamp, []).append(source.label)

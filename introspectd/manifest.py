@@ -79,9 +79,13 @@ class Manifest(FileSet):
     @classmethod
     def from_json(cls, data: bytes, generation: int) -> Manifest:
         raw = json.loads(data)
+        if not isinstance(raw, dict):  # `[]` or `null`: a hand edit or a foreign file
+            raise ValueError(f"manifest is not a JSON object but {type(raw).__name__}")
         if raw.get("version") != FORMAT_VERSION:
             raise ValueError(f"unsupported manifest version {raw.get('version')!r}")
         prev = raw.get("previous")
+        if prev is not None and not isinstance(prev, dict):
+            raise ValueError(f"manifest's previous is not a JSON object but {type(prev).__name__}")
         return cls(
             **_fileset_fields(raw),
             plan_hash=str(raw["plan_hash"]),
@@ -103,6 +107,9 @@ def _fileset_json(fs: FileSet) -> dict[str, Any]:
 
 
 def _fileset_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    for key in ("objects", "counts"):
+        if not isinstance(raw[key], dict):
+            raise ValueError(f"manifest's {key} is not a JSON object")
     objects = {
         str(k): ObjectRef(str(v["object"]), str(v["crc32c"]), int(v["generation"]), int(v["size"]))
         for k, v in raw["objects"].items()

@@ -99,6 +99,20 @@ def read_model_config(ref: ModelRef, file: str) -> dict[str, Any]:
     return config
 
 
+def check_context(config: dict[str, Any], max_new_tokens: int, name: str, file: str) -> None:
+    """Refuse `max_new_tokens` the model cannot hold: the prompt needs room too, and the
+    batcher preallocates every row's tokens up front."""
+    for scope in (config, config.get("text_config") or {}):
+        context = scope.get("max_position_embeddings")
+        if isinstance(context, int) and not isinstance(context, bool):
+            if max_new_tokens >= context:
+                raise BadInput(
+                    f"{file}: [sweep] max_new_tokens: {max_new_tokens} does not fit in "
+                    f"{name}'s context of {context} tokens (prompt included)"
+                )
+            return
+
+
 def num_layers(config: dict[str, Any]) -> int:
     for scope in (config, config.get("text_config") or {}):
         if isinstance(scope.get("num_hidden_layers"), int):

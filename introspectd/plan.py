@@ -16,16 +16,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from introspectd import plan_checks as rules
 from introspectd.errors import BadInput
+from introspectd.plan_checks import (
+    ENV_EXPERIMENT_ID,
+    ENV_STAMP,
+    STAMP_RE,
+    Table,
+    check_env_overrides,
+    env_experiment_id,
+    env_stamp,
+)
 from introspectd.prompts import PROMPT_VERSIONS
 
 INJECT_STYLES = ("generation", "all", "from_marker")
 JUDGE_APIS = ("chat", "responses")
 VECTOR_PROMPTS = ("plain", "chat")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-STAMP_RE = re.compile(r"^\d{8}_\d{6}$")
-SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-CONCEPT_RE = re.compile(r"^[a-z][a-z0-9 '-]*$")
+GCS_URI_RE = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,221}[a-z0-9](/\S*)?")
+__all__ = [  # re-exported: the rules live in plan_checks.py
+    "ENV_EXPERIMENT_ID",
+    "ENV_STAMP",
+    "STAMP_RE",
+    "check_env_overrides",
+    "env_experiment_id",
+    "env_stamp",
+]
 
 Layers = str | list[int | float]
 
@@ -127,71 +143,6 @@ def spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-class _Table:
-    """One TOML table being read: each `take_*` consumes a key; `finish` rejects the rest."""
-
-    def __init__(self, file: str, name: str, data: Any) -> None:
-        self.file, self.name = file, name
-        if not isinstance(data, dict):
-            self.fail("", f"must be a table, got {_type_name(data)}")
-        self.data = dict(data)
-
-    def fail(self, key: str, why: str) -> None:
-        where = f"[{self.name}] {key}".rstrip() if self.name else key
-        raise BadInput(f"{self.file}: {where}: {why}")
-
-    def _take(self, key: str, default: Any, kinds: tuple[type, ...], kind_name: str) -> Any:
-        if key not in self.data:
-            return default
-        value = self.data.pop(key)
-        if isinstance(value, bool) and bool not in kinds:
-            self.fail(key, f"must be {kind_name}, got a boolean")
-        if not isinstance(value, kinds):
-            self.fail(key, f"must be {kind_name}, got {_type_name(value)} {value!r}")
-        return value
-
-    def text(self, key: str, default: str, choices: tuple[str, ...] = ()) -> str:
-        value: str = self._take(key, default, (str,), "a string")
-        if choices and value not in choices:
-            self.fail(key, f"must be one of {', '.join(choices)}; got {value!r}")
-        return value
-
-    def integer(self, key: str, default: int, minimum: int | None = None) -> int:
-        value: int = self._take(key, default, (int,), "an integer")
-        if minimum is not None and value < minimum:
-            self.fail(key, f"must be >= {minimum}, got {value}")
-        return value
-
-    def number(
-        self, key: str, default: float, positive: bool = False, minimum: float = 0.0
-    ) -> float:
-        value = float(self._take(key, default, (int, float), "a number"))
-        if positive and value <= 0:
-            self.fail(key, f"must be > 0, got {value}")
-        if value < minimum:
-            self.fail(key, f"must be >= {minimum}, got {value}")
-        return value
-
-    def array(self, key: str, default: Any) -> Any:
-        return self._take(key, default, (list,), "a list")
-
-    def finish(self) -> None:
-        if self.data:
-            unknown = sorted(self.data)[0]
-            self.fail(unknown, "unknown key (check the spelling; see DESIGN.md for the plan keys)")
-
-
-def _type_name(value: Any) -> str:
-    return {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "a boolean",
-        list: "a list",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
-
-
 def load_plan(path: str | Path) -> Plan:
     """A local plan file, or a `gs://bucket/plan.toml` (plans travel with Cloud Batch jobs)."""
     file = str(path)
@@ -214,12 +165,16 @@ def _read_local_text(path: Path) -> str:
 
 def _read_gcs_text(uri: str) -> str:
     from google.api_core import exceptions
+    from google.auth.exceptions import DefaultCredentialsError
 
+    from introspectd.fs_errors import NO_CREDENTIALS
     from introspectd.gcs import make_client, parse_gcs_uri
 
     bucket, name = parse_gcs_uri(uri)
     try:
         return str(make_client().bucket(bucket).blob(name).download_as_text())
+    except DefaultCredentialsError:
+        raise BadInput(f"{uri}: cannot read plan file: {NO_CREDENTIALS}") from None
     except exceptions.NotFound:
         raise BadInput(f"{uri}: plan file not found") from None
     except exceptions.GoogleAPIError as exc:
@@ -227,9 +182,9 @@ def _read_gcs_text(uri: str) -> str:
 
 
 def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) -> Plan:
-    top = _Table(file, "", data)
+    top = Table(file, "", data)
     sections = {
-        name: _Table(file, name, top.data.pop(name, {}))
+        name: Table(file, name, top.data.pop(name, {}))
         for name in ("run", "model", "sweep", "judge", "upload")
     }
     top.finish()
@@ -246,16 +201,13 @@ def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) 
     return plan
 
 
-def _read_run(t: _Table) -> RunConfig:
+def _read_run(t: Table) -> RunConfig:
     experiment_id = t.text("experiment_id", "") or None
-    if experiment_id is not None and not SAFE_NAME_RE.match(experiment_id):
-        t.fail(
-            "experiment_id",
-            f"must be a plain path component (letters, digits, . _ -); got {experiment_id!r}",
-        )
+    if experiment_id is not None:
+        _check(t, "experiment_id", rules.experiment_id_problem(experiment_id))
     stamp = t.text("stamp", "")
-    if stamp and not STAMP_RE.match(stamp):
-        t.fail("stamp", f"must look like YYYYMMDD_HHMMSS, got {stamp!r}")
+    if stamp:
+        _check(t, "stamp", rules.stamp_problem(stamp))
     output_dir = t.text("output_dir", "data/sweeps")
     if not output_dir:
         t.fail("output_dir", "must not be empty")
@@ -267,63 +219,59 @@ def _read_run(t: _Table) -> RunConfig:
     )
 
 
-def _read_model(t: _Table) -> ModelConfig:
+def _check(t: Table, key: str, problem: str | None) -> None:
+    if problem is not None:
+        t.fail(key, problem)
+
+
+def _read_model(t: Table) -> ModelConfig:
     name = t.text("name", ModelConfig.name)
     if not name:
         t.fail("name", "must not be empty")
     slug = t.text("slug", "")
-    if slug and not SAFE_NAME_RE.match(slug):
-        t.fail("slug", f"must be a plain path component (letters, digits, . _ -); got {slug!r}")
-    return ModelConfig(
-        name=name, slug=slug, dtype=t.text("dtype", "auto", DTYPES), device=t.text("device", "auto")
-    )
+    if slug:
+        _check(t, "slug", rules.name_problem(slug, rules.SAFE_NAME_RE, rules.PLAIN_NAME))
+    device = t.text("device", "auto")
+    if not rules.DEVICE_RE.fullmatch(device):
+        t.fail("device", f"must be auto, cpu, mps, cuda or cuda:N; got {device!r}")
+    return ModelConfig(name=name, slug=slug, dtype=t.text("dtype", "auto", DTYPES), device=device)
 
 
-def _read_sweep(t: _Table) -> SweepConfig:
-    concepts = t.array("concepts", list(SweepConfig.concepts))
-    if not concepts:
-        t.fail("concepts", "must name at least one concept")
-    for concept in concepts:
-        if not isinstance(concept, str) or not CONCEPT_RE.match(concept):
-            t.fail("concepts", f"each concept must be a lowercase word, got {concept!r}")
-    duplicates = sorted({c for c in concepts if concepts.count(c) > 1})
-    if duplicates:
-        t.fail("concepts", f"duplicate concept {duplicates[0]!r}")
-    strengths = t.array("strengths", list(SweepConfig.strengths))
-    if not strengths:
-        t.fail("strengths", "must list at least one strength")
-    for s in strengths:
-        if isinstance(s, bool) or not isinstance(s, int | float) or s <= 0:
-            t.fail("strengths", f"each strength must be a number > 0, got {s!r}")
-    strengths = [float(s) for s in strengths]
-    if len(set(strengths)) != len(strengths):
-        t.fail("strengths", "duplicate strength")
+def _read_sweep(t: Table) -> SweepConfig:
+    concepts = _read_concepts(t)
+    strengths = _read_strengths(t)
     prompt_version = t.text("prompt_version", "v2")
-    prompt_user = t.text("prompt_user", "")
+    prompt_user = t.text("prompt_user", "", multiline=True)
     if not prompt_user and prompt_version not in PROMPT_VERSIONS:
         t.fail(
             "prompt_version",
             f"must be one of {', '.join(PROMPT_VERSIONS)} (or give "
             f"prompt_user for your own prompt); got {prompt_version!r}",
         )
-    batch_size: str | int = t._take("batch_size", "auto", (str, int), '"auto" or an integer')
-    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
-        t.fail("batch_size", f'must be "auto" or an integer >= 1, got {batch_size!r}')
+    batch_size: str | int = t.take("batch_size", "auto", (str, int), '"auto" or an integer')
+    if batch_size != "auto" and (
+        not isinstance(batch_size, int) or not 1 <= batch_size <= rules.MAX_BATCH_SIZE
+    ):
+        t.fail(
+            "batch_size",
+            f'must be "auto" or an integer >= 1 and <= {rules.MAX_BATCH_SIZE}, got {batch_size!r}',
+        )
     sweep = SweepConfig(
-        concepts=tuple(concepts),
+        concepts=concepts,
         layers=_read_layers(t),
-        strengths=tuple(strengths),
-        trials=t.integer("trials", 40, minimum=1),
+        strengths=strengths,
+        trials=t.integer("trials", 40, minimum=1, maximum=rules.MAX_TOTAL_TRIALS),
         prompt_version=prompt_version,
-        prompt_system=t.text("prompt_system", ""),
+        prompt_system=t.text("prompt_system", "", multiline=True),
         prompt_user=prompt_user,
         inject_style=t.text("inject_style", "generation", INJECT_STYLES),
-        marker=t.text("marker", "Trial 1"),
+        marker=t.text("marker", "Trial 1", multiline=True),
         vector_prompt=t.text("vector_prompt", "plain", VECTOR_PROMPTS),
-        max_new_tokens=t.integer("max_new_tokens", 200, minimum=1),
-        temperature=t.number("temperature", 1.0),
+        max_new_tokens=t.integer("max_new_tokens", 200, minimum=1, maximum=rules.MAX_NEW_TOKENS),
+        temperature=t.number("temperature", 1.0, minimum=0.0, maximum=rules.MAX_TEMPERATURE),
         batch_size=batch_size,
     )
+    _check_size(t, sweep)
     if sweep.inject_style == "from_marker":
         prompt = PROMPT_VERSIONS.get(prompt_version)
         text = prompt_user or (prompt.user if prompt else "")
@@ -336,8 +284,53 @@ def _read_sweep(t: _Table) -> SweepConfig:
     return sweep
 
 
-def _read_layers(t: _Table) -> str | tuple[int | float, ...]:
-    layers = t._take("layers", "default", (str, list), '"default" or a list of layers')
+def _read_concepts(t: Table) -> tuple[str, ...]:
+    concepts = t.array("concepts", list(SweepConfig.concepts))
+    if not concepts:
+        t.fail("concepts", "must name at least one concept")
+    for concept in concepts:
+        if not isinstance(concept, str):
+            t.fail("concepts", f"each concept must be a lowercase word, got {concept!r}")
+        _check(t, "concepts", rules.name_problem(concept, rules.CONCEPT_RE, "a lowercase word"))
+    duplicates = sorted({c for c in concepts if concepts.count(c) > 1})
+    if duplicates:
+        t.fail("concepts", f"duplicate concept {duplicates[0]!r}")
+    return tuple(concepts)
+
+
+def _read_strengths(t: Table) -> tuple[float, ...]:
+    strengths = t.array("strengths", list(SweepConfig.strengths))
+    if not strengths:
+        t.fail("strengths", "must list at least one strength")
+    for s in strengths:
+        is_number = isinstance(s, int | float) and not isinstance(s, bool)
+        if not is_number or not 0 < s <= rules.MAX_STRENGTH:  # also refuses nan
+            t.fail(
+                "strengths",
+                f"each strength must be a number > 0 and <= {rules.MAX_STRENGTH:g}, got {s!r}",
+            )
+    values = tuple(float(s) for s in strengths)
+    if len(set(values)) != len(values):
+        t.fail("strengths", "duplicate strength")
+    return values
+
+
+def _check_size(t: Table, sweep: SweepConfig) -> None:
+    """Refuse a plan whose trials would not fit before anything is allocated for them."""
+    num_layers = 6 if sweep.layers == "default" else len(set(sweep.layers))  # trials.py
+    cells = len(sweep.concepts) * num_layers * len(sweep.strengths)
+    total = cells * sweep.trials * 2  # an injection and a control trial each
+    if total > rules.MAX_TOTAL_TRIALS:
+        t.fail(
+            "trials",
+            f"{len(sweep.concepts)} concepts x {num_layers} layers x {len(sweep.strengths)} "
+            f"strengths x {sweep.trials} trials x 2 arms = {total} trials, more than "
+            f"{rules.MAX_TOTAL_TRIALS}; split the sweep into several experiments",
+        )
+
+
+def _read_layers(t: Table) -> str | tuple[int | float, ...]:
+    layers = t.take("layers", "default", (str, list), '"default" or a list of layers')
     if isinstance(layers, str):
         if layers != "default":
             t.fail(
@@ -356,30 +349,49 @@ def _read_layers(t: _Table) -> str | tuple[int | float, ...]:
     return tuple(layers)
 
 
-def _read_judge(t: _Table) -> JudgeConfig:
+def _read_judge(t: Table) -> JudgeConfig:
+    model = t.text("model", JudgeConfig.model)
+    if not model:
+        t.fail("model", "must not be empty")
     return JudgeConfig(
-        model=t.text("model", JudgeConfig.model),
-        base_url=t.text("base_url", ""),
-        api_key_env=t.text("api_key_env", "OPENAI_API_KEY"),
+        model=model,
+        base_url=t.url("base_url"),
+        api_key_env=_read_api_key_env(t),
         api=t.text("api", "chat", JUDGE_APIS),
         prompt_version=t.text("prompt_version", JudgeConfig.prompt_version),
         fewshot=t.text("fewshot", ""),
-        fewshot_n=t.integer("fewshot_n", 0, minimum=0),
-        concurrency=t.integer("concurrency", 32, minimum=1),
-        max_attempts=t.integer("max_attempts", 3, minimum=1),
-        backoff_s=t.number("backoff_s", 1.0),
-        timeout_s=t.number("timeout_s", 60.0, positive=True),
+        fewshot_n=t.integer("fewshot_n", 0, minimum=0, maximum=rules.MAX_FEWSHOT),
+        concurrency=t.integer("concurrency", 32, minimum=1, maximum=rules.MAX_JUDGE_CONCURRENCY),
+        max_attempts=t.integer("max_attempts", 3, minimum=1, maximum=rules.MAX_ATTEMPTS),
+        backoff_s=t.number("backoff_s", 1.0, minimum=0.0, maximum=rules.MAX_BACKOFF_S),
+        timeout_s=t.number(
+            "timeout_s", 60.0, minimum=0.0, maximum=rules.MAX_TIMEOUT_S, positive=True
+        ),
     )
 
 
-def _read_upload(t: _Table) -> UploadConfig:
+def _read_api_key_env(t: Table) -> str:
+    """The NAME of the variable holding the key. A pasted key fails here, and is never echoed:
+    it would end up in the stored plan, in every record's judge_error and on stderr."""
+    name = t.take("api_key_env", JudgeConfig.api_key_env, (str,), "a string")
+    if not rules.ENV_NAME_RE.fullmatch(name):
+        t.fail(
+            "api_key_env",
+            "must name an environment variable (letters, digits, _), not hold a key",
+        )
+    return str(name)
+
+
+def _read_upload(t: Table) -> UploadConfig:
     gcs = t.text("gcs", "")
-    if gcs and not re.match(r"^gs://[a-z0-9][a-z0-9._-]{1,221}[a-z0-9](/.*)?$", gcs):
+    if gcs and not GCS_URI_RE.fullmatch(gcs):
         t.fail("gcs", f'must look like "gs://bucket/prefix", got {gcs!r}')
     return UploadConfig(
         gcs=gcs.rstrip("/"),
         every_trials=t.integer("every_trials", 50, minimum=1),
-        min_interval_s=t.number("min_interval_s", 30.0),
-        preemption_url=t.text("preemption_url", ""),
-        preemption_poll_s=t.number("preemption_poll_s", 5.0, positive=True),
+        min_interval_s=t.number("min_interval_s", 30.0, minimum=0.0, maximum=rules.MAX_INTERVAL_S),
+        preemption_url=t.url("preemption_url"),
+        preemption_poll_s=t.number(
+            "preemption_poll_s", 5.0, minimum=0.0, maximum=rules.MAX_TIMEOUT_S, positive=True
+        ),
     )

@@ -43,12 +43,21 @@ class Loaded:
     num_duplicates: int      # same (model, id) seen again, e.g. shard files beside the merge
 
 
+def _check_out_dir(out_dir: Path) -> None:
+    """Before any reading: `--out` must be a directory, or creatable as one."""
+    existing = next(p for p in (out_dir, *out_dir.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        what = "is a file" if existing == out_dir else f"is inside {existing}, a file"
+        raise BadInput(f"--out: {out_dir} {what}; give a directory")
+
+
 def write_report(inputs: list[Path], out_dir: Path) -> ReportPaths:
     """Read every input, write summary.json, report.md and figures/*.png under `out_dir`.
 
     Raises BadInput (one line naming the file and line) for a missing path, no `*.jsonl` found,
     or a record that cannot be read.
     """
+    _check_out_dir(out_dir)
     loaded = load_inputs(inputs)
     summary = build_summary(loaded)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from introspectd.errors import BadInput, PlanMismatch
-from introspectd.models import ModelRef, num_layers, read_model_config, resolve_model
-from introspectd.plan import Plan, spec_hash
+from introspectd.models import ModelRef, check_context, num_layers, read_model_config, resolve_model
+from introspectd.plan import Plan, env_experiment_id, env_stamp, spec_hash
 from introspectd.prompts import baseline_words
 from introspectd.scheduler import Ticket
 from introspectd.store import RunRow, Store, database_damage, now_iso, read_run
@@ -30,9 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("introspectd")
 DB_NAME = "state.sqlite"
 LOCK_NAME = ".introspectd.lock"
-# `batch render` pins these for every task of a Cloud Batch job (see batchjob.py).
-ENV_STAMP = "INTROSPECTD_STAMP"
-ENV_EXPERIMENT_ID = "INTROSPECTD_EXPERIMENT_ID"
+# INTROSPECTD_STAMP and INTROSPECTD_EXPERIMENT_ID, which `batch render` pins for every task,
+# are read (and checked like the plan keys) by plan.env_stamp and plan.env_experiment_id.
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,9 @@ class RunContext:
 def model_and_layers(plan: Plan) -> tuple[ModelRef, list[int]]:
     file = str(plan.path)
     ref = resolve_model(plan.model.name, plan.model.slug, file)
-    total = num_layers(read_model_config(ref, file))
+    config = read_model_config(ref, file)
+    check_context(config, plan.sweep.max_new_tokens, ref.name, file)
+    total = num_layers(config)
     layers = resolve_layers(plan.sweep.layers, total)
     bad = [layer for layer in layers if layer >= total]
     if bad:
@@ -92,7 +93,7 @@ def generation_spec(plan: Plan, ref: ModelRef, layers: list[int]) -> dict[str, A
 def experiment_dir(plan: Plan, ref: ModelRef, spec: dict[str, Any]) -> Path:
     """`{output_dir}/{experiment_id}/{slug}`; a missing experiment_id is fixed at creation."""
     root = Path(plan.run.output_dir)
-    experiment_id = plan.run.experiment_id or os.environ.get(ENV_EXPERIMENT_ID)
+    experiment_id = plan.run.experiment_id or env_experiment_id()
     if experiment_id:
         return root / experiment_id / ref.slug
     # Reuse the dated directory of an earlier start of this same plan, so a restart on another
@@ -329,7 +330,7 @@ def _reconcile_run(
     if existing is None and not is_writable:
         raise _no_run_found(file, out_dir)
     if existing is None:
-        stamp = plan.run.stamp or os.environ.get(ENV_STAMP) or f"{datetime.now():%Y%m%d_%H%M%S}"
+        stamp = plan.run.stamp or env_stamp() or f"{datetime.now():%Y%m%d_%H%M%S}"
         run = RunRow(
             stamp,
             out_dir.parent.name,
