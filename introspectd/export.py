@@ -11,6 +11,10 @@ from typing import Any
 from introspectd.plan import SweepConfig
 from introspectd.store import Store, TrialRow
 
+# Read once at import, before any thread starts: os.umask can only be read by setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def record(
     row: TrialRow, model_name: str, vector_norm: float, prompt_version: str, inject_style: str
@@ -63,6 +67,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        # mkstemp creates 0600; results are for sharing, so give them the user's umask.
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import signal
 import sqlite3
@@ -82,6 +83,10 @@ def test_run_writes_seed_format_records(tmp_path: Path) -> None:
     for r in records:
         norms[(r["concept"], r["config"]["layer"])].add(r["config"]["vector_norm"])
     assert all(len(v) == 1 for v in norms.values())
+    # Results are for sharing: the user's umask decides their mode, not mkstemp's 0600.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert {f.stat().st_mode & 0o777 for f in out.glob("*.jsonl")} == {0o666 & ~umask}
     # A second run has nothing to do and changes nothing.
     before = {f.name: f.read_bytes() for f in out.glob("*.jsonl")}
     assert main(["run", "--plan", str(plan), "--local", "--no-progress"]) == 0
