@@ -113,19 +113,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IntrospectdError as exc:
         print(f"introspectd: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:  # SIGINT before our handler was installed
-        print("introspectd: interrupted; run the same command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except Exception as exc:
         reason = _transient_reason(exc)
         if reason is None:
             raise
-        print(f"introspectd: GCS unreachable ({reason}); try again later", file=sys.stderr)
+        print(
+            f"introspectd: a transient failure ({reason}); nothing was lost — run the same "
+            "command again later",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
 
 
 def _transient_reason(exc: Exception) -> str | None:
-    """Why `exc` is a GCS outage (exit 75, so Cloud Batch retries), or None."""
+    """Why `exc` is an outage (GCS, reading a gs:// plan...) that a retry may not meet (exit 75,
+    so Cloud Batch retries), or None."""
     if "google.api_core" not in sys.modules:  # no GCS client was ever used
         return None
     from introspectd.gcs import transient_reason

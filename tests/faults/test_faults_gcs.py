@@ -2,7 +2,8 @@
 (stopped for an outage, restarted with its data) or a proxy answering 503.
 
 - item 2: test_failed_final_upload_exits_75_and_the_next_attempt_uploads
-- item 7: test_gcs_outage_at_start_is_one_line_and_75 (connection refused; 503s)
+- item 7: test_gcs_outage_at_start_is_one_line_and_75 (connection refused; 503s),
+          test_unreachable_gs_plan_is_one_line_and_75
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from gcs_emulator import BUCKET, FaultyProxy, GcsEmulator
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
 from helpers import TINY_PLAN, run_cli, start_run, write_plan
 from judge_server import JudgeServer, ok
 from test_faults_signals import StderrLines, assert_one_line_error
@@ -64,4 +67,24 @@ def test_gcs_outage_at_start_is_one_line_and_75(
     again = run_cli(
         "run", "--plan", str(plan), "--no-progress", env={"STORAGE_EMULATOR_HOST": gcs_emulator.url}
     )
+    assert again.returncode == 0, again.stderr
+
+
+def test_unreachable_gs_plan_is_one_line_and_75(tmp_path: Path, gcs_emulator: GcsEmulator) -> None:
+    """Item 7: a Cloud Batch task reads its plan from GCS first; an outage there was exit 2
+    ("bad input"), which fails the task for good. Now exit 75, one line."""
+    plan = write_plan(tmp_path, TINY_PLAN)
+    client = storage.Client(
+        project="test",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": gcs_emulator.url},
+    )
+    client.bucket(BUCKET).blob("plans/plan.toml").upload_from_filename(str(plan))
+    uri = f"gs://{BUCKET}/plans/plan.toml"
+    gcs_emulator.stop()
+    proc = run_cli("run", "--plan", uri, "--local", "--no-progress", timeout=120)
+    assert proc.returncode == 75, proc.stderr
+    assert_one_line_error(proc.stderr, f"introspectd: {uri}: cannot read plan file now")
+    gcs_emulator.start()
+    again = run_cli("run", "--plan", uri, "--local", "--no-progress")
     assert again.returncode == 0, again.stderr
