@@ -3,7 +3,8 @@ server and a real fake-gcs-server; each test fails on the code before the fix.
 
 - item 1:  test_sigterm_after_generation_drains_despite_a_hanging_judge
 - item 16: test_signal_during_gcs_restore_is_one_line_and_75,
-           test_interrupted_rejudge_file_writes_what_was_graded
+           test_interrupted_rejudge_file_writes_what_was_graded,
+           test_interrupted_rejudge_plan_keeps_what_was_graded
 - item 19: test_orphaned_judge_child_exits_quietly_after_a_double_sigterm
 """
 
@@ -202,3 +203,25 @@ def test_orphaned_judge_child_exits_quietly_after_a_double_sigterm(tmp_path: Pat
     assert proc.returncode == 75, text
     assert "again: exiting now" in text
     assert "Traceback" not in text and "BrokenPipeError" not in text, text
+
+
+def test_interrupted_rejudge_plan_keeps_what_was_graded(tmp_path: Path) -> None:
+    """Item 16 (the --plan form): a signal saves the grades received, one line, exit 75."""
+    plan = write_plan(tmp_path, TINY_PLAN)  # no judge: every trial ends `judge_failed`
+    first = run_cli("run", "--plan", str(plan), "--local", "--no-progress")
+    assert first.returncode == 0, first.stderr
+    with JudgeServer(default=hang(60)) as server:
+        plan = judged_plan(tmp_path, server, concurrency=1)
+        server.script(ok(), ok(), ok())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "introspectd.cli", "rejudge", "--plan", str(plan)],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while len(server.requests) < 4 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 75, err
+    assert_one_line_error(err, "introspectd: stopped by SIGTERM")
+    assert statuses(tmp_path / RUN_DIR / "state.sqlite").get("judged") == 3
