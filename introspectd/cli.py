@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from introspectd.errors import EXIT_OK, BadInput, IntrospectdError
+from introspectd import stopping
+from introspectd.errors import EXIT_INTERRUPTED, EXIT_OK, BadInput, IntrospectdError
 
 if TYPE_CHECKING:
     from introspectd.plan import Plan
@@ -106,14 +107,24 @@ def configure_logging() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    configure_logging()
     try:
-        args = build_parser().parse_args(argv)
-        return _dispatch(args)
+        # First of all, so a SIGTERM/SIGINT at any moment is one line and exit 75 (stopping.py).
+        with stopping.handled():
+            configure_logging()
+            args = build_parser().parse_args(argv)
+            return _dispatch(args)
     except IntrospectdError as exc:
         print(f"introspectd: {exc}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:
+        reason = _transient_reason(exc)
+        if reason is not None:
+            print(
+                f"introspectd: a transient failure ({reason}); nothing was lost — run the same "
+                "command again later",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
         from introspectd.fs_errors import environment_failure
 
         failure = environment_failure(exc)
@@ -122,6 +133,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         line, code = failure
         print(f"introspectd: {line}", file=sys.stderr)
         return code
+
+
+def _transient_reason(exc: Exception) -> str | None:
+    """Why `exc` is an outage (GCS, reading a gs:// plan...) that a retry may not meet (exit 75,
+    so Cloud Batch retries), or None."""
+    if "google.api_core" not in sys.modules:  # no GCS client was ever used
+        return None
+    from introspectd.gcs import transient_reason
+
+    return transient_reason(exc)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -233,12 +254,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if uploads is not None:
             progress.stats.uploads = uploads.uploader
         engine = Engine(ctx, stats=progress.stats, on_tick=progress.update, uploads=uploads)
-        try:
-            anyio.run(engine.run)
-        finally:
-            if uploads is not None:
-                uploads.uploader.close()
-            ctx.close()
+        # From here a signal starts the engine's drain instead of unwinding the stack.
+        with stopping.deferred():
+            try:
+                anyio.run(engine.run)
+            finally:
+                if uploads is not None:
+                    uploads.uploader.close()
+                ctx.close()
     print(
         f"done: {engine.stats.num_done}/{engine.stats.num_selected} trials; results in "
         f"{ctx.out_dir}"

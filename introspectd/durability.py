@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from introspectd.errors import BadInput
+from introspectd.errors import BadInput, Transient
 from introspectd.session import DB_NAME
 from introspectd.store import count_progress, database_damage
 
@@ -48,7 +48,27 @@ def require_fixed_experiment(plan: Plan, experiment_id_from_env: str | None) -> 
 
 
 def restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
-    """Bring `out_dir` to the furthest of local state and GCS; says what was done, if anything."""
+    """Bring `out_dir` to the furthest of local state and GCS; says what was done, if anything.
+
+    GCS unreachable (after the client's own retries) raises `Transient` (exit 75): Cloud Batch
+    then retries the task, where exit 1 would fail it for good over a blip. A snapshot that is
+    there but cannot be trusted stays a `RestoreError`.
+    """
+    try:
+        return _restore_at_start(snapshots, out_dir)
+    except Exception as exc:
+        from introspectd.gcs import transient_reason
+
+        reason = transient_reason(exc)
+        if reason is None:
+            raise
+        raise Transient(
+            f"cannot reach {snapshots.uri} to restore the run ({reason}); nothing was changed "
+            "— run the same command again once GCS answers"
+        ) from None
+
+
+def _restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
     local_db = out_dir / DB_NAME
     set_aside_if_damaged(snapshots, local_db)
     if not local_db.is_file():

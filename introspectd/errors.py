@@ -4,7 +4,8 @@ IntrospectdError
 ├── BadInput          a plan, flag or file the user can fix; the CLI prints one line, exits 2
 │   └── PlanMismatch  the database holds a run whose generation plan differs from this one
 ├── RestoreError      GCS holds a snapshot that cannot be trusted and has no good fallback (exit 2)
-└── Interrupted       SIGTERM/SIGINT/preemption after a final upload; safe to resume (exit 75)
+├── Interrupted       SIGTERM/SIGINT/preemption after a final upload; safe to resume (exit 75)
+└── Transient         GCS unreachable (at start, or for the final upload); safe to rerun (exit 75)
 
 Anything else escaping a task is a bug: the task group is cancelled and the process exits 1.
 """
@@ -41,6 +42,13 @@ class RestoreError(IntrospectdError):
 
 class Interrupted(IntrospectdError):
     """The run was stopped on request after saving everything; rerun to resume."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class Transient(IntrospectdError):
+    """A failure that retrying later may fix (GCS unreachable): exit 75, so Cloud Batch retries
+    the task instead of marking it done or failed for good."""
 
     exit_code = EXIT_INTERRUPTED
 

@@ -48,6 +48,32 @@ class ObjectInfo:
     size: int
 
 
+def transient_reason(exc: BaseException) -> str | None:
+    """One line when `exc` is an outage that a later attempt may not meet (connection refused
+    or reset, timeouts, 429, 5xx; also the client's own retries running out), else None."""
+    import requests
+    from google.auth import exceptions as auth_exc
+
+    if isinstance(exc, gexc.RetryError):  # the client's retries (all on transient errors) ran out
+        cause = exc.cause or exc.__cause__
+        return _one_line(cause if cause is not None else exc)
+    transient = (
+        gexc.ServerError,
+        gexc.TooManyRequests,
+        requests.ConnectionError,
+        requests.Timeout,
+        auth_exc.TransportError,
+        ConnectionError,
+        TimeoutError,
+    )
+    return _one_line(exc) if isinstance(exc, transient) else None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def parse_gcs_uri(uri: str) -> tuple[str, str]:
     """`gs://bucket/some/prefix` -> ("bucket", "some/prefix"); the prefix may be empty."""
     if not uri.startswith("gs://"):

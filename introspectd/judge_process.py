@@ -192,15 +192,21 @@ def main() -> None:
 
 async def _serve(out: BinaryIO, parent_pid: int) -> None:
     stdin = anyio.wrap_file(sys.stdin.buffer)
-    setup = json.loads(await stdin.readline())
+    first = await stdin.readline()
+    if not first:
+        _exit_quietly()  # the parent went away before it sent the settings
+    setup = json.loads(first)
     cfg = JudgeConfig(**setup["config"])
     judge = Judge(
         cfg, cfg.api_key(), base_dir=Path(setup["base_dir"]) if setup["base_dir"] else None
     )
 
     def write(message: dict[str, Any]) -> None:
-        out.write(json.dumps(message).encode() + b"\n")
-        out.flush()
+        try:
+            out.write(json.dumps(message).encode() + b"\n")
+            out.flush()
+        except OSError:  # BrokenPipeError: the parent is gone (e.g. a second SIGTERM)
+            _exit_quietly()
 
     send, receive = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
 
@@ -213,9 +219,9 @@ async def _serve(out: BinaryIO, parent_pid: int) -> None:
 
     async def watch() -> None:
         while True:
-            write({"stats": dataclasses.asdict(judge.stats)})
             if os.getppid() != parent_pid:
-                os._exit(1)  # orphaned: nobody will read what we grade
+                _exit_quietly()  # orphaned: nobody will read what we grade
+            write({"stats": dataclasses.asdict(judge.stats)})
             await anyio.sleep(STATS_EVERY_S)
 
     async with judge, anyio.create_task_group() as tg:
@@ -228,6 +234,12 @@ async def _serve(out: BinaryIO, parent_pid: int) -> None:
                     send.send_nowait(json.loads(line))
         write({"stats": dataclasses.asdict(judge.stats)})
         tg.cancel_scope.cancel()
+
+
+def _exit_quietly() -> None:
+    """Leave without a word: what we hold stays `generated` in the parent's database and the next
+    run judges it. No traceback, no flush of a pipe nobody reads."""
+    os._exit(1)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from introspectd import plan_checks as rules
-from introspectd.errors import BadInput
+from introspectd.errors import BadInput, Transient
 from introspectd.plan_checks import (
     ENV_EXPERIMENT_ID,
     ENV_STAMP,
@@ -168,17 +168,24 @@ def _read_gcs_text(uri: str) -> str:
     from google.auth.exceptions import DefaultCredentialsError
 
     from introspectd.fs_errors import NO_CREDENTIALS
-    from introspectd.gcs import make_client, parse_gcs_uri
+    from introspectd.gcs import make_client, make_retry, parse_gcs_uri, transient_reason
 
     bucket, name = parse_gcs_uri(uri)
     try:
-        return str(make_client().bucket(bucket).blob(name).download_as_text())
+        # Retries as bounded as the snapshots' (the library's default goes on for 120 s).
+        blob = make_client().bucket(bucket).blob(name)
+        return str(blob.download_as_text(retry=make_retry(15.0), timeout=20.0))
     except DefaultCredentialsError:
         raise BadInput(f"{uri}: cannot read plan file: {NO_CREDENTIALS}") from None
     except exceptions.NotFound:
         raise BadInput(f"{uri}: plan file not found") from None
-    except exceptions.GoogleAPIError as exc:
-        raise BadInput(f"{uri}: cannot read plan file ({type(exc).__name__})") from None
+    except Exception as exc:
+        reason = transient_reason(exc)  # an outage: exit 75, so Cloud Batch retries the task
+        if reason is not None:
+            raise Transient(f"{uri}: cannot read plan file now ({reason})") from None
+        if isinstance(exc, exceptions.GoogleAPIError):
+            raise BadInput(f"{uri}: cannot read plan file ({type(exc).__name__})") from None
+        raise
 
 
 def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) -> Plan:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import anyio
 
-from introspectd.errors import EXIT_OK, BadInput
+from introspectd import stopping
+from introspectd.errors import EXIT_OK, BadInput, Interrupted
 from introspectd.judging import JudgePool, to_judge
 from introspectd.outputs import Exporter
 from introspectd.plan import JudgeConfig, Plan, load_plan
@@ -59,15 +60,19 @@ def _rejudge_run(plan: Plan, include_judged: bool) -> int:
 
         async def judge_all() -> None:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_flush_periodically, pool, exporter)
+                tg.start_soon(_flush_periodically, pool, exporter, tg.cancel_scope)
                 await pool.run()
                 tg.cancel_scope.cancel()
             await pool.flush()
             exporter.export_all()
 
-        anyio.run(judge_all)
+        with stopping.deferred():  # SIGTERM/SIGINT: keep every grade received, then exit 75
+            anyio.run(judge_all)
     finally:
         ctx.close()
+    if stopping.received() is not None:
+        raise Interrupted(f"stopped by {stopping.received()}: {stats.num_judged} rows graded and "
+                          "saved; run the same command again to grade the rest")
     failed = stats.num_judge_failed
     print(f"rejudged {len(rows)} rows: {stats.num_judged} judged, {failed} failed"
           + (f" ({', '.join(f'{n}× {r}' for r, n in stats.failed_by_reason.items())})"
@@ -77,11 +82,13 @@ def _rejudge_run(plan: Plan, include_judged: bool) -> int:
     return EXIT_OK
 
 
-async def _flush_periodically(pool: JudgePool, exporter: Exporter) -> None:
-    while True:
+async def _flush_periodically(pool: JudgePool, exporter: Exporter, scope: anyio.CancelScope
+                              ) -> None:
+    while stopping.received() is None:
         await anyio.sleep(0.5)
         await pool.flush()
         exporter.maybe_flush()
+    scope.cancel()   # grades in flight are lost; their rows keep their status for the next run
 
 
 def _rejudge_file(src: Path, dest: Path, plan: Plan | None, include_judged: bool) -> int:

@@ -4,6 +4,7 @@ Records whose `judge` is null (or every record, with `all_records`) are sent to 
 to the judge's concurrency at once. Every other line is written back exactly as it was read, in
 the same order. A record that already had a judgement keeps it when its new grading fails: a
 re-grade must never lose a judgement. The output is replaced atomically, so it may be the input.
+On SIGTERM/SIGINT the output is written with what was graded so far, then `Interrupted` (75).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 import anyio
 
-from introspectd.errors import BadInput
+from introspectd import stopping
+from introspectd.errors import BadInput, Interrupted
 from introspectd.export import write_atomic
 from introspectd.judge import Judge, JudgeOutcome
 
@@ -49,12 +51,15 @@ async def rejudge_file(input: Path, output: Path, judge: Judge,
             and (all_records or line.record.get("judge") is None)]
     for i in todo:   # check every record before the first request is sent
         _check_judgeable(input, lines[i])
-    outcomes = await _grade_all(judge, [lines[i] for i in todo])
+    with stopping.deferred():   # SIGTERM/SIGINT: keep what was graded (below), then exit 75
+        outcomes = await _grade_all(judge, [lines[i] for i in todo])
     out_lines = [line.raw for line in lines]
     failures: Counter[str] = Counter()
     for i, outcome in zip(todo, outcomes, strict=True):
         record = lines[i].record
         assert record is not None
+        if outcome is None:
+            continue   # not graded before a stop: the line stays as it was
         if outcome.error is not None:
             failures[outcome.error] += 1
             if record.get("judge") is not None:
@@ -62,9 +67,15 @@ async def rejudge_file(input: Path, output: Path, judge: Judge,
         out_lines[i] = json.dumps(_updated(record, outcome), ensure_ascii=False)
     write_atomic(output, "".join(f"{line}\n" for line in out_lines).encode("utf-8"))
     failed = sum(failures.values())
-    return RejudgeCounts(total=sum(1 for line in lines if line.record is not None),
-                         selected=len(todo), judged=len(todo) - failed, failed=failed,
-                         failed_by_reason=dict(failures))
+    graded = sum(1 for outcome in outcomes if outcome is not None)
+    counts = RejudgeCounts(total=sum(1 for line in lines if line.record is not None),
+                           selected=len(todo), judged=graded - failed, failed=failed,
+                           failed_by_reason=dict(failures))
+    if graded < len(todo):
+        raise Interrupted(f"stopped by {stopping.received()}: {output} holds what was graded "
+                          f"({counts}; {len(todo) - graded} not sent or in flight) — run "
+                          f"rejudge again with --input {output} to grade the rest")
+    return counts
 
 
 def _updated(record: dict[str, Any], outcome: JudgeOutcome) -> dict[str, Any]:
@@ -75,7 +86,8 @@ def _updated(record: dict[str, Any], outcome: JudgeOutcome) -> dict[str, Any]:
     return new
 
 
-async def _grade_all(judge: Judge, lines: list[_Line]) -> list[JudgeOutcome]:
+async def _grade_all(judge: Judge, lines: list[_Line]) -> list[JudgeOutcome | None]:
+    """One outcome per line, None for those not graded when a SIGTERM/SIGINT came."""
     results: list[JudgeOutcome | None] = [None] * len(lines)
     queue = iter(range(len(lines)))
 
@@ -86,10 +98,18 @@ async def _grade_all(judge: Judge, lines: list[_Line]) -> list[JudgeOutcome]:
             results[i] = await judge.grade(record["concept"], record["was_injected"],
                                            record["response"])
 
+    async def until_stopped(scope: anyio.CancelScope) -> None:
+        while stopping.received() is None:
+            await anyio.sleep(0.05)
+        scope.cancel()
+
     async with anyio.create_task_group() as tg:
-        for _ in range(min(judge.cfg.concurrency, len(lines))):
-            tg.start_soon(worker)
-    return [r for r in results if r is not None]
+        tg.start_soon(until_stopped, tg.cancel_scope)
+        async with anyio.create_task_group() as workers:
+            for _ in range(min(judge.cfg.concurrency, len(lines))):
+                workers.start_soon(worker)
+        tg.cancel_scope.cancel()
+    return results
 
 
 def _read(path: Path) -> list[_Line]:
