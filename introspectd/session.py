@@ -16,7 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from introspectd.errors import BadInput, PlanMismatch
+from introspectd.errors import EXIT_INTERRUPTED, BadInput, PlanMismatch
+from introspectd.fs_errors import environment_failure
 from introspectd.models import ModelRef, check_context, num_layers, read_model_config, resolve_model
 from introspectd.plan import Plan, env_experiment_id, env_stamp, spec_hash
 from introspectd.prompts import baseline_words
@@ -206,10 +207,12 @@ def _open_store(db: Path, read_only: bool) -> Store:
                 "it with a backup (with [upload] gcs, `run` restores its last snapshot itself)"
             )
         return Store(db, read_only=read_only)
-    except sqlite3.Error as e:
-        raise BadInput(f"{db}: cannot open the run database ({e})") from None
-    except OSError as e:
-        raise BadInput(f"{db}: cannot open the run database ({e.strerror or e})") from None
+    except (sqlite3.Error, OSError) as e:
+        failure = environment_failure(e)
+        if failure is not None and failure[1] == EXIT_INTERRUPTED:
+            raise  # a full disk is transient, not the user's input: cli.main says so, exit 75
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+        raise BadInput(f"{db}: cannot open the run database ({reason})") from None
 
 
 def _result_files(plan: Plan, out_dir: Path) -> list[str]:
