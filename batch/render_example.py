@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from introspectd.batchjob import JobOptions, job_json, render_job
-from introspectd.plan import ModelConfig, Plan, RunConfig, SweepConfig, UploadConfig
+from introspectd.cloud.batchjob import JobOptions, job_json, render_job
+from introspectd.protocol.plan import ModelConfig, Plan, RunConfig, SweepConfig, UploadConfig
 
 OUT = Path(__file__).with_name("seed-sweep.job.json")
 PLAN_URI = "gs://introspection-sweeps/plans/seed-sweep.toml"

@@ -31,12 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from judge_server import JudgeServer  # noqa: E402
 
-from introspectd.batcher import BatcherConfig, WorkItem  # noqa: E402
-from introspectd.models import resolve_model  # noqa: E402
-from introspectd.prompts import baseline_words, introspection_messages  # noqa: E402
-from introspectd.runner import Runner  # noqa: E402
-from introspectd.steering import SteeringState, steering  # noqa: E402
-from introspectd.trials import TrialSpec, expand_trials, trial_seed  # noqa: E402
+from introspectd.generate.batcher import BatcherConfig, WorkItem  # noqa: E402
+from introspectd.generate.runner import Runner  # noqa: E402
+from introspectd.generate.steering import SteeringState, steering  # noqa: E402
+from introspectd.protocol.models import resolve_model  # noqa: E402
+from introspectd.protocol.prompts import baseline_words, introspection_messages  # noqa: E402
+from introspectd.protocol.trials import TrialSpec, expand_trials, trial_seed  # noqa: E402
 
 CONCEPTS, LAYERS, STRENGTHS, MAX_NEW = ["ocean", "fear"], [1, 3], [2.0, 4.0], 48
 JUDGE_LATENCY_S = 0.3

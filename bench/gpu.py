@@ -24,16 +24,16 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from introspectd.batcher import (
+from introspectd.generate.batcher import (
     Batcher,
     BatcherConfig,
     WorkItem,
     attention_shape,
     tokens_per_row,
 )
-from introspectd.runner import batch_size_for
-from introspectd.steering import SteeringState, steering
-from introspectd.trials import expand_trials, resolve_layers, trial_seed
+from introspectd.generate.runner import batch_size_for
+from introspectd.generate.steering import SteeringState, steering
+from introspectd.protocol.trials import expand_trials, resolve_layers, trial_seed
 
 QWEN_3B = dict(
     hidden_size=2048,

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from judge_server import JudgeServer
 
-from introspectd.judge import Judge
-from introspectd.plan import JudgeConfig
+from introspectd.judge.client import Judge
+from introspectd.protocol.plan import JudgeConfig
 
 
 def parse_args() -> argparse.Namespace:

@@ -19,9 +19,9 @@ from introspectd import stopping
 from introspectd.errors import EXIT_INTERRUPTED, EXIT_OK, BadInput, IntrospectdError
 
 if TYPE_CHECKING:
-    from introspectd.plan import Plan
-    from introspectd.session import Narrowing
-    from introspectd.snapshot import SnapshotStore
+    from introspectd.cloud.snapshot import SnapshotStore
+    from introspectd.protocol.plan import Plan
+    from introspectd.run.session import Narrowing
 
 log = logging.getLogger("introspectd")
 
@@ -140,7 +140,7 @@ def _transient_reason(exc: Exception) -> str | None:
     so Cloud Batch retries), or None."""
     if "google.api_core" not in sys.modules:  # no GCS client was ever used
         return None
-    from introspectd.gcs import transient_reason
+    from introspectd.cloud.gcs import transient_reason
 
     return transient_reason(exc)
 
@@ -153,7 +153,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "export":
         return cmd_export(args)
     if args.command == "rejudge":
-        from introspectd.rejudge import cmd_rejudge
+        from introspectd.judge.rejudge import cmd_rejudge
 
         if args.output:  # before any grading, not after it
             from introspectd.fs_errors import require_output_file
@@ -162,7 +162,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return cmd_rejudge(args)
     if args.command == "report":
-        from introspectd.report import write_report
+        from introspectd.report.writer import write_report
 
         paths = write_report([Path(p) for p in args.inputs], Path(args.out))
         print(f"report written to {paths.report_md}")
@@ -171,8 +171,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def cmd_batch_render(args: argparse.Namespace) -> int:
-    from introspectd.batchjob import JobOptions, job_json, render_job, render_warnings
-    from introspectd.plan import load_plan
+    from introspectd.cloud.batchjob import JobOptions, job_json, render_job, render_warnings
+    from introspectd.protocol.plan import load_plan
 
     env = dict(item.split("=", 1) for item in args.env if "=" in item)
     if len(env) != len(args.env):
@@ -203,11 +203,11 @@ def cmd_batch_render(args: argparse.Namespace) -> int:
 
 
 def _narrowing(args: argparse.Namespace) -> Narrowing:
-    from introspectd.session import Narrowing
+    from introspectd.run.session import Narrowing
 
     shard = None
     if args.shard or "BATCH_TASK_INDEX" in os.environ:
-        from introspectd.shard import parse_shard, shard_from_env
+        from introspectd.run.shard import parse_shard, shard_from_env
 
         shard = parse_shard(args.shard) if args.shard else shard_from_env(os.environ)
     concepts = tuple(getattr(args, "concept", []) or ())
@@ -217,12 +217,12 @@ def _narrowing(args: argparse.Namespace) -> Narrowing:
 def cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
-    from introspectd.durability import UploadTrigger, require_fixed_experiment
-    from introspectd.engine import Engine
+    from introspectd.app.engine import Engine
+    from introspectd.app.progress import progress_for
+    from introspectd.cloud.durability import UploadTrigger, require_fixed_experiment
     from introspectd.fs_errors import require_writable_dir
-    from introspectd.plan import check_env_overrides, env_experiment_id, load_plan
-    from introspectd.progress import progress_for
-    from introspectd.session import open_run
+    from introspectd.protocol.plan import check_env_overrides, env_experiment_id, load_plan
+    from introspectd.run.session import open_run
 
     plan = load_plan(args.plan)
     check_env_overrides()  # they name directories: checked before any is created
@@ -244,7 +244,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     uploads = None
     if restorer.snapshots is not None:
-        from introspectd.uploader import Uploader
+        from introspectd.cloud.uploader import Uploader
 
         files = [ctx.out_dir / f"{c}.jsonl" for c in plan.sweep.concepts]
         uploads = UploadTrigger(
@@ -277,7 +277,7 @@ class _Restorer:
         self.snapshots: SnapshotStore | None = None
 
     def __call__(self, out_dir: Path) -> None:
-        from introspectd.durability import restore_at_start, snapshot_store
+        from introspectd.cloud.durability import restore_at_start, snapshot_store
 
         self.snapshots = snapshot_store(self.plan, out_dir)
         if self.snapshots is not None:
@@ -288,12 +288,12 @@ class _Restorer:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from introspectd.plan import load_plan
-    from introspectd.session import open_run
-    from introspectd.status import render_status, status_summary
+    from introspectd.app.status import render_status, status_summary
+    from introspectd.protocol.plan import load_plan
+    from introspectd.run.session import open_run
 
     if args.from_uri:
-        from introspectd.gather import status_from_gcs
+        from introspectd.cloud.gather import status_from_gcs
 
         return status_from_gcs(load_plan(args.plan), args.from_uri, as_json=args.json)
     ctx = open_run(load_plan(args.plan), _narrowing(args), create=False, read_only=True)
@@ -306,14 +306,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from introspectd.plan import load_plan
+    from introspectd.protocol.plan import load_plan
 
     plan = load_plan(args.plan)
     if args.from_uri:
-        from introspectd.gather import export_from_gcs
+        from introspectd.cloud.gather import export_from_gcs
 
         return export_from_gcs(plan, args.from_uri, Path(args.out) if args.out else None)
-    from introspectd.outputs import export_run
+    from introspectd.output.exporter import export_run
 
     out = export_run(plan, Path(args.out) if args.out else None)
     print(f"exported to {out}")

@@ -48,8 +48,8 @@ def labelled_path() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_runner(model_cache: Path):  # type: ignore[no-untyped-def]
-    from introspectd.models import resolve_model
-    from introspectd.runner import Runner
+    from introspectd.generate.runner import Runner
+    from introspectd.protocol.models import resolve_model
 
     return Runner(resolve_model("builtin:tiny", "", "test"))
 

@@ -7,10 +7,10 @@ from collections import Counter
 import pytest
 import torch
 
-from introspectd.batcher import Batcher, BatcherConfig, WorkItem
-from introspectd.prompts import baseline_words, introspection_messages
-from introspectd.sampling import sample
-from introspectd.steering import SteeringState, steering
+from introspectd.generate.batcher import Batcher, BatcherConfig, WorkItem
+from introspectd.generate.sampling import sample
+from introspectd.generate.steering import SteeringState, steering
+from introspectd.protocol.prompts import baseline_words, introspection_messages
 
 LAYERS = [1, 3]
 MAX_NEW = 20
@@ -22,8 +22,8 @@ def setup(request, tiny_runner):  # type: ignore[no-untyped-def]
     if request.param == "tiny":
         runner = tiny_runner
     else:
-        from introspectd.models import resolve_model
-        from introspectd.runner import Runner
+        from introspectd.generate.runner import Runner
+        from introspectd.protocol.models import resolve_model
 
         runner = Runner(resolve_model(f"builtin:{request.param}", "", "test"))
     return _setup(runner)
@@ -205,8 +205,8 @@ def test_sampled_tokens_do_not_depend_on_batch_mates(setup) -> None:  # type: ig
 
 
 def test_the_startup_check_passes_in_bfloat16_and_catches_a_lost_prompt(tiny_runner) -> None:  # type: ignore[no-untyped-def]
-    from introspectd.models import resolve_model
-    from introspectd.runner import Runner
+    from introspectd.generate.runner import Runner
+    from introspectd.protocol.models import resolve_model
 
     prompt = tiny_runner.render(introspection_messages("v2"))
     config = BatcherConfig(4, MAX_NEW, 1.0)

@@ -17,10 +17,10 @@ import pytest
 from google.cloud import batch_v1
 from google.protobuf import json_format
 
-from introspectd.batchjob import JobOptions, job_json, render_job, render_warnings
+from introspectd.cloud.batchjob import JobOptions, job_json, render_job, render_warnings
 from introspectd.errors import BadInput
-from introspectd.plan import STAMP_RE, JudgeConfig, Plan, RunConfig, UploadConfig
-from introspectd.trials import expand_trials, resolve_layers
+from introspectd.protocol.plan import STAMP_RE, JudgeConfig, Plan, RunConfig, UploadConfig
+from introspectd.protocol.trials import expand_trials, resolve_layers
 
 REPO = Path(__file__).resolve().parent.parent
 PLAN_URI = "gs://bucket/plans/sweep.toml"

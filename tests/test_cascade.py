@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from introspectd.cascade import SlotCache, cascade_attention
+from introspectd.generate.cascade import SlotCache, cascade_attention
 
 KV_HEADS, GROUPS, DIM = 2, 3, 8
 HEADS = KV_HEADS * GROUPS

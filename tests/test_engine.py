@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from helpers import TINY_PLAN, run_cli, start_run, write_plan
 
-from introspectd.builtin_models import BUILTIN_SPECS, build
 from introspectd.cli import main
-from introspectd.trials import expand_trials
+from introspectd.generate.builtin import BUILTIN_SPECS, build
+from introspectd.protocol.trials import expand_trials
 
 RECORD_KEYS = {
     "id",

@@ -10,12 +10,12 @@ import pytest
 import torch
 from helpers import TINY_PLAN, write_plan
 
-from introspectd.generation import CoreSharing, Generator
-from introspectd.plan import load_plan
-from introspectd.scheduler import Scheduler
-from introspectd.session import open_run
-from introspectd.steering import decoder_layers
-from introspectd.store import Generation
+from introspectd.generate.generator import CoreSharing, Generator
+from introspectd.generate.steering import decoder_layers
+from introspectd.protocol.plan import load_plan
+from introspectd.run.scheduler import Scheduler
+from introspectd.run.session import open_run
+from introspectd.run.store import Generation
 
 
 @contextmanager

@@ -22,14 +22,14 @@ from judge_server import (
     status,
 )
 
-from introspectd.judge import (
+from introspectd.judge.client import (
     GIVE_UP_PAUSE_S,
     JUDGING_DISABLED,
     QUOTA_ERROR,
     Judge,
     JudgeOutcome,
 )
-from introspectd.plan import JudgeConfig
+from introspectd.protocol.plan import JudgeConfig
 
 KEY = "sk-test-Zq8vR2nW5xK7pL3mT9cY4bH6"
 

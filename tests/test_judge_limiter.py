@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from introspectd.limiter import AdaptiveLimiter, Signal, Ticket
+from introspectd.judge.limiter import AdaptiveLimiter, Signal, Ticket
 
 
 async def fill(limiter: AdaptiveLimiter) -> list[Ticket]:

@@ -19,7 +19,7 @@ from introspectd.cli import main
 
 
 def _judge_children(parent: int) -> list[int]:
-    """Live `introspectd.judge_process` processes whose parent is `parent` (Linux /proc)."""
+    """Live `introspectd.judge.process` processes whose parent is `parent` (Linux /proc)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -27,7 +27,7 @@ def _judge_children(parent: int) -> list[int]:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(ppid) == parent and state != "Z" and b"introspectd.judge_process" in cmdline:
+        if int(ppid) == parent and state != "Z" and b"introspectd.judge.process" in cmdline:
             found.append(int(stat.parent.name))
     return found
 

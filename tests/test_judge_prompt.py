@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from introspectd.errors import BadInput
-from introspectd.judge_prompt import (
+from introspectd.judge.prompt import (
     JUDGE_PROMPT_VERSIONS,
     JUDGEMENT_KEYS,
     JUDGEMENT_SCHEMA,

@@ -11,9 +11,9 @@ import pytest
 from judge_server import JudgeServer, Recorded, status
 
 from introspectd.errors import BadInput
-from introspectd.judge import Judge
-from introspectd.plan import JudgeConfig
-from introspectd.rejudge_file import RejudgeCounts, rejudge_file
+from introspectd.judge.client import Judge
+from introspectd.judge.rejudge_file import RejudgeCounts, rejudge_file
+from introspectd.protocol.plan import JudgeConfig
 
 OLD = {"answer": "fail", "coherent": True, "detected_concept": None, "reasoning": "old",
        "refused": False}

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from introspectd.metrics import (
+from introspectd.report.metrics import (
     RATE_NAMES,
     compute_metrics,
     group_by,

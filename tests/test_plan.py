@@ -8,7 +8,7 @@ import pytest
 from helpers import TINY_PLAN, run_cli, write_plan
 
 from introspectd.cli import main
-from introspectd.plan import load_plan
+from introspectd.protocol.plan import load_plan
 
 BAD_PLANS = [
     ("trails = 3", "[sweep] trails: unknown key"),

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from introspectd.errors import BadInput
-from introspectd.report import ReportPaths, write_report
+from introspectd.report.writer import ReportPaths, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METRIC_KEYS = {"n_injection", "n_control", "n_unjudged", "injection_pass_rate", "control_fp_rate",
@@ -233,7 +233,7 @@ def test_bad_line_names_file_and_line(tmp_path: Path, bad_line: str, complaint: 
 
 
 def test_cli_import_stays_light() -> None:
-    # `import introspectd.report` must not pull matplotlib in: it is imported when drawing.
-    code = "import sys, introspectd.report; print('matplotlib' in sys.modules)"
+    # `import introspectd.report.writer` must not pull matplotlib in: it is imported when drawing.
+    code = "import sys, introspectd.report.writer; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

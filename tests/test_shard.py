@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from introspectd.errors import BadInput
-from introspectd.shard import (
+from introspectd.protocol.trials import Kind, TrialSpec, expand_trials, resolve_layers
+from introspectd.run.shard import (
     Shard,
     diagonal_position,
     parse_shard,
@@ -17,7 +18,6 @@ from introspectd.shard import (
     shard_from_env,
     split_shards,
 )
-from introspectd.trials import Kind, TrialSpec, expand_trials, resolve_layers
 
 CONCEPTS = ("celebration", "ocean", "fear", "silence", "bread", "music", "anger")
 # No example database: hypothesis would otherwise leave a .hypothesis/ folder in the repo.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from introspectd.steering import SteeringState, decoder_layers, steering
+from introspectd.generate.steering import SteeringState, decoder_layers, steering
 
 
 def _layer_outputs(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from introspectd.prompts import baseline_words, vector_text
+from introspectd.protocol.prompts import baseline_words, vector_text
 
 
 def _hand_activation(runner, word: str, layer: int) -> torch.Tensor:  # type: ignore[no-untyped-def]

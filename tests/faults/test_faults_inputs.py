@@ -147,7 +147,7 @@ def test_hostile_plan_is_refused(
 
 
 def test_sane_bounds_are_accepted(tmp_path: Path) -> None:
-    from introspectd.plan import load_plan
+    from introspectd.protocol.plan import load_plan
 
     plan = load_plan(
         write(
@@ -221,9 +221,9 @@ def test_env_override_is_checked_by_status_too(
 
 
 def test_batch_render_stamp_is_matched_whole(tmp_path: Path) -> None:
-    from introspectd.batchjob import JobOptions, render_job
+    from introspectd.cloud.batchjob import JobOptions, render_job
     from introspectd.errors import BadInput
-    from introspectd.plan import load_plan
+    from introspectd.protocol.plan import load_plan
 
     plan = load_plan(write(tmp_path, upload={"gcs": '"gs://bucket/sweeps"'}))
     with pytest.raises(BadInput, match="--stamp: must look like"):

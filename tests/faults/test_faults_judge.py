@@ -35,9 +35,9 @@ from judge_server import (
     status,
 )
 
-from introspectd.judge import Judge, JudgeOutcome
-from introspectd.plan import JudgeConfig
-from introspectd.redact import redact
+from introspectd.judge.client import Judge, JudgeOutcome
+from introspectd.judge.redact import redact
+from introspectd.protocol.plan import JudgeConfig
 
 SECRET = "ADVSECRET1234567890abcdefXYZ"
 TEN_TRIALS = """
@@ -205,7 +205,7 @@ def test_long_reasoning_is_truncated_before_it_is_stored() -> None:
 def test_long_retry_after_fails_rows_without_stalling_the_others(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="introspectd.judge")
+    caplog.set_level(logging.WARNING, logger="introspectd.judge.client")
     with JudgeServer(default=rate_limited(retry_after_s=3600)) as server:
         started = time.monotonic()
         outcomes = _grade(_judge_config(server), 4, deadline_s=40)

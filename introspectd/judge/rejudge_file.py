@@ -1,0 +1,151 @@
+"""`introspectd rejudge --input IN.jsonl --output OUT.jsonl`: grade a seed-format file again.
+
+Records whose `judge` is null (or every record, with `all_records`) are sent to the judge, up
+to the judge's concurrency at once. Every other line is written back exactly as it was read, in
+the same order. A record that already had a judgement keeps it when its new grading fails: a
+re-grade must never lose a judgement. The output is replaced atomically, so it may be the input.
+On SIGTERM/SIGINT the output is written with what was graded so far, then `Interrupted` (75).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from introspectd import stopping
+from introspectd.errors import BadInput, Interrupted
+from introspectd.judge.client import Judge, JudgeOutcome
+from introspectd.output.records import write_atomic
+
+
+@dataclass(frozen=True)
+class RejudgeCounts:
+    total: int        # records in the file
+    selected: int     # records sent to the judge
+    judged: int       # ... that came back with a judgement
+    failed: int       # ... that did not (reason in judge_error, or old judgement kept)
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        reasons = "".join(f"; {n}× {why}" for why, n in self.failed_by_reason.items())
+        return (f"{self.total} records, {self.selected} sent to the judge: {self.judged} judged, "
+                f"{self.failed} failed{reasons}")
+
+
+@dataclass(frozen=True)
+class _Line:
+    lineno: int
+    raw: str                       # the line as read, without its newline
+    record: dict[str, Any] | None  # None for a blank line
+
+
+async def rejudge_file(input: Path, output: Path, judge: Judge,
+                       all_records: bool = False) -> RejudgeCounts:
+    lines = _read(input)
+    todo = [i for i, line in enumerate(lines) if line.record is not None
+            and (all_records or line.record.get("judge") is None)]
+    for i in todo:   # check every record before the first request is sent
+        _check_judgeable(input, lines[i])
+    with stopping.deferred():   # SIGTERM/SIGINT: keep what was graded (below), then exit 75
+        outcomes = await _grade_all(judge, [lines[i] for i in todo])
+    out_lines = [line.raw for line in lines]
+    failures: Counter[str] = Counter()
+    for i, outcome in zip(todo, outcomes, strict=True):
+        record = lines[i].record
+        assert record is not None
+        if outcome is None:
+            continue   # not graded before a stop: the line stays as it was
+        if outcome.error is not None:
+            failures[outcome.error] += 1
+            if record.get("judge") is not None:
+                continue   # keep the old judgement rather than replace it with nothing
+        out_lines[i] = json.dumps(_updated(record, outcome), ensure_ascii=False)
+    write_atomic(output, "".join(f"{line}\n" for line in out_lines).encode("utf-8"))
+    failed = sum(failures.values())
+    graded = sum(1 for outcome in outcomes if outcome is not None)
+    counts = RejudgeCounts(total=sum(1 for line in lines if line.record is not None),
+                           selected=len(todo), judged=graded - failed, failed=failed,
+                           failed_by_reason=dict(failures))
+    if graded < len(todo):
+        raise Interrupted(f"stopped by {stopping.received()}: {output} holds what was graded "
+                          f"({counts}; {len(todo) - graded} not sent or in flight) — run "
+                          f"rejudge again with --input {output} to grade the rest")
+    return counts
+
+
+def _updated(record: dict[str, Any], outcome: JudgeOutcome) -> dict[str, Any]:
+    """Same keys in the same order; only judge and judge_error change."""
+    new = dict(record)
+    new["judge"] = outcome.result
+    new["judge_error"] = outcome.error
+    return new
+
+
+async def _grade_all(judge: Judge, lines: list[_Line]) -> list[JudgeOutcome | None]:
+    """One outcome per line, None for those not graded when a SIGTERM/SIGINT came."""
+    results: list[JudgeOutcome | None] = [None] * len(lines)
+    queue = iter(range(len(lines)))
+
+    async def worker() -> None:
+        for i in queue:   # workers share one iterator: each index is taken once
+            record = lines[i].record
+            assert record is not None
+            results[i] = await judge.grade(record["concept"], record["was_injected"],
+                                           record["response"])
+
+    async def until_stopped(scope: anyio.CancelScope) -> None:
+        while stopping.received() is None:
+            await anyio.sleep(0.05)
+        scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(until_stopped, tg.cancel_scope)
+        async with anyio.create_task_group() as workers:
+            for _ in range(min(judge.cfg.concurrency, len(lines))):
+                workers.start_soon(worker)
+        tg.cancel_scope.cancel()
+    return results
+
+
+def _read(path: Path) -> list[_Line]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"{path}: input file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read input file ({exc})") from None
+    # Split on "\n" only: str.splitlines() would also split inside JSON strings that hold raw
+    # U+2028 or form feeds, which json.dumps(ensure_ascii=False) writes unescaped.
+    rows = text.split("\n")
+    if rows and rows[-1] == "":
+        rows.pop()
+    lines: list[_Line] = []
+    for lineno, row in enumerate(rows, start=1):
+        raw = row.removesuffix("\r")
+        if not raw.strip():
+            lines.append(_Line(lineno, raw, None))
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{path}:{lineno}: malformed JSON ({exc.msg} at column "
+                           f"{exc.colno})") from None
+        if not isinstance(record, dict):
+            raise BadInput(f"{path}:{lineno}: expected a JSON object (a seed-format record)")
+        lines.append(_Line(lineno, raw, record))
+    return lines
+
+
+def _check_judgeable(path: Path, line: _Line) -> None:
+    record = line.record or {}
+    for key, kind in (("concept", str), ("was_injected", bool), ("response", str)):
+        if key not in record:
+            raise BadInput(f"{path}:{line.lineno}: record lacks {key!r}")
+        if not isinstance(record[key], kind):
+            raise BadInput(f"{path}:{line.lineno}: {key!r} must be a "
+                           f"{'boolean' if kind is bool else 'string'}")

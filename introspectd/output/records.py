@@ -1,0 +1,91 @@
+"""Seed-format JSONL records and crash-safe files: every write is tmp + fsync + rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from introspectd.protocol.plan import SweepConfig
+from introspectd.run.store import Store, TrialRow
+
+# Read once at import, before any thread starts: os.umask can only be read by setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def record(
+    row: TrialRow, model_name: str, vector_norm: float, prompt_version: str, inject_style: str
+) -> dict[str, Any]:
+    """One trial as DESIGN.md's output record; keys may be added, never renamed or dropped."""
+    spec = row.spec
+    return {
+        "id": row.id,
+        "timestamp": row.generated_at,
+        "concept": spec.concept,
+        "was_injected": spec.is_injected,
+        "response": row.response,
+        "config": {
+            "model": model_name,
+            "layer": spec.layer,
+            "strength": spec.strength,
+            "magnitude": spec.strength * vector_norm,
+            "vector_norm": vector_norm,
+            "prompt_version": prompt_version,
+            "inject_style": inject_style,
+            "trial": spec.trial,
+        },
+        "judge": row.judge,
+        "judge_error": row.judge_error,
+    }
+
+
+def completed_records(
+    store: Store, model_name: str, sweep: SweepConfig, concepts: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Each concept's finished trials as output records, in the store's plan order."""
+    norms = store.vector_norms()
+    return {
+        concept: [
+            record(
+                row,
+                model_name,
+                norms.get((concept, row.spec.layer), 0.0),
+                sweep.prompt_version,
+                sweep.inject_style,
+            )
+            for row in store.completed(concept)
+        ]
+        for concept in concepts
+    }
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that readers and crashes see the old or the new file only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        # mkstemp creates 0600; results are for sharing, so give them the user's umask.
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write names no file; the one-line report should
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    write_atomic(path, lines.encode("utf-8"))

@@ -1,0 +1,254 @@
+"""`introspectd report INPUT... --out DIR`: seed-format JSONL → summary.json, report.md, PNGs.
+
+Reads files and folders (folders recursively, `*.jsonl`) of seed-format records, also older ones
+without `refused`, `inject_style`, `model`, `trial` or `magnitude`, and labelled sets whose
+judgement sits under `label` instead of `judge`. Metrics are computed per PROTOCOL.md ("Metrics")
+by `introspectd.report.metrics`; tables are in `report_md`, figures in `figures` (matplotlib is only
+imported when figures are drawn, so importing this module is cheap).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from introspectd.errors import BadInput
+from introspectd.report.figures import render_model_figures
+from introspectd.report.markdown import render_markdown
+from introspectd.report.metrics import compute_metrics, group_by
+
+Record = dict[str, Any]   # flat: id, model, concept, layer, strength, was_injected, judge
+
+_ID_LAYER_RE = re.compile(r"_L(\d+)_")
+_ID_STRENGTH_RE = re.compile(r"_S(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)_")
+_NATURAL_RE = re.compile(r"(\d+)")
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    out_dir: Path
+    summary_json: Path
+    report_md: Path
+    figures: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    files: tuple[Path, ...]
+    records: list[Record]
+    num_duplicates: int      # same (model, id) seen again, e.g. shard files beside the merge
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Before any reading: `--out` must be a directory, or creatable as one."""
+    existing = next(p for p in (out_dir, *out_dir.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        what = "is a file" if existing == out_dir else f"is inside {existing}, a file"
+        raise BadInput(f"--out: {out_dir} {what}; give a directory")
+
+
+def write_report(inputs: list[Path], out_dir: Path) -> ReportPaths:
+    """Read every input, write summary.json, report.md and figures/*.png under `out_dir`.
+
+    Raises BadInput (one line naming the file and line) for a missing path, no `*.jsonl` found,
+    or a record that cannot be read.
+    """
+    _check_out_dir(out_dir)
+    loaded = load_inputs(inputs)
+    summary = build_summary(loaded)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures: list[Path] = []
+    for model, records in sorted_items(group_by(loaded.records, lambda r: r["model"])):
+        figures += render_model_figures(model, records, out_dir / "figures")
+    summary_json = out_dir / "summary.json"
+    summary_json.write_text(json.dumps(_rounded(summary), indent=2) + "\n", encoding="utf-8")
+    report_md = out_dir / "report.md"
+    report_md.write_text(render_markdown(summary, [f.relative_to(out_dir) for f in figures]),
+                         encoding="utf-8")
+    return ReportPaths(out_dir, summary_json, report_md, tuple(figures))
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+def find_input_files(inputs: Iterable[Path]) -> list[Path]:
+    """The files to read: each file as given, each folder's `*.jsonl` recursively, no repeats."""
+    files: list[Path] = []
+    seen: set[Path] = set()
+    inputs = list(inputs)
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*.jsonl") if p.is_file())
+        elif path.exists():
+            found = [path]
+        else:
+            raise BadInput(f"{path}: no such file or folder")
+        for f in found:
+            if f.resolve() not in seen:
+                seen.add(f.resolve())
+                files.append(f)
+    if not files:
+        where = ", ".join(str(p) for p in inputs) or "(no inputs given)"
+        raise BadInput(f"no *.jsonl files found in {where}")
+    return files
+
+
+def load_inputs(inputs: Iterable[Path]) -> Loaded:
+    files = find_input_files(inputs)
+    by_key: dict[tuple[str, str], Record] = {}
+    anonymous: list[Record] = []
+    duplicates = 0
+    for path in files:
+        for record in read_records(path):
+            if record["id"] is None:
+                anonymous.append(record)
+                continue
+            key = (record["model"], record["id"])
+            old = by_key.get(key)
+            if old is not None:
+                duplicates += 1
+                # A rejudged copy beats the unjudged original; otherwise the later file wins.
+                if old["judge"] is not None and record["judge"] is None:
+                    continue
+            by_key[key] = record
+    return Loaded(tuple(files), list(by_key.values()) + anonymous, duplicates)
+
+
+def read_records(path: Path) -> list[Record]:
+    fallback_model = _model_from_path(path)
+    records: list[Record] = []
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadInput(f"{path}:{lineno}: not UTF-8 text") from None
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text.rstrip("\r\n"))   # so the column is on this line
+            except json.JSONDecodeError as e:
+                raise BadInput(f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})") \
+                    from None
+            records.append(parse_record(obj, fallback_model, f"{path}:{lineno}"))
+    return records
+
+
+def parse_record(obj: Any, fallback_model: str, where: str) -> Record:
+    """One JSON line → a flat Record; `where` ("file:line") prefixes every error."""
+    if not isinstance(obj, dict):
+        raise BadInput(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    config = obj.get("config") or {}
+    if not isinstance(config, dict):
+        raise BadInput(f"{where}: 'config' is not an object")
+    # Labelled sets (shared/data) carry the human judgement under "label".
+    judge = obj["judge"] if "judge" in obj else obj.get("label")
+    if judge is not None and not isinstance(judge, dict):
+        raise BadInput(f"{where}: 'judge' is neither an object nor null")
+    concept = obj.get("concept")
+    if not isinstance(concept, str) or not concept:
+        raise BadInput(f"{where}: no 'concept'")
+    injected = obj.get("was_injected")
+    if not isinstance(injected, bool):
+        raise BadInput(f"{where}: 'was_injected' missing or not true/false")
+    trial_id = obj.get("id") if isinstance(obj.get("id"), str) else None
+    model = config.get("model")
+    return {
+        "id": trial_id,
+        "model": model if isinstance(model, str) and model else fallback_model,
+        "concept": concept,
+        "layer": _layer(config, trial_id, where),
+        "strength": _strength(config, trial_id, where),
+        "was_injected": injected,
+        "judge": judge,
+    }
+
+
+def _layer(config: dict[str, Any], trial_id: str | None, where: str) -> int:
+    value = config.get("layer")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _ID_LAYER_RE.search(trial_id or "")
+    if value is None and match:
+        return int(match.group(1))
+    raise BadInput(f"{where}: 'config.layer' missing or not an integer")
+
+
+def _strength(config: dict[str, Any], trial_id: str | None, where: str) -> float:
+    value = config.get("strength")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)   # JSON writes 3 and 3.0 alike for some writers; group them together
+    match = _ID_STRENGTH_RE.search(trial_id or "")
+    if value is None and match:
+        return float(match.group(1))
+    raise BadInput(f"{where}: 'config.strength' missing or not a number")
+
+
+def _model_from_path(path: Path) -> str:
+    """Older records lack config.model; the seed layout names the model folder (`3b/fear.jsonl`)."""
+    for parent in path.resolve().parents:
+        if parent.name and not parent.name.startswith("shard-"):
+            return parent.name
+    return "unknown"
+
+
+# ---------------------------------------------------------------------------------- summary
+
+
+def natural_key(value: Any) -> tuple[Any, ...]:
+    """Sort "Qwen2.5-3B" before "Qwen2.5-14B": digit runs compare as numbers."""
+    if isinstance(value, int | float):
+        return (0, value)
+    parts = _NATURAL_RE.split(str(value))
+    return (1, *((0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts))
+
+
+def sorted_items(groups: dict[Any, list[Record]]) -> list[tuple[Any, list[Record]]]:
+    return sorted(groups.items(), key=lambda kv: natural_key(kv[0]))
+
+
+def build_summary(loaded: Loaded) -> dict[str, Any]:
+    records = loaded.records
+    groups = []
+    by_cell = group_by(records, lambda r: (r["model"], r["concept"], r["layer"], r["strength"]))
+    for (model, concept, layer, strength), members in sorted(
+            by_cell.items(), key=lambda kv: tuple(natural_key(k) for k in kv[0])):
+        groups.append({"model": model, "concept": concept, "layer": layer, "strength": strength,
+                       **compute_metrics(members)})
+    return {
+        "inputs": {
+            "files": [str(f) for f in loaded.files],
+            "n_records": len(records),
+            "n_duplicates_dropped": loaded.num_duplicates,
+        },
+        "overall": compute_metrics(records),
+        "by_model": {m: compute_metrics(rs)
+                     for m, rs in sorted_items(group_by(records, lambda r: r["model"]))},
+        "by_concept": {c: compute_metrics(rs)
+                       for c, rs in sorted_items(group_by(records, lambda r: r["concept"]))},
+        "by_model_layer_strength": _model_layer_strength(records),
+        "groups": groups,
+    }
+
+
+def _model_layer_strength(records: list[Record]) -> list[dict[str, Any]]:
+    """All concepts pooled per model × layer × strength: the report's layer × strength tables."""
+    cells = group_by(records, lambda r: (r["model"], r["layer"], r["strength"]))
+    return [{"model": m, "layer": layer, "strength": s, **compute_metrics(rs)}
+            for (m, layer, s), rs in sorted(cells.items(),
+                                            key=lambda kv: tuple(natural_key(k) for k in kv[0]))]
+
+
+def _rounded(value: Any) -> Any:
+    """Floats to 6 decimals: summary.json stays readable and diffable between runs."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value

@@ -1,0 +1,71 @@
+"""Which trials the GPU generates next. Pure: no torch, no I/O, no clock.
+
+Order: trial index first, then a fixed hash order inside each index, so every batch mixes
+concepts, layers, strengths and controls, and a sweep stopped half-way has results spread over
+the whole grid rather than the first few cells.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass
+
+from introspectd.protocol.trials import TrialSpec
+
+
+@dataclass(frozen=True)
+class Ticket:
+    trial_id: str
+    spec: TrialSpec
+
+
+def _mix_key(ticket: Ticket) -> tuple[int, bytes]:
+    return ticket.spec.trial, hashlib.blake2b(ticket.trial_id.encode(), digest_size=8).digest()
+
+
+class Scheduler:
+    def __init__(self, tickets: list[Ticket]) -> None:
+        self._waiting = deque(sorted(tickets, key=_mix_key))
+        self._in_flight: dict[str, Ticket] = {}
+        self.num_total = len(tickets)
+        self.num_done = 0
+
+    def take(self, n: int) -> list[Ticket]:
+        """Up to `n` trials to start now."""
+        out: list[Ticket] = []
+        while self._waiting and len(out) < n:
+            ticket = self._waiting.popleft()
+            self._in_flight[ticket.trial_id] = ticket
+            out.append(ticket)
+        return out
+
+    def complete(self, trial_ids: list[str]) -> list[Ticket]:
+        """Mark trials generated; returns the tickets that were in flight."""
+        done = [t for t in (self._in_flight.pop(i, None) for i in trial_ids) if t is not None]
+        self.num_done += len(done)
+        return done
+
+    def requeue_in_flight(self) -> int:
+        """Put abandoned in-flight trials back at the front of the queue; returns how many."""
+        abandoned = sorted(self._in_flight.values(), key=_mix_key)
+        self._in_flight.clear()
+        self._waiting.extendleft(reversed(abandoned))
+        return len(abandoned)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def num_in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def is_finished(self) -> bool:
+        return not self._waiting and not self._in_flight
+
+    @staticmethod
+    def vectors_needed(tickets: list[Ticket]) -> set[tuple[str, int]]:
+        """(concept, layer) pairs these trials need, controls included (records carry the norm)."""
+        return {(t.spec.concept, t.spec.layer) for t in tickets}

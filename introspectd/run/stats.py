@@ -1,0 +1,109 @@
+"""Live figures of a run, for the progress view and the periodic log line. Pure Python."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from introspectd.protocol.trials import Status
+
+if TYPE_CHECKING:
+    from introspectd.run.session import RunContext
+    from introspectd.run.store import Generation
+
+
+@dataclass
+class RecentAnswer:
+    concept: str
+    is_injected: bool
+    verdict: str
+    text: str
+
+
+@dataclass
+class RunStats:
+    started_at: float = 0.0
+    finished_at: float | None = None
+    num_selected: int = 0
+    num_done_before: int = 0  # selected trials already judged (or failed) when this run began
+    num_to_generate: int = 0  # selected trials still pending when this run began
+    by_concept_total: Counter[str] = field(default_factory=Counter)
+    by_concept_done: Counter[str] = field(default_factory=Counter)
+    num_generated: int = 0
+    num_new_tokens: int = 0
+    num_judged: int = 0
+    num_judge_failed: int = 0
+    failed_by_reason: Counter[str] = field(default_factory=Counter)
+    batch_size: int = 0
+    judge: Any = None  # the Judge (its `.stats` are live figures), when judging is on
+    uploads: Any = None  # the Uploader (its `.stats` are live figures), when uploads are on
+    recent: deque[RecentAnswer] = field(default_factory=lambda: deque(maxlen=5))
+    _rate_window: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=64))
+    _num_done_now: int = 0  # selected trials finished by this run
+    _selected: set[str] | None = None  # None before start(): every judgement counts
+
+    def start(self, ctx: RunContext) -> None:
+        """Counts what is finished already. A row an earlier run left `generated` is not: it
+        is judged again now and counted then (counting it twice gave "done: 1413/720")."""
+        self.started_at = time.monotonic()
+        self._rate_window.append((self.started_at, 0, 0))
+        self._selected = ctx.selected_ids
+        self.num_selected = len(ctx.selected_ids)
+        self.num_to_generate = len(ctx.tickets)
+        finished = (Status.JUDGED, Status.JUDGE_FAILED)
+        for row in ctx.store.trials():
+            if row.id in ctx.selected_ids:
+                self.by_concept_total[row.spec.concept] += 1
+                if row.status in finished:
+                    self.num_done_before += 1
+                    self.by_concept_done[row.spec.concept] += 1
+
+    def finish(self) -> None:
+        self.finished_at = time.monotonic()
+
+    def on_generated(self, generations: list[Generation], now: float) -> None:
+        self.num_generated += len(generations)
+        self.num_new_tokens += sum(g.num_new_tokens for g in generations)
+        self._rate_window.append((now, self.num_generated, self.num_new_tokens))
+
+    def on_judged(
+        self,
+        concept: str,
+        is_injected: bool,
+        result: dict[str, Any] | None,
+        error: str | None,
+        response: str,
+        trial_id: str | None = None,
+    ) -> None:
+        # The judge also takes rows outside this process's selection (left `generated` by an
+        # earlier, wider run): they are judge figures, not this run's progress.
+        if self._selected is None or trial_id is None or trial_id in self._selected:
+            self._num_done_now += 1
+            self.by_concept_done[concept] += 1
+        if result is not None:
+            self.num_judged += 1
+            verdict = str(result.get("answer", "?"))
+        else:
+            self.num_judge_failed += 1
+            self.failed_by_reason[error or "unknown"] += 1
+            verdict = "unjudged"
+        self.recent.append(RecentAnswer(concept, is_injected, verdict, " ".join(response.split())))
+
+    @property
+    def num_done(self) -> int:
+        return self.num_done_before + self._num_done_now
+
+    def rates(self) -> tuple[float, float]:
+        """(trials/s, new tokens/s) over the recent window."""
+        if len(self._rate_window) < 2:
+            return 0.0, 0.0
+        (t0, g0, k0), (t1, g1, k1) = self._rate_window[0], self._rate_window[-1]
+        span = max(t1 - t0, 1e-9)
+        return (g1 - g0) / span, (k1 - k0) / span
+
+    def eta_s(self) -> float | None:
+        trials_per_s, _ = self.rates()
+        remaining = self.num_to_generate - self.num_generated
+        return remaining / trials_per_s if trials_per_s > 0 else None

@@ -1,0 +1,455 @@
+"""The run's SQLite state. The only module that holds SQL.
+
+One writer connection in WAL mode; every write is a short `BEGIN IMMEDIATE` transaction, so a
+crash loses at most what was not yet handed to `record_*`. Migrations in `migrations/NNNN_*.sql`
+are applied in order, each recorded in the same transaction that applies it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from introspectd.protocol.trials import Kind, Status, TrialSpec
+
+
+def migrations_dir() -> Path:
+    package = Path(__file__).resolve().parents[1]  # introspectd/ (a wheel ships them there)
+    packaged = package / "migrations"
+    return packaged if packaged.is_dir() else package.parent / "migrations"
+
+
+def _migration_files() -> list[Path]:
+    return sorted(migrations_dir().glob("[0-9][0-9][0-9][0-9]_*.sql"))
+
+
+def _read_only_uri(path: Path) -> str:
+    return f"{path.resolve().as_uri()}?mode=ro"
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes `path` (SQLite may still leave an empty -wal/-shm).
+
+    On read-only storage SQLite cannot create the -shm a WAL database needs and refuses to
+    open; with no -wal the main file alone is the whole database, so it is opened
+    `immutable` then (no locks, no -shm). With a -wal but no -shm it still refuses."""
+    conn = sqlite3.connect(_read_only_uri(path), uri=True, check_same_thread=False)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn
+    except sqlite3.OperationalError as e:
+        conn.close()
+        wal = Path(f"{path}-wal")
+        if e.sqlite_errorname != "SQLITE_CANTOPEN" or (wal.exists() and wal.stat().st_size):
+            raise
+    uri = f"{path.resolve().as_uri()}?immutable=1"
+    return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+
+def now_iso() -> str:
+    return datetime.now().isoformat()
+
+
+@dataclass(frozen=True)
+class RunRow:
+    stamp: str
+    experiment_id: str
+    model_name: str
+    plan_json: str
+    spec: dict[str, Any]
+    spec_hash: str
+    baseline: list[str]
+    created_at: str
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    id: str
+    ordinal: int
+    spec: TrialSpec
+    status: Status
+    response: str | None
+    num_new_tokens: int | None
+    generated_at: str | None
+    judge: dict[str, Any] | None
+    judge_error: str | None
+
+
+@dataclass(frozen=True)
+class Generation:
+    trial_id: str
+    response: str
+    num_new_tokens: int
+    generated_at: str
+
+
+@dataclass(frozen=True)
+class Judgement:
+    trial_id: str
+    result: dict[str, Any] | None
+    error: str | None
+    judge_model: str
+    prompt_version: str
+    fewshot_hash: str
+    attempts: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+_TRIAL_COLUMNS = (
+    "id, ordinal, concept, kind, layer, strength, trial, status, response, "
+    "num_new_tokens, generated_at, judge_json, judge_error"
+)
+
+
+def _get_run(conn: sqlite3.Connection) -> RunRow | None:
+    r = conn.execute("SELECT * FROM run WHERE id = 1").fetchone()
+    if r is None:
+        return None
+    return RunRow(
+        r["stamp"],
+        r["experiment_id"],
+        r["model_name"],
+        r["plan_json"],
+        json.loads(r["spec_json"]),
+        r["spec_hash"],
+        json.loads(r["baseline_json"]),
+        r["created_at"],
+    )
+
+
+def _trial_row(r: sqlite3.Row) -> TrialRow:
+    spec = TrialSpec(r["concept"], Kind(r["kind"]), r["layer"], r["strength"], r["trial"])
+    judge = json.loads(r["judge_json"]) if r["judge_json"] else None
+    return TrialRow(
+        r["id"],
+        r["ordinal"],
+        spec,
+        Status(r["status"]),
+        r["response"],
+        r["num_new_tokens"],
+        r["generated_at"],
+        judge,
+        r["judge_error"],
+    )
+
+
+class Store:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        """`read_only`: never write the file, nor migrate it (`status`, `export`; the run may
+        sit on read-only storage)."""
+        self.path = path
+        if read_only:
+            self.conn = connect_read_only(path)
+            self.conn.row_factory = sqlite3.Row
+            self._require_migrated()
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The event loop thread is the only writer; worker threads never touch this connection.
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA busy_timeout=10000")
+        self._migrate()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _require_migrated(self) -> None:
+        applied = {row[0] for row in self.conn.execute("SELECT version FROM schema_migrations")}
+        pending = [f.name for f in _migration_files() if int(f.name[:4]) not in applied]
+        if pending:
+            raise sqlite3.OperationalError(
+                f"schema is older than this introspectd (missing {pending[0]}); open it "
+                "writable once (e.g. `introspectd status` on a writable copy) to upgrade it"
+            )
+
+    def _migrate(self) -> None:
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        applied = {row[0] for row in self.conn.execute("SELECT version FROM schema_migrations")}
+        for sql_file in _migration_files():
+            version = int(sql_file.name[:4])
+            if version in applied:
+                continue
+            with self._write() as conn:
+                for statement in sql_file.read_text().split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                    (version, sql_file.stem, now_iso()),
+                )
+
+    # --- the run ---------------------------------------------------------------------------
+
+    def get_run(self) -> RunRow | None:
+        return _get_run(self.conn)
+
+    def save_run(self, run: RunRow) -> None:
+        """Create the run, or replace its plan after a pure extension (stamp never changes)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO run (id, stamp, experiment_id, model_name, plan_json, spec_json, "
+                "spec_hash, baseline_json, created_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET plan_json = excluded.plan_json, "
+                "spec_json = excluded.spec_json, spec_hash = excluded.spec_hash",
+                (
+                    run.stamp,
+                    run.experiment_id,
+                    run.model_name,
+                    run.plan_json,
+                    json.dumps(run.spec, sort_keys=True),
+                    run.spec_hash,
+                    json.dumps(run.baseline),
+                    run.created_at,
+                ),
+            )
+
+    def add_trials(self, stamp: str, specs: Iterable[TrialSpec]) -> int:
+        """Insert trials not yet present (ordinals continue after the last); returns how many."""
+        with self._write() as conn:
+            known = {r[0] for r in conn.execute("SELECT id FROM trials")}
+            start = conn.execute("SELECT COALESCE(MAX(ordinal), -1) + 1 FROM trials").fetchone()[0]
+            rows = [
+                (s.trial_id(stamp), s.concept, s.kind.value, s.layer, s.strength, s.trial)
+                for s in specs
+                if s.trial_id(stamp) not in known
+            ]
+            conn.executemany(
+                "INSERT INTO trials (id, ordinal, concept, kind, layer, strength, trial) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r[0], start + i, *r[1:]) for i, r in enumerate(rows)],
+            )
+        return len(rows)
+
+    # --- concept vectors -------------------------------------------------------------------
+
+    def get_vectors(self) -> dict[tuple[str, int], tuple[bytes, float]]:
+        rows = self.conn.execute("SELECT concept, layer, data, norm FROM vectors")
+        return {(r["concept"], r["layer"]): (r["data"], r["norm"]) for r in rows}
+
+    def vector_norms(self) -> dict[tuple[str, int], float]:
+        rows = self.conn.execute("SELECT concept, layer, norm FROM vectors")
+        return {(r["concept"], r["layer"]): r["norm"] for r in rows}
+
+    def put_vectors(self, vectors: dict[tuple[str, int], tuple[bytes, int, float]]) -> None:
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO vectors (concept, layer, data, dim, norm) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(c, layer, data, dim, norm) for (c, layer), (data, dim, norm) in vectors.items()],
+            )
+
+    # --- trials ----------------------------------------------------------------------------
+
+    def trials(self, status: Status | None = None, concept: str | None = None) -> list[TrialRow]:
+        where, args = [], []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status.value)
+        if concept is not None:
+            where.append("concept = ?")
+            args.append(concept)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        sql = f"SELECT {_TRIAL_COLUMNS} FROM trials {clause} ORDER BY ordinal"
+        return [_trial_row(r) for r in self.conn.execute(sql, args)]
+
+    def completed(self, concept: str) -> list[TrialRow]:
+        """Rows whose judging has ended, in plan order: what the JSONL files hold."""
+        sql = (
+            f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE concept = ? "
+            "AND status IN ('judged', 'judge_failed') ORDER BY ordinal"
+        )
+        return [_trial_row(r) for r in self.conn.execute(sql, (concept,))]
+
+    def record_generations(self, generations: list[Generation]) -> int:
+        """Pending → generated. A row already generated keeps its first answer."""
+        with self._write() as conn:
+            cur = conn.executemany(
+                "UPDATE trials SET status = 'generated', response = ?, num_new_tokens = ?, "
+                "generated_at = ? WHERE id = ? AND status = 'pending'",
+                [(g.response, g.num_new_tokens, g.generated_at, g.trial_id) for g in generations],
+            )
+            return cur.rowcount
+
+    def record_judgements(self, judgements: list[Judgement]) -> int:
+        """generated → judged | judge_failed, keeping every judgement in the history table.
+
+        A failed re-grade of a judged row (`rejudge --all`) leaves the row and its grade as they
+        were: the failure goes to the history only. Returns how many grades were kept so.
+        """
+        now = now_iso()
+        kept = 0
+        with self._write() as conn:
+            for j in judgements:
+                result_json = json.dumps(j.result) if j.result is not None else None
+                status = Status.JUDGED if j.result is not None else Status.JUDGE_FAILED
+                if j.attempts > 0:  # judging off or breaker open asks nothing: no history
+                    conn.execute(
+                        "INSERT INTO judgements (trial_id, judge_model, prompt_version, "
+                        "fewshot_hash, result_json, error, attempts, prompt_tokens, "
+                        "completion_tokens, created_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            j.trial_id,
+                            j.judge_model,
+                            j.prompt_version,
+                            j.fewshot_hash,
+                            result_json,
+                            j.error,
+                            j.attempts,
+                            j.prompt_tokens,
+                            j.completion_tokens,
+                            now,
+                        ),
+                    )
+                if j.result is None and conn.execute(
+                    "SELECT 1 FROM trials WHERE id = ? AND status = 'judged'", (j.trial_id,)
+                ).fetchone():
+                    kept += 1
+                    continue
+                conn.execute(
+                    "UPDATE trials SET status = ?, judge_json = ?, judge_error = ?, judged_at = ? "
+                    "WHERE id = ? AND status != 'pending'",
+                    (status.value, result_json, j.error, now, j.trial_id),
+                )
+        return kept
+
+    # --- summaries -------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{concept: {status: n}} over every planned trial."""
+        out: dict[str, dict[str, int]] = {}
+        rows = self.conn.execute(
+            "SELECT concept, status, COUNT(*) AS n FROM trials GROUP BY concept, status"
+        )
+        for r in rows:
+            out.setdefault(r["concept"], {})[r["status"]] = r["n"]
+        return out
+
+    def judge_totals(self) -> dict[str, Any]:
+        r = self.conn.execute(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(prompt_tokens), 0) AS p, "
+            "COALESCE(SUM(completion_tokens), 0) AS c FROM judgements"
+        ).fetchone()
+        failures = {
+            row["judge_error"]: row["n"]
+            for row in self.conn.execute(
+                "SELECT judge_error, COUNT(*) AS n FROM trials WHERE status = 'judge_failed' "
+                "GROUP BY judge_error ORDER BY n DESC"
+            )
+        }
+        return {
+            "judgements": r["n"],
+            "prompt_tokens": r["p"],
+            "completion_tokens": r["c"],
+            "failures_by_reason": failures,
+        }
+
+    def generated_tokens(self) -> int:
+        row = self.conn.execute("SELECT COALESCE(SUM(num_new_tokens), 0) FROM trials").fetchone()
+        return int(row[0])
+
+
+def count_progress(db_path: Path) -> int:
+    """Trials past `pending` in a database file, read without migrating or writing it."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT COUNT(*) FROM trials WHERE status != 'pending'").fetchone()
+        return int(row[0])
+    except sqlite3.DatabaseError:
+        return 0
+    finally:
+        conn.close()
+
+
+def backup_database(db_path: Path, dest: Path) -> None:
+    """Copy a live (WAL-mode) database into `dest` as one self-contained file.
+
+    The online backup API copies every page inside one read transaction, so writers on other
+    connections carry on and the copy is one committed state.
+    """
+    src = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        dst = sqlite3.connect(dest)
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def integrity_check(db: Path) -> str:
+    """'ok' or SQLite's first complaint. Opened read-only so a check never writes a -wal."""
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("PRAGMA integrity_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        return str(e)
+    return "ok" if rows == [("ok",)] else str(rows[0][0])
+
+
+def checkpoint_wal(db: Path) -> None:
+    """Fold the WAL into the main file, so the file alone holds every commit."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+_CORRUPT_CODES = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
+
+
+def database_damage(db: Path) -> str | None:
+    """None when `db` is a sound SQLite file (PRAGMA quick_check), else what is wrong with it.
+
+    Read-only, so a check never writes into a damaged file. quick_check reads every page once
+    (about a second per 100 MB, once per start). Errors that are not damage (a missing or
+    locked file, no permission) propagate as sqlite3.OperationalError."""
+    try:
+        conn = connect_read_only(db)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as e:
+        if e.sqlite_errorname not in _CORRUPT_CODES:
+            raise
+        return str(e)
+    except sqlite3.DatabaseError as e:  # SQLITE_CORRUPT, SQLITE_NOTADB
+        return str(e)
+    return None if rows == [("ok",)] else "; ".join(str(r[0]) for r in rows[:3])
+
+
+def read_run(db: Path) -> RunRow | None:
+    """The run row of a database file (None if none), read-only and without migrating it:
+    for a look at other runs' databases. Raises sqlite3.DatabaseError when it is damaged."""
+    conn = connect_read_only(db)
+    try:
+        conn.row_factory = sqlite3.Row
+        return _get_run(conn)
+    finally:
+        conn.close()
