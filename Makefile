@@ -26,6 +26,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check introspectd tests bench
 	$(BIN)/mypy introspectd
+	$(BIN)/lint-imports
 	$(BIN)/hadolint container/Dockerfile
 
 bench-cpu: $(STAMP)

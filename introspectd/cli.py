@@ -171,8 +171,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def cmd_batch_render(args: argparse.Namespace) -> int:
+    from introspectd.app.plans import load_plan
     from introspectd.cloud.batchjob import JobOptions, job_json, render_job, render_warnings
-    from introspectd.protocol.plan import load_plan
 
     env = dict(item.split("=", 1) for item in args.env if "=" in item)
     if len(env) != len(args.env):
@@ -218,10 +218,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
     from introspectd.app.engine import Engine
+    from introspectd.app.plans import load_plan
     from introspectd.app.progress import progress_for
     from introspectd.cloud.durability import UploadTrigger, require_fixed_experiment
     from introspectd.fs_errors import require_writable_dir
-    from introspectd.protocol.plan import check_env_overrides, env_experiment_id, load_plan
+    from introspectd.protocol.plan import check_env_overrides, env_experiment_id
     from introspectd.run.session import open_run
 
     plan = load_plan(args.plan)
@@ -288,8 +289,8 @@ class _Restorer:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from introspectd.app.plans import load_plan
     from introspectd.app.status import render_status, status_summary
-    from introspectd.protocol.plan import load_plan
     from introspectd.run.session import open_run
 
     if args.from_uri:
@@ -306,7 +307,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from introspectd.protocol.plan import load_plan
+    from introspectd.app.plans import load_plan
 
     plan = load_plan(args.plan)
     if args.from_uri:

@@ -23,7 +23,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from introspectd.errors import BadInput, IntrospectdError
+from introspectd.errors import BadInput, IntrospectdError, Transient
 
 _CHUNK = 1 << 20
 
@@ -233,3 +233,27 @@ def list_objects(
 ) -> list[ObjectInfo]:
     blobs = bucket.client.list_blobs(bucket, prefix=prefix, retry=retry, timeout=timeout)
     return [_info(b) for b in blobs]
+
+
+def read_plan_text(uri: str) -> str:
+    """A plan file's text from GCS (plans travel with Cloud Batch jobs); one line on failure."""
+    from google.auth.exceptions import DefaultCredentialsError
+
+    from introspectd.fs_errors import NO_CREDENTIALS
+
+    bucket, name = parse_gcs_uri(uri)
+    try:
+        # Retries as bounded as the snapshots' (the library's default goes on for 120 s).
+        blob = make_client().bucket(bucket).blob(name)
+        return str(blob.download_as_text(retry=make_retry(15.0), timeout=20.0))
+    except DefaultCredentialsError:
+        raise BadInput(f"{uri}: cannot read plan file: {NO_CREDENTIALS}") from None
+    except gexc.NotFound:
+        raise BadInput(f"{uri}: plan file not found") from None
+    except Exception as exc:
+        reason = transient_reason(exc)  # an outage: exit 75, so Cloud Batch retries the task
+        if reason is not None:
+            raise Transient(f"{uri}: cannot read plan file now ({reason})") from None
+        if isinstance(exc, gexc.GoogleAPIError):
+            raise BadInput(f"{uri}: cannot read plan file ({type(exc).__name__})") from None
+        raise

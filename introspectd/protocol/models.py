@@ -39,7 +39,7 @@ def cache_root() -> Path:
 
 def resolve_model(name: str, slug: str, file: str) -> ModelRef:
     """Map a plan's model name to a hub id, a local directory or a built-in model."""
-    from introspectd.generate.builtin import BUILTIN_SPECS
+    from introspectd.protocol.builtin_specs import BUILTIN_SPECS
 
     if name.startswith(BUILTIN_PREFIX):
         key = name[len(BUILTIN_PREFIX) :]
@@ -78,7 +78,7 @@ def _slugify(text: str) -> str:
 def read_model_config(ref: ModelRef, file: str) -> dict[str, Any]:
     """The model's config.json, fetched alone for a hub id: bad layers fail before weights load."""
     if ref.builtin is not None:
-        from introspectd.generate.builtin import BUILTIN_SPECS
+        from introspectd.protocol.builtin_specs import BUILTIN_SPECS
 
         return BUILTIN_SPECS[ref.builtin].config_dict()
     path = Path(ref.source) / "config.json"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from introspectd.errors import BadInput, Transient
+from introspectd.errors import BadInput
 from introspectd.protocol import plan_checks as rules
 from introspectd.protocol.plan_checks import (
     ENV_EXPERIMENT_ID,
@@ -144,14 +144,19 @@ def spec_hash(spec: dict[str, Any]) -> str:
 
 
 def load_plan(path: str | Path) -> Plan:
-    """A local plan file, or a `gs://bucket/plan.toml` (plans travel with Cloud Batch jobs)."""
+    """A local plan file. (`app.plans.load_plan` also reads `gs://` plans, through cloud/.)"""
     file = str(path)
-    text = _read_gcs_text(file) if file.startswith("gs://") else _read_local_text(Path(path))
+    if file.startswith("gs://"):
+        raise BadInput(f"{file}: a gs:// plan is read by the command line, not here")
+    return plan_from_text(_read_local_text(Path(path)), file, Path(path))
+
+
+def plan_from_text(text: str, file: str, path: Path | str) -> Plan:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{file}: malformed TOML: {exc}") from None
-    return parse_plan(data, file, file if file.startswith("gs://") else Path(path))
+    return parse_plan(data, file, path)
 
 
 def _read_local_text(path: Path) -> str:
@@ -161,31 +166,6 @@ def _read_local_text(path: Path) -> str:
         raise BadInput(f"{path}: plan file not found") from None
     except OSError as exc:
         raise BadInput(f"{path}: cannot read plan file ({exc.strerror})") from None
-
-
-def _read_gcs_text(uri: str) -> str:
-    from google.api_core import exceptions
-    from google.auth.exceptions import DefaultCredentialsError
-
-    from introspectd.cloud.gcs import make_client, make_retry, parse_gcs_uri, transient_reason
-    from introspectd.fs_errors import NO_CREDENTIALS
-
-    bucket, name = parse_gcs_uri(uri)
-    try:
-        # Retries as bounded as the snapshots' (the library's default goes on for 120 s).
-        blob = make_client().bucket(bucket).blob(name)
-        return str(blob.download_as_text(retry=make_retry(15.0), timeout=20.0))
-    except DefaultCredentialsError:
-        raise BadInput(f"{uri}: cannot read plan file: {NO_CREDENTIALS}") from None
-    except exceptions.NotFound:
-        raise BadInput(f"{uri}: plan file not found") from None
-    except Exception as exc:
-        reason = transient_reason(exc)  # an outage: exit 75, so Cloud Batch retries the task
-        if reason is not None:
-            raise Transient(f"{uri}: cannot read plan file now ({reason})") from None
-        if isinstance(exc, exceptions.GoogleAPIError):
-            raise BadInput(f"{uri}: cannot read plan file ({type(exc).__name__})") from None
-        raise
 
 
 def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) -> Plan:

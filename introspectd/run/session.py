@@ -8,7 +8,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import sqlite3
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +28,15 @@ from introspectd.protocol.plan import Plan, env_experiment_id, env_stamp, spec_h
 from introspectd.protocol.prompts import baseline_words
 from introspectd.protocol.trials import Status, TrialSpec, expand_trials, resolve_layers
 from introspectd.run.scheduler import Ticket
-from introspectd.run.store import RunRow, Store, database_damage, now_iso, read_run
+from introspectd.run.store import (
+    DatabaseError,
+    RunRow,
+    Store,
+    StoreError,
+    database_damage,
+    now_iso,
+    read_run,
+)
 
 if TYPE_CHECKING:
     from introspectd.run.shard import Shard
@@ -110,7 +117,7 @@ def experiment_dir(plan: Plan, ref: ModelRef, spec: dict[str, Any]) -> Path:
         # and one damaged sibling must not block this run.
         try:
             run = read_run(candidate)
-        except sqlite3.DatabaseError as e:
+        except DatabaseError as e:
             log.warning(
                 "skipping %s while looking for this plan's run: unreadable (%s)", candidate, e
             )
@@ -213,7 +220,7 @@ def _open_store(db: Path, read_only: bool) -> Store:
                 "it with a backup (with [upload] gcs, `run` restores its last snapshot itself)"
             )
         return Store(db, read_only=read_only)
-    except (sqlite3.Error, OSError) as e:
+    except (StoreError, OSError) as e:
         failure = environment_failure(e)
         if failure is not None and failure[1] == EXIT_INTERRUPTED:
             raise  # a full disk is transient, not the user's input: cli.main says so, exit 75
@@ -233,10 +240,10 @@ def _holds_run(db: Path) -> bool:
         return False
     try:
         return read_run(db) is not None
-    except sqlite3.Error:
+    except StoreError:
         try:
             return database_damage(db) is not None
-        except sqlite3.Error:
+        except StoreError:
             return True
 
 

@@ -18,6 +18,10 @@ from typing import Any
 
 from introspectd.protocol.trials import Kind, Status, TrialSpec
 
+# The store's errors, for callers that report them without touching SQLite themselves.
+StoreError = sqlite3.Error
+DatabaseError = sqlite3.DatabaseError
+
 
 def migrations_dir() -> Path:
     package = Path(__file__).resolve().parents[1]  # introspectd/ (a wheel ships them there)
