@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from introspectd import stopping
 from introspectd.errors import EXIT_INTERRUPTED, EXIT_OK, BadInput, IntrospectdError
+from introspectd.logs import configure_logging
 
 if TYPE_CHECKING:
     from introspectd.cloud.snapshot import SnapshotStore
@@ -90,20 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--stamp", default="")
     render.add_argument("--env", action="append", default=[], metavar="K=V")
     return parser
-
-
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("INTROSPECTD_LOG", "INFO"),
-        stream=sys.stderr,
-        format="%(asctime)s introspectd %(levelname)s %(message)s",
-    )
-    for noisy in ("httpx", "httpx2", "httpcore", "openai", "google", "urllib3"):
-        # One line per HTTP request would drown the progress lines (and Cloud Logging).
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Without credentials google.auth warns about the metadata server before it fails; the
-    # failure itself is reported as one line (fs_errors.NO_CREDENTIALS).
-    logging.getLogger("google.auth").setLevel(logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -184,7 +184,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print must not corrupt the protocol
-    from introspectd.cli import configure_logging
+    from introspectd.logs import configure_logging
 
     configure_logging()
     anyio.run(_serve, protocol, os.getppid())
