@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from introspectd import stopping
 from introspectd.errors import EXIT_INTERRUPTED, EXIT_OK, BadInput, IntrospectdError
+from introspectd.logs import configure_logging
 
 if TYPE_CHECKING:
     from introspectd.cloud.snapshot import SnapshotStore
@@ -92,20 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("INTROSPECTD_LOG", "INFO"),
-        stream=sys.stderr,
-        format="%(asctime)s introspectd %(levelname)s %(message)s",
-    )
-    for noisy in ("httpx", "httpx2", "httpcore", "openai", "google", "urllib3"):
-        # One line per HTTP request would drown the progress lines (and Cloud Logging).
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Without credentials google.auth warns about the metadata server before it fails; the
-    # failure itself is reported as one line (fs_errors.NO_CREDENTIALS).
-    logging.getLogger("google.auth").setLevel(logging.ERROR)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         # First of all, so a SIGTERM/SIGINT at any moment is one line and exit 75 (stopping.py).
@@ -153,13 +140,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "export":
         return cmd_export(args)
     if args.command == "rejudge":
-        from introspectd.judge.rejudge import cmd_rejudge
-
-        if args.output:  # before any grading, not after it
-            from introspectd.fs_errors import require_output_file
-
-            require_output_file(Path(args.output), "--output")
-
         return cmd_rejudge(args)
     if args.command == "report":
         from introspectd.report.writer import write_report
@@ -168,6 +148,25 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"report written to {paths.report_md}")
         return EXIT_OK
     return cmd_batch_render(args)
+
+
+def cmd_rejudge(args: argparse.Namespace) -> int:
+    from introspectd.judge.rejudge import rejudge
+    from introspectd.protocol.plan import load_plan
+
+    if args.output:  # before any grading, not after it
+        from introspectd.fs_errors import require_output_file
+
+        require_output_file(Path(args.output), "--output")
+    if bool(args.input) != bool(args.output):
+        raise BadInput("rejudge: --input and --output go together")
+    if not (args.plan or args.input):
+        raise BadInput("rejudge: give --plan P, or --input IN.jsonl --output OUT.jsonl")
+    plan = load_plan(args.plan) if args.plan else None
+    print(rejudge(plan, include_judged=args.all,
+                  input=Path(args.input) if args.input else None,
+                  output=Path(args.output) if args.output else None))
+    return EXIT_OK
 
 
 def cmd_batch_render(args: argparse.Namespace) -> int:
