@@ -140,13 +140,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "export":
         return cmd_export(args)
     if args.command == "rejudge":
-        from introspectd.judge.rejudge import cmd_rejudge
-
-        if args.output:  # before any grading, not after it
-            from introspectd.fs_errors import require_output_file
-
-            require_output_file(Path(args.output), "--output")
-
         return cmd_rejudge(args)
     if args.command == "report":
         from introspectd.report.writer import write_report
@@ -155,6 +148,25 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"report written to {paths.report_md}")
         return EXIT_OK
     return cmd_batch_render(args)
+
+
+def cmd_rejudge(args: argparse.Namespace) -> int:
+    from introspectd.app.plans import load_plan
+    from introspectd.judge.rejudge import rejudge
+
+    if args.output:  # before any grading, not after it
+        from introspectd.fs_errors import require_output_file
+
+        require_output_file(Path(args.output), "--output")
+    if bool(args.input) != bool(args.output):
+        raise BadInput("rejudge: --input and --output go together")
+    if not (args.plan or args.input):
+        raise BadInput("rejudge: give --plan P, or --input IN.jsonl --output OUT.jsonl")
+    plan = load_plan(args.plan) if args.plan else None
+    print(rejudge(plan, include_judged=args.all,
+                  input=Path(args.input) if args.input else None,
+                  output=Path(args.output) if args.output else None))
+    return EXIT_OK
 
 
 def cmd_batch_render(args: argparse.Namespace) -> int:

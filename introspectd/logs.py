@@ -1,5 +1,5 @@
-"""Logging for every introspectd process (the CLI and the judge child): one format, quiet
-HTTP clients."""
+"""Logging setup shared by the CLI and the judge child process (a base module: it imports
+nothing from introspectd, so both can use it without importing each other)."""
 
 from __future__ import annotations
 

@@ -22,13 +22,8 @@ from judge_server import (
     status,
 )
 
-from introspectd.judge.client import (
-    GIVE_UP_PAUSE_S,
-    JUDGING_DISABLED,
-    QUOTA_ERROR,
-    Judge,
-    JudgeOutcome,
-)
+from introspectd.judge.client import JUDGING_OFF, Judge, JudgeOutcome, judging_off
+from introspectd.judge.retry import GIVE_UP_PAUSE_S, QUOTA_ERROR
 from introspectd.protocol.plan import JudgeConfig
 
 KEY = "sk-test-Zq8vR2nW5xK7pL3mT9cY4bH6"
@@ -265,7 +260,8 @@ def test_no_key_and_no_base_url_turns_judging_off() -> None:
             return await judge.grade("fear", True, "r")
 
     outcome = anyio.run(main)
-    assert outcome.error == JUDGING_DISABLED and outcome.attempts == 0
+    assert outcome.error == judging_off(JudgeConfig()) and outcome.attempts == 0
+    assert outcome.error.startswith(JUDGING_OFF) and "$OPENAI_API_KEY" in outcome.error
 
 
 def test_stats_add_up(server: JudgeServer) -> None:

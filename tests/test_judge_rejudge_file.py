@@ -8,12 +8,14 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import TINY_PLAN, write_plan
 from judge_server import JudgeServer, Recorded, status
 
 from introspectd.errors import BadInput
-from introspectd.judge.client import Judge
+from introspectd.judge import rejudge as rejudge_api
+from introspectd.judge.client import Judge, judging_off
 from introspectd.judge.rejudge_file import RejudgeCounts, rejudge_file
-from introspectd.protocol.plan import JudgeConfig
+from introspectd.protocol.plan import JudgeConfig, load_plan
 
 OLD = {"answer": "fail", "coherent": True, "detected_concept": None, "reasoning": "old",
        "refused": False}
@@ -127,3 +129,38 @@ def test_bad_input_is_one_line_naming_file_and_line(tmp_path: Path, content: str
     assert "\n" not in str(info.value)
     assert server.requests == [], "nothing is sent when the input is bad"
     assert not (tmp_path / "out.jsonl").exists()
+
+
+# --- the library call the CLI makes ---------------------------------------------------------
+
+
+def test_rejudge_returns_what_it_did_and_prints_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_JUDGE_KEY", "sk-rejudge-test-key-0000")
+    src, dest = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_lines(src, [seed_record(i, judged=i % 3 == 0) for i in range(6)])
+    with JudgeServer() as server:
+        plan = write_plan(tmp_path, TINY_PLAN + f"""
+[judge]
+base_url = "{server.base_url}"
+api_key_env = "TEST_JUDGE_KEY"
+""")
+        result = rejudge_api.rejudge(load_plan(plan), input=src, output=dest)
+        assert len(server.requests) == 4
+    assert isinstance(result, rejudge_api.FileRejudged) and result.counts.judged == 4
+    assert str(result) == f"{dest}: 6 records, 4 sent to the judge: 4 judged, 0 failed"
+    assert capsys.readouterr() == ("", ""), "the CLI prints the result, not the library"
+
+
+def test_rejudge_without_a_judge_gives_the_one_judging_off_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    src, dest = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_lines(src, [seed_record(0, judged=False)])
+    with pytest.raises(BadInput) as info:
+        rejudge_api.rejudge(None, input=src, output=dest)
+    assert str(info.value) == f"rejudge: {judging_off(JudgeConfig())}"
+    assert "judging not configured" in str(info.value)
+    assert not dest.exists()

@@ -17,7 +17,8 @@ import anyio
 from introspectd import stopping
 from introspectd.cloud.durability import FINAL_FLUSH_S, UploadTrigger
 from introspectd.errors import Interrupted, Transient, sole_error
-from introspectd.judge.pool import JudgePool, ToJudge
+from introspectd.judge.grader import ToJudge
+from introspectd.judge.pool import JudgePool
 from introspectd.output.exporter import Exporter
 from introspectd.run.scheduler import Scheduler, Ticket
 from introspectd.run.session import RunContext

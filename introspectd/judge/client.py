@@ -2,8 +2,8 @@
 
 `Judge.grade` never raises for judge-side trouble: every call ends with a judgement or a short
 human reason in `JudgeOutcome.error`, so a judge outage can never stop generation. The retry
-policy lives in one predicate (`should_retry`); pacing lives in `AdaptiveLimiter`; a 429 with
-`insufficient_quota` trips a breaker after which nothing more is sent.
+policy lives in retry.py (one predicate, `should_retry`); pacing lives in `AdaptiveLimiter`; a
+429 with `insufficient_quota` trips a breaker after which nothing more is sent.
 
 The API key is only handed to the SDK. Every text a judge sends back, error or judgement, is
 redacted (redact.py): servers and models echo (parts of) keys. Replies are read up to a cap
@@ -12,11 +12,9 @@ redacted (redact.py): servers and models echo (parts of) keys. Replies are read 
 
 from __future__ import annotations
 
-import email.utils
 import itertools
 import json
 import logging
-import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ import openai
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
-from introspectd.judge.http import ReplyTooLarge, capped_http_client
+from introspectd.judge.http import capped_http_client
 from introspectd.judge.limiter import AdaptiveLimiter, Signal, Ticket
 from introspectd.judge.prompt import (
     JUDGEMENT_SCHEMA,
@@ -37,22 +35,16 @@ from introspectd.judge.prompt import (
     judge_prompt_for,
     parse_judgement,
 )
-from introspectd.judge.redact import redact_judgement, scrub
+from introspectd.judge.redact import redact_judgement
+from introspectd.judge.retry import QUOTA_ERROR, Decision, JudgeRefused, decide, final_reason
 from introspectd.protocol.plan import JudgeConfig
+from introspectd.run.store import Judgement
 
 log = logging.getLogger(__name__)
 
-JUDGING_DISABLED = "judging off: no API key and no [judge] base_url"
-QUOTA_ERROR = "quota exhausted (insufficient_quota)"
-MAX_RETRY_AFTER_S = 120.0   # a server asking for longer is better served by `rejudge` later
-# ...and the others then pause only this long: enough that the senders queued behind the 429 do
-# not all fire at a server that just refused, short enough that a judge asking for an hour
-# fails rows every few seconds rather than stalling everyone MAX_RETRY_AFTER_S per row.
-GIVE_UP_PAUSE_S = 2.0
+JUDGING_OFF = "judging not configured"   # how every "judging is off" reason begins
 LOG_EVERY_S = 30.0          # at most one "pausing" warning per this interval
-MAX_BACKOFF_S = 60.0
 REQUESTS_PER_CLIENT = 16   # concurrent requests per HTTP client (see Judge.__init__)
-_RETRY_STATUSES = frozenset({408, 409, 429})
 
 # What `chat.completions.create` and `responses.create` send besides the model and the turns.
 # We post the request body ourselves (see Judge._send_chat): these never change, so they are
@@ -78,6 +70,17 @@ class JudgeOutcome:
     num_retries: int
     error_kind: str | None = None   # stable key for counting failures by reason
 
+    def to_judgement(self, trial_id: str) -> Judgement:
+        """What the run's database keeps of this outcome for `trial_id`."""
+        return Judgement(trial_id, self.result, self.error, self.judge_model,
+                         self.prompt_version, self.fewshot_hash, self.attempts,
+                         self.prompt_tokens, self.completion_tokens)
+
+
+def judging_off(cfg: JudgeConfig) -> str:
+    """THE reason judging is off, wherever it is reported (judge_error, rejudge's refusal)."""
+    return f"{JUDGING_OFF}: no API key in ${cfg.api_key_env} and no [judge] base_url"
+
 
 @dataclass(frozen=True)
 class JudgeStats:
@@ -93,108 +96,6 @@ class JudgeStats:
     completion_tokens: int
     tripped: bool
     paused_s: float
-
-
-class JudgeRefused(JudgeOutputError):
-    """The judge model refused to grade (a refusal field instead of JSON)."""
-
-
-# --- retry policy ---------------------------------------------------------------------------
-
-
-def is_quota_error(exc: BaseException) -> bool:
-    return (isinstance(exc, openai.APIStatusError) and exc.status_code == 429
-            and "insufficient_quota" in (exc.code, exc.type))
-
-
-def should_retry(exc: BaseException) -> bool:
-    """THE retry predicate: transient server or network trouble and bad judge output."""
-    if isinstance(exc, openai.APIStatusError):
-        if is_quota_error(exc):
-            return False
-        return exc.status_code in _RETRY_STATUSES or exc.status_code >= 500
-    return isinstance(exc, (openai.APIConnectionError, openai.APIResponseValidationError,
-                            TimeoutError, JudgeOutputError))
-
-
-def retry_after_s(exc: BaseException) -> float | None:
-    """Server-requested wait: `retry-after-ms` first, then `retry-after` (seconds or a date)."""
-    if not isinstance(exc, openai.APIStatusError):
-        return None
-    headers = exc.response.headers
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        try:
-            value = float(headers.get(name, ""))
-        except ValueError:
-            continue
-        return max(0.0, value / scale)
-    date = email.utils.parsedate_tz(headers.get("retry-after", ""))
-    return max(0.0, email.utils.mktime_tz(date) - time.time()) if date else None
-
-
-def backoff_delay(base_s: float, attempt: int) -> float:
-    """base, 2·base, 4·base... with ±25% jitter so waiting callers do not retry in lockstep."""
-    return min(MAX_BACKOFF_S, base_s * 2.0 ** (attempt - 1)) * random.uniform(0.75, 1.25)
-
-
-def describe(exc: BaseException, timeout_s: float, secret: str) -> tuple[str, str]:
-    """(kind, short human reason) for one failed attempt."""
-    if is_quota_error(exc):
-        return "quota", QUOTA_ERROR
-    if isinstance(exc, ReplyTooLarge):
-        return "too_large", str(exc)
-    if isinstance(exc, openai.APIStatusError):
-        if exc.status_code == 429:
-            return "rate_limited", "rate limited (429)"
-        body = exc.body if isinstance(exc.body, dict) else {}
-        detail = body.get("message") if isinstance(body.get("message"), str) else exc.message
-        return f"http_{exc.status_code}", scrub(f"HTTP {exc.status_code}: {detail}", secret)
-    if isinstance(exc, (TimeoutError, openai.APITimeoutError)):
-        return "timeout", f"timeout after {timeout_s:g} s"
-    if isinstance(exc, openai.APIConnectionError):
-        return "connection", scrub(f"connection error: {exc.message}", secret)
-    if isinstance(exc, JudgeRefused):
-        return "refused", scrub(f"judge refused: {exc}", secret)
-    if isinstance(exc, JudgeOutputError):
-        kind = "invalid_json" if str(exc).startswith("invalid JSON") else "schema"
-        return kind, scrub(str(exc), secret)
-    if isinstance(exc, openai.APIResponseValidationError):
-        return "bad_response", "malformed API response"
-    reason = scrub(f"{type(exc).__name__}: {exc}", secret)
-    log.warning("judge: unexpected error (recorded, not retried): %s", reason)
-    return "unexpected", reason
-
-
-@dataclass(frozen=True)
-class _Decision:
-    kind: str
-    reason: str
-    retry: bool
-    delay_s: float          # how long to wait before the next attempt
-    rate_limited: bool      # a 429 (not quota): the limiter pauses everyone for delay_s
-    too_long: bool = False  # the server asked for more than MAX_RETRY_AFTER_S: row given up
-
-
-def decide(exc: BaseException, attempt: int, cfg: JudgeConfig, secret: str) -> _Decision:
-    kind, reason = describe(exc, cfg.timeout_s, secret)
-    retry = should_retry(exc) and attempt < cfg.max_attempts
-    delay = backoff_delay(cfg.backoff_s, attempt)
-    server_wait = retry_after_s(exc)
-    too_long = server_wait is not None and server_wait > MAX_RETRY_AFTER_S
-    if too_long:
-        # Rows that cannot wait are better failed now (with the reason) and finished later by
-        # `rejudge`; the others pause only briefly (GIVE_UP_PAUSE_S), not for the server's wait.
-        retry, delay = False, GIVE_UP_PAUSE_S
-        reason = f"{reason}: server asked to wait {server_wait:.0f} s"
-    elif server_wait is not None:
-        delay = server_wait
-    return _Decision(kind, reason, retry, delay, kind == "rate_limited", too_long)
-
-
-def final_reason(d: _Decision, attempts: int) -> str:
-    if d.kind == "rate_limited" and not d.too_long:
-        return f"{d.reason} after {attempts} attempt{'s' if attempts != 1 else ''}"
-    return d.reason if attempts == 1 else f"{d.reason} (after {attempts} attempts)"
 
 
 # --- the client -----------------------------------------------------------------------------
@@ -282,7 +183,7 @@ class Judge:
     async def grade(self, concept: str, was_injected: bool, response: str) -> JudgeOutcome:
         call = _Call()
         if not self.enabled:
-            return self._fail(call, "disabled", JUDGING_DISABLED)
+            return self._fail(call, "disabled", judging_off(self.cfg))
         messages = self.prompt.messages(concept, was_injected, response)
         for attempt in range(1, self.cfg.max_attempts + 1):
             ticket = await self._limiter.acquire()
@@ -303,7 +204,7 @@ class Judge:
         raise AssertionError("unreachable: the last attempt never retries")
 
     async def _attempt(self, ticket: Ticket, messages: list[dict[str, str]],
-                       call: _Call) -> _Decision | None:
+                       call: _Call) -> Decision | None:
         """One request. None on success (call.result set), else what to do about the failure."""
         signal, pause = Signal.NEUTRAL, 0.0
         try:
@@ -332,7 +233,7 @@ class Judge:
         finally:
             self._limiter.release(ticket, signal, pause)
 
-    def _log_pause(self, decision: _Decision) -> None:
+    def _log_pause(self, decision: Decision) -> None:
         now = time.monotonic()
         if now - self._last_pause_log >= LOG_EVERY_S:
             self._last_pause_log = now

@@ -1,4 +1,4 @@
-"""The judge pool: generated rows stream to at most `concurrency` graders while the GPU works.
+"""The judge pool: generated rows stream to the run's `Grader` while the GPU works.
 
 Rows left `generated` by an earlier run go first. Results are buffered and written in one short
 transaction per tick. A judge outage never blocks generation: the queue is unbounded and a
@@ -8,13 +8,14 @@ failed judgement is recorded with its reason, for `rejudge` to finish later.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from introspectd.judge.client import judging_off
+from introspectd.judge.grader import Grader, ToJudge
 from introspectd.protocol.trials import Status
 from introspectd.run.store import Judgement, TrialRow
 
@@ -25,21 +26,13 @@ if TYPE_CHECKING:
     from introspectd.run.stats import RunStats
 
 
-@dataclass(frozen=True)
-class ToJudge:
-    trial_id: str
-    concept: str
-    is_injected: bool
-    response: str
-
-
 def to_judge(row: TrialRow) -> ToJudge:
     return ToJudge(row.id, row.spec.concept, row.spec.is_injected, row.response or "")
 
 
-def make_judge(ctx: RunContext, in_child: bool) -> Any:
-    """The run's judge client (in a child process when `in_child`), or None when no key and
-    no base_url are configured."""
+def make_grader(ctx: RunContext, in_child: bool) -> Grader | None:
+    """The run's grader (in a child process when `in_child`), or None when no key and no
+    base_url are configured."""
     cfg = ctx.plan.judge
     api_key = cfg.api_key()
     if not cfg.is_enabled(api_key):
@@ -50,15 +43,9 @@ def make_judge(ctx: RunContext, in_child: bool) -> Any:
 
         return JudgeProcess(cfg, base_dir)
     from introspectd.judge.client import Judge
+    from introspectd.judge.grader import InProcessGrader
 
-    return Judge(cfg, api_key, base_dir=base_dir)
-
-
-def disabled_reason(api_key_env: str) -> str:
-    return (
-        f"judging not configured: no API key in ${api_key_env} and no [judge] base_url; "
-        "run `introspectd rejudge` once one is set"
-    )
+    return InProcessGrader(Judge(cfg, api_key, base_dir=base_dir))
 
 
 class JudgePool:
@@ -71,13 +58,12 @@ class JudgePool:
         in_child: bool = False,
     ) -> None:
         """`rows`: what to judge first; by default every row an earlier run left `generated`.
-        `in_child`: grade in a child process (`judge_process`), away from a decode loop."""
+        `in_child`: grade in a child process (process.py), away from a decode loop."""
         self.ctx = ctx
         self.stats = stats
         self.exporter = exporter
-        self.judge: Any = make_judge(ctx, in_child)
-        self.in_child = in_child
-        stats.judge = self.judge
+        self.grader = make_grader(ctx, in_child)
+        stats.judge = self.grader
         self._buffer: list[tuple[ToJudge, Judgement]] = []
         self.kept_grades = 0  # failed re-grades whose row kept its earlier grade (rejudge --all)
         send, receive = anyio.create_memory_object_stream[ToJudge](math.inf)
@@ -85,14 +71,12 @@ class JudgePool:
         self._receive: MemoryObjectReceiveStream[ToJudge] = receive
         if rows is None:
             rows = [to_judge(r) for r in self.ctx.store.trials(Status.GENERATED)]
-        self._submit_rows(rows)
+        self.submit(rows)
 
     def submit(self, items: list[ToJudge]) -> None:
-        self._submit_rows(items)
-
-    def _submit_rows(self, items: list[ToJudge]) -> None:
-        if self.judge is None:
-            reason = disabled_reason(self.ctx.plan.judge.api_key_env)
+        if self.grader is None:
+            why = judging_off(self.ctx.plan.judge)
+            reason = f"{why}; run `introspectd rejudge` once one is set"
             for item in items:
                 self._buffer.append(
                     (item, Judgement(item.trial_id, None, reason, "", "", "", 0, 0, 0))
@@ -105,41 +89,11 @@ class JudgePool:
         self._send.close()
 
     async def run(self) -> None:
-        if self.judge is None:
-            return
-        if self.in_child:  # a JudgeProcess: its child runs the graders
-            await self.judge.serve(self._receive, self._record)
-            return
-        try:
-            async with anyio.create_task_group() as tg:
-                for _ in range(self.ctx.plan.judge.concurrency):
-                    tg.start_soon(self._worker)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.judge.aclose()
-
-    async def _worker(self) -> None:
-        async for item in self._receive:
-            outcome = await self.judge.grade(item.concept, item.is_injected, item.response)
-            self._record(item, outcome)
+        if self.grader is not None:
+            await self.grader.serve(self._receive, self._record)
 
     def _record(self, item: ToJudge, outcome: JudgeOutcome) -> None:
-        self._buffer.append(
-            (
-                item,
-                Judgement(
-                    item.trial_id,
-                    outcome.result,
-                    outcome.error,
-                    outcome.judge_model,
-                    outcome.prompt_version,
-                    outcome.fewshot_hash,
-                    outcome.attempts,
-                    outcome.prompt_tokens,
-                    outcome.completion_tokens,
-                ),
-            )
-        )
+        self._buffer.append((item, outcome.to_judgement(item.trial_id)))
 
     async def flush(self) -> None:
         """Write buffered judgements in one transaction and mark their files for export."""

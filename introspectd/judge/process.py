@@ -24,9 +24,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import anyio
 from anyio.abc import Process
@@ -34,11 +34,10 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from introspectd.judge.client import Judge, JudgeOutcome, JudgeStats
+from introspectd.judge.grader import OnOutcome, ToJudge, grade_all
 from introspectd.judge.prompt import judge_prompt_for
+from introspectd.logs import configure_logging
 from introspectd.protocol.plan import JudgeConfig
-
-if TYPE_CHECKING:
-    from introspectd.judge.pool import ToJudge
 
 log = logging.getLogger("introspectd")
 STATS_EVERY_S = 0.25
@@ -50,8 +49,8 @@ MAX_LINE_BYTES = 1 << 20
 
 
 class JudgeProcess:
-    """Parent side: `serve` feeds a child judge and reports each outcome; `stats` are the
-    child's latest figures, for the progress view."""
+    """Parent side, a `Grader` (grader.py): `serve` feeds a child judge and reports each
+    outcome; `stats` are the child's latest figures, for the progress view."""
 
     def __init__(self, cfg: JudgeConfig, base_dir: Path | None) -> None:
         self.cfg = cfg
@@ -78,7 +77,7 @@ class JudgeProcess:
     async def serve(
         self,
         items: MemoryObjectReceiveStream[ToJudge],
-        on_outcome: Callable[[ToJudge, JudgeOutcome], None],
+        on_outcome: OnOutcome,
     ) -> None:
         """Judge every item until `items` closes and the child has answered them all."""
         process = await anyio.open_process(
@@ -101,7 +100,7 @@ class JudgeProcess:
         self,
         process: Process,
         items: MemoryObjectReceiveStream[ToJudge],
-        on_outcome: Callable[[ToJudge, JudgeOutcome], None],
+        on_outcome: OnOutcome,
     ) -> None:
         assert process.stdin is not None
         setup = {"config": dataclasses.asdict(self.cfg), "base_dir": str(self.base_dir or "")}
@@ -113,7 +112,7 @@ class JudgeProcess:
             request = {
                 "n": number,
                 "concept": item.concept,
-                "injected": item.is_injected,
+                "is_injected": item.is_injected,
                 "response": item.response,
             }
             if self._exit_reason is None:
@@ -131,9 +130,7 @@ class JudgeProcess:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             self._exit_reason = self._exit_reason or "judge process stopped reading"
 
-    async def _read_outcomes(
-        self, process: Process, on_outcome: Callable[[ToJudge, JudgeOutcome], None]
-    ) -> None:
+    async def _read_outcomes(self, process: Process, on_outcome: OnOutcome) -> None:
         assert process.stdout is not None
         lines = BufferedByteReceiveStream(process.stdout)
         while True:
@@ -177,6 +174,16 @@ class JudgeProcess:
 # --- child side ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One line the parent sent: the trial's number in this child, and what to grade."""
+
+    n: int
+    concept: str
+    is_injected: bool
+    response: str
+
+
 def main() -> None:
     # The parent drains on SIGINT/SIGTERM and then closes our stdin; a terminal's Ctrl-C reaches
     # the whole process group, and dying here would fail the trials we hold.
@@ -184,8 +191,6 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print must not corrupt the protocol
-    from introspectd.logs import configure_logging
-
     configure_logging()
     anyio.run(_serve, protocol, os.getppid())
 
@@ -208,14 +213,10 @@ async def _serve(out: BinaryIO, parent_pid: int) -> None:
         except OSError:  # BrokenPipeError: the parent is gone (e.g. a second SIGTERM)
             _exit_quietly()
 
-    send, receive = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
+    send, receive = anyio.create_memory_object_stream[_Request](math.inf)
 
-    async def grade_all() -> None:
-        async for request in receive:
-            outcome = await judge.grade(
-                request["concept"], request["injected"], request["response"]
-            )
-            write({"n": request["n"], "outcome": dataclasses.asdict(outcome)})
+    def report(request: _Request, outcome: JudgeOutcome) -> None:
+        write({"n": request.n, "outcome": dataclasses.asdict(outcome)})
 
     async def watch() -> None:
         while True:
@@ -227,11 +228,10 @@ async def _serve(out: BinaryIO, parent_pid: int) -> None:
     async with judge, anyio.create_task_group() as tg:
         tg.start_soon(watch)
         async with anyio.create_task_group() as workers:
-            for _ in range(cfg.concurrency):
-                workers.start_soon(grade_all)
+            workers.start_soon(grade_all, judge, receive, report)
             async with send:
                 while line := await stdin.readline():
-                    send.send_nowait(json.loads(line))
+                    send.send_nowait(_Request(**json.loads(line)))
         write({"stats": dataclasses.asdict(judge.stats)})
         tg.cancel_scope.cancel()
 

@@ -1,48 +1,82 @@
 """`introspectd rejudge`: grade again the rows whose judge is null (or all, with `--all`).
 
-With `--plan`, rows of the run's database are judged and the JSONL files re-exported; a row
+With a plan alone, rows of the run's database are judged and the JSONL files re-exported; a row
 keeps its status (and its old grade, in the judgement history) until its new grade arrives,
 so an interrupted rejudge loses nothing, and a failed re-grade leaves the old grade in place.
 The run directory's lock is held throughout, so a `run` judging the same rows cannot overlap.
-With `--input/--output`, seed-format files are judged in place of the database.
+With input and output files, seed-format files are judged in place of the database.
+
+`rejudge` returns what was done (the CLI prints it) and raises `BadInput` or `Interrupted`.
 """
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 
 from introspectd import stopping
-from introspectd.errors import EXIT_OK, BadInput, Interrupted
+from introspectd.errors import BadInput, Interrupted
+from introspectd.judge.client import Judge, judging_off
 from introspectd.judge.pool import JudgePool, to_judge
+from introspectd.judge.rejudge_file import RejudgeCounts, rejudge_file
 from introspectd.output.exporter import Exporter
-from introspectd.protocol.plan import JudgeConfig, Plan, load_plan
+from introspectd.protocol.plan import JudgeConfig, Plan
 from introspectd.protocol.trials import Status
 from introspectd.run.session import _lock_run_dir, open_run
 from introspectd.run.stats import RunStats
 
 
-def cmd_rejudge(args: argparse.Namespace) -> int:
-    if args.input or args.output:
-        if not (args.input and args.output):
-            raise BadInput("rejudge: --input and --output go together")
-        plan = load_plan(args.plan) if args.plan else None
-        return _rejudge_file(Path(args.input), Path(args.output), plan, args.all)
-    if not args.plan:
-        raise BadInput("rejudge: give --plan P, or --input IN.jsonl --output OUT.jsonl")
-    return _rejudge_run(load_plan(args.plan), args.all)
+@dataclass(frozen=True)
+class RunRejudged:
+    """What `rejudge` did to a run's database."""
+
+    rows: int          # rows sent to the judge
+    judged: int
+    failed: int
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+    kept_grades: int = 0   # failed re-grades whose row kept its previous grade
+
+    def __str__(self) -> str:
+        reasons = ", ".join(f"{n}× {why}" for why, n in self.failed_by_reason.items())
+        text = (f"rejudged {self.rows} rows: {self.judged} judged, {self.failed} failed"
+                + (f" ({reasons})" if self.failed else ""))
+        if self.kept_grades:
+            text += f"\n{self.kept_grades} re-grades failed; their previous grades are kept"
+        return text
+
+
+@dataclass(frozen=True)
+class FileRejudged:
+    """What `rejudge` did to a seed-format file."""
+
+    output: Path
+    counts: RejudgeCounts
+
+    def __str__(self) -> str:
+        return f"{self.output}: {self.counts}"
+
+
+def rejudge(plan: Plan | None, include_judged: bool = False, input: Path | None = None,
+            output: Path | None = None) -> RunRejudged | FileRejudged:
+    """Grade the unjudged (with `include_judged`: all) rows of `plan`'s run, or, given `input`
+    and `output`, the records of a seed-format file (judged with `plan`'s [judge], if any)."""
+    if input is not None and output is not None:
+        return _rejudge_file(input, output, plan, include_judged)
+    if plan is None or input is not None or output is not None:
+        raise BadInput("rejudge: give a plan, or an input and an output file")
+    return _rejudge_run(plan, include_judged)
 
 
 def _require_judge(cfg: JudgeConfig) -> str | None:
     api_key = cfg.api_key()
     if not cfg.is_enabled(api_key):
-        raise BadInput(f"rejudge: no judge configured: set ${cfg.api_key_env} or [judge] base_url")
+        raise BadInput(f"rejudge: {judging_off(cfg)}")
     return api_key
 
 
-def _rejudge_run(plan: Plan, include_judged: bool) -> int:
+def _rejudge_run(plan: Plan, include_judged: bool) -> RunRejudged:
     _require_judge(plan.judge)
     ctx = open_run(plan, create=False)
     try:
@@ -73,13 +107,9 @@ def _rejudge_run(plan: Plan, include_judged: bool) -> int:
     if stopping.received() is not None:
         raise Interrupted(f"stopped by {stopping.received()}: {stats.num_judged} rows graded and "
                           "saved; run the same command again to grade the rest")
-    failed = stats.num_judge_failed
-    print(f"rejudged {len(rows)} rows: {stats.num_judged} judged, {failed} failed"
-          + (f" ({', '.join(f'{n}× {r}' for r, n in stats.failed_by_reason.items())})"
-             if failed else ""))
-    if pool.kept_grades:
-        print(f"{pool.kept_grades} re-grades failed; their previous grades are kept")
-    return EXIT_OK
+    return RunRejudged(rows=len(rows), judged=stats.num_judged, failed=stats.num_judge_failed,
+                       failed_by_reason=dict(stats.failed_by_reason),
+                       kept_grades=pool.kept_grades)
 
 
 async def _flush_periodically(pool: JudgePool, exporter: Exporter, scope: anyio.CancelScope
@@ -91,21 +121,14 @@ async def _flush_periodically(pool: JudgePool, exporter: Exporter, scope: anyio.
     scope.cancel()   # grades in flight are lost; their rows keep their status for the next run
 
 
-def _rejudge_file(src: Path, dest: Path, plan: Plan | None, include_judged: bool) -> int:
-    from introspectd.judge.client import Judge
-    from introspectd.judge.rejudge_file import rejudge_file
-
+def _rejudge_file(src: Path, dest: Path, plan: Plan | None, include_judged: bool
+                  ) -> FileRejudged:
     cfg = plan.judge if plan is not None else JudgeConfig()
     api_key = _require_judge(cfg)
     base_dir = plan.path.parent if plan is not None and isinstance(plan.path, Path) else None
 
-    async def run() -> object:
-        judge = Judge(cfg, api_key, base_dir=base_dir)
-        try:
+    async def run() -> RejudgeCounts:
+        async with Judge(cfg, api_key, base_dir=base_dir) as judge:
             return await rejudge_file(src, dest, judge, all_records=include_judged)
-        finally:
-            await judge.aclose()
 
-    counts = anyio.run(run)
-    print(f"{dest}: {counts}")
-    return EXIT_OK
+    return FileRejudged(dest, anyio.run(run))

@@ -1,15 +1,17 @@
 """`introspectd rejudge --input IN.jsonl --output OUT.jsonl`: grade a seed-format file again.
 
 Records whose `judge` is null (or every record, with `all_records`) are sent to the judge, up
-to the judge's concurrency at once. Every other line is written back exactly as it was read, in
-the same order. A record that already had a judgement keeps it when its new grading fails: a
-re-grade must never lose a judgement. The output is replaced atomically, so it may be the input.
+to the judge's concurrency at once (grader.py's worker pool). Every other line is written back
+exactly as it was read, in the same order. A record that already had a judgement keeps it when
+its new grading fails: a re-grade must never lose a judgement. The output is replaced
+atomically, so it may be the input.
 On SIGTERM/SIGINT the output is written with what was graded so far, then `Interrupted` (75).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import anyio
 from introspectd import stopping
 from introspectd.errors import BadInput, Interrupted
 from introspectd.judge.client import Judge, JudgeOutcome
+from introspectd.judge.grader import grade_all
 from introspectd.output.records import write_atomic
 
 
@@ -86,17 +89,27 @@ def _updated(record: dict[str, Any], outcome: JudgeOutcome) -> dict[str, Any]:
     return new
 
 
+@dataclass(frozen=True)
+class _Todo:
+    position: int   # in the list of records to grade
+    concept: str
+    is_injected: bool
+    response: str
+
+
 async def _grade_all(judge: Judge, lines: list[_Line]) -> list[JudgeOutcome | None]:
     """One outcome per line, None for those not graded when a SIGTERM/SIGINT came."""
     results: list[JudgeOutcome | None] = [None] * len(lines)
-    queue = iter(range(len(lines)))
-
-    async def worker() -> None:
-        for i in queue:   # workers share one iterator: each index is taken once
-            record = lines[i].record
+    send, receive = anyio.create_memory_object_stream[_Todo](math.inf)
+    with send:
+        for i, line in enumerate(lines):
+            record = line.record
             assert record is not None
-            results[i] = await judge.grade(record["concept"], record["was_injected"],
-                                           record["response"])
+            send.send_nowait(_Todo(i, record["concept"], record["was_injected"],
+                                   record["response"]))
+
+    def keep(todo: _Todo, outcome: JudgeOutcome) -> None:
+        results[todo.position] = outcome
 
     async def until_stopped(scope: anyio.CancelScope) -> None:
         while stopping.received() is None:
@@ -105,9 +118,7 @@ async def _grade_all(judge: Judge, lines: list[_Line]) -> list[JudgeOutcome | No
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(until_stopped, tg.cancel_scope)
-        async with anyio.create_task_group() as workers:
-            for _ in range(min(judge.cfg.concurrency, len(lines))):
-                workers.start_soon(worker)
+        await grade_all(judge, receive, keep)
         tg.cancel_scope.cancel()
     return results
 
