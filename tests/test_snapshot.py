@@ -12,15 +12,9 @@ from gcs_emulator import BUCKET, FaultyProxy, GcsEmulator, gcs_emulator, gcs_pro
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from introspectd.cloud.snapshot import (
-    SnapshotError,
-    SnapshotStore,
-    StaleWriter,
-    make_db_snapshot,
-    parse_gcs_uri,
-)
+from introspectd.cloud.snapshot import SnapshotStore, make_db_snapshot, parse_gcs_uri
 from introspectd.cloud.uploader import Uploader
-from introspectd.errors import BadInput, RestoreError
+from introspectd.errors import BadInput, RestoreError, SnapshotError, StaleWriter
 
 __all__ = ["gcs_emulator", "gcs_proxy"]  # fixtures, imported for pytest
 

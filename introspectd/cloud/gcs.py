@@ -23,21 +23,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from introspectd.errors import BadInput, IntrospectdError
+from introspectd.errors import BadInput, UploadError
 
 _CHUNK = 1 << 20
-
-
-class StaleWriter(IntrospectdError):
-    """Another process has written this run's manifest since we last saw it.
-
-    The process holding this error is the older one (e.g. a zombie VM after preemption) and must
-    stop uploading: replacing the newer manifest would throw away the other process's work.
-    """
-
-
-class UploadError(IntrospectdError):
-    """An upload that retrying will not fix (an object we never wrote is in our way)."""
 
 
 @dataclass(frozen=True)

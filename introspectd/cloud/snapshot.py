@@ -41,9 +41,9 @@ from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption
 
 from introspectd.cloud import gcs
-from introspectd.cloud.gcs import StaleWriter, UploadError, parse_gcs_uri
+from introspectd.cloud.gcs import parse_gcs_uri
 from introspectd.cloud.manifest import MANIFEST, FileSet, Manifest, ObjectRef
-from introspectd.errors import IntrospectdError, RestoreError
+from introspectd.errors import RestoreError, SnapshotError, StaleWriter, UploadError
 from introspectd.run.store import backup_database, integrity_check
 
 __all__ = [
@@ -51,20 +51,13 @@ __all__ = [
     "Manifest",
     "ObjectRef",
     "RestoreResult",
-    "SnapshotError",
     "SnapshotStore",
-    "StaleWriter",
-    "UploadError",
     "make_db_snapshot",
     "parse_gcs_uri",
     "remove_stale_sidecars",
 ]
 
 _STALE_SUFFIXES = ("-wal", "-shm", "-journal")
-
-
-class SnapshotError(IntrospectdError):
-    """The local database could not be snapshotted consistently."""
 
 
 def _fsync(path: Path) -> None:
@@ -119,7 +112,7 @@ def _sweep_debris(folder: Path, min_age_s: float = 600.0) -> None:
 
 
 def _stage_jsonl(src: Path, dest: Path) -> None:
-    """Copy a JSONL file, cut after its last newline (an exporter may be mid-append)."""
+    """Copy a JSONL file, cut after its last newline: a half-written last line never uploads."""
     data = src.read_bytes()
     end = data.rfind(b"\n") + 1
     dest.write_bytes(data[:end])
