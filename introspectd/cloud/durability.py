@@ -76,7 +76,9 @@ def _restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
         if result is None:
             snapshots.read_manifest()
             return None
-        how = " (the latest snapshot was bad; used the previous one)" if result.fell_back else ""
+        how = ""
+        if result.fell_back:
+            how = f" (the latest was bad: {result.skipped}; used the previous one)"
         return (
             f"restored snapshot #{result.seq} from GCS{how}: {sum(result.counts.values())} trials"
         )

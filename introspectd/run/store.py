@@ -52,6 +52,10 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(uri, uri=True, check_same_thread=False)
 
 
+# (concept, layer) → (float32 little-endian bytes, dim, norm): the concept vectors of a run.
+VectorTable = dict[tuple[str, int], tuple[bytes, int, float]]
+
+
 def now_iso() -> str:
     return datetime.now().isoformat()
 
@@ -285,7 +289,7 @@ class Store:
         rows = self.conn.execute("SELECT concept, layer, norm FROM vectors")
         return {(r["concept"], r["layer"]): r["norm"] for r in rows}
 
-    def put_vectors(self, vectors: dict[tuple[str, int], tuple[bytes, int, float]]) -> None:
+    def put_vectors(self, vectors: VectorTable) -> None:
         with self._write() as conn:
             conn.executemany(
                 "INSERT OR IGNORE INTO vectors (concept, layer, data, dim, norm) "
