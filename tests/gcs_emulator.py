@@ -142,7 +142,8 @@ class FaultyProxy:
     - `fail_before`: fraction of requests answered 503 without reaching GCS;
     - `drop_reply_every_other_upload`: every other upload is forwarded (it lands!) but the
       client is told 503, so the client's retry meets a 412 from its own earlier write;
-    - `down`: every request is answered 503 (an outage).
+    - `down`: every request is answered 503 (an outage);
+    - `fail_method`: every request with this HTTP method (e.g. "DELETE") is answered 503.
     """
 
     def __init__(self, upstream: str, seed: int = 0) -> None:
@@ -150,6 +151,7 @@ class FaultyProxy:
         self.fail_before = 0.0
         self.drop_reply_every_other_upload = False
         self.down = False
+        self.fail_method: str | None = None
         self.failed = 0
         self.dropped_replies = 0
         self.requests = 0
@@ -174,7 +176,7 @@ class FaultyProxy:
         """'fail', 'drop' or 'pass' for one request."""
         with self._lock:
             self.requests += 1
-            if self.down or self._rng.random() < self.fail_before:
+            if self.down or method == self.fail_method or self._rng.random() < self.fail_before:
                 self.failed += 1
                 return "fail"
             if method == "POST" and path.startswith("/upload/"):

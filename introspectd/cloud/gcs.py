@@ -44,7 +44,7 @@ def transient_reason(exc: BaseException) -> str | None:
 
     if isinstance(exc, gexc.RetryError):  # the client's retries (all on transient errors) ran out
         cause = exc.cause or exc.__cause__
-        return _one_line(cause if cause is not None else exc)
+        return one_line(cause if cause is not None else exc)
     transient = (
         gexc.ServerError,
         gexc.TooManyRequests,
@@ -54,10 +54,10 @@ def transient_reason(exc: BaseException) -> str | None:
         ConnectionError,
         TimeoutError,
     )
-    return _one_line(exc) if isinstance(exc, transient) else None
+    return one_line(exc) if isinstance(exc, transient) else None
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
     return text if len(text) <= 200 else text[:197] + "..."
 

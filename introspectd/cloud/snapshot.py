@@ -26,6 +26,7 @@ The manifest format is documented in `introspectd.cloud.manifest`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -57,6 +58,7 @@ __all__ = [
     "remove_stale_sidecars",
 ]
 
+log = logging.getLogger("introspectd")
 _STALE_SUFFIXES = ("-wal", "-shm", "-journal")
 
 
@@ -289,8 +291,13 @@ class SnapshotStore:
                     gcs.delete_quietly(
                         self._bucket, obj.name, obj.generation, self._retry, self._timeout
                     )
-        except Exception:  # the commit already happened; the next commit retries the GC
-            pass
+        except Exception as e:  # the commit already happened; the next commit retries the GC
+            log.warning(
+                "garbage collection under %s/objects failed (%s); old objects stay until the "
+                "next upload retries it",
+                self.uri,
+                gcs.one_line(e),
+            )
 
     # -- restore ---------------------------------------------------------------------------
 
