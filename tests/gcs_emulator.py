@@ -17,6 +17,7 @@ Use from a test module:
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import random
 import socket
@@ -136,6 +137,11 @@ class _QuietServer(ThreadingHTTPServer):
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 
 
+def _error_body(status: int, message: str) -> bytes:
+    error = {"code": status, "message": message, "errors": [{"message": message}]}
+    return json.dumps({"error": error}).encode()
+
+
 class FaultyProxy:
     """An HTTP proxy in front of the emulator that fails on purpose.
 
@@ -143,7 +149,8 @@ class FaultyProxy:
     - `drop_reply_every_other_upload`: every other upload is forwarded (it lands!) but the
       client is told 503, so the client's retry meets a 412 from its own earlier write;
     - `down`: every request is answered 503 (an outage);
-    - `fail_method`: every request with this HTTP method (e.g. "DELETE") is answered 503.
+    - `fail_method`: every request with this HTTP method (e.g. "DELETE") is answered 503;
+    - `fail_status`: the status those failures get (403: an account without permission).
     """
 
     def __init__(self, upstream: str, seed: int = 0) -> None:
@@ -152,6 +159,7 @@ class FaultyProxy:
         self.drop_reply_every_other_upload = False
         self.down = False
         self.fail_method: str | None = None
+        self.fail_status = 503
         self.failed = 0
         self.dropped_replies = 0
         self.requests = 0
@@ -200,7 +208,7 @@ class FaultyProxy:
                 body = self.rfile.read(length) if length else b""
                 action = proxy._decide(self.command, self.path)
                 if action == "fail":
-                    self._reply(503, [], b'{"error": {"code": 503, "message": "injected"}}')
+                    self._reply(proxy.fail_status, [], _error_body(proxy.fail_status, "injected"))
                     return
                 status, headers, data = proxy._forward(self.command, self.path, self.headers, body)
                 if action == "drop":

@@ -51,13 +51,16 @@ def restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
     """Bring `out_dir` to the furthest of local state and GCS; says what was done, if anything.
 
     GCS unreachable (after the client's own retries) raises `Transient` (exit 75): Cloud Batch
-    then retries the task, where exit 1 would fail it for good over a blip. A snapshot that is
-    there but cannot be trusted stays a `RestoreError`.
+    then retries the task, where exit 1 would fail it for good over a blip. A missing bucket or
+    no permission is `BadInput` (exit 2), found before any work. A snapshot that is there but
+    cannot be trusted stays a `RestoreError`.
     """
+    from introspectd.cloud.gcs import setup_errors, transient_reason
+
     try:
-        return _restore_at_start(snapshots, out_dir)
+        with setup_errors(snapshots.uri):
+            return _restore_at_start(snapshots, out_dir)
     except Exception as exc:
-        from introspectd.cloud.gcs import transient_reason
 
         reason = transient_reason(exc)
         if reason is None:
@@ -70,6 +73,7 @@ def restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
 
 def _restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
     local_db = out_dir / DB_NAME
+    snapshots.check_bucket()  # a missing bucket would otherwise look like a run not yet saved
     set_aside_if_damaged(snapshots, local_db)
     if not local_db.is_file():
         result = snapshots.restore(out_dir, DB_NAME)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,42 @@ def transient_reason(exc: BaseException) -> str | None:
 def one_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+@contextlib.contextmanager
+def setup_errors(where: str) -> Iterator[None]:
+    """Errors only the user can fix, raised by GCS calls about `where` (a gs:// URI), become one
+    BadInput line (exit 2): no such bucket, no permission, credentials refused, a request GCS
+    rejects (a malformed bucket name). Outages and anything else pass through unchanged."""
+    from google.auth import exceptions as auth_exc
+
+    try:
+        yield
+    except gexc.NotFound:  # objects are looked up without raising: a 404 here is the bucket
+        raise BadInput(f"{where}: bucket gs://{parse_gcs_uri(where)[0]} does not exist") from None
+    except (gexc.Forbidden, gexc.Unauthorized) as exc:
+        raise BadInput(f"{where}: permission denied ({_server_says(exc)})") from None
+    except auth_exc.RefreshError as exc:
+        raise BadInput(f"{where}: Google Cloud credentials refused ({one_line(exc)})") from None
+    except gexc.BadRequest as exc:
+        raise BadInput(f"{where}: GCS rejected the request ({_server_says(exc)})") from None
+
+
+def _server_says(exc: gexc.GoogleAPICallError) -> str:
+    """GCS's own explanation (which account lacks which permission), without the request URL."""
+    detail = exc.errors[0] if exc.errors else None
+    if isinstance(detail, dict) and detail.get("message"):
+        return " ".join(str(detail["message"]).split())[:300]
+    return one_line(exc)
+
+
+def probe(bucket: storage.Bucket, prefix: str, retry: Retry, timeout: float) -> None:
+    """List at most one object under `prefix`: NotFound when the bucket does not exist, which a
+    read of one object cannot tell (GCS answers 404 for a missing object and bucket alike)."""
+    blobs = bucket.client.list_blobs(
+        bucket, prefix=prefix, max_results=1, retry=retry, timeout=timeout
+    )
+    list(blobs)
 
 
 def parse_gcs_uri(uri: str) -> tuple[str, str]:

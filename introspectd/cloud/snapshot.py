@@ -170,6 +170,11 @@ class SnapshotStore:
                 f"{self.uri}/{MANIFEST} is unreadable ({e}); fix or remove it by hand"
             ) from e
 
+    def check_bucket(self) -> None:
+        """Raises NotFound when the bucket does not exist (reading the manifest cannot tell),
+        Forbidden when this account may not list it."""
+        gcs.probe(self._bucket, self._name(""), self._retry, self._timeout)
+
     def read_manifest(self) -> Manifest | None:
         """The run's current manifest in GCS (None if there is none). Pins the baseline once."""
         manifest = self._fetch_manifest()
