@@ -15,8 +15,11 @@ IntrospectdError (1)      base class; a subclass sets the exit code
 └── SnapshotError (1)     the local database could not be snapshotted consistently
 
 Faults of the machine (a full disk, a read-only directory) arrive as OSError/sqlite3.Error and
-are mapped by `fs_errors.environment_failure`. Anything else escaping a task is a bug: the
-task group is cancelled and the process exits 1 with its traceback.
+are mapped by `fs_errors.environment_failure`; GCS errors the user must fix (no such bucket, no
+permission) become BadInput in `cloud.gcs.setup_errors`, outages Transient. Exceptions that
+never leave their module (a bad snapshot object before its fallback, a judge reply that is not
+a grade and becomes the row's `judge_error`) are not part of this tree. Anything else escaping
+a task is a bug: the task group is cancelled and the process exits 1 with its traceback.
 """
 
 from __future__ import annotations
