@@ -26,7 +26,10 @@ from introspectd.errors import (
     IntrospectdError,
     PlanMismatch,
     RestoreError,
+    SnapshotError,
+    StaleWriter,
     Transient,
+    UploadError,
 )
 
 if TYPE_CHECKING:
@@ -66,8 +69,11 @@ __all__ = [
     "ReportPaths",
     "RestoreError",
     "RunContext",
+    "SnapshotError",
+    "StaleWriter",
     "Transient",
     "TrialSpec",
+    "UploadError",
     "__version__",
     "expand_trials",
     "load_plan",

@@ -1,13 +1,25 @@
-"""The exception hierarchy of introspectd, in one place.
+"""The exception hierarchy of introspectd, in one place: every error it raises on purpose.
 
-IntrospectdError
-├── BadInput          a plan, flag or file the user can fix; the CLI prints one line, exits 2
-│   └── PlanMismatch  the database holds a run whose generation plan differs from this one
-├── RestoreError      GCS holds a snapshot that cannot be trusted and has no good fallback (exit 2)
-├── Interrupted       SIGTERM/SIGINT/preemption after a final upload; safe to resume (exit 75)
-└── Transient         GCS unreachable (at start, or for the final upload); safe to rerun (exit 75)
+`cli.main` is the one boundary that turns these into one line on stderr and an exit code
+(0 done, 2 bad input, 75 interrupted or transient — safe to rerun, Cloud Batch retries —,
+1 anything else). Library code raises them and never prints or exits.
 
-Anything else escaping a task is a bug: the task group is cancelled and the process exits 1.
+IntrospectdError (1)      base class; a subclass sets the exit code
+├── BadInput (2)          a plan, flag, file or bucket the user can fix: one line, what and where
+│   └── PlanMismatch (2)  the database holds a run whose generation plan differs from this one
+├── RestoreError (2)      GCS holds a snapshot that cannot be trusted and has no good fallback
+├── Interrupted (75)      SIGTERM/SIGINT/preemption after a final upload; safe to resume
+├── Transient (75)        GCS unreachable (at start, or for the final upload); safe to rerun
+├── StaleWriter (1)       another process has replaced this run's GCS manifest: stop uploading
+├── UploadError (1)       an upload that retrying will not fix (a caller bug, a name clash)
+└── SnapshotError (1)     the local database could not be snapshotted consistently
+
+Faults of the machine (a full disk, a read-only directory) arrive as OSError/sqlite3.Error and
+are mapped by `fs_errors.environment_failure`; GCS errors the user must fix (no such bucket, no
+permission) become BadInput in `cloud.gcs.setup_errors`, outages Transient. Exceptions that
+never leave their module (a bad snapshot object before its fallback, a judge reply that is not
+a grade and becomes the row's `judge_error`) are not part of this tree. Anything else escaping
+a task is a bug: the task group is cancelled and the process exits 1 with its traceback.
 """
 
 from __future__ import annotations
@@ -51,6 +63,22 @@ class Transient(IntrospectdError):
     the task instead of marking it done or failed for good."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class StaleWriter(IntrospectdError):
+    """Another process has written this run's manifest since we last saw it.
+
+    The process holding this error is the older one (e.g. a zombie VM after preemption) and must
+    stop uploading: replacing the newer manifest would throw away the other process's work.
+    """
+
+
+class UploadError(IntrospectdError):
+    """An upload that retrying will not fix (an object we never wrote is in our way)."""
+
+
+class SnapshotError(IntrospectdError):
+    """The local database could not be snapshotted consistently."""
 
 
 def sole_error(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]

@@ -17,6 +17,7 @@ Use from a test module:
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import random
 import socket
@@ -136,13 +137,20 @@ class _QuietServer(ThreadingHTTPServer):
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 
 
+def _error_body(status: int, message: str) -> bytes:
+    error = {"code": status, "message": message, "errors": [{"message": message}]}
+    return json.dumps({"error": error}).encode()
+
+
 class FaultyProxy:
     """An HTTP proxy in front of the emulator that fails on purpose.
 
     - `fail_before`: fraction of requests answered 503 without reaching GCS;
     - `drop_reply_every_other_upload`: every other upload is forwarded (it lands!) but the
       client is told 503, so the client's retry meets a 412 from its own earlier write;
-    - `down`: every request is answered 503 (an outage).
+    - `down`: every request is answered 503 (an outage);
+    - `fail_method`: every request with this HTTP method (e.g. "DELETE") is answered 503;
+    - `fail_status`: the status those failures get (403: an account without permission).
     """
 
     def __init__(self, upstream: str, seed: int = 0) -> None:
@@ -150,6 +158,8 @@ class FaultyProxy:
         self.fail_before = 0.0
         self.drop_reply_every_other_upload = False
         self.down = False
+        self.fail_method: str | None = None
+        self.fail_status = 503
         self.failed = 0
         self.dropped_replies = 0
         self.requests = 0
@@ -174,7 +184,7 @@ class FaultyProxy:
         """'fail', 'drop' or 'pass' for one request."""
         with self._lock:
             self.requests += 1
-            if self.down or self._rng.random() < self.fail_before:
+            if self.down or method == self.fail_method or self._rng.random() < self.fail_before:
                 self.failed += 1
                 return "fail"
             if method == "POST" and path.startswith("/upload/"):
@@ -198,7 +208,7 @@ class FaultyProxy:
                 body = self.rfile.read(length) if length else b""
                 action = proxy._decide(self.command, self.path)
                 if action == "fail":
-                    self._reply(503, [], b'{"error": {"code": 503, "message": "injected"}}')
+                    self._reply(proxy.fail_status, [], _error_body(proxy.fail_status, "injected"))
                     return
                 status, headers, data = proxy._forward(self.command, self.path, self.headers, body)
                 if action == "drop":

@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from gcs_emulator import BUCKET, FaultyProxy, GcsEmulator
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
@@ -144,3 +145,26 @@ def test_flaky_gcs_never_stops_generation_and_uploads_catch_up(
     local = {r["id"]: r for r in _records(tmp_path / "out" / RUN_DIR)}
     assert len(local) == 96
     assert _gcs_records(_bucket()) == local
+
+
+@pytest.mark.parametrize("fault", ["no-bucket", "403"])
+def test_missing_bucket_or_no_permission_is_one_line_and_2_before_any_work(
+    tmp_path: Path, gcs_proxy: FaultyProxy, fault: str
+) -> None:
+    """A bucket that does not exist read as "no snapshot yet": the whole sweep ran, then every
+    upload failed and the run exited 75, which Cloud Batch retries to no end. No permission
+    was a traceback. Both are the user's to fix: one line, exit 2, before any work."""
+    body = GCS_PLAN
+    if fault == "no-bucket":
+        body = GCS_PLAN.replace(f"gs://{BUCKET}/", "gs://no-such-bucket/")
+    else:
+        gcs_proxy.down, gcs_proxy.fail_status = True, 403
+    plan = write_plan(tmp_path, body)
+    proc = run_cli("run", "--plan", str(plan), "--no-progress", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    expected = "does not exist" if fault == "no-bucket" else "permission denied (injected)"
+    assert lines[0].startswith("introspectd: gs://") and expected in lines[0], lines[0]
+    assert not list((tmp_path / "out").rglob("*.jsonl"))
+    assert not list((tmp_path / "out").rglob("state.sqlite"))

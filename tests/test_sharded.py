@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from gcs_emulator import BUCKET, GcsEmulator
 from helpers import TINY_PLAN, run_cli, start_run, write_plan
 from test_engine import _planned_ids, _records
@@ -125,3 +126,16 @@ def test_batch_render_reads_a_gs_plan(tmp_path: Path, gcs_emulator: GcsEmulator)
         "img:1",
     )
     assert missing.returncode == 2 and "plan file not found" in missing.stderr
+
+
+@pytest.mark.parametrize("command", ["status", "export"])
+def test_gather_from_a_missing_bucket_is_one_line_and_2(
+    tmp_path: Path, gcs_emulator: GcsEmulator, command: str
+) -> None:
+    """`status/export --from` a bucket that does not exist was a traceback (issue 12)."""
+    plan = _sharded_plan(tmp_path)
+    proc = run_cli(command, "--plan", str(plan), "--from", "gs://no-such-bucket/sweeps")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "introspectd: gs://no-such-bucket/sweeps: bucket gs://no-such-bucket does not exist"
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -12,15 +13,9 @@ from gcs_emulator import BUCKET, FaultyProxy, GcsEmulator, gcs_emulator, gcs_pro
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from introspectd.cloud.snapshot import (
-    SnapshotError,
-    SnapshotStore,
-    StaleWriter,
-    make_db_snapshot,
-    parse_gcs_uri,
-)
+from introspectd.cloud.snapshot import SnapshotStore, make_db_snapshot, parse_gcs_uri
 from introspectd.cloud.uploader import Uploader
-from introspectd.errors import BadInput, RestoreError
+from introspectd.errors import BadInput, RestoreError, SnapshotError, StaleWriter
 
 __all__ = ["gcs_emulator", "gcs_proxy"]  # fixtures, imported for pytest
 
@@ -324,3 +319,28 @@ def test_newer_request_supersedes_pending(gcs_proxy: FaultyProxy, run: Run, tmp_
     assert latest is not None and latest.seq == 1 and latest.counts == counts
     restored = store().restore(tmp_path / "vm2")
     assert restored is not None and db_rows(restored.db_path) == run.n
+
+
+def test_garbage_collection_failures_are_logged(
+    gcs_proxy: FaultyProxy, gcs_emulator: GcsEmulator, run: Run, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleting old objects is best effort, but a failure is said, not swallowed (issue 12)."""
+
+    def seq1_objects() -> list[str]:
+        listed = direct_bucket(gcs_emulator).list_blobs(prefix=f"sweeps/{REL}/objects/00000001-")
+        return [b.name for b in listed]
+
+    s = store(retry_timeout_s=0.3)
+    gcs_proxy.fail_method = "DELETE"
+    for seq in (1, 2, 3):  # the third commit leaves seq 1's objects to collect
+        run.add(5)
+        with caplog.at_level(logging.WARNING, logger="introspectd"):
+            assert s.upload(run.db, run.files, run.counts(), "p").seq == seq
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "garbage collection" in warnings[0], warnings
+    assert "503" in warnings[0] and "\n" not in warnings[0]
+    assert seq1_objects()  # still there: nothing was deleted
+    gcs_proxy.fail_method = None
+    run.add(5)
+    assert s.upload(run.db, run.files, run.counts(), "p").seq == 4  # this GC retries it
+    assert seq1_objects() == []

@@ -51,13 +51,16 @@ def restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
     """Bring `out_dir` to the furthest of local state and GCS; says what was done, if anything.
 
     GCS unreachable (after the client's own retries) raises `Transient` (exit 75): Cloud Batch
-    then retries the task, where exit 1 would fail it for good over a blip. A snapshot that is
-    there but cannot be trusted stays a `RestoreError`.
+    then retries the task, where exit 1 would fail it for good over a blip. A missing bucket or
+    no permission is `BadInput` (exit 2), found before any work. A snapshot that is there but
+    cannot be trusted stays a `RestoreError`.
     """
+    from introspectd.cloud.gcs import setup_errors, transient_reason
+
     try:
-        return _restore_at_start(snapshots, out_dir)
+        with setup_errors(snapshots.uri):
+            return _restore_at_start(snapshots, out_dir)
     except Exception as exc:
-        from introspectd.cloud.gcs import transient_reason
 
         reason = transient_reason(exc)
         if reason is None:
@@ -70,13 +73,16 @@ def restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
 
 def _restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
     local_db = out_dir / DB_NAME
+    snapshots.check_bucket()  # a missing bucket would otherwise look like a run not yet saved
     set_aside_if_damaged(snapshots, local_db)
     if not local_db.is_file():
         result = snapshots.restore(out_dir, DB_NAME)
         if result is None:
             snapshots.read_manifest()
             return None
-        how = " (the latest snapshot was bad; used the previous one)" if result.fell_back else ""
+        how = ""
+        if result.fell_back:
+            how = f" (the latest was bad: {result.skipped}; used the previous one)"
         return (
             f"restored snapshot #{result.seq} from GCS{how}: {sum(result.counts.values())} trials"
         )

@@ -58,6 +58,15 @@ class _Source:
 
 
 def gather(plan: Plan, uri: str) -> Gathered:
+    """Every snapshot of the plan's run under `uri`, merged; a missing bucket or no permission
+    is one BadInput line."""
+    from introspectd.cloud.gcs import setup_errors
+
+    with setup_errors(uri):
+        return _gather(plan, uri)
+
+
+def _gather(plan: Plan, uri: str) -> Gathered:
     from introspectd.cloud.gcs import list_objects, make_client, make_retry, parse_gcs_uri
 
     experiment_id = plan.run.experiment_id or env_experiment_id()

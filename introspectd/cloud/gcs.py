@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,21 +24,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from introspectd.errors import BadInput, IntrospectdError, Transient
+from introspectd.errors import BadInput, Transient, UploadError
 
 _CHUNK = 1 << 20
-
-
-class StaleWriter(IntrospectdError):
-    """Another process has written this run's manifest since we last saw it.
-
-    The process holding this error is the older one (e.g. a zombie VM after preemption) and must
-    stop uploading: replacing the newer manifest would throw away the other process's work.
-    """
-
-
-class UploadError(IntrospectdError):
-    """An upload that retrying will not fix (an object we never wrote is in our way)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +45,7 @@ def transient_reason(exc: BaseException) -> str | None:
 
     if isinstance(exc, gexc.RetryError):  # the client's retries (all on transient errors) ran out
         cause = exc.cause or exc.__cause__
-        return _one_line(cause if cause is not None else exc)
+        return one_line(cause if cause is not None else exc)
     transient = (
         gexc.ServerError,
         gexc.TooManyRequests,
@@ -66,12 +55,48 @@ def transient_reason(exc: BaseException) -> str | None:
         ConnectionError,
         TimeoutError,
     )
-    return _one_line(exc) if isinstance(exc, transient) else None
+    return one_line(exc) if isinstance(exc, transient) else None
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+@contextlib.contextmanager
+def setup_errors(where: str) -> Iterator[None]:
+    """Errors only the user can fix, raised by GCS calls about `where` (a gs:// URI), become one
+    BadInput line (exit 2): no such bucket, no permission, credentials refused, a request GCS
+    rejects (a malformed bucket name). Outages and anything else pass through unchanged."""
+    from google.auth import exceptions as auth_exc
+
+    try:
+        yield
+    except gexc.NotFound:  # objects are looked up without raising: a 404 here is the bucket
+        raise BadInput(f"{where}: bucket gs://{parse_gcs_uri(where)[0]} does not exist") from None
+    except (gexc.Forbidden, gexc.Unauthorized) as exc:
+        raise BadInput(f"{where}: permission denied ({_server_says(exc)})") from None
+    except auth_exc.RefreshError as exc:
+        raise BadInput(f"{where}: Google Cloud credentials refused ({one_line(exc)})") from None
+    except gexc.BadRequest as exc:
+        raise BadInput(f"{where}: GCS rejected the request ({_server_says(exc)})") from None
+
+
+def _server_says(exc: gexc.GoogleAPICallError) -> str:
+    """GCS's own explanation (which account lacks which permission), without the request URL."""
+    detail = exc.errors[0] if exc.errors else None
+    if isinstance(detail, dict) and detail.get("message"):
+        return " ".join(str(detail["message"]).split())[:300]
+    return one_line(exc)
+
+
+def probe(bucket: storage.Bucket, prefix: str, retry: Retry, timeout: float) -> None:
+    """List at most one object under `prefix`: NotFound when the bucket does not exist, which a
+    read of one object cannot tell (GCS answers 404 for a missing object and bucket alike)."""
+    blobs = bucket.client.list_blobs(
+        bucket, prefix=prefix, max_results=1, retry=retry, timeout=timeout
+    )
+    list(blobs)
 
 
 def parse_gcs_uri(uri: str) -> tuple[str, str]:

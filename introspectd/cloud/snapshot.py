@@ -26,6 +26,7 @@ The manifest format is documented in `introspectd.cloud.manifest`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -41,9 +42,9 @@ from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption
 
 from introspectd.cloud import gcs
-from introspectd.cloud.gcs import StaleWriter, UploadError, parse_gcs_uri
+from introspectd.cloud.gcs import parse_gcs_uri
 from introspectd.cloud.manifest import MANIFEST, FileSet, Manifest, ObjectRef
-from introspectd.errors import IntrospectdError, RestoreError
+from introspectd.errors import RestoreError, SnapshotError, StaleWriter, UploadError
 from introspectd.run.store import backup_database, integrity_check
 
 __all__ = [
@@ -51,20 +52,14 @@ __all__ = [
     "Manifest",
     "ObjectRef",
     "RestoreResult",
-    "SnapshotError",
     "SnapshotStore",
-    "StaleWriter",
-    "UploadError",
     "make_db_snapshot",
     "parse_gcs_uri",
     "remove_stale_sidecars",
 ]
 
+log = logging.getLogger("introspectd")
 _STALE_SUFFIXES = ("-wal", "-shm", "-journal")
-
-
-class SnapshotError(IntrospectdError):
-    """The local database could not be snapshotted consistently."""
 
 
 def _fsync(path: Path) -> None:
@@ -119,7 +114,7 @@ def _sweep_debris(folder: Path, min_age_s: float = 600.0) -> None:
 
 
 def _stage_jsonl(src: Path, dest: Path) -> None:
-    """Copy a JSONL file, cut after its last newline (an exporter may be mid-append)."""
+    """Copy a JSONL file, cut after its last newline: a half-written last line never uploads."""
     data = src.read_bytes()
     end = data.rfind(b"\n") + 1
     dest.write_bytes(data[:end])
@@ -174,6 +169,11 @@ class SnapshotStore:
             raise RestoreError(
                 f"{self.uri}/{MANIFEST} is unreadable ({e}); fix or remove it by hand"
             ) from e
+
+    def check_bucket(self) -> None:
+        """Raises NotFound when the bucket does not exist (reading the manifest cannot tell),
+        Forbidden when this account may not list it."""
+        gcs.probe(self._bucket, self._name(""), self._retry, self._timeout)
 
     def read_manifest(self) -> Manifest | None:
         """The run's current manifest in GCS (None if there is none). Pins the baseline once."""
@@ -296,8 +296,13 @@ class SnapshotStore:
                     gcs.delete_quietly(
                         self._bucket, obj.name, obj.generation, self._retry, self._timeout
                     )
-        except Exception:  # the commit already happened; the next commit retries the GC
-            pass
+        except Exception as e:  # the commit already happened; the next commit retries the GC
+            log.warning(
+                "garbage collection under %s/objects failed (%s); old objects stay until the "
+                "next upload retries it",
+                self.uri,
+                gcs.one_line(e),
+            )
 
     # -- restore ---------------------------------------------------------------------------
 

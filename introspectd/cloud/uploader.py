@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from introspectd.cloud.gcs import StaleWriter
 from introspectd.cloud.manifest import Manifest
+from introspectd.errors import StaleWriter
 
 # While flushing, a failed attempt is retried after this pause instead of the full backoff.
 _URGENT_RETRY_S = 0.5

@@ -153,7 +153,6 @@ class Batcher:
         self.state = SteeringState()
         self.sample = DeviceSampler(self.device)
         self.num_decode_steps = 0
-        self.num_row_steps = 0
 
     def run(
         self,
@@ -336,7 +335,6 @@ class Batcher:
             self._stops(nxt) | (num_generated >= self.config.max_new_tokens)
         )
         self.num_decode_steps += 1
-        self.num_row_steps += n
         return logits
 
     def _retire(

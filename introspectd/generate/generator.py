@@ -12,12 +12,11 @@ import torch
 from introspectd.errors import BadInput
 from introspectd.generate.batcher import BatcherConfig, Finished, WorkItem
 from introspectd.generate.runner import Runner
-from introspectd.generate.vectors import VectorTable
 from introspectd.protocol.prompts import introspection_messages
 from introspectd.protocol.trials import trial_seed
 from introspectd.run.scheduler import Ticket
 from introspectd.run.session import RunContext
-from introspectd.run.store import Generation, now_iso
+from introspectd.run.store import Generation, VectorTable, now_iso
 
 log = logging.getLogger("introspectd")
 

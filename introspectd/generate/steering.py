@@ -46,13 +46,12 @@ class SteeringState:
 
     deltas: dict[int, torch.Tensor] = field(default_factory=dict)
     position_mask: torch.Tensor | None = None
-    is_enabled: bool = True
 
 
 def _make_hook(layer: int, state: SteeringState) -> Any:
     def hook(module: nn.Module, args: Any, output: Any) -> Any:
         delta = state.deltas.get(layer)
-        if delta is None or not state.is_enabled:
+        if delta is None:
             return None
         hidden = output[0] if isinstance(output, tuple) else output
         add = delta[:, None, :].to(hidden.dtype)

@@ -43,8 +43,6 @@ __all__ = [  # re-exported: the rules live in plan_checks.py
     "env_stamp",
 ]
 
-Layers = str | list[int | float]
-
 
 @dataclass(frozen=True)
 class RunConfig:

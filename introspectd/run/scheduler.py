@@ -28,7 +28,6 @@ class Scheduler:
     def __init__(self, tickets: list[Ticket]) -> None:
         self._waiting = deque(sorted(tickets, key=_mix_key))
         self._in_flight: dict[str, Ticket] = {}
-        self.num_total = len(tickets)
         self.num_done = 0
 
     def take(self, n: int) -> list[Ticket]:
@@ -52,14 +51,6 @@ class Scheduler:
         self._in_flight.clear()
         self._waiting.extendleft(reversed(abandoned))
         return len(abandoned)
-
-    @property
-    def num_waiting(self) -> int:
-        return len(self._waiting)
-
-    @property
-    def num_in_flight(self) -> int:
-        return len(self._in_flight)
 
     @property
     def is_finished(self) -> bool:

@@ -114,10 +114,8 @@ def select_shard(trials: list[TrialSpec], shard: Shard) -> list[TrialSpec]:
 
 
 def split_shards(trials: list[TrialSpec], count: int) -> list[list[TrialSpec]]:
-    """Every shard's trials at once: `[select_shard(trials, Shard(i, count)) for i in ...]`.
-
-    For `export`/`status`, which name the shard that owes each missing trial.
-    """
+    """Every shard's trials at once: `[select_shard(trials, Shard(i, count)) for i in ...]`
+    in one pass, for checking a split as a whole (tests/test_shard.py's properties)."""
     if count < 1:
         raise BadInput(f"shard count: must be >= 1, got {count}")
     order = interleave(trials)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +54,10 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
             raise
     uri = f"{path.resolve().as_uri()}?immutable=1"
     return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+
+# (concept, layer) → (float32 little-endian bytes, dim, norm): the concept vectors of a run.
+VectorTable = dict[tuple[str, int], tuple[bytes, int, float]]
 
 
 def now_iso() -> str:
@@ -144,6 +148,65 @@ def _trial_row(r: sqlite3.Row) -> TrialRow:
     )
 
 
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One `BEGIN IMMEDIATE` transaction on an autocommit connection: committed on success,
+    rolled back on any error. SQLite has often rolled back already (a full disk, `INSERT OR
+    ROLLBACK`, a failed COMMIT): a second ROLLBACK would fail and hide the real error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def sql_statements(script: str) -> Iterator[str]:
+    """The statements of an SQL script, each whole. A statement ends where SQLite's own parser
+    says it does (`sqlite3.complete_statement`), so a `;` inside a string, a comment or a
+    trigger body never splits one. Text left after the last `;` is yielded as it is (SQLite
+    rejects it if it is not a whole statement)."""
+    *pieces, last = script.split(";")
+    pending = ""
+    for piece in pieces:
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                yield pending
+            pending = ""
+    if (pending + last).strip():
+        yield pending + last
+
+
+def migrate(conn: sqlite3.Connection, files: Sequence[Path]) -> None:
+    """Apply the migration files not yet recorded in `schema_migrations`, in order. Each one
+    commits together with its `schema_migrations` row, or not at all; the check for "already
+    applied" is repeated inside the transaction, so two processes opening a new database at
+    once apply each migration once."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    for sql_file in files:
+        version = int(sql_file.name[:4])
+        if version in applied:
+            continue
+        with write_transaction(conn):
+            if conn.execute(
+                "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+            ).fetchone():
+                continue
+            for statement in sql_statements(sql_file.read_text(encoding="utf-8")):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                (version, sql_file.stem, now_iso()),
+            )
+
+
 class Store:
     def __init__(self, path: Path, read_only: bool = False) -> None:
         """`read_only`: never write the file, nor migrate it (`status`, `export`; the run may
@@ -161,20 +224,13 @@ class Store:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=10000")
-        self._migrate()
+        migrate(self.conn, _migration_files())
 
     def close(self) -> None:
         self.conn.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(self.conn)
 
     def _require_migrated(self) -> None:
         applied = {row[0] for row in self.conn.execute("SELECT version FROM schema_migrations")}
@@ -184,25 +240,6 @@ class Store:
                 f"schema is older than this introspectd (missing {pending[0]}); open it "
                 "writable once (e.g. `introspectd status` on a writable copy) to upgrade it"
             )
-
-    def _migrate(self) -> None:
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-        )
-        applied = {row[0] for row in self.conn.execute("SELECT version FROM schema_migrations")}
-        for sql_file in _migration_files():
-            version = int(sql_file.name[:4])
-            if version in applied:
-                continue
-            with self._write() as conn:
-                for statement in sql_file.read_text().split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                    (version, sql_file.stem, now_iso()),
-                )
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -256,7 +293,7 @@ class Store:
         rows = self.conn.execute("SELECT concept, layer, norm FROM vectors")
         return {(r["concept"], r["layer"]): r["norm"] for r in rows}
 
-    def put_vectors(self, vectors: dict[tuple[str, int], tuple[bytes, int, float]]) -> None:
+    def put_vectors(self, vectors: VectorTable) -> None:
         with self._write() as conn:
             conn.executemany(
                 "INSERT OR IGNORE INTO vectors (concept, layer, data, dim, norm) "
