@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from judge_server import JudgeServer  # noqa: E402
 
-from introspectd.generate.batcher import BatcherConfig, WorkItem  # noqa: E402
+from introspectd.generate.batcher import BatcherConfig, Finished, WorkItem  # noqa: E402
 from introspectd.generate.runner import Runner  # noqa: E402
 from introspectd.generate.steering import SteeringState, steering  # noqa: E402
 from introspectd.protocol.models import resolve_model  # noqa: E402
@@ -124,13 +124,25 @@ def engine_in_process(
     config = dataclasses.replace(config, batch_size=runner.auto_batch_size(len(prompt), config))
     batcher = runner.batcher(prompt, config)
     start = time.perf_counter()
-    batcher.run(
-        lambda n: [items.pop(0) for _ in range(min(n, len(items)))],
-        lambda rows: None,
-        lambda: False,
-        LAYERS,
-    )
+    batcher.run(_Items(items), LAYERS)
     return len(specs) / (time.perf_counter() - start)
+
+
+class _Items:
+    """A RowSource that hands out `items` in order and drops what they generate."""
+
+    def __init__(self, items: list[WorkItem]) -> None:
+        self.items = items
+
+    def take(self, n: int) -> list[WorkItem]:
+        taken, self.items = self.items[:n], self.items[n:]
+        return taken
+
+    def done(self, rows: list[Finished]) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
 
 
 def introspectd_run(

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from introspectd.generate.batcher import (
     Batcher,
     BatcherConfig,
+    Finished,
     WorkItem,
     attention_shape,
     tokens_per_row,
@@ -105,6 +106,25 @@ def engine_config(batch_size: int, max_new: int) -> BatcherConfig:
     )
 
 
+class _Counting:
+    """A RowSource that hands out `items` in order and counts the finished rows."""
+
+    def __init__(self, items: list[WorkItem]) -> None:
+        self.queue = list(items)
+        self.num_done = 0
+
+    def take(self, n: int) -> list[WorkItem]:
+        taken = self.queue[:n]
+        del self.queue[:n]
+        return taken
+
+    def done(self, rows: list[Finished]) -> None:
+        self.num_done += len(rows)
+
+    def should_stop(self) -> bool:
+        return False
+
+
 def run_engine(
     model: torch.nn.Module,
     items: list[WorkItem],
@@ -114,22 +134,12 @@ def run_engine(
     max_new: int,
 ) -> dict[str, Any]:
     batcher = Batcher(model, prompt, [], engine_config(batch_size, max_new))
-    queue = list(items)
-    done = 0
-
-    def source(n: int) -> list[WorkItem]:
-        taken = queue[:n]
-        del queue[:n]
-        return taken
-
-    def sink(rows: list) -> None:  # type: ignore[type-arg]
-        nonlocal done
-        done += len(rows)
-
+    source = _Counting(items)
     _sync()
     start = time.perf_counter()
-    batcher.run(source, sink, lambda: False, layers)
+    batcher.run(source, layers)
     _sync()
+    done = source.num_done
     seconds = time.perf_counter() - start
     return {
         "trials": done,

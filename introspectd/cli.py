@@ -6,7 +6,6 @@ Commands that need no model (status, export, report, batch) never import torch.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -16,15 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from introspectd import stopping
-from introspectd.errors import EXIT_INTERRUPTED, EXIT_OK, BadInput, IntrospectdError
+from introspectd.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, BadInput, IntrospectdError
 from introspectd.logs import configure_logging
 
 if TYPE_CHECKING:
-    from introspectd.cloud.snapshot import SnapshotStore
-    from introspectd.protocol.plan import Plan
     from introspectd.run.session import Narrowing
-
-log = logging.getLogger("introspectd")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -214,77 +209,13 @@ def _narrowing(args: argparse.Namespace) -> Narrowing:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import anyio
-
-    from introspectd.app.engine import Engine
     from introspectd.app.plans import load_plan
-    from introspectd.app.progress import progress_for
-    from introspectd.cloud.durability import UploadTrigger, require_fixed_experiment
-    from introspectd.fs_errors import require_writable_dir
-    from introspectd.protocol.plan import check_env_overrides, env_experiment_id
-    from introspectd.run.session import open_run
+    from introspectd.app.start import run_sweep
 
-    plan = load_plan(args.plan)
-    check_env_overrides()  # they name directories: checked before any is created
-    require_writable_dir(Path(plan.run.output_dir), f"{plan.path}: [run] output_dir")
-    if args.local:
-        plan = dataclasses.replace(plan, upload=dataclasses.replace(plan.upload, gcs=""))
-    require_fixed_experiment(plan, env_experiment_id())
-    narrowing = _narrowing(args)
-    restorer = _Restorer(plan)
-    ctx = open_run(plan, narrowing, before_open=restorer)
-    for note in ctx.notes:
-        log.info("%s", note)
-    log.info(
-        "run %s: %d of %d selected trials to generate; output in %s",
-        ctx.run.stamp,
-        len(ctx.tickets),
-        len(ctx.selected_ids),
-        ctx.out_dir,
-    )
-    uploads = None
-    if restorer.snapshots is not None:
-        from introspectd.cloud.uploader import Uploader
-
-        files = [ctx.out_dir / f"{c}.jsonl" for c in plan.sweep.concepts]
-        uploads = UploadTrigger(
-            Uploader(restorer.snapshots, ctx.db_path), plan, files, ctx.run.spec_hash
-        )
-    with progress_for(ctx, live=not args.no_progress and sys.stderr.isatty()) as progress:
-        if uploads is not None:
-            progress.stats.uploads = uploads.uploader
-        engine = Engine(ctx, stats=progress.stats, on_tick=progress.update, uploads=uploads)
-        # From here a signal starts the engine's drain instead of unwinding the stack.
-        with stopping.deferred():
-            try:
-                anyio.run(engine.run)
-            finally:
-                if uploads is not None:
-                    uploads.uploader.close()
-                ctx.close()
-    print(
-        f"done: {engine.stats.num_done}/{engine.stats.num_selected} trials; results in "
-        f"{ctx.out_dir}"
-    )
+    live = not args.no_progress and sys.stderr.isatty()
+    done = run_sweep(load_plan(args.plan), _narrowing(args), local=args.local, live=live)
+    print(f"done: {done.num_done}/{done.num_selected} trials; results in {done.out_dir}")
     return EXIT_OK
-
-
-class _Restorer:
-    """Before the database opens: restore from GCS or pick the furthest state (durability.py)."""
-
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
-        self.snapshots: SnapshotStore | None = None
-
-    def __call__(self, out_dir: Path) -> None:
-        from introspectd.cloud.durability import restore_at_start, snapshot_store
-
-        self.snapshots = snapshot_store(self.plan, out_dir)
-        if self.snapshots is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            outcome = restore_at_start(self.snapshots, out_dir)
-            if outcome:
-                log.info("%s", outcome)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -293,9 +224,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from introspectd.run.session import open_run
 
     if args.from_uri:
-        from introspectd.cloud.gather import status_from_gcs
+        from introspectd.cloud.gather import status_from_gcs, status_line
 
-        return status_from_gcs(load_plan(args.plan), args.from_uri, as_json=args.json)
+        gathered = status_from_gcs(load_plan(args.plan), args.from_uri)
+        print(json.dumps(gathered, indent=2) if args.json else status_line(gathered))
+        return _gathered_exit(gathered, show_gaps=not args.json)
     ctx = open_run(load_plan(args.plan), _narrowing(args), create=False, read_only=True)
     try:
         summary = status_summary(ctx)
@@ -312,12 +245,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.from_uri:
         from introspectd.cloud.gather import export_from_gcs
 
-        return export_from_gcs(plan, args.from_uri, Path(args.out) if args.out else None)
+        exported = export_from_gcs(plan, args.from_uri, Path(args.out) if args.out else None)
+        print(exported.line())
+        return _gathered_exit(exported.summary, show_gaps=True)
     from introspectd.output.exporter import export_run
 
     out = export_run(plan, Path(args.out) if args.out else None)
     print(f"exported to {out}")
     return EXIT_OK
+
+
+def _gathered_exit(summary: dict[str, object], show_gaps: bool) -> int:
+    """Exit 1 unless the run gathered from GCS is complete; its gaps go to stderr."""
+    from introspectd.cloud.gather import gap_lines
+
+    for line in gap_lines(summary) if show_gaps else []:
+        print(line, file=sys.stderr)
+    return EXIT_OK if summary["is_complete"] else EXIT_FAILURE
 
 
 def entrypoint() -> None:

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import torch
 
-from introspectd.generate.batcher import Batcher, BatcherConfig, WorkItem
+from introspectd.generate.batcher import Batcher, BatcherConfig, Finished, WorkItem
 from introspectd.generate.sampling import sample
 from introspectd.generate.steering import SteeringState, steering
 from introspectd.protocol.prompts import baseline_words, introspection_messages
@@ -90,20 +90,34 @@ def _run(
         **{"batch_size": 4, "max_new_tokens": MAX_NEW, "temperature": 0.0, **flags}
     )  # type: ignore[arg-type]
     batcher = Batcher(runner.model, prompt, eos, config)
-    queue, got = list(items), {}
+    rows = _Rows(items)
+    assert batcher.run(rows, LAYERS)
+    return rows.got
 
-    def source(n: int) -> list[WorkItem]:
-        taken = queue[:n]
-        del queue[:n]
+
+class _Rows:
+    """A RowSource over a list: hands out `items` in order, keeps each finished row once."""
+
+    def __init__(self, items: list[WorkItem], num_checks: int | None = None) -> None:
+        self.queue = list(items)
+        self.got: dict[str, list[int]] = {}
+        self.checks_left = num_checks  # should_stop turns True after this many checks
+
+    def take(self, n: int) -> list[WorkItem]:
+        taken = self.queue[:n]
+        del self.queue[:n]
         return taken
 
-    def sink(rows: list) -> None:  # type: ignore[type-arg]
+    def done(self, rows: list[Finished]) -> None:
         for row in rows:
-            assert row.trial_id not in got
-            got[row.trial_id] = row.token_ids
+            assert row.trial_id not in self.got
+            self.got[row.trial_id] = row.token_ids
 
-    assert batcher.run(source, sink, lambda: False, LAYERS)
-    return got
+    def should_stop(self) -> bool:
+        if self.checks_left is None:
+            return False
+        self.checks_left -= 1
+        return self.checks_left < 0
 
 
 @pytest.mark.parametrize(
@@ -153,15 +167,9 @@ def test_marker_position_points_at_the_marker(tiny_runner) -> None:  # type: ign
 def test_stop_abandons_rows_without_reporting_them(setup) -> None:  # type: ignore[no-untyped-def]
     runner, prompt, items, eos, _ = setup
     batcher = Batcher(runner.model, prompt, eos, BatcherConfig(4, MAX_NEW, 0.0))
-    calls = iter(range(100))
-    got: list[str] = []
-    finished = batcher.run(
-        lambda n: items[:n],
-        lambda rows: got.extend(r.trial_id for r in rows),
-        lambda: next(calls) >= 3,
-        LAYERS,
-    )
-    assert finished is False
+    rows = _Rows(items, num_checks=3)
+    assert batcher.run(rows, LAYERS) is False
+    assert len(rows.got) < len(items)
 
 
 def test_sampling_depends_on_seed_step_and_logits_only() -> None:

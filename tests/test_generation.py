@@ -1,7 +1,9 @@
-"""The generator backs off when the device runs out of memory, losing and repeating nothing."""
+"""The generator backs off when the device runs out of memory, losing and repeating nothing,
+and refuses a model or prompt it cannot steer as the plan asks with one line, not a traceback."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,18 +12,44 @@ import pytest
 import torch
 from helpers import TINY_PLAN, write_plan
 
+from introspectd.cli import main
+from introspectd.generate.builtin import BUILTIN_SPECS, build
 from introspectd.generate.generator import CoreSharing, Generator
+from introspectd.generate.interface import GeneratorSpec
 from introspectd.generate.steering import decoder_layers
+from introspectd.protocol.models import resolve_model
 from introspectd.protocol.plan import load_plan
+from introspectd.protocol.trials import Trial
 from introspectd.run.scheduler import Scheduler
 from introspectd.run.session import open_run
 from introspectd.run.store import Generation
 
 
+class _Work:
+    """A WorkSource over a real scheduler that keeps every generation it is handed."""
+
+    def __init__(self, trials: list[Trial]) -> None:
+        self.scheduler = Scheduler(trials)
+        self.generations: list[Generation] = []
+
+    def take(self, n: int) -> list[Trial]:
+        return self.scheduler.take(n)
+
+    def done(self, generations: list[Generation]) -> None:
+        self.generations.extend(generations)
+        self.scheduler.complete([g.trial_id for g in generations])
+
+    def requeue(self) -> int:
+        return self.scheduler.requeue_in_flight()
+
+    def should_stop(self) -> bool:
+        return False
+
+
 @contextmanager
 def _generator(
     tmp_path: Path, batch_size: int, max_rows: int
-) -> Iterator[tuple[Generator, Scheduler]]:
+) -> Iterator[tuple[Generator, _Work]]:
     """A real generator on the tiny model whose forward passes over more than `max_rows` rows
     "run out of memory" — fault injection in the torch model, as a too-large batch on a GPU."""
     plan = load_plan(
@@ -29,7 +57,8 @@ def _generator(
     )
     ctx = open_run(plan)
     try:
-        generator = Generator(ctx)
+        spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
+        generator = Generator(spec)
         table = generator.compute_vectors(Scheduler.vectors_needed(ctx.tickets))
         generator.load_vectors({key: (data, norm) for key, (data, _, norm) in table.items()})
 
@@ -39,7 +68,7 @@ def _generator(
 
         handle = decoder_layers(generator.runner.model)[0].register_forward_pre_hook(too_big)
         try:
-            yield generator, Scheduler(ctx.tickets)
+            yield generator, _Work(ctx.tickets)
         finally:
             handle.remove()
     finally:
@@ -47,26 +76,20 @@ def _generator(
 
 
 def test_out_of_memory_halves_the_batch_and_requeues(tmp_path: Path) -> None:
-    with _generator(tmp_path, batch_size=16, max_rows=4) as (generator, scheduler):
-        done: list[Generation] = []
-
-        def sink(rows: list[Generation]) -> None:
-            done.extend(rows)
-            scheduler.complete([g.trial_id for g in rows])
-
-        assert generator.run(scheduler.take, sink, lambda: False, scheduler.requeue_in_flight)
+    with _generator(tmp_path, batch_size=16, max_rows=4) as (generator, work):
+        assert generator.run(work)
         assert generator.batch_size == 4
-        ids = [g.trial_id for g in done]
+        ids = [g.trial_id for g in work.generations]
         assert len(ids) == len(set(ids)) == 32
-        assert scheduler.is_finished and scheduler.num_done == 32
+        assert work.scheduler.is_finished and work.scheduler.num_done == 32
 
 
 def test_out_of_memory_at_batch_one_is_raised(tmp_path: Path) -> None:
     with (
-        _generator(tmp_path, batch_size=2, max_rows=0) as (generator, scheduler),
+        _generator(tmp_path, batch_size=2, max_rows=0) as (generator, work),
         pytest.raises(torch.OutOfMemoryError),
     ):
-        generator.run(scheduler.take, lambda rows: None, lambda: False, scheduler.requeue_in_flight)
+        generator.run(work)
 
 
 def test_a_cpu_run_leaves_a_core_to_a_busy_judge_only() -> None:
@@ -89,3 +112,58 @@ def test_a_cpu_run_leaves_a_core_to_a_busy_judge_only() -> None:
         assert torch.get_num_threads() == 1, "only once"
     finally:
         torch.set_num_threads(before)
+
+
+def _copy_of_tiny(tmp_path: Path, name: str) -> Path:
+    """The built-in tiny model's files in a directory of the test's own, to edit."""
+    source = build(BUILTIN_SPECS["tiny"], Path(resolve_model("builtin:tiny", "", "test").source))
+    return Path(shutil.copytree(source, tmp_path / name))
+
+
+def test_a_model_whose_layers_cannot_be_steered_is_refused_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GPT-NeoX keeps its decoder layers where the steering hooks do not look."""
+    from transformers import AutoModelForCausalLM, GPTNeoXConfig
+
+    model_dir = tmp_path / "neox"
+    config = GPTNeoXConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        vocab_size=512,
+        max_position_embeddings=512,
+    )
+    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
+    for path in _copy_of_tiny(tmp_path, "tiny").iterdir():
+        if "token" in path.name or path.name == "chat_template.jinja":
+            shutil.copy(path, model_dir / path.name)
+    plan = write_plan(tmp_path, TINY_PLAN.replace('"builtin:tiny"', f'"{model_dir}"'))
+    assert main(["run", "--plan", str(plan), "--local", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "".join(err)
+    assert err[-1].startswith(f"introspectd: {plan}: [model] name = '{model_dir}': ")
+    assert "cannot find decoder layers in GPTNeoXForCausalLM" in err[-1]
+
+
+def test_a_marker_the_chat_template_hides_is_refused_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Llama 3's template trims each message: a prompt_user ending in a newline is not in the
+    rendered prompt as written, and steering from a guessed position would be silently wrong."""
+    model_dir = _copy_of_tiny(tmp_path, "trimming")
+    template = model_dir / "chat_template.jinja"
+    trimmed = template.read_text().replace("message['content']", "message['content'] | trim")
+    template.write_text(trimmed)
+    user = "Do you notice an injected thought? Trial 1: say what it is about.\\n"
+    plan = write_plan(
+        tmp_path,
+        TINY_PLAN.replace('"builtin:tiny"', f'"{model_dir}"')
+        + f'inject_style = "from_marker"\nprompt_user = "{user}"\n',
+    )
+    assert main(["run", "--plan", str(plan), "--local", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "".join(err)
+    assert err[-1].startswith(f"introspectd: {plan}: [sweep] marker: 'Trial 1' is not in the user")
+    assert all(p.read_text() == "" for p in (tmp_path / "out").rglob("*.jsonl"))

@@ -17,10 +17,12 @@ import anyio
 from introspectd import stopping
 from introspectd.cloud.durability import FINAL_FLUSH_S, UploadTrigger
 from introspectd.errors import Interrupted, Transient, sole_error
+from introspectd.generate.interface import GeneratorSpec
 from introspectd.judge.grader import ToJudge
 from introspectd.judge.pool import JudgePool
 from introspectd.output.exporter import Exporter
-from introspectd.run.scheduler import Scheduler, Ticket
+from introspectd.protocol.trials import Trial
+from introspectd.run.scheduler import Scheduler
 from introspectd.run.session import RunContext
 from introspectd.run.stats import RunStats
 from introspectd.run.store import Generation
@@ -41,6 +43,8 @@ async def _in_thread(fn: Callable[..., T], *args: object) -> T:
 
 
 class Engine:
+    """The run loop; also the generator's `WorkSource` (take, done, requeue, should_stop)."""
+
     def __init__(
         self,
         ctx: RunContext,
@@ -196,15 +200,17 @@ class Engine:
             return
         from introspectd.generate.generator import Generator  # torch loads only when there is work
 
+        ctx = self.ctx
+        spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
         # Loading weights and computing vectors cannot be interrupted, and a preempted VM has
         # about 30 s: on a stop, abandon them (nothing of theirs is committed yet).
-        loaded = await self._unless_stopped(lambda: _in_thread(Generator, self.ctx), 0.0)
+        loaded = await self._unless_stopped(lambda: _in_thread(Generator, spec), 0.0)
         if not loaded:
             return
         generator = loaded[0]
         self.stats.batch_size = generator.batch_size
-        needed = Scheduler.vectors_needed(self.ctx.tickets)
-        missing = needed - self.ctx.store.vector_norms().keys()
+        needed = Scheduler.vectors_needed(ctx.tickets)
+        missing = needed - ctx.store.vector_norms().keys()
         if missing:
             log.info("computing %d concept vectors", len(missing))
             computed = await self._unless_stopped(
@@ -212,39 +218,37 @@ class Engine:
             )
             if not computed:
                 return
-            self.ctx.store.put_vectors(computed[0])
-        stored = self.ctx.store.get_vectors()
+            ctx.store.put_vectors(computed[0])
+        stored = ctx.store.get_vectors()
         generator.load_vectors({key: stored[key] for key in needed})
-        finished = await anyio.to_thread.run_sync(
-            generator.run,
-            self._take,
-            self._on_generated_from_thread,
-            self.stop_requested.is_set,
-            self._requeue,
-        )
-        if finished:
+        if await anyio.to_thread.run_sync(generator.run, self):
             log.info("generation finished: %d trials", self.scheduler.num_done)
 
-    def _take(self, n: int) -> list[Ticket]:
+    # The WorkSource the generator's thread calls.
+
+    def take(self, n: int) -> list[Trial]:
         with self._lock:
             return self.scheduler.take(n)
 
-    def _requeue(self) -> int:
+    def done(self, generations: list[Generation]) -> None:
+        anyio.from_thread.run_sync(self._on_generated, generations)
+
+    def requeue(self) -> int:
         with self._lock:
             return self.scheduler.requeue_in_flight()
 
-    def _on_generated_from_thread(self, generations: list[Generation]) -> None:
-        anyio.from_thread.run_sync(self._on_generated, generations)
+    def should_stop(self) -> bool:
+        return self.stop_requested.is_set()
 
     def _on_generated(self, generations: list[Generation]) -> None:
         self.ctx.store.record_generations(generations)
         with self._lock:
-            tickets = self.scheduler.complete([g.trial_id for g in generations])
+            trials = self.scheduler.complete([g.trial_id for g in generations])
         self.stats.on_generated(generations, time.monotonic())
         texts = {g.trial_id: g.response for g in generations}
         self.judges.submit(
             [
                 ToJudge(t.trial_id, t.spec.concept, t.spec.is_injected, texts[t.trial_id])
-                for t in tickets
+                for t in trials
             ]
         )

@@ -2,12 +2,11 @@
 
 Each shard's latest good snapshot (see snapshot.py) is restored into a scratch folder and read
 with the store, so the merge sees exactly what the shard's database holds. Completeness is
-checked against the plan: a missing shard or trial is named and the exit code is 1.
+checked against the plan: a missing shard or trial is named (the CLI then exits 1).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import tempfile
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from introspectd.errors import EXIT_FAILURE, EXIT_OK, BadInput
+from introspectd.errors import BadInput
 from introspectd.output.records import completed_records, write_jsonl
 from introspectd.protocol.plan import ENV_STAMP, Plan, env_experiment_id, env_stamp
 from introspectd.protocol.trials import expand_trials
@@ -193,20 +192,36 @@ def _summary(g: Gathered) -> dict[str, Any]:
     }
 
 
-def status_from_gcs(plan: Plan, uri: str, as_json: bool) -> int:
-    summary = _summary(gather(plan, uri))
-    if as_json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(
-            f"run {summary['run']} ({summary['stamp']}): {summary['finished']}/"
-            f"{summary['planned']} finished; shards found: {', '.join(summary['shards_found'])}"
+def status_from_gcs(plan: Plan, uri: str) -> dict[str, Any]:
+    """What GCS holds of the run, against the plan (`is_complete` says whether it is all)."""
+    return _summary(gather(plan, uri))
+
+
+def status_line(summary: dict[str, Any]) -> str:
+    return (
+        f"run {summary['run']} ({summary['stamp']}): {summary['finished']}/"
+        f"{summary['planned']} finished; shards found: {', '.join(summary['shards_found'])}"
+    )
+
+
+@dataclass(frozen=True)
+class Exported:
+    target: Path
+    num_records: int
+    num_snapshots: int
+    summary: dict[str, Any]  # as status_from_gcs
+
+    def line(self) -> str:
+        return (
+            f"exported {self.num_records} trials ({self.summary['finished']}/"
+            f"{self.summary['planned']} of the plan) from {self.num_snapshots} snapshot(s) "
+            f"to {self.target}"
         )
-        _print_gaps(summary)
-    return EXIT_OK if summary["is_complete"] else EXIT_FAILURE
 
 
-def export_from_gcs(plan: Plan, uri: str, out_dir: Path | None) -> int:
+def export_from_gcs(plan: Plan, uri: str, out_dir: Path | None) -> Exported:
+    """Merge the shards' snapshots into seed-layout JSONL files in `out_dir` (default: the
+    run's local directory), in plan order."""
     g = gather(plan, uri)
     target = out_dir or Path(plan.run.output_dir) / g.run_dir
     by_concept: dict[str, list[dict[str, Any]]] = {}
@@ -214,23 +229,17 @@ def export_from_gcs(plan: Plan, uri: str, out_dir: Path | None) -> int:
         by_concept.setdefault(g.records[trial_id]["concept"], []).append(g.records[trial_id])
     for concept, records in by_concept.items():
         write_jsonl(target / f"{concept}.jsonl", records)
-    summary = _summary(g)
-    print(
-        f"exported {len(g.records)} trials ({summary['finished']}/{summary['planned']} of the "
-        f"plan) from {len(g.shards_found)} snapshot(s) to {target}"
-    )
-    _print_gaps(summary)
-    return EXIT_OK if summary["is_complete"] else EXIT_FAILURE
+    return Exported(target, len(g.records), len(g.shards_found), _summary(g))
 
 
-def _print_gaps(summary: dict[str, Any]) -> None:
-    import sys
-
+def gap_lines(summary: dict[str, Any]) -> list[str]:
+    """What keeps the gathered run from being complete, one line each; none when complete."""
+    lines = []
     if summary["shards_missing"]:
-        print(f"incomplete: missing shards {', '.join(summary['shards_missing'])}", file=sys.stderr)
+        lines.append(f"incomplete: missing shards {', '.join(summary['shards_missing'])}")
     if summary["missing_trials"]:
-        print(
+        lines.append(
             f"incomplete: {summary['missing_trials']} planned trials not finished, e.g. "
-            f"{', '.join(summary['missing_examples'])}",
-            file=sys.stderr,
+            f"{', '.join(summary['missing_examples'])}"
         )
+    return lines

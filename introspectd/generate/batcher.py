@@ -4,18 +4,17 @@ Every trial of a run answers the same prompt. Its keys and values up to the firs
 position are computed once and shared by every row (`cascade.SlotCache`); each new row only
 computes its own steered prompt tail, if the injection style has one, into a slot of its own.
 Rows sit at different decode steps, each with its own position ids. Finished rows leave at the
-next check and the last rows move into their slots, free slots are refilled from `source`, and
-no decode step is spent on a finished trial for long.
+next check and the last rows move into their slots, free slots are refilled from a `RowSource`,
+and no decode step is spent on a finished trial for long.
 
-The loop runs in a worker thread; it talks to the engine only through `source` and `sink`.
+The loop runs in a worker thread; it talks to the outside only through its `RowSource`.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from transformers import DynamicCache
@@ -37,6 +36,20 @@ class WorkItem:
 class Finished:
     trial_id: str
     token_ids: list[int]
+
+
+class RowSource(Protocol):
+    """Where the batcher gets new rows and hands finished ones."""
+
+    def take(self, n: int) -> list[WorkItem]:
+        """Up to `n` rows to admit now; none when there are no more."""
+        ...
+
+    def done(self, rows: list[Finished]) -> None: ...
+
+    def should_stop(self) -> bool:
+        """True to abandon the rows in flight and return."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -154,14 +167,8 @@ class Batcher:
         self.sample = DeviceSampler(self.device)
         self.num_decode_steps = 0
 
-    def run(
-        self,
-        source: Callable[[int], list[WorkItem]],
-        sink: Callable[[list[Finished]], None],
-        should_stop: Callable[[], bool],
-        layers: list[int],
-    ) -> bool:
-        """Generate until `source` is empty; returns False if stopped early (rows abandoned)."""
+    def run(self, source: RowSource, layers: list[int]) -> bool:
+        """Generate until `source` runs dry; returns False if stopped early (rows abandoned)."""
         cfg = self.config
         with (
             torch.inference_mode(),
@@ -171,16 +178,17 @@ class Batcher:
             cache, prefix_logits = self._new_cache()
             rows = _Rows(cfg.batch_size, cfg.max_new_tokens, self.hidden_size, cache.keys[0])
             while True:
-                if should_stop():
+                if source.should_stop():
                     return False
                 # Without compaction a slot frees only when the whole batch ends.
                 if (cfg.refill and cfg.compact) or not len(rows):
-                    self._admit(cache, rows, source(cfg.batch_size - len(rows)), prefix_logits)
+                    new = source.take(cfg.batch_size - len(rows))
+                    self._admit(cache, rows, new, prefix_logits)
                 if not len(rows):
                     return True
                 for _ in range(cfg.check_every):
                     self._decode_step(cache, rows)
-                self._retire(cache, rows, sink)
+                self._retire(cache, rows, source)
 
     def check_against_plain_forward(self) -> float:
         """Largest difference, relative to the largest logit, between this engine's logits and
@@ -337,9 +345,7 @@ class Batcher:
         self.num_decode_steps += 1
         return logits
 
-    def _retire(
-        self, cache: SlotCache, rows: _Rows, sink: Callable[[list[Finished]], None]
-    ) -> None:
+    def _retire(self, cache: SlotCache, rows: _Rows, source: RowSource) -> None:
         n = len(rows)
         done = rows.is_done[:n].cpu()
         if not bool(done.any()) or (not self.config.compact and not bool(done.all())):
@@ -353,7 +359,7 @@ class Batcher:
             if ids and not self.config.ignore_eos and ids[-1] in self.eos_set:
                 ids = ids[:-1]
             finished.append(Finished(rows.items[row].trial_id, ids))
-        sink(finished)
+        source.done(finished)
         # The last rows still running move into the slots that just freed up.
         num_kept = n - len(finished_at)
         holes = [i for i in finished_at if i < num_kept]

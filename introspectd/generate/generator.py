@@ -1,21 +1,21 @@
-"""Bridges scheduler tickets and the torch batcher: vectors, seeds, deltas and decoded text."""
+"""Bridges the run's trials and the torch batcher: vectors, seeds, deltas and decoded text."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
 from introspectd.errors import BadInput
 from introspectd.generate.batcher import BatcherConfig, Finished, WorkItem
+from introspectd.generate.interface import GeneratorSpec, WorkSource
 from introspectd.generate.runner import Runner
 from introspectd.protocol.prompts import introspection_messages
-from introspectd.protocol.trials import trial_seed
-from introspectd.run.scheduler import Ticket
-from introspectd.run.session import RunContext
+from introspectd.protocol.trials import Trial, trial_seed
 from introspectd.run.store import Generation, VectorTable, now_iso
 
 log = logging.getLogger("introspectd")
@@ -64,47 +64,57 @@ class CoreSharing:
 
 
 class Generator:
-    """Owns the model for one run; every method is called from the engine's worker thread."""
+    """Owns the model for one run; every method is called from the run loop's worker thread."""
 
-    def __init__(self, ctx: RunContext) -> None:
-        plan = ctx.plan
-        self.ctx = ctx
-        self.runner = Runner(ctx.ref, plan.model.dtype, plan.model.device)
-        judge = plan.judge
-        self.core_sharing = CoreSharing(
-            self.runner.device.type == "cpu"
-            and judge.is_enabled(judge.api_key())
-            and "OMP_NUM_THREADS" not in os.environ
-        )
-        sweep = plan.sweep
+    def __init__(self, spec: GeneratorSpec) -> None:
+        self.spec = spec
+        sweep = spec.sweep
         messages = introspection_messages(
             sweep.prompt_version, sweep.prompt_system, sweep.prompt_user
         )
-        self.prompt_ids = self.runner.render(messages)
-        # PROTOCOL.md: "from_marker" starts at the token just before the question marker.
-        self.prompt_steer_from = {"generation": None, "all": 0}.get(sweep.inject_style)
-        if sweep.inject_style == "from_marker":
-            marker_at = self.runner.marker_position(messages, sweep.marker)
-            self.prompt_steer_from = max(marker_at - 1, 0)
-        one_row = self._config(1)
-        self.batch_size = (
-            sweep.batch_size
-            if isinstance(sweep.batch_size, int)
-            else self.runner.auto_batch_size(len(self.prompt_ids), one_row)
-        )
-        try:
+        with _as_bad_input(spec):
+            self.runner = Runner(spec.model, spec.dtype, spec.device)
+            self.prompt_ids = self.runner.render(messages)
+            self.prompt_steer_from = self._steer_from(messages)
+            one_row = self._config(1)
+            self.batch_size = (
+                sweep.batch_size
+                if isinstance(sweep.batch_size, int)
+                else self.runner.auto_batch_size(len(self.prompt_ids), one_row)
+            )
             self.runner.batcher(self.prompt_ids, one_row).check_against_plain_forward()
-        except ValueError as exc:
-            raise BadInput(f"[model] name = {plan.model.name!r}: {exc}") from None
+        self.core_sharing = CoreSharing(
+            self.runner.device.type == "cpu"
+            and spec.shares_cpu_with_judge
+            and "OMP_NUM_THREADS" not in os.environ
+        )
         self.vectors: dict[tuple[str, int], torch.Tensor] = {}
-        self.stamp_prefix = f"{ctx.run.stamp}_"
+        self.stamp_prefix = f"{spec.stamp}_"
+
+    def _steer_from(self, messages: list[dict[str, str]]) -> int | None:
+        """The first prompt position the injection covers (BatcherConfig.prompt_steer_from)."""
+        sweep = self.spec.sweep
+        if sweep.inject_style != "from_marker":
+            return {"generation": None, "all": 0}[sweep.inject_style]
+        marker_at = self.runner.marker_position(messages, sweep.marker)
+        if marker_at is None:
+            # The plan checked that the user prompt holds the marker: the chat template
+            # changed that text, and steering from a guessed position would be silently wrong.
+            raise BadInput(
+                f"{self.spec.plan_file}: [sweep] marker: {sweep.marker!r} is not in the user "
+                f"turn as {self.spec.model.name}'s chat template renders it (the template "
+                "rewrites the user text, e.g. trims its whitespace); change prompt_user, or "
+                'use inject_style = "all"'
+            )
+        # PROTOCOL.md: "from_marker" starts at the token just before the question marker.
+        return max(marker_at - 1, 0)
 
     def compute_vectors(self, pairs: set[tuple[str, int]]) -> VectorTable:
         """(concept, layer) → (float32 bytes, dim, norm), in one batched pass per chunk of words."""
         concepts = sorted({c for c, _ in pairs})
         layers = sorted({layer for _, layer in pairs})
-        use_chat = self.ctx.plan.sweep.vector_prompt == "chat"
-        vectors = self.runner.concept_vectors(concepts, self.ctx.run.baseline, layers, use_chat)
+        use_chat = self.spec.sweep.vector_prompt == "chat"
+        vectors = self.runner.concept_vectors(concepts, list(self.spec.baseline), layers, use_chat)
         return {
             key: (v.numpy().astype("<f4").tobytes(), int(v.numel()), float(v.norm()))
             for key, v in vectors.items()
@@ -117,23 +127,18 @@ class Generator:
             for key, (data, _) in table.items()
         }
 
-    def run(
-        self,
-        take: Callable[[int], list[Ticket]],
-        sink: Callable[[list[Generation]], None],
-        should_stop: Callable[[], bool],
-        requeue: Callable[[], int],
-    ) -> bool:
-        """Generate until `take` runs dry. Out of GPU memory, the rows in flight go back to the
-        queue (`requeue`) and the batch halves, down to one row."""
+    def run(self, work: WorkSource) -> bool:
+        """Generate until `work` runs dry; False if it asked to stop first. Out of GPU memory,
+        the rows in flight go back to `work` and the batch halves, down to one row."""
         while True:
             try:
-                return self._run_batches(take, sink, should_stop)
+                batcher = self.runner.batcher(self.prompt_ids, self._config(self.batch_size))
+                return batcher.run(_Rows(self, work), list(self.spec.layers))
             except torch.OutOfMemoryError:
                 if self.batch_size == 1:
                     raise
                 self.batch_size = max(1, self.batch_size // 2)
-                num_requeued = requeue()
+                num_requeued = work.requeue()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 log.warning(
@@ -142,32 +147,8 @@ class Generator:
                     num_requeued,
                 )
 
-    def _run_batches(
-        self,
-        take: Callable[[int], list[Ticket]],
-        sink: Callable[[list[Generation]], None],
-        should_stop: Callable[[], bool],
-    ) -> bool:
-        batcher = self.runner.batcher(self.prompt_ids, self._config(self.batch_size))
-
-        def source(n: int) -> list[WorkItem]:
-            return [self._work_item(t) for t in take(n)]
-
-        def finished(rows: list[Finished]) -> None:
-            self.core_sharing.on_finished(len(rows), time.monotonic())
-            sink(
-                [
-                    Generation(
-                        f.trial_id, self.runner.decode(f.token_ids), len(f.token_ids), now_iso()
-                    )
-                    for f in rows
-                ]
-            )
-
-        return batcher.run(source, finished, should_stop, self.ctx.layers)
-
     def _config(self, batch_size: int) -> BatcherConfig:
-        sweep = self.ctx.plan.sweep
+        sweep = self.spec.sweep
         return BatcherConfig(
             batch_size=batch_size,
             max_new_tokens=sweep.max_new_tokens,
@@ -177,10 +158,45 @@ class Generator:
             check_every=1 if self.runner.device.type == "cpu" else 4,
         )
 
-    def _work_item(self, ticket: Ticket) -> WorkItem:
-        spec = ticket.spec
-        seed = trial_seed(self.ctx.plan.run.seed, ticket.trial_id.removeprefix(self.stamp_prefix))
+    def work_item(self, trial: Trial) -> WorkItem:
+        spec = trial.spec
+        seed = trial_seed(self.spec.seed, trial.trial_id.removeprefix(self.stamp_prefix))
         delta = None
         if spec.is_injected:
             delta = self.vectors[(spec.concept, spec.layer)] * spec.strength
-        return WorkItem(ticket.trial_id, seed, spec.layer, delta)
+        return WorkItem(trial.trial_id, seed, spec.layer, delta)
+
+    def generation(self, row: Finished) -> Generation:
+        return Generation(
+            row.trial_id, self.runner.decode(row.token_ids), len(row.token_ids), now_iso()
+        )
+
+
+class _Rows:
+    """The batcher's RowSource over a WorkSource: trials become rows, rows become answers."""
+
+    def __init__(self, generator: Generator, work: WorkSource) -> None:
+        self.generator = generator
+        self.work = work
+
+    def take(self, n: int) -> list[WorkItem]:
+        return [self.generator.work_item(t) for t in self.work.take(n)]
+
+    def done(self, rows: list[Finished]) -> None:
+        self.generator.core_sharing.on_finished(len(rows), time.monotonic())
+        self.work.done([self.generator.generation(f) for f in rows])
+
+    def should_stop(self) -> bool:
+        return self.work.should_stop()
+
+
+@contextmanager
+def _as_bad_input(spec: GeneratorSpec) -> Iterator[None]:
+    """A model that does not load as a chat decoder, or that introspectd cannot steer or
+    reproduce (steering.decoder_layers, Batcher.check_against_plain_forward), is the plan's
+    choice: one line naming it, exit 2."""
+    try:
+        yield
+    except ValueError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInput(f"{spec.plan_file}: [model] name = {spec.model.name!r}: {reason}") from None

@@ -1,7 +1,7 @@
 """The model owner: loads weights and tokenizer, renders prompts, extracts concept vectors.
 
-Nothing outside this module, `steering`, `sampling`, `cascade`, `batcher` and `generation`
-(which bridges them to the engine) touches torch.
+Nothing outside this module, `steering`, `sampling`, `cascade`, `batcher` and `generator`
+(which bridges them to the run loop) touches torch.
 """
 
 from __future__ import annotations
@@ -99,17 +99,22 @@ class Runner:
         # The template already wrote any BOS; adding special tokens again would double it.
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def marker_position(self, messages: list[dict[str, str]], marker: str) -> int:
-        """Index (in `render(messages)`) of the first token of the user turn's `marker`."""
+    def marker_position(self, messages: list[dict[str, str]], marker: str) -> int | None:
+        """Index (in `render(messages)`) of the first token of the user turn's `marker`; None
+        when the rendered prompt does not hold the user's text as given (a template that
+        rewrites it) with the marker in it."""
         text = str(
             self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         )
-        start = text.find(marker, text.find(messages[-1]["content"]))
+        user_at = text.find(messages[-1]["content"])
+        start = text.find(marker, user_at) if user_at >= 0 else -1
+        if start < 0:
+            return None
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         for index, (_, end) in enumerate(encoded["offset_mapping"]):
             if end > start:
                 return index
-        raise ValueError(f"marker {marker!r} not found in the rendered prompt")
+        return None
 
     def eos_ids(self) -> list[int]:
         """End-of-turn tokens from the generation config and tokenizer, never hard-coded."""

@@ -32,7 +32,10 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
                 break
         if isinstance(obj, nn.ModuleList):
             return obj
-    raise ValueError(f"cannot find decoder layers in {type(model).__name__}")
+    raise ValueError(
+        f"cannot find decoder layers in {type(model).__name__}; introspectd supports "
+        "Llama/Qwen/Mistral-style decoders"
+    )
 
 
 @dataclass

@@ -38,6 +38,14 @@ class TrialSpec:
         )
 
 
+@dataclass(frozen=True)
+class Trial:
+    """One trial of a run: its id (which carries the run's stamp) and what it does."""
+
+    trial_id: str
+    spec: TrialSpec
+
+
 def resolve_layers(layers: str | tuple[int | float, ...], num_layers: int) -> list[int]:
     """Plan layers to sorted, de-duplicated 0-based indices (PROTOCOL.md's default points)."""
     if layers == "default":

@@ -9,37 +9,30 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from dataclasses import dataclass
 
-from introspectd.protocol.trials import TrialSpec
-
-
-@dataclass(frozen=True)
-class Ticket:
-    trial_id: str
-    spec: TrialSpec
+from introspectd.protocol.trials import Trial
 
 
-def _mix_key(ticket: Ticket) -> tuple[int, bytes]:
-    return ticket.spec.trial, hashlib.blake2b(ticket.trial_id.encode(), digest_size=8).digest()
+def _mix_key(trial: Trial) -> tuple[int, bytes]:
+    return trial.spec.trial, hashlib.blake2b(trial.trial_id.encode(), digest_size=8).digest()
 
 
 class Scheduler:
-    def __init__(self, tickets: list[Ticket]) -> None:
+    def __init__(self, tickets: list[Trial]) -> None:
         self._waiting = deque(sorted(tickets, key=_mix_key))
-        self._in_flight: dict[str, Ticket] = {}
+        self._in_flight: dict[str, Trial] = {}
         self.num_done = 0
 
-    def take(self, n: int) -> list[Ticket]:
+    def take(self, n: int) -> list[Trial]:
         """Up to `n` trials to start now."""
-        out: list[Ticket] = []
+        out: list[Trial] = []
         while self._waiting and len(out) < n:
             ticket = self._waiting.popleft()
             self._in_flight[ticket.trial_id] = ticket
             out.append(ticket)
         return out
 
-    def complete(self, trial_ids: list[str]) -> list[Ticket]:
+    def complete(self, trial_ids: list[str]) -> list[Trial]:
         """Mark trials generated; returns the tickets that were in flight."""
         done = [t for t in (self._in_flight.pop(i, None) for i in trial_ids) if t is not None]
         self.num_done += len(done)
@@ -57,6 +50,6 @@ class Scheduler:
         return not self._waiting and not self._in_flight
 
     @staticmethod
-    def vectors_needed(tickets: list[Ticket]) -> set[tuple[str, int]]:
+    def vectors_needed(tickets: list[Trial]) -> set[tuple[str, int]]:
         """(concept, layer) pairs these trials need, controls included (records carry the norm)."""
         return {(t.spec.concept, t.spec.layer) for t in tickets}

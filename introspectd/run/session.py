@@ -9,7 +9,6 @@ import fcntl
 import logging
 import os
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,8 +25,7 @@ from introspectd.protocol.models import (
 )
 from introspectd.protocol.plan import Plan, env_experiment_id, env_stamp, spec_hash
 from introspectd.protocol.prompts import baseline_words
-from introspectd.protocol.trials import Status, TrialSpec, expand_trials, resolve_layers
-from introspectd.run.scheduler import Ticket
+from introspectd.protocol.trials import Status, Trial, TrialSpec, expand_trials, resolve_layers
 from introspectd.run.store import (
     DatabaseError,
     RunRow,
@@ -65,7 +63,7 @@ class RunContext:
     out_dir: Path
     store: Store
     run: RunRow
-    tickets: list[Ticket]  # pending trials this process should generate
+    tickets: list[Trial]  # pending trials this process should generate
     selected_ids: set[str]  # every trial this process is responsible for
     notes: list[str] = field(default_factory=list)
     lock_fd: int | None = None  # held while this process runs the directory (see _lock_run_dir)
@@ -149,59 +147,86 @@ def _extension_problem(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     return None
 
 
-def open_run(
-    plan: Plan,
-    narrowing: Narrowing | None = None,
-    create: bool = True,
-    before_open: Callable[[Path], None] | None = None,
-    read_only: bool = False,
-) -> RunContext:
-    """Resolve the run's directory, call `before_open(dir)` (GCS restore), open the database.
+@dataclass
+class RunClaim:
+    """A run's directory, resolved and (to start or change the run) locked, before anything
+    in it is read: `run` restores its GCS snapshot in between, then calls `open`."""
 
-    `read_only` (with create=False): never write the run's files (`status`, `export`)."""
+    plan: Plan
+    narrowing: Narrowing
+    ref: ModelRef
+    layers: list[int]
+    spec: dict[str, Any]
+    out_dir: Path
+    lock_fd: int | None  # held for a writer (see _lock_run_dir); passed on to the RunContext
+
+    def release(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)  # closing the descriptor releases the lock
+            self.lock_fd = None
+
+    def open(self, read_only: bool = False) -> RunContext:
+        """Open the database (creating or extending the run when locked); the context takes the
+        lock over. `read_only` (unlocked claims): never write the run's files."""
+        try:
+            return self._open(read_only and self.lock_fd is None)
+        except BaseException:
+            self.release()
+            raise
+
+    def _open(self, read_only: bool) -> RunContext:
+        plan, out_dir, create = self.plan, self.out_dir, self.lock_fd is not None
+        if not create and not (out_dir / DB_NAME).is_file():
+            raise _no_run_found(str(plan.path), out_dir)
+        if create:
+            _refuse_orphaned_results(plan, out_dir)
+        store = _open_store(out_dir / DB_NAME, read_only=read_only)
+        notes: list[str] = []
+        try:
+            run = _reconcile_run(plan, self.ref, self.spec, out_dir, store, notes, create)
+        except BaseException:
+            store.close()
+            raise
+        sweep = plan.sweep
+        all_specs = expand_trials(sweep.concepts, self.layers, sweep.strengths, sweep.trials)
+        shard = self.narrowing.shard
+        added = store.add_trials(run.stamp, _shard_of(all_specs, shard)) if create else 0
+        if added and notes:
+            notes.append(f"added {added} new trials to the run")
+        selected_ids = {s.trial_id(run.stamp) for s in _narrow(all_specs, self.narrowing)}
+        pending = [
+            Trial(r.id, r.spec) for r in store.trials(Status.PENDING) if r.id in selected_ids
+        ]
+        lock, self.lock_fd = self.lock_fd, None
+        return RunContext(
+            plan, self.ref, self.layers, out_dir, store, run, pending, selected_ids, notes, lock
+        )
+
+
+def claim_run(plan: Plan, narrowing: Narrowing | None = None, lock: bool = True) -> RunClaim:
+    """Resolve the run's directory and check the narrowing; with `lock`, take the directory's
+    lock (the caller then opens or releases the claim)."""
     narrowing = narrowing or Narrowing()
-    file = str(plan.path)
     ref, layers = model_and_layers(plan)
     spec = generation_spec(plan, ref, layers)
     out_dir = experiment_dir(plan, ref, spec)
     if narrowing.shard is not None:
         out_dir = out_dir / narrowing.shard.dirname
-    _check_narrowing(plan, narrowing, file)
-    lock = _lock_run_dir(out_dir) if create else None
-    try:
-        if before_open is not None:
-            before_open(out_dir)
-        if not create and not (out_dir / DB_NAME).is_file():
-            raise _no_run_found(file, out_dir)
-        if create:
-            _refuse_orphaned_results(plan, out_dir)
-        store = _open_store(out_dir / DB_NAME, read_only=read_only and not create)
-        notes: list[str] = []
-        try:
-            run = _reconcile_run(plan, ref, spec, out_dir, store, notes, is_writable=create)
-        except BaseException:
-            store.close()
-            raise
-        all_specs = expand_trials(
-            plan.sweep.concepts, layers, plan.sweep.strengths, plan.sweep.trials
-        )
-        added = store.add_trials(run.stamp, _shard_of(all_specs, narrowing.shard)) if create else 0
-        if added and notes:
-            notes.append(f"added {added} new trials to the run")
-        selected = _narrow(all_specs, narrowing)
-        selected_ids = {s.trial_id(run.stamp) for s in selected}
-        tickets = [
-            Ticket(row.id, row.spec)
-            for row in store.trials(Status.PENDING)
-            if row.id in selected_ids
-        ]
-        return RunContext(
-            plan, ref, layers, out_dir, store, run, tickets, selected_ids, notes, lock
-        )
-    except BaseException:
-        if lock is not None:
-            os.close(lock)  # closing the descriptor releases the lock
-        raise
+    _check_narrowing(plan, narrowing, str(plan.path))
+    lock_fd = _lock_run_dir(out_dir) if lock else None
+    return RunClaim(plan, narrowing, ref, layers, spec, out_dir, lock_fd)
+
+
+def open_run(
+    plan: Plan,
+    narrowing: Narrowing | None = None,
+    create: bool = True,
+    read_only: bool = False,
+) -> RunContext:
+    """The run, created or extended when `create` (holding its lock), else only read.
+
+    `read_only` (with create=False): never write the run's files (`status`, `export`)."""
+    return claim_run(plan, narrowing, lock=create).open(read_only=read_only)
 
 
 def _no_run_found(file: str, out_dir: Path) -> BadInput:

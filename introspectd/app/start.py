@@ -1,0 +1,105 @@
+"""`run`: from a plan to a finished or stopped sweep.
+
+The order is the promise: settings that name directories are checked before any directory is
+created; the run's directory is locked before anything in it is read; the last GCS snapshot is
+restored into it before the database opens; only then does the engine start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from introspectd import stopping
+from introspectd.cloud.durability import (
+    UploadTrigger,
+    require_fixed_experiment,
+    restore_at_start,
+    snapshot_store,
+)
+from introspectd.fs_errors import require_writable_dir
+from introspectd.protocol.plan import Plan, check_env_overrides, env_experiment_id
+from introspectd.run.session import Narrowing, RunContext, claim_run
+
+if TYPE_CHECKING:
+    from introspectd.cloud.snapshot import SnapshotStore  # loads the GCS client
+
+log = logging.getLogger("introspectd")
+
+
+@dataclass(frozen=True)
+class SweepDone:
+    num_done: int
+    num_selected: int
+    out_dir: Path
+
+
+def run_sweep(plan: Plan, narrowing: Narrowing, local: bool, live: bool) -> SweepDone:
+    """Run (or resume) the sweep; raises Interrupted after a requested stop, Transient when the
+    final snapshot could not be uploaded. `local`: no GCS uploads or restores; `live`: a live
+    view instead of log lines."""
+    import anyio
+
+    from introspectd.app.engine import Engine
+    from introspectd.app.progress import progress_for
+
+    ctx, snapshots = open_for_run(plan, narrowing, local)
+    uploads = None
+    if snapshots is not None:
+        from introspectd.cloud.uploader import Uploader
+
+        files = [ctx.out_dir / f"{c}.jsonl" for c in ctx.plan.sweep.concepts]
+        uploads = UploadTrigger(
+            Uploader(snapshots, ctx.db_path), ctx.plan, files, ctx.run.spec_hash
+        )
+    with progress_for(ctx, live=live) as progress:
+        if uploads is not None:
+            progress.stats.uploads = uploads.uploader
+        engine = Engine(ctx, stats=progress.stats, on_tick=progress.update, uploads=uploads)
+        # From here a signal starts the engine's drain instead of unwinding the stack.
+        with stopping.deferred():
+            try:
+                anyio.run(engine.run)
+            finally:
+                if uploads is not None:
+                    uploads.uploader.close()
+                ctx.close()
+    return SweepDone(engine.stats.num_done, engine.stats.num_selected, ctx.out_dir)
+
+
+def open_for_run(
+    plan: Plan, narrowing: Narrowing, local: bool
+) -> tuple[RunContext, SnapshotStore | None]:
+    """The run, opened for writing after its GCS restore, and where its snapshots go (None
+    without [upload] gcs, or with `local`)."""
+    check_env_overrides()  # they name directories: checked before any is created
+    require_writable_dir(Path(plan.run.output_dir), f"{plan.path}: [run] output_dir")
+    if local:
+        plan = dataclasses.replace(plan, upload=dataclasses.replace(plan.upload, gcs=""))
+    require_fixed_experiment(plan, env_experiment_id())
+    claim = claim_run(plan, narrowing)
+    try:
+        snapshots = snapshot_store(plan, claim.out_dir)
+        if snapshots is not None:
+            # Restore before the database opens: a damaged or missing local file is replaced
+            # by the last good snapshot, or the furthest state wins (durability.py).
+            outcome = restore_at_start(snapshots, claim.out_dir)
+            if outcome:
+                log.info("%s", outcome)
+    except BaseException:
+        claim.release()
+        raise
+    ctx = claim.open()
+    for note in ctx.notes:
+        log.info("%s", note)
+    log.info(
+        "run %s: %d of %d selected trials to generate; output in %s",
+        ctx.run.stamp,
+        len(ctx.tickets),
+        len(ctx.selected_ids),
+        ctx.out_dir,
+    )
+    return ctx, snapshots
