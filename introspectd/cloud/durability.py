@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from introspectd.errors import BadInput, Transient
-from introspectd.run.session import DB_NAME
-from introspectd.run.store import count_progress, database_damage
+from introspectd.run.rundir import DB_NAME
+from introspectd.run.store import StoreError, count_progress, database_damage
 
 if TYPE_CHECKING:
     from introspectd.cloud.snapshot import SnapshotStore
@@ -123,7 +122,7 @@ def set_aside_if_damaged(snapshots: SnapshotStore, local_db: Path) -> None:
         return
     try:
         damage = database_damage(local_db)
-    except sqlite3.Error:
+    except StoreError:
         return  # not damage (locked, unreadable): opening the run reports it
     if damage is None or snapshots.read_manifest() is None:
         return

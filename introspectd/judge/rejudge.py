@@ -24,7 +24,8 @@ from introspectd.judge.rejudge_file import RejudgeCounts, rejudge_file
 from introspectd.output.exporter import Exporter
 from introspectd.protocol.plan import JudgeConfig, Plan
 from introspectd.protocol.trials import Status
-from introspectd.run.session import _lock_run_dir, open_run
+from introspectd.run.rundir import lock_run_dir
+from introspectd.run.session import open_run
 from introspectd.run.stats import RunStats
 
 
@@ -82,7 +83,7 @@ def _rejudge_run(plan: Plan, include_judged: bool) -> RunRejudged:
     try:
         # Taken before any row is read: a `run` (or another rejudge) on this directory would
         # judge the same rows at the same time, each paying for every request.
-        ctx.lock_fd = _lock_run_dir(ctx.out_dir)
+        ctx.lock_fd = lock_run_dir(ctx.out_dir)
         statuses = [Status.JUDGE_FAILED, Status.GENERATED]
         if include_judged:
             statuses.append(Status.JUDGED)

@@ -5,17 +5,14 @@ Everything here runs before any weights load, so a bad plan fails in a second wi
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from introspectd.errors import EXIT_INTERRUPTED, BadInput, PlanMismatch
-from introspectd.fs_errors import environment_failure
+from introspectd.errors import BadInput, PlanMismatch
 from introspectd.protocol.models import (
     ModelRef,
     check_context,
@@ -26,22 +23,20 @@ from introspectd.protocol.models import (
 from introspectd.protocol.plan import Plan, env_experiment_id, env_stamp, spec_hash
 from introspectd.protocol.prompts import baseline_words
 from introspectd.protocol.trials import Status, Trial, TrialSpec, expand_trials, resolve_layers
-from introspectd.run.store import (
-    DatabaseError,
-    RunRow,
-    Store,
-    StoreError,
-    database_damage,
-    now_iso,
-    read_run,
+from introspectd.run.rundir import (  # noqa: F401  (DB_NAME, LOCK_NAME: the run's file names)
+    DB_NAME,
+    LOCK_NAME,
+    lock_run_dir,
+    no_run_found,
+    open_store,
+    refuse_orphaned_results,
 )
+from introspectd.run.store import DatabaseError, RunRow, Store, now_iso, read_run
 
 if TYPE_CHECKING:
     from introspectd.run.shard import Shard
 
 log = logging.getLogger("introspectd")
-DB_NAME = "state.sqlite"
-LOCK_NAME = ".introspectd.lock"
 # INTROSPECTD_STAMP and INTROSPECTD_EXPERIMENT_ID, which `batch render` pins for every task,
 # are read (and checked like the plan keys) by plan.env_stamp and plan.env_experiment_id.
 
@@ -66,7 +61,7 @@ class RunContext:
     tickets: list[Trial]  # pending trials this process should generate
     selected_ids: set[str]  # every trial this process is responsible for
     notes: list[str] = field(default_factory=list)
-    lock_fd: int | None = None  # held while this process runs the directory (see _lock_run_dir)
+    lock_fd: int | None = None  # held while this process runs the directory (rundir.py)
 
     @property
     def db_path(self) -> Path:
@@ -158,7 +153,7 @@ class RunClaim:
     layers: list[int]
     spec: dict[str, Any]
     out_dir: Path
-    lock_fd: int | None  # held for a writer (see _lock_run_dir); passed on to the RunContext
+    lock_fd: int | None  # held for a writer (see rundir.lock_run_dir); passed on to the RunContext
 
     def release(self) -> None:
         if self.lock_fd is not None:
@@ -177,10 +172,10 @@ class RunClaim:
     def _open(self, read_only: bool) -> RunContext:
         plan, out_dir, create = self.plan, self.out_dir, self.lock_fd is not None
         if not create and not (out_dir / DB_NAME).is_file():
-            raise _no_run_found(str(plan.path), out_dir)
+            raise no_run_found(str(plan.path), out_dir)
         if create:
-            _refuse_orphaned_results(plan, out_dir)
-        store = _open_store(out_dir / DB_NAME, read_only=read_only)
+            refuse_orphaned_results(plan, out_dir)
+        store = open_store(out_dir / DB_NAME, read_only=read_only)
         notes: list[str] = []
         try:
             run = _reconcile_run(plan, self.ref, self.spec, out_dir, store, notes, create)
@@ -213,7 +208,7 @@ def claim_run(plan: Plan, narrowing: Narrowing | None = None, lock: bool = True)
     if narrowing.shard is not None:
         out_dir = out_dir / narrowing.shard.dirname
     _check_narrowing(plan, narrowing, str(plan.path))
-    lock_fd = _lock_run_dir(out_dir) if lock else None
+    lock_fd = lock_run_dir(out_dir) if lock else None
     return RunClaim(plan, narrowing, ref, layers, spec, out_dir, lock_fd)
 
 
@@ -227,100 +222,6 @@ def open_run(
 
     `read_only` (with create=False): never write the run's files (`status`, `export`)."""
     return claim_run(plan, narrowing, lock=create).open(read_only=read_only)
-
-
-def _no_run_found(file: str, out_dir: Path) -> BadInput:
-    return BadInput(f"{file}: no run found at {out_dir / DB_NAME}; start it with `introspectd run`")
-
-
-def _open_store(db: Path, read_only: bool) -> Store:
-    """The run's database, checked first: a damaged file is one line (exit 2), never a
-    traceback halfway through a run. (With [upload] gcs, durability.py has already swapped a
-    damaged file for the last good snapshot by now.)"""
-    try:
-        damage = database_damage(db) if db.is_file() and db.stat().st_size else None
-        if damage is not None:
-            raise BadInput(
-                f"{db}: the run database is damaged ({' '.join(damage.split())[:200]}); replace "
-                "it with a backup (with [upload] gcs, `run` restores its last snapshot itself)"
-            )
-        return Store(db, read_only=read_only)
-    except (StoreError, OSError) as e:
-        failure = environment_failure(e)
-        if failure is not None and failure[1] == EXIT_INTERRUPTED:
-            raise  # a full disk is transient, not the user's input: cli.main says so, exit 75
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
-        raise BadInput(f"{db}: cannot open the run database ({reason})") from None
-
-
-def _result_files(plan: Plan, out_dir: Path) -> list[str]:
-    names = [f"{c}.jsonl" for c in plan.sweep.concepts]
-    return [n for n in names if (out_dir / n).is_file() and (out_dir / n).stat().st_size > 0]
-
-
-def _holds_run(db: Path) -> bool:
-    """False when `db` is missing, empty or holds no run; True otherwise, damaged included
-    (_open_store reports damage)."""
-    if not db.is_file() or db.stat().st_size == 0:
-        return False
-    try:
-        return read_run(db) is not None
-    except StoreError:
-        try:
-            return database_damage(db) is not None
-        except StoreError:
-            return True
-
-
-def _refuse_orphaned_results(plan: Plan, out_dir: Path) -> None:
-    """Results on disk but no run database (deleted, 0 bytes, or never holding a run).
-
-    Starting over would give the run a new stamp and rewrite these files without the finished
-    trials. We refuse rather than move the files aside: the trials were judged and are often
-    the only copy, a fresh run beside them would leave two stamps for `report` to mix, and
-    the user knows best whether to restore the database or really start again.
-    """
-    if _holds_run(out_dir / DB_NAME):
-        return
-    found = _result_files(plan, out_dir)
-    if found:
-        raise BadInput(
-            f"{out_dir}: holds results ({', '.join(found)}) but no run database ({DB_NAME} is "
-            "missing or empty); restore the database, or move the results elsewhere to start "
-            "a new run"
-        )
-
-
-def _lock_run_dir(out_dir: Path) -> int:
-    """Hold an exclusive lock on the run directory for this process's lifetime.
-
-    Two processes on one run would generate the same trials twice (the database keeps one
-    answer each, but the GPU time is wasted) and could race a GCS restore.
-    """
-    lock = out_dir / LOCK_NAME
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # O_NOFOLLOW: a symlink planted here must not make us truncate its target. O_NONBLOCK
-        # only so a FIFO cannot hang the open; it is refused just below.
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-    except OSError as e:
-        why = "is a symbolic link; remove it" if os.path.islink(lock) else e.strerror or str(e)
-        raise BadInput(f"{lock}: cannot take the run lock: {why}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise BadInput(f"{lock}: cannot take the run lock: not a regular file; remove it")
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise BadInput(
-            f"{out_dir}: another introspectd process (pid {holder}) is running this "
-            "run; wait for it or stop it first"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
 
 
 def _check_narrowing(plan: Plan, narrowing: Narrowing, file: str) -> None:
@@ -369,7 +270,7 @@ def _reconcile_run(
     existing = store.get_run()
     new_hash = spec_hash(spec)
     if existing is None and not is_writable:
-        raise _no_run_found(file, out_dir)
+        raise no_run_found(file, out_dir)
     if existing is None:
         stamp = plan.run.stamp or env_stamp() or f"{datetime.now():%Y%m%d_%H%M%S}"
         run = RunRow(
