@@ -296,7 +296,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         from introspectd.cloud.gather import status_from_gcs
 
         return status_from_gcs(load_plan(args.plan), args.from_uri, as_json=args.json)
-    ctx = open_run(load_plan(args.plan), _narrowing(args), create=False, read_only=True)
+    ctx = open_run(
+        load_plan(args.plan), _narrowing(args), create=False, read_only=True, with_trials=False
+    )
     try:
         summary = status_summary(ctx)
     finally:

@@ -148,10 +148,13 @@ def open_run(
     create: bool = True,
     before_open: Callable[[Path], None] | None = None,
     read_only: bool = False,
+    with_trials: bool = True,
 ) -> RunContext:
     """Resolve the run's directory, call `before_open(dir)` (GCS restore), open the database.
 
-    `read_only` (with create=False): never write the run's files (`status`, `export`)."""
+    `read_only` (with create=False): never write the run's files (`status`, `export`).
+    `with_trials=False` (with create=False) leaves `tickets` and `selected_ids` empty: listing
+    100,000 trials takes seconds, which `status` (counts only) does not need."""
     narrowing = narrowing or Narrowing()
     file = str(plan.path)
     ref, layers = model_and_layers(plan)
@@ -175,6 +178,8 @@ def open_run(
         except BaseException:
             store.close()
             raise
+        if not (with_trials or create):
+            return RunContext(plan, ref, layers, out_dir, store, run, [], set(), notes, lock)
         all_specs = expand_trials(
             plan.sweep.concepts, layers, plan.sweep.strengths, plan.sweep.trials
         )
