@@ -11,6 +11,8 @@ Goals (issue 12): last tenth ≥ 80% of the first tenth's rate; loop lag p99 < 5
 peak RSS < 1 GB; status < 1 s.
 
     python bench/scale.py [--only plain|judged] [--trials 1000] [--judged-trials 200]
+    python bench/scale.py --db-ab    # the loop's database writes: on the loop, in a thread, or
+                                     # through aiosqlite (loop lag next to a decoding thread)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from judge_server import JudgeServer  # noqa: E402
 
 CONCEPTS = ["ocean", "fear", "music", "bread", "silver"]
@@ -185,6 +188,102 @@ def report(r: dict[str, Any]) -> None:
     print(f"load average at the end: {os.getloadavg()}")
 
 
+async def _db_ab(mode: str, db: Path, rounds: int, batch: int) -> str:
+    """Judging-off grades (`record_judgements`) of `batch` rows every 0.25 s, next to a thread
+    that decodes (small torch ops), written three ways: on the loop, in a worker thread, or
+    statement by statement through aiosqlite. Returns the loop lag and the write's duration."""
+    import aiosqlite
+    import anyio
+    import torch
+
+    from introspectd.run.store import Generation, Judgement, Store, now_iso
+
+    store = Store(db)
+    ids = [
+        r[0]
+        for r in store.conn.execute(
+            "SELECT id FROM trials WHERE status = 'pending' ORDER BY ordinal LIMIT ?",
+            (rounds * batch,),
+        )
+    ]
+    store.record_generations([Generation(i, "x", 4, now_iso()) for i in ids])
+    adb = await aiosqlite.connect(db, isolation_level=None) if mode == "aiosqlite" else None
+    lags: list[float] = []
+    calls: list[float] = []
+    stop = threading.Event()
+
+    def decode() -> None:
+        x = torch.randn(64, 64)
+        while not stop.is_set():
+            x = torch.tanh(x @ x) * 0.5
+
+    async def heartbeat() -> None:
+        while True:
+            t = time.perf_counter()
+            await anyio.sleep(0.01)
+            lags.append(time.perf_counter() - t - 0.01)
+
+    decoder = threading.Thread(target=decode)
+    decoder.start()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(heartbeat)
+        for k in range(rounds):
+            await anyio.sleep(0.25)
+            grades = [
+                Judgement(i, None, "off", "", "", "", 0, 0, 0)
+                for i in ids[k * batch : (k + 1) * batch]
+            ]
+            t = time.perf_counter()
+            if adb is not None:  # store.record_judgements' statements, each one awaited
+                await adb.execute("BEGIN IMMEDIATE")
+                for j in grades:
+                    cur = await adb.execute(
+                        "SELECT 1 FROM trials WHERE id = ? AND status = 'judged'", (j.trial_id,)
+                    )
+                    await cur.fetchone()
+                    await adb.execute(
+                        "UPDATE trials SET status = 'judge_failed', judge_error = ?,"
+                        " judged_at = ? WHERE id = ? AND status != 'pending'",
+                        (j.error, now_iso(), j.trial_id),
+                    )
+                await adb.execute("COMMIT")
+            elif mode == "to_thread":
+                await anyio.to_thread.run_sync(store.record_judgements, grades)
+            else:
+                store.record_judgements(grades)
+            calls.append(time.perf_counter() - t)
+        tg.cancel_scope.cancel()
+    stop.set()
+    decoder.join()
+    if adb is not None:
+        await adb.close()
+    store.close()
+    lags.sort()
+    calls.sort()
+    return (
+        f"{mode:<10} loop lag p50 {1000 * lags[len(lags) // 2]:.1f}, p99 "
+        f"{1000 * lags[int(0.99 * len(lags))]:.1f}, max {1000 * lags[-1]:.1f} ms; write of "
+        f"{batch} rows p50 {1000 * calls[len(calls) // 2]:.0f}, max {1000 * calls[-1]:.0f} ms"
+    )
+
+
+def db_ab(rounds: int = 40, batch: int = 1000) -> None:
+    """Where the loop's database writes should run: the numbers behind not using aiosqlite."""
+    import anyio
+
+    from introspectd.protocol.plan import load_plan
+    from introspectd.run.session import open_run
+
+    with tempfile.TemporaryDirectory(prefix="scale-db-") as tmp_name:
+        tmp = Path(tmp_name)
+        plan = write_plan(tmp, 1000, None, 1)
+        for mode in ("sync", "to_thread", "aiosqlite"):
+            ctx = open_run(load_plan(str(plan)))  # a fresh 100,000-trial database each time
+            ctx.close()
+            print(anyio.run(_db_ab, mode, ctx.db_path, rounds, batch))
+            shutil.rmtree(tmp / "out")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", choices=["plain", "judged"])
@@ -193,7 +292,13 @@ def main() -> None:
     parser.add_argument("--judge-concurrency", type=int, default=64)
     parser.add_argument("--status-every", type=float, default=5.0)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--db-ab", action="store_true", help="only compare where the loop's database writes run"
+    )
     args = parser.parse_args()
+    if args.db_ab:
+        db_ab()
+        return
     print(f"load average at the start: {os.getloadavg()}")
     results = []
     if args.only in (None, "plain"):
