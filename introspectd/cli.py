@@ -229,7 +229,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         gathered = status_from_gcs(load_plan(args.plan), args.from_uri)
         print(json.dumps(gathered, indent=2) if args.json else status_line(gathered))
         return _gathered_exit(gathered, show_gaps=not args.json)
-    ctx = open_run(load_plan(args.plan), _narrowing(args), create=False, read_only=True)
+    ctx = open_run(
+        load_plan(args.plan), _narrowing(args), create=False, read_only=True, with_trials=False
+    )
     try:
         summary = status_summary(ctx)
     finally:

@@ -18,9 +18,10 @@ from pathlib import Path
 from introspectd.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput
 
 # Disk full exits 75, "interrupted, safe to resume": every finished trial is committed (a
-# failed SQLite transaction rolls back whole, the JSONL files are rewritten atomically), so
-# after space is freed the same command continues where it stopped; on a spot VM it is often
-# transient (logs, caches), and Cloud Batch retries it a bounded number of times.
+# failed SQLite transaction rolls back whole, a JSONL append cut short is repaired from the
+# database at the next start), so after space is freed the same command continues where it
+# stopped; on a spot VM it is often transient (logs, caches), and Cloud Batch retries it a
+# bounded number of times.
 # EFBIG (a file-size limit, `ulimit -f`) is the same fault one level down.
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # Paths the user can fix: exit 2, like every other bad input.

@@ -10,11 +10,12 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
 from introspectd import stopping
+from introspectd.app.looplag import LoopLag
 from introspectd.cloud.durability import FINAL_FLUSH_S, UploadTrigger
 from introspectd.errors import Interrupted, Transient, sole_error
 from introspectd.generate.interface import GeneratorSpec
@@ -26,6 +27,9 @@ from introspectd.run.scheduler import Scheduler
 from introspectd.run.session import RunContext
 from introspectd.run.stats import RunStats
 from introspectd.run.store import Generation
+
+if TYPE_CHECKING:
+    from introspectd.generate.generator import Generator
 
 log = logging.getLogger("introspectd")
 T = TypeVar("T")
@@ -40,6 +44,13 @@ MIN_FINAL_FLUSH_S = 5.0
 async def _in_thread(fn: Callable[..., T], *args: object) -> T:
     """`fn(*args)` in a worker thread that is abandoned (left to finish alone) if cancelled."""
     return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+
+
+def _new_generator(spec: GeneratorSpec) -> Generator:
+    """Runs in a worker thread: importing torch takes seconds, which the loop must not wait."""
+    from introspectd.generate.generator import Generator  # torch loads only when there is work
+
+    return Generator(spec)
 
 
 class Engine:
@@ -63,16 +74,19 @@ class Engine:
         self._stopping = anyio.Event()  # the same, for tasks to wait on
         self._stop_at = 0.0  # anyio.current_time() of the stop request
         self._lock = threading.Lock()
+        self.loop_lag = LoopLag.from_env()  # opt-in heartbeat for bench/scale.py
 
     async def run(self) -> None:
         """Generate and judge every selected trial; raises Interrupted after a requested stop,
         Transient when the final snapshot could not be uploaded."""
         self.stats.start(self.ctx)
-        self.exporter.export_all()
+        self.exporter.reconcile()  # repairs what a crash or a hand left in the files
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_signals)
                 tg.start_soon(self._tick)
+                if self.loop_lag is not None:
+                    tg.start_soon(self.loop_lag.run)
                 if self.ctx.plan.upload.preemption_url:
                     tg.start_soon(self._watch_preemption, self.ctx.plan.upload.preemption_url)
                 judging_done = anyio.Event()
@@ -85,9 +99,15 @@ class Engine:
         except BaseExceptionGroup as group:
             raise sole_error(group) from None
         await self.judges.flush()
-        self.exporter.export_all()
+        if self.stop_requested.is_set():
+            self.exporter.flush()  # appends only: the drain's deadline; the next start reorders
+        else:
+            self.exporter.export_all()  # plan order, once
+        self.exporter.close()
         upload_error = await self._final_upload()
         self.stats.finish()
+        if self.loop_lag is not None:
+            self.loop_lag.write()
         if self.on_tick is not None:
             self.on_tick(self.stats, True)  # the final figures, inside the loop (judge stats)
         if self.stop_requested.is_set():
@@ -145,7 +165,7 @@ class Engine:
         while True:
             await anyio.sleep(0.25)
             await self.judges.flush()
-            self.exporter.maybe_flush()
+            await self.exporter.maybe_flush_in_thread()
             if self.uploads is not None:
                 self.uploads.check()
                 self.uploads.maybe_request(self.stats.num_done, self._finished_by_concept)
@@ -198,13 +218,11 @@ class Engine:
     async def _generate(self) -> None:
         if not self.ctx.tickets:
             return
-        from introspectd.generate.generator import Generator  # torch loads only when there is work
-
         ctx = self.ctx
         spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
         # Loading weights and computing vectors cannot be interrupted, and a preempted VM has
         # about 30 s: on a stop, abandon them (nothing of theirs is committed yet).
-        loaded = await self._unless_stopped(lambda: _in_thread(Generator, spec), 0.0)
+        loaded = await self._unless_stopped(lambda: _in_thread(_new_generator, spec), 0.0)
         if not loaded:
             return
         generator = loaded[0]

@@ -105,4 +105,4 @@ class JudgePool:
             self.stats.on_judged(
                 item.concept, item.is_injected, j.result, j.error, item.response, item.trial_id
             )
-        self.exporter.mark_dirty({item.concept for item, _ in batch})
+        self.exporter.mark_finished([item.trial_id for item, _ in batch])

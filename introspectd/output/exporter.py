@@ -1,52 +1,159 @@
-"""Keeps `{concept}.jsonl` in step with the database: whole-file atomic rewrites of what changed.
+"""Keeps `{concept}.jsonl` in step with the database, at a cost in proportion to what is new.
 
-The database is the truth; the files are a view of its finished rows in plan order. Rewriting a
-file whole (tmp + fsync + rename) means a crash can never leave a torn or doubled line, and
-any earlier damage is repaired at the next start.
+The database is the truth; each file is a view of its concept's finished rows. `export_all`
+(a run's start and end, `export`, the end of `rejudge`) and a file's first flush in a process
+rewrite it whole and atomically (tmp + fsync + rename), in plan order. After that, rows that
+finish are appended in the order they finished, so a flush costs what is new, not the file.
+A row whose line is already in the file and changed (a re-grade) has its file rewritten again,
+no more often than keeps those rewrites to a tenth of the time.
+
+A run's start reconciles (`reconcile`): whatever a crash or a hand left (a torn last line from
+an append cut short, a doubled or edited line, a line missing because the crash came between
+the database commit and the append) is replaced by the database's records, and lines that did
+not match are logged. Between a crash and the next start, a file may end in a torn line.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
+import anyio
+
 from introspectd.errors import BadInput
-from introspectd.output.records import completed_records, write_jsonl
+from introspectd.output.records import append_lines, record_line, write_atomic
 from introspectd.protocol.plan import Plan
 from introspectd.run.session import RunContext, open_run
+from introspectd.run.store import Store
 
+log = logging.getLogger("introspectd")
 FLUSH_INTERVAL_S = 2.0
+REWRITE_SHARE = 0.1  # whole rewrites of re-graded files take at most this share of the time
 
 
 class Exporter:
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self._dirty: set[str] = set()
+        self._finished: list[str] = []  # trial ids whose judging ended since the last flush
+        self._in_file: dict[str, set[str]] = {}  # per concept rewritten here, the ids it holds
+        self._stale: set[str] = set()  # concepts whose file must be rewritten whole
         self._last_flush = 0.0
-        self.num_exported = 0
+        self._next_rewrite = 0.0
+        self._reader: Store | None = None  # a connection of its own, for flushes in a thread
 
     def path(self, concept: str) -> Path:
         return self.ctx.out_dir / f"{concept}.jsonl"
 
-    def mark_dirty(self, concepts: set[str]) -> None:
-        self._dirty |= concepts
+    def mark_finished(self, trial_ids: list[str]) -> None:
+        self._finished.extend(trial_ids)
+
+    def _is_due(self) -> bool:
+        pending = self._finished or self._stale
+        return bool(pending) and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S
 
     def maybe_flush(self) -> None:
-        if self._dirty and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
+        if self._is_due():
             self.flush()
 
+    async def maybe_flush_in_thread(self) -> None:
+        """`maybe_flush` in a worker thread, reading through a second (read-only) connection:
+        the event loop keeps running, and never shares its connection mid-transaction."""
+        if not self._is_due():
+            return
+        if self._reader is None:
+            self._reader = Store(self.ctx.store.path, read_only=True)
+        ids, self._finished = self._finished, []
+        # Not abandoned on cancel: export_all must not overlap a flush still writing.
+        await anyio.to_thread.run_sync(self._flush, ids, self._reader)
+
     def flush(self) -> None:
-        by_concept = completed_records(
-            self.ctx.store, self.ctx.run.model_name, self.ctx.plan.sweep, sorted(self._dirty)
-        )
-        for concept, records in by_concept.items():
-            write_jsonl(self.path(concept), records)
-        self._dirty.clear()
+        ids, self._finished = self._finished, []
+        self._flush(ids, self.ctx.store)
+
+    def _flush(self, trial_ids: list[str], store: Store) -> None:
+        norms = store.vector_norms()
+        new: dict[str, list[tuple[str, str]]] = {}
+        for row in store.completed_by_id(trial_ids):
+            concept = row.spec.concept
+            held = self._in_file.get(concept)
+            if held is None or row.id in held:  # not reconciled here yet, or a re-grade
+                self._stale.add(concept)
+            else:
+                line = record_line(row, self.ctx.run.model_name, norms, self.ctx.plan.sweep)
+                new.setdefault(concept, []).append((row.id, line))
+        for concept, items in new.items():
+            append_lines(self.path(concept), [line for _, line in items])
+            self._in_file[concept].update(trial_id for trial_id, _ in items)
+        started = time.monotonic()
+        if self._stale and started >= self._next_rewrite:
+            for concept in sorted(self._stale):
+                self._rewrite(concept, store, norms, warn=False)
+            self._stale.clear()
+            self._next_rewrite = started + (time.monotonic() - started) / REWRITE_SHARE
         self._last_flush = time.monotonic()
 
+    def _concepts(self) -> list[str]:
+        return sorted(set(self.ctx.plan.sweep.concepts) | set(self.ctx.store.counts()))
+
     def export_all(self) -> None:
-        self.mark_dirty(set(self.ctx.plan.sweep.concepts) | set(self.ctx.store.counts()))
-        self.flush()
+        """Every file rewritten whole, in plan order, from the database."""
+        self._export_all(warn=False)
+
+    def reconcile(self) -> None:
+        """`export_all` at a run's start, logging lines the database does not hold."""
+        self._export_all(warn=True)
+
+    def _export_all(self, warn: bool) -> None:
+        self._finished.clear()  # the rewrite holds them
+        norms = self.ctx.store.vector_norms()
+        for concept in self._concepts():
+            self._rewrite(concept, self.ctx.store, norms, warn)
+        self._stale.clear()
+        self._last_flush = time.monotonic()
+
+    def _rewrite(
+        self, concept: str, store: Store, norms: dict[tuple[str, int], float], warn: bool
+    ) -> None:
+        rows = store.completed(concept)
+        lines = [record_line(r, self.ctx.run.model_name, norms, self.ctx.plan.sweep) for r in rows]
+        data = "".join(lines).encode("utf-8")
+        path = self.path(concept)
+        old = _read_or_none(path)
+        if old != data:
+            unmatched = _unmatched_lines(old or b"", set(lines)) if warn else 0
+            if unmatched:
+                log.warning(
+                    "%s: %d line(s) torn, doubled or not as in the run database; "
+                    "rewritten from the database",
+                    path,
+                    unmatched,
+                )
+            write_atomic(path, data)
+        self._in_file[concept] = {r.id for r in rows}
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None  # missing (or unreadable: writing it reports why)
+
+
+def _unmatched_lines(old: bytes, expected: set[str]) -> int:
+    """Lines of `old` that are not records the database holds, or repeat one."""
+    seen: set[str] = set()
+    unmatched = 0
+    for raw in old.splitlines(keepends=True):
+        line = raw.decode("utf-8", errors="replace")
+        unmatched += line not in expected or line in seen
+        seen.add(line)
+    return unmatched
 
 
 def export_run(plan: Plan, out: Path | None) -> Path:

@@ -1,4 +1,7 @@
-"""Seed-format JSONL records and crash-safe files: every write is tmp + fsync + rename."""
+"""Seed-format JSONL records and their files: whole rewrites (tmp + fsync + rename) and appends.
+
+An append is one `write` of whole lines to an O_APPEND descriptor, then fsync; a crash can cut
+it short, which the exporter's reconciliation at the next start repairs."""
 
 from __future__ import annotations
 
@@ -40,6 +43,15 @@ def record(
         "judge": row.judge,
         "judge_error": row.judge_error,
     }
+
+
+def record_line(
+    row: TrialRow, model_name: str, norms: dict[tuple[str, int], float], sweep: SweepConfig
+) -> str:
+    """One row as a JSONL line, newline included."""
+    norm = norms.get((row.spec.concept, row.spec.layer), 0.0)
+    rec = record(row, model_name, norm, sweep.prompt_version, sweep.inject_style)
+    return json.dumps(rec, ensure_ascii=False) + "\n"
 
 
 def completed_records(
@@ -89,3 +101,21 @@ def write_atomic(path: Path, data: bytes) -> None:
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     write_atomic(path, lines.encode("utf-8"))
+
+
+def append_lines(path: Path, lines: list[str]) -> None:
+    """Append whole lines to `path` (created with the user's umask if missing)."""
+    data = "".join(lines).encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)  # a failed write names no file; the one-line report should
+        raise

@@ -160,16 +160,18 @@ class RunClaim:
             os.close(self.lock_fd)  # closing the descriptor releases the lock
             self.lock_fd = None
 
-    def open(self, read_only: bool = False) -> RunContext:
+    def open(self, read_only: bool = False, with_trials: bool = True) -> RunContext:
         """Open the database (creating or extending the run when locked); the context takes the
-        lock over. `read_only` (unlocked claims): never write the run's files."""
+        lock over. `read_only` (unlocked claims): never write the run's files.
+        `with_trials=False` (unlocked) leaves `tickets` and `selected_ids` empty: listing
+        100,000 trials takes seconds, which `status` (counts only) does not need."""
         try:
-            return self._open(read_only and self.lock_fd is None)
+            return self._open(read_only and self.lock_fd is None, with_trials)
         except BaseException:
             self.release()
             raise
 
-    def _open(self, read_only: bool) -> RunContext:
+    def _open(self, read_only: bool, with_trials: bool) -> RunContext:
         plan, out_dir, create = self.plan, self.out_dir, self.lock_fd is not None
         if not create and not (out_dir / DB_NAME).is_file():
             raise no_run_found(str(plan.path), out_dir)
@@ -182,6 +184,8 @@ class RunClaim:
         except BaseException:
             store.close()
             raise
+        if not (with_trials or create):
+            return RunContext(plan, self.ref, self.layers, out_dir, store, run, [], set(), notes)
         sweep = plan.sweep
         all_specs = expand_trials(sweep.concepts, self.layers, sweep.strengths, sweep.trials)
         shard = self.narrowing.shard
@@ -217,11 +221,13 @@ def open_run(
     narrowing: Narrowing | None = None,
     create: bool = True,
     read_only: bool = False,
+    with_trials: bool = True,
 ) -> RunContext:
     """The run, created or extended when `create` (holding its lock), else only read.
 
     `read_only` (with create=False): never write the run's files (`status`, `export`)."""
-    return claim_run(plan, narrowing, lock=create).open(read_only=read_only)
+    claim = claim_run(plan, narrowing, lock=create)
+    return claim.open(read_only=read_only, with_trials=with_trials)
 
 
 def _check_narrowing(plan: Plan, narrowing: Narrowing, file: str) -> None:

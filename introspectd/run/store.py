@@ -323,6 +323,15 @@ class Store:
         )
         return [_trial_row(r) for r in self.conn.execute(sql, (concept,))]
 
+    def completed_by_id(self, trial_ids: list[str]) -> list[TrialRow]:
+        """Those of `trial_ids` whose judging has ended, in plan order (one parameter, so
+        any number of ids fits SQLite's limit on bound variables)."""
+        sql = (
+            f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE id IN (SELECT value FROM json_each(?)) "
+            "AND status IN ('judged', 'judge_failed') ORDER BY ordinal"
+        )
+        return [_trial_row(r) for r in self.conn.execute(sql, (json.dumps(trial_ids),))]
+
     def record_generations(self, generations: list[Generation]) -> int:
         """Pending → generated. A row already generated keeps its first answer."""
         with self._write() as conn:
