@@ -18,7 +18,8 @@ import pytest
 
 from introspectd.fs_errors import environment_failure
 from introspectd.protocol.trials import Kind, TrialSpec
-from introspectd.run.store import Store, migrate
+from introspectd.run.dbfile import migrate
+from introspectd.run.store import Store
 
 STAMP = "20260101_000000"
 
