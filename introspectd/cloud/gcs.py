@@ -268,13 +268,17 @@ def read_plan_text(uri: str) -> str:
 
     bucket, name = parse_gcs_uri(uri)
     try:
-        # Retries as bounded as the snapshots' (the library's default goes on for 120 s).
-        blob = make_client().bucket(bucket).blob(name)
-        return str(blob.download_as_text(retry=make_retry(15.0), timeout=20.0))
+        with setup_errors(uri):  # no permission, credentials refused: the user's to fix
+            try:
+                # Retries as bounded as the snapshots' (the library's default goes on for 120 s).
+                blob = make_client().bucket(bucket).blob(name)
+                return str(blob.download_as_text(retry=make_retry(15.0), timeout=20.0))
+            except gexc.NotFound:  # the object or its bucket: both mean "no such plan"
+                raise BadInput(f"{uri}: plan file not found") from None
     except DefaultCredentialsError:
         raise BadInput(f"{uri}: cannot read plan file: {NO_CREDENTIALS}") from None
-    except gexc.NotFound:
-        raise BadInput(f"{uri}: plan file not found") from None
+    except BadInput:
+        raise
     except Exception as exc:
         reason = transient_reason(exc)  # an outage: exit 75, so Cloud Batch retries the task
         if reason is not None:
