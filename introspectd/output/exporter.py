@@ -88,7 +88,7 @@ class Exporter:
         started = time.monotonic()
         if self._stale and started >= self._next_rewrite:
             for concept in sorted(self._stale):
-                self._rewrite(concept, store, norms, warn=False)
+                self._rewrite(concept, store, norms, reconciling=False)
             self._stale.clear()
             self._next_rewrite = started + (time.monotonic() - started) / REWRITE_SHARE
         self._last_flush = time.monotonic()
@@ -98,30 +98,31 @@ class Exporter:
 
     def export_all(self) -> None:
         """Every file rewritten whole, in plan order, from the database."""
-        self._export_all(warn=False)
+        self._export_all(reconciling=False)
 
     def reconcile(self) -> None:
-        """`export_all` at a run's start, logging lines the database does not hold."""
-        self._export_all(warn=True)
+        """`export_all` at a run's start: a file already equal to the database's records is
+        left alone, and lines the database does not hold are logged."""
+        self._export_all(reconciling=True)
 
-    def _export_all(self, warn: bool) -> None:
+    def _export_all(self, reconciling: bool) -> None:
         self._finished.clear()  # the rewrite holds them
         norms = self.ctx.store.vector_norms()
         for concept in self._concepts():
-            self._rewrite(concept, self.ctx.store, norms, warn)
+            self._rewrite(concept, self.ctx.store, norms, reconciling)
         self._stale.clear()
         self._last_flush = time.monotonic()
 
     def _rewrite(
-        self, concept: str, store: Store, norms: dict[tuple[str, int], float], warn: bool
+        self, concept: str, store: Store, norms: dict[tuple[str, int], float], reconciling: bool
     ) -> None:
         rows = store.completed(concept)
         lines = [record_line(r, self.ctx.run.model_name, norms, self.ctx.plan.sweep) for r in rows]
         data = "".join(lines).encode("utf-8")
         path = self.path(concept)
-        old = _read_or_none(path)
-        if old != data:
-            unmatched = _unmatched_lines(old or b"", set(lines)) if warn else 0
+        old = _read_or_none(path) if reconciling else None
+        if old != data or not reconciling:  # `export` always writes: read-only storage says so
+            unmatched = _unmatched_lines(old or b"", set(lines)) if reconciling else 0
             if unmatched:
                 log.warning(
                     "%s: %d line(s) torn, doubled or not as in the run database; "
