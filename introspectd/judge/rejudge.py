@@ -79,7 +79,7 @@ def _require_judge(cfg: JudgeConfig) -> str | None:
 
 def _rejudge_run(plan: Plan, include_judged: bool) -> RunRejudged:
     _require_judge(plan.judge)
-    ctx = open_run(plan, create=False)
+    ctx = open_run(plan, create=False, with_trials=False)  # rows are read by status below
     try:
         # Taken before any row is read: a `run` (or another rejudge) on this directory would
         # judge the same rows at the same time, each paying for every request.

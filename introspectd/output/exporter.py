@@ -161,7 +161,7 @@ def export_run(plan: Plan, out: Path | None) -> Path:
     """Write every finished trial of a run to `out` (default: the run's own directory).
 
     Reads the database read-only, so a run on read-only storage exports to `--out`."""
-    ctx = open_run(plan, create=False, read_only=True)
+    ctx = open_run(plan, create=False, read_only=True, with_trials=False)
     try:
         if out is not None:
             ctx.out_dir = out
