@@ -162,7 +162,12 @@ def _wait_for_finished(db: Path, n: int, timeout_s: float = 120) -> None:
 
 
 def test_stopped_run_holds_each_record_once_then_plan_order(tmp_path: Path) -> None:
-    plan = write_plan(tmp_path, TINY_PLAN.replace("trials = 2", "trials = 40"))
+    # Long enough answers that the run is still going after 40 finished + 2.5 s: on a quiet
+    # machine 640 trials of 8 tokens finished before the signal and the run exited 0.
+    body = TINY_PLAN.replace("trials = 2", "trials = 40").replace(
+        "max_new_tokens = 8", "max_new_tokens = 48"
+    )
+    plan = write_plan(tmp_path, body)
     out = tmp_path / "out" / "exp" / "tiny"
     proc = start_run(plan, "--local")
     _wait_for_finished(out / "state.sqlite", 40)
