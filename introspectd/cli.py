@@ -142,8 +142,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from introspectd.report.writer import write_report
 
         calibration = Path(args.calibration) if args.calibration else None
-        paths = write_report([Path(p) for p in args.inputs], Path(args.out), calibration,
-                             args.judge)
+        paths = write_report(
+            [Path(p) for p in args.inputs], Path(args.out), calibration, args.judge
+        )
         print(f"report written to {paths.report_md}")
         return EXIT_OK
     return cmd_batch_render(args)

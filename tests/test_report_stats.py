@@ -26,17 +26,17 @@ from introspectd.report.rules import passes_paper_rule
 
 KEY = "sk-test-report-stats"
 # A judge measured on 10 human passes (9 graded pass) and 10 human fails (8 graded fail).
-JUDGE = JudgeErrorRates(tp=9, fn=1, tn=8, fp=2)   # TPR 0.9, TNR 0.8, J 0.7
+JUDGE = JudgeErrorRates(tp=9, fn=1, tn=8, fp=2)  # TPR 0.9, TNR 0.8, J 0.7
 
 
 # ------------------------------------------------------------------- Rogan–Gladen, by hand
 
 
 def test_rogan_gladen_hand_computed_and_clipped() -> None:
-    assert rogan_gladen(0.6, 0.9, 0.8) == pytest.approx(0.4 / 0.7)       # (0.6 + 0.8 − 1) / 0.7
-    assert rogan_gladen(0.1, 0.9, 0.8) == 0.0                             # −0.1 / 0.7, clipped
-    assert rogan_gladen(0.95, 0.9, 0.8) == 1.0                            # 0.75 / 0.7, clipped
-    assert rogan_gladen(0.5, 0.5, 0.5) is None                            # J = 0: undefined
+    assert rogan_gladen(0.6, 0.9, 0.8) == pytest.approx(0.4 / 0.7)  # (0.6 + 0.8 − 1) / 0.7
+    assert rogan_gladen(0.1, 0.9, 0.8) == 0.0  # −0.1 / 0.7, clipped
+    assert rogan_gladen(0.95, 0.9, 0.8) == 1.0  # 0.75 / 0.7, clipped
+    assert rogan_gladen(0.5, 0.5, 0.5) is None  # J = 0: undefined
 
 
 def test_injection_and_control_corrections_use_the_right_class() -> None:
@@ -95,8 +95,8 @@ def test_unstable_marking() -> None:
 
 
 def test_fisher_one_sided_hand_computed() -> None:
-    assert fisher_greater(3, 3, 0, 3) == pytest.approx(1 / 20)    # C(3,3)C(3,0)/C(6,3)
-    assert fisher_greater(2, 3, 0, 3) == pytest.approx(3 / 15)    # C(3,2)C(3,0)/C(6,2)
+    assert fisher_greater(3, 3, 0, 3) == pytest.approx(1 / 20)  # C(3,3)C(3,0)/C(6,3)
+    assert fisher_greater(2, 3, 0, 3) == pytest.approx(3 / 15)  # C(3,2)C(3,0)/C(6,2)
     assert fisher_greater(0, 3, 3, 3) == pytest.approx(1.0)
     assert fisher_greater(1, 0, 0, 3) is None
 
@@ -129,17 +129,17 @@ def test_paper_rule_table() -> None:
     assert passes_paper_rule({"answer": "fail", "detection_before_mention": True}, True) is False
     assert passes_paper_rule({"answer": "pass", "detection_before_mention": None}, False) is True
     assert passes_paper_rule({"answer": "fail", "detection_before_mention": True}, False) is False
-    assert passes_paper_rule({"answer": "pass"}, True) is None   # v1: not graded, not guessed
+    assert passes_paper_rule({"answer": "pass"}, True) is None  # v1: not graded, not guessed
 
 
 def test_paper_and_seed_rates_on_hand_made_records() -> None:
     records = [
-        _rec(True, "pass", True),     # seed pass, paper pass
-        _rec(True, "pass", False),    # seed pass, paper fail: named the concept after drifting
-        _rec(True, "fail", None),     # both fail
-        _rec(True, "pass"),           # v1: seed pass, left out of the paper rate
-        _rec(False, "pass", None),    # control, no claim: no FP either way
-        _rec(False, "fail", True),    # control that claimed: FP either way
+        _rec(True, "pass", True),  # seed pass, paper pass
+        _rec(True, "pass", False),  # seed pass, paper fail: named the concept after drifting
+        _rec(True, "fail", None),  # both fail
+        _rec(True, "pass"),  # v1: seed pass, left out of the paper rate
+        _rec(False, "pass", None),  # control, no claim: no FP either way
+        _rec(False, "fail", True),  # control that claimed: FP either way
     ]
     m = compute_metrics(records)
     assert m["counts"]["injection_pass_rate"] == [3, 4]
@@ -156,9 +156,14 @@ def test_paper_and_seed_rates_on_hand_made_records() -> None:
 
 
 def _summary(m: dict[str, Any]) -> dict[str, Any]:
-    return {"inputs": {"n_records": 2, "files": ["x"], "n_duplicates_dropped": 0},
-            "overall": m, "by_model": {}, "by_concept": {}, "groups": [],
-            "by_model_layer_strength": []}
+    return {
+        "inputs": {"n_records": 2, "files": ["x"], "n_duplicates_dropped": 0},
+        "overall": m,
+        "by_model": {},
+        "by_concept": {},
+        "groups": [],
+        "by_model_layer_strength": [],
+    }
 
 
 # ------------------------------------------------------------------- the CLI on a real run
@@ -167,21 +172,25 @@ def _summary(m: dict[str, Any]) -> dict[str, Any]:
 def _judge_a(rec: Recorded) -> Any:
     """Judge A: passes every injection of "ocean" and fails every other one; fails every
     control of "ocean" (a false positive) and passes the others."""
-    message = rec.body["messages"][-1]["content"]   # the trial (earlier ones: few-shot)
+    message = rec.body["messages"][-1]["content"]  # the trial (earlier ones: few-shot)
     is_ocean = "Concept: ocean" in message
     passed = is_ocean if "Injected: yes" in message else not is_ocean
     return ok({**GOOD_RESULT, "answer": "pass" if passed else "fail"})
 
 
 def _plan(tmp_path: Path, server: JudgeServer, judge_model: str) -> Path:
-    return write_plan(tmp_path, TINY_PLAN + f"""
+    return write_plan(
+        tmp_path,
+        TINY_PLAN
+        + f"""
 [judge]
 base_url = "{server.base_url}"
 api_key_env = "TEST_JUDGE_KEY"
 model = "{judge_model}"
 max_attempts = 1
 timeout_s = 5
-""")
+""",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +200,14 @@ def two_judge_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp_path = tmp_path_factory.mktemp("run")
     env = {"TEST_JUDGE_KEY": KEY}
     with JudgeServer(responder=_judge_a) as server:
-        proc = run_cli("run", "--plan", str(_plan(tmp_path, server, "judge-a")), "--local",
-                       "--no-progress", env=env)
+        proc = run_cli(
+            "run",
+            "--plan",
+            str(_plan(tmp_path, server, "judge-a")),
+            "--local",
+            "--no-progress",
+            env=env,
+        )
         assert proc.returncode == 0, proc.stderr
     with JudgeServer(default=ok({**GOOD_RESULT, "answer": "fail"})) as server:
         plan = _plan(tmp_path, server, "judge-b")
@@ -205,8 +220,15 @@ def two_judge_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _calibration(tmp_path: Path, overall: dict[str, Any]) -> Path:
     path = tmp_path / "calibration.json"
-    path.write_text(json.dumps({"judge": {"model": "judge-a", "fingerprint": "x"},
-                                "labels": {"n": 20, "split": "test"}, "overall": overall}))
+    path.write_text(
+        json.dumps(
+            {
+                "judge": {"model": "judge-a", "fingerprint": "x"},
+                "labels": {"n": 20, "split": "test"},
+                "overall": overall,
+            }
+        )
+    )
     return path
 
 
@@ -214,8 +236,10 @@ def _report(tmp_path: Path, run_dir: Path, *flags: str) -> dict[str, Any]:
     out = tmp_path / "report"
     proc = run_cli("report", str(run_dir), "--out", str(out), *flags)
     assert proc.returncode == 0, proc.stderr
-    return {"summary": json.loads((out / "summary.json").read_text()),
-            "md": (out / "report.md").read_text()}
+    return {
+        "summary": json.loads((out / "summary.json").read_text()),
+        "md": (out / "report.md").read_text(),
+    }
 
 
 def _fingerprints(tmp_path: Path, run_dir: Path) -> list[str]:
@@ -229,7 +253,7 @@ def _fingerprints(tmp_path: Path, run_dir: Path) -> list[str]:
 def test_report_picks_a_judge_and_corrects_its_rates(two_judge_run: Path, tmp_path: Path) -> None:
     known = _fingerprints(tmp_path, two_judge_run)
     assert len(known) == 2
-    latest, older = known   # listed latest first
+    latest, older = known  # listed latest first
     # Default: the latest judge (B, all fail), exactly what the exported files hold.
     default = _report(tmp_path / "default", two_judge_run)["summary"]
     assert default["judge_selection"]["fingerprint"] == latest
@@ -240,10 +264,10 @@ def test_report_picks_a_judge_and_corrects_its_rates(two_judge_run: Path, tmp_pa
     got = _report(tmp_path / "a", two_judge_run, "--judge", older, "--calibration", str(cal))
     s = got["summary"]
     assert s["judge_selection"]["fingerprint"] == older
-    assert s["judge_selection"]["n_regraded"] == 16      # B's fails that A had passed
+    assert s["judge_selection"]["n_regraded"] == 16  # B's fails that A had passed
     o = s["overall"]
-    assert o["counts"]["injection_pass_rate"] == [8, 16]     # ocean injections
-    assert o["counts"]["control_fp_rate"] == [8, 16]         # ocean controls
+    assert o["counts"]["injection_pass_rate"] == [8, 16]  # ocean injections
+    assert o["counts"]["control_fp_rate"] == [8, 16]  # ocean controls
     # Corrected by hand: injection (0.5 + 0.8 − 1)/0.7 = 3/7; control FP (0.5 + 0.9 − 1)/0.7 = 4/7.
     assert o["corrected"]["injection_pass_rate"] == pytest.approx(3 / 7, abs=1e-6)
     assert o["corrected"]["control_fp_rate"] == pytest.approx(4 / 7, abs=1e-6)
@@ -266,21 +290,25 @@ def test_report_picks_a_judge_and_corrects_its_rates(two_judge_run: Path, tmp_pa
     assert all(g["p_holm"] >= g["p_value"] and not g["is_significant"] for g in tested)
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    (None, "no such file"),
-    ("{not json", "malformed JSON"),
-    (json.dumps({"judge": {}}), "no 'overall' object"),
-    (json.dumps({"overall": {"tp": 3, "fn": 1, "tn": "2", "fp": 0}}), "overall.tn"),
-    (json.dumps({"overall": {"tp": 3, "fn": 1, "tn": 0, "fp": 0}}), "no human-fail labels"),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "no such file"),
+        ("{not json", "malformed JSON"),
+        (json.dumps({"judge": {}}), "no 'overall' object"),
+        (json.dumps({"overall": {"tp": 3, "fn": 1, "tn": "2", "fp": 0}}), "overall.tn"),
+        (json.dumps({"overall": {"tp": 3, "fn": 1, "tn": 0, "fp": 0}}), "no human-fail labels"),
+    ],
+)
 def test_bad_calibration_file_is_one_line_and_exit_2(
     tmp_path: Path, labelled_path: Path, content: str | None, expected: str
 ) -> None:
     cal = tmp_path / "cal.json"
     if content is not None:
         cal.write_text(content)
-    proc = run_cli("report", str(labelled_path), "--out", str(tmp_path / "r"),
-                   "--calibration", str(cal))
+    proc = run_cli(
+        "report", str(labelled_path), "--out", str(tmp_path / "r"), "--calibration", str(cal)
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0] and str(cal) in lines[0], proc.stderr
@@ -288,7 +316,7 @@ def test_bad_calibration_file_is_one_line_and_exit_2(
 
 
 def test_unstable_cells_are_marked_in_the_report(two_judge_run: Path, tmp_path: Path) -> None:
-    cal = _calibration(tmp_path, {"tp": 6, "fn": 4, "tn": 5, "fp": 5})   # J = 0.1
+    cal = _calibration(tmp_path, {"tp": 6, "fn": 4, "tn": 5, "fp": 5})  # J = 0.1
     got = _report(tmp_path, two_judge_run, "--calibration", str(cal))
     assert got["summary"]["overall"]["corrected"]["is_unstable"] is True
     assert math.isclose(got["summary"]["calibration"]["youden_j"], 0.1, abs_tol=1e-9)

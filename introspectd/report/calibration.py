@@ -20,9 +20,9 @@ COUNT_KEYS = ("tp", "fn", "tn", "fp")
 
 @dataclass(frozen=True)
 class Calibration:
-    source: str                  # the file, or "run database"
-    judge: dict[str, Any]        # model, api, prompt_version, fewshot_hash, fingerprint (as given)
-    labels: dict[str, Any]       # path, sha256, split, n (as given)
+    source: str  # the file, or "run database"
+    judge: dict[str, Any]  # model, api, prompt_version, fewshot_hash, fingerprint (as given)
+    labels: dict[str, Any]  # path, sha256, split, n (as given)
     error_rates: JudgeErrorRates
 
     def info(self) -> dict[str, Any]:
@@ -39,16 +39,19 @@ def load_calibration_file(path: Path) -> Calibration:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise BadInput(f"--calibration: {path}: malformed JSON ({e.msg}, line {e.lineno})") \
-            from None
+        raise BadInput(
+            f"--calibration: {path}: malformed JSON ({e.msg}, line {e.lineno})"
+        ) from None
     return parse_calibration(data, f"--calibration: {path}", str(path))
 
 
 def parse_calibration(data: Any, where: str, source: str) -> Calibration:
     """A calibration dict (from a file or the run database) → Calibration; BadInput if unusable."""
     if not isinstance(data, dict) or not isinstance(data.get("overall"), dict):
-        raise BadInput(f"{where}: not a calibration (no 'overall' object; write one with "
-                       "`introspectd calibrate`)")
+        raise BadInput(
+            f"{where}: not a calibration (no 'overall' object; write one with "
+            "`introspectd calibrate`)"
+        )
     overall = data["overall"]
     counts = {}
     for key in COUNT_KEYS:
@@ -59,8 +62,14 @@ def parse_calibration(data: Any, where: str, source: str) -> Calibration:
     rates = JudgeErrorRates(**counts)
     if rates.num_pos == 0 or rates.num_neg == 0:
         kind = "pass" if rates.num_pos == 0 else "fail"
-        raise BadInput(f"{where}: no human-{kind} labels (tp+fn={rates.num_pos}, "
-                       f"tn+fp={rates.num_neg}): the judge's TPR/TNR are undefined")
+        raise BadInput(
+            f"{where}: no human-{kind} labels (tp+fn={rates.num_pos}, "
+            f"tn+fp={rates.num_neg}): the judge's TPR/TNR are undefined"
+        )
     judge, labels = data.get("judge"), data.get("labels")
-    return Calibration(source, judge if isinstance(judge, dict) else {},
-                       labels if isinstance(labels, dict) else {}, rates)
+    return Calibration(
+        source,
+        judge if isinstance(judge, dict) else {},
+        labels if isinstance(labels, dict) else {},
+        rates,
+    )

@@ -75,7 +75,7 @@ class JudgeErrorRates:
 
 @dataclass(frozen=True)
 class Corrected:
-    rate: float | None              # None when J <= 0 (undefined)
+    rate: float | None  # None when J <= 0 (undefined)
     ci: tuple[float, float] | None  # 95% percentile bootstrap interval
     is_unstable: bool
 
@@ -88,8 +88,15 @@ def rogan_gladen(p: float, tpr: float, tnr: float) -> float | None:
     return min(1.0, max(0.0, (p + tnr - 1) / j))
 
 
-def corrected_pass_rate(k: int, n: int, judge: JudgeErrorRates, *, is_fail_share: bool = False,
-                        draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED) -> Corrected:
+def corrected_pass_rate(
+    k: int,
+    n: int,
+    judge: JudgeErrorRates,
+    *,
+    is_fail_share: bool = False,
+    draws: int = BOOTSTRAP_DRAWS,
+    seed: int = BOOTSTRAP_SEED,
+) -> Corrected:
     """The Rogan–Gladen correction of k "positives" in n, with a parametric-bootstrap interval.
 
     `is_fail_share`: k counts judge *fails* (the control false-positive rate); TPR and TNR swap
@@ -117,8 +124,10 @@ def corrected_pass_rate(k: int, n: int, judge: JudgeErrorRates, *, is_fail_share
         tpr_star, tnr_star = tnr_star, tpr_star
     j_star = tpr_star + tnr_star - 1
     defined = j_star > 0
-    is_unstable = (judge.youden_j < MIN_YOUDEN_J
-                   or float(np.mean(j_star < MIN_YOUDEN_J)) > MAX_SHARE_WEAK_DRAWS)
+    is_unstable = (
+        judge.youden_j < MIN_YOUDEN_J
+        or float(np.mean(j_star < MIN_YOUDEN_J)) > MAX_SHARE_WEAK_DRAWS
+    )
     if rate is None or not defined.any():
         return Corrected(rate, None, True)
     values = np.clip((p_star[defined] + tnr_star[defined] - 1) / j_star[defined], 0.0, 1.0)
@@ -136,8 +145,7 @@ def fisher_greater(k1: int, n1: int, k2: int, n2: int) -> float | None:
         return None
     total = k1 + k2
     denom = math.comb(n1 + n2, total)
-    tail = sum(math.comb(n1, x) * math.comb(n2, total - x)
-               for x in range(k1, min(n1, total) + 1))
+    tail = sum(math.comb(n1, x) * math.comb(n2, total - x) for x in range(k1, min(n1, total) + 1))
     return min(1.0, tail / denom)
 
 

@@ -23,8 +23,8 @@ CORRECTION_METHOD = (
     f"Rogan–Gladen, clipped to [0, 1]; 95% percentile interval from a parametric bootstrap"
     f" ({BOOTSTRAP_DRAWS} draws, fixed seed) that draws the cell's rate and the calibration's"
     f" TPR and TNR each from its Jeffreys Beta(k + ½, n − k + ½), so the calibration's own"
-    f" uncertainty is carried (a binomial resample would freeze a 30/30 TPR at 1); unstable when TPR + TNR − 1 < {MIN_YOUDEN_J} or more than 2.5% of"
-    f" bootstrap draws fall below it"
+    f" uncertainty is carried (a binomial resample would freeze a 30/30 TPR at 1); unstable"
+    f" when TPR + TNR − 1 < {MIN_YOUDEN_J} or more than 2.5% of bootstrap draws fall below it"
 )
 SIGNIFICANCE_METHOD = (
     "one-sided Fisher exact test of injection pass rate > control false-positive rate per"
@@ -40,20 +40,28 @@ def _metric_dicts(summary: dict[str, Any]) -> Iterable[dict[str, Any]]:
     yield from summary["by_model_layer_strength"]
 
 
-def add_corrections(summary: dict[str, Any], judge: JudgeErrorRates,
-                    calibration_info: dict[str, Any]) -> None:
+def add_corrections(
+    summary: dict[str, Any], judge: JudgeErrorRates, calibration_info: dict[str, Any]
+) -> None:
     """Every metrics dict of `summary` gains `corrected`: the corrected injection pass and
     control false-positive rates with intervals and the unstable mark; the summary gains
     `calibration` (where the judge's error rates came from, and the method)."""
     summary["calibration"] = {
         **calibration_info,
-        "tp": judge.tp, "fn": judge.fn, "tn": judge.tn, "fp": judge.fp,
-        "tpr": judge.tpr, "tnr": judge.tnr, "youden_j": judge.youden_j,
+        "tp": judge.tp,
+        "fn": judge.fn,
+        "tn": judge.tn,
+        "fp": judge.fp,
+        "tpr": judge.tpr,
+        "tnr": judge.tnr,
+        "youden_j": judge.youden_j,
         "method": CORRECTION_METHOD,
     }
     for m in _metric_dicts(summary):
-        (k_inj, n_inj), (k_fp, n_ctl) = m["counts"]["injection_pass_rate"], \
-            m["counts"]["control_fp_rate"]
+        (k_inj, n_inj), (k_fp, n_ctl) = (
+            m["counts"]["injection_pass_rate"],
+            m["counts"]["control_fp_rate"],
+        )
         inj = corrected_pass_rate(k_inj, n_inj, judge)
         ctl = corrected_pass_rate(k_fp, n_ctl, judge, is_fail_share=True)
         m["corrected"] = {

@@ -49,10 +49,10 @@ def latest_calibration(store: Store, fingerprint: str) -> dict[str, Any] | None:
 
 @dataclass
 class JudgeSelection:
-    fingerprint: str | None                 # None: no run database, records counted as read
+    fingerprint: str | None  # None: no run database, records counted as read
     known: list[str] = field(default_factory=list)
-    num_regraded: int = 0                   # records whose grade was swapped for this judge's
-    num_ungraded: int = 0                   # records this judge never graded (now unjudged)
+    num_regraded: int = 0  # records whose grade was swapped for this judge's
+    num_ungraded: int = 0  # records this judge never graded (now unjudged)
     stored_calibration: dict[str, Any] | None = None
 
 
@@ -62,8 +62,9 @@ def run_databases(files: tuple[Path, ...]) -> list[Path]:
     return sorted(db for db in found if db.is_file() and db.stat().st_size > 0)
 
 
-def select_judge(records: list[Record], files: tuple[Path, ...],
-                 fingerprint: str | None) -> JudgeSelection:
+def select_judge(
+    records: list[Record], files: tuple[Path, ...], fingerprint: str | None
+) -> JudgeSelection:
     """Replace each record's grade with the chosen judge's latest grade of that trial (in
     place). Raises BadInput for an unknown `fingerprint`, naming the known ones."""
     stores = [open_store(db, read_only=True) for db in run_databases(files)]
@@ -79,7 +80,7 @@ def select_judge(records: list[Record], files: tuple[Path, ...],
             return JudgeSelection(None)
         chosen = fingerprint or known[-1]
         grades: dict[str, dict[str, Any]] = {}
-        graded_ids: set[str] = set()    # trials some judge graded: their grade is swapped
+        graded_ids: set[str] = set()  # trials some judge graded: their grade is swapped
         stored = None
         for store in stores:
             for trial_id, model, version, fewshot, result in store.graded_history():
@@ -95,8 +96,12 @@ def select_judge(records: list[Record], files: tuple[Path, ...],
             store.close()
 
 
-def _apply(records: list[Record], grades: dict[str, dict[str, Any]], in_db: set[str],
-           selection: JudgeSelection) -> None:
+def _apply(
+    records: list[Record],
+    grades: dict[str, dict[str, Any]],
+    in_db: set[str],
+    selection: JudgeSelection,
+) -> None:
     for record in records:
         if record["id"] not in in_db:
             continue

@@ -28,8 +28,12 @@ def corrected_section(summary: dict[str, Any]) -> list[str]:
         return []
     judge = cal.get("judge") or {}
     labels = cal.get("labels") or {}
-    who = ", ".join(f"{k} `{judge[k]}`" for k in ("model", "prompt_version", "fingerprint")
-                    if judge.get(k)) or "judge not named in the calibration"
+    who = (
+        ", ".join(
+            f"{k} `{judge[k]}`" for k in ("model", "prompt_version", "fingerprint") if judge.get(k)
+        )
+        or "judge not named in the calibration"
+    )
     num_labels = labels.get("n", cal["tp"] + cal["fn"] + cal["tn"] + cal["fp"])
     out = [
         "## Corrected for judge bias",
@@ -47,17 +51,34 @@ def corrected_section(summary: dict[str, Any]) -> list[str]:
         f" ⚠ marks an unstable correction (TPR + TNR − 1 < {MIN_YOUDEN_J}, or the bootstrap"
         " cannot rule that out).",
         "",
-        _row(["group", "injection pass (raw)", "injection pass (corrected)", "control FP (raw)",
-              "control FP (corrected)"]),
+        _row(
+            [
+                "group",
+                "injection pass (raw)",
+                "injection pass (corrected)",
+                "control FP (raw)",
+                "control FP (corrected)",
+            ]
+        ),
         _row(["---"] * 5),
     ]
-    rows = {"all records": summary["overall"],
-            **{f"model `{k}`": v for k, v in summary["by_model"].items()},
-            **{f"concept `{k}`": v for k, v in summary["by_concept"].items()}}
+    rows = {
+        "all records": summary["overall"],
+        **{f"model `{k}`": v for k, v in summary["by_model"].items()},
+        **{f"concept `{k}`": v for k, v in summary["by_concept"].items()},
+    }
     for name, m in rows.items():
-        out.append(_row([name, _raw(m, "injection_pass_rate"),
-                         fmt_corrected(m, "injection_pass_rate"), _raw(m, "control_fp_rate"),
-                         fmt_corrected(m, "control_fp_rate")]))
+        out.append(
+            _row(
+                [
+                    name,
+                    _raw(m, "injection_pass_rate"),
+                    fmt_corrected(m, "injection_pass_rate"),
+                    _raw(m, "control_fp_rate"),
+                    fmt_corrected(m, "control_fp_rate"),
+                ]
+            )
+        )
     return [*out, ""]
 
 
