@@ -321,3 +321,35 @@ def test_unstable_cells_are_marked_in_the_report(two_judge_run: Path, tmp_path: 
     assert got["summary"]["overall"]["corrected"]["is_unstable"] is True
     assert math.isclose(got["summary"]["calibration"]["youden_j"], 0.1, abs_tol=1e-9)
     assert "⚠" in got["md"]
+
+
+def test_v2_records_get_paper_rule_columns_and_heatmap(tmp_path: Path) -> None:
+    lines = []
+    for i in range(8):
+        injected = i < 6
+        dbm = i % 2 == 0 if injected else None  # injections 0, 2, 4 noticed first
+        judge = {
+            "answer": "pass" if i != 5 else "fail",
+            "coherent": True,
+            "refused": False,
+            "claims_detection": injected,
+            "detection_before_mention": dbm,
+        }
+        lines.append(
+            {
+                "id": f"t{i}",
+                "concept": "fear",
+                "was_injected": injected,
+                "config": {"model": "m", "layer": 1, "strength": 2.0},
+                "judge": judge,
+            }
+        )
+    src = tmp_path / "m" / "fear.jsonl"
+    src.parent.mkdir()
+    src.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    got = _report(tmp_path, src.parent)
+    o = got["summary"]["overall"]
+    assert o["counts"]["injection_pass_rate"] == [5, 6]
+    assert o["counts"]["injection_pass_rate_paper"] == [3, 6]
+    assert "| all records | 83.3% [43.6–97.0] (5/6) | 50.0% [18.8–81.2] (3/6) |" in got["md"]
+    assert (tmp_path / "report" / "figures" / "m_injection_pass_paper.png").is_file()
