@@ -284,6 +284,10 @@ def test_report_picks_a_judge_and_corrects_its_rates(two_judge_run: Path, tmp_pa
     assert "## Corrected for judge bias" in got["md"]
     assert "| all records | 50.0% | 42.9% [" in got["md"]
     assert "injection pass (corrected)" in got["md"] and "winner's curse" in got["md"]
+    # The calibration names judge "x", not the judge counted: the report says so.
+    assert (
+        f"measured judge `x`, but the records counted were graded by judge `{older}`" in got["md"]
+    )
     # Best cells: every ranked cell tested, Holm across all 8 (each 2 vs 2 trials: none holds).
     tested = [g for g in s["groups"] if "p_holm" in g]
     assert len(tested) == 8
@@ -353,3 +357,17 @@ def test_v2_records_get_paper_rule_columns_and_heatmap(tmp_path: Path) -> None:
     assert o["counts"]["injection_pass_rate_paper"] == [3, 6]
     assert "| all records | 83.3% [43.6–97.0] (5/6) | 50.0% [18.8–81.2] (3/6) |" in got["md"]
     assert (tmp_path / "report" / "figures" / "m_injection_pass_paper.png").is_file()
+
+
+def test_damaged_run_database_beside_results_is_one_line(
+    two_judge_run: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for f in two_judge_run.glob("*.jsonl"):
+        (copy / f.name).write_bytes(f.read_bytes())
+    (copy / "state.sqlite").write_bytes(b"this is not a database" * 100)
+    proc = run_cli("report", str(copy), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "state.sqlite" in lines[0], proc.stderr

@@ -51,6 +51,7 @@ def corrected_section(summary: dict[str, Any]) -> list[str]:
         f" ⚠ marks an unstable correction (TPR + TNR − 1 < {MIN_YOUDEN_J}, or the bootstrap"
         " cannot rule that out).",
         "",
+        *_mismatch(judge.get("fingerprint"), summary.get("judge_selection")),
         _row(
             [
                 "group",
@@ -80,6 +81,17 @@ def corrected_section(summary: dict[str, Any]) -> list[str]:
             )
         )
     return [*out, ""]
+
+
+def _mismatch(calibrated: Any, selection: dict[str, Any] | None) -> list[str]:
+    """A warning when the calibration measured another judge than the one counted."""
+    if not calibrated or selection is None or calibrated == selection["fingerprint"]:
+        return []
+    return [
+        f"⚠ The calibration measured judge `{calibrated}`, but the records counted were graded"
+        f" by judge `{selection['fingerprint']}`: the correction assumes the same judge.",
+        "",
+    ]
 
 
 def fmt_corrected(m: dict[str, Any], name: str) -> str:
