@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="metrics, tables and figures from JSONL results")
     report.add_argument("inputs", nargs="+")
     report.add_argument("--out", required=True)
+    report.add_argument("--calibration", help="calibration JSON of the judge: corrected rates")
+    report.add_argument("--judge", help="count this judge fingerprint's grades (default: latest)")
 
     batch = sub.add_parser("batch", help="Google Cloud Batch helpers")
     batch_sub = batch.add_subparsers(dest="batch_command", required=True, parser_class=_Parser)
@@ -139,7 +141,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "report":
         from introspectd.report.writer import write_report
 
-        paths = write_report([Path(p) for p in args.inputs], Path(args.out))
+        calibration = Path(args.calibration) if args.calibration else None
+        paths = write_report(
+            [Path(p) for p in args.inputs], Path(args.out), calibration, args.judge
+        )
         print(f"report written to {paths.report_md}")
         return EXIT_OK
     return cmd_batch_render(args)

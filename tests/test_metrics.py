@@ -115,6 +115,8 @@ def test_hand_checked_group() -> None:
         "injection_pass_rate": [3, 4], "control_fp_rate": [1, 3], "refusal_rate": [1, 7],
         "coherence_rate": [6, 7], "injection_pass_rate_excl_refusals": [3, 3],
         "control_fp_rate_excl_refusals": [1, 3],
+        # v1 judgements: not graded for the paper rule, so no record counts toward it
+        "injection_pass_rate_paper": [0, 0], "control_fp_rate_paper": [0, 0],
     }
     assert m["injection_pass_rate_ci"] == pytest.approx(list(wilson_interval(3, 4) or ()))
     assert m["net_detection_ci"] == pytest.approx(list(newcombe_interval(3, 4, 1, 3) or ()))

@@ -114,7 +114,7 @@ def test_report_md(shared_report: tuple[ReportPaths, dict[str, Any]]) -> None:
     for heading in ("## By model", "## By concept", "## Best cells by net detection",
                     "## Net detection by layer × strength"):
         assert heading in text
-    assert "| `fear` | 83.3% [60.8–94.2] (15/18) | 40.0% [16.8–68.7] (4/10) |" in text
+    assert "| `fear` | 83.3% [60.8–94.2] (15/18) | n/a | 40.0% [16.8–68.7] (4/10) |" in text
     for fig in paths.figures:
         assert f"({fig.relative_to(paths.out_dir).as_posix()})" in text
 

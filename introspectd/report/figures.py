@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from introspectd.report.metrics import compute_metrics, group_by
+from introspectd.report.rules import PAPER_FIELD
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -28,6 +29,9 @@ HEATMAPS = (
     ("injection_pass_rate", "injection pass rate", "injection_pass"),
     ("control_fp_rate", "control false-positive rate", "control_fp"),
 )
+# Drawn only when some record was graded for the paper rule (a v2 judge): else every cell is n/a.
+PAPER_HEATMAP = ("injection_pass_rate_paper", "injection pass rate, paper rule",
+                 "injection_pass_paper")
 MISSING_COLOUR = "#e4e4e4"
 DPI = 130
 
@@ -43,7 +47,8 @@ def render_model_figures(model: str, records: list[Record], out_dir: Path) -> li
     panels = concept_panels(records)
     slug = model_slug(model)
     paths = []
-    for key, _, stem in HEATMAPS:
+    has_paper = any(PAPER_FIELD in (r["judge"] or {}) for r in records)
+    for key, _, stem in HEATMAPS + ((PAPER_HEATMAP,) if has_paper else ()):
         path = out_dir / f"{slug}_{stem}.png"
         model_heatmap(model, records, key, panels).savefig(path, dpi=DPI)
         paths.append(path)
@@ -64,7 +69,7 @@ def concept_panels(records: list[Record]) -> list[tuple[str, Cells]]:
 def model_heatmap(model: str, records: list[Record], key: str,
                   panels: list[tuple[str, Cells]] | None = None) -> Figure:
     """The heatmap figure of one metric (a HEATMAPS key) for one model's records."""
-    title = next(t for k, t, _ in HEATMAPS if k == key)
+    title = next(t for k, t, _ in (*HEATMAPS, PAPER_HEATMAP) if k == key)
     layers = sorted({r["layer"] for r in records})
     strengths = sorted({r["strength"] for r in records})
     return heatmap_figure(f"{model}: {title}", key, panels or concept_panels(records), layers,

@@ -17,6 +17,8 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from introspectd.report.rules import passes_paper_rule, passes_seed_rule
+
 # Two-sided 95%: the normal quantile at 0.975.
 Z95 = 1.959963984540054
 
@@ -34,6 +36,10 @@ RATE_NAMES = (
     "injection_pass_rate_excl_refusals",
     "control_fp_rate_excl_refusals",
     "net_detection_excl_refusals",
+    # The paper's stricter rule (rules.py), over records whose judge graded it (v2); else None.
+    "injection_pass_rate_paper",
+    "control_fp_rate_paper",
+    "net_detection_paper",
 )
 
 
@@ -100,13 +106,18 @@ class Tally:
     inj_n_nr: int = 0
     ctl_fp_nr: int = 0
     ctl_n_nr: int = 0
+    inj_pass_paper: int = 0     # "_paper": the paper rule, over records that carry it
+    inj_n_paper: int = 0
+    ctl_fp_paper: int = 0
+    ctl_n_paper: int = 0
 
     def add(self, record: Mapping[str, Any]) -> None:
         judge = record.get("judge")
         if not isinstance(judge, Mapping):
             self.unjudged += 1
             return
-        passed = str(judge.get("answer", "")).strip().lower() == "pass"
+        passed = passes_seed_rule(judge)
+        self._add_paper(judge, bool(record.get("was_injected")))
         refused = _flag(judge.get("refused"))
         coherent = _flag(judge.get("coherent"))
         if refused is not None:
@@ -128,6 +139,17 @@ class Tally:
             self.ctl_fp += not passed
             self.ctl_n_nr += keep_nr
             self.ctl_fp_nr += (not passed) and keep_nr
+
+    def _add_paper(self, judge: Mapping[str, Any], is_injected: bool) -> None:
+        passed = passes_paper_rule(judge, is_injected)
+        if passed is None:
+            return
+        if is_injected:
+            self.inj_n_paper += 1
+            self.inj_pass_paper += passed
+        else:
+            self.ctl_n_paper += 1
+            self.ctl_fp_paper += not passed
 
 
 def _flag(value: Any) -> bool | None:
@@ -157,6 +179,8 @@ def compute_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     - `refusal_rate` and `coherence_rate` are over judged records of both kinds that carry the
       flag (older judges lack `refused`).
     - `*_excl_refusals` recompute the three headline rates without records flagged refused.
+    - `*_paper` recompute them by the paper's rule (rules.py) over the records whose judge graded
+      `detection_before_mention`; None (shown "n/a") where no record did (v1 judges).
     """
     return metrics_from_tally(tally(records))
 
@@ -169,6 +193,8 @@ def metrics_from_tally(t: Tally) -> dict[str, Any]:
         "coherence_rate": (t.coherent, t.coherence_known),
         "injection_pass_rate_excl_refusals": (t.inj_pass_nr, t.inj_n_nr),
         "control_fp_rate_excl_refusals": (t.ctl_fp_nr, t.ctl_n_nr),
+        "injection_pass_rate_paper": (t.inj_pass_paper, t.inj_n_paper),
+        "control_fp_rate_paper": (t.ctl_fp_paper, t.ctl_n_paper),
     }
     out: dict[str, Any] = {"n_injection": t.inj_n, "n_control": t.ctl_n, "n_unjudged": t.unjudged}
     for name in RATE_NAMES:

@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
+from introspectd.report.calibration import Calibration, load_calibration_file, parse_calibration
 from introspectd.report.figures import render_model_figures
+from introspectd.report.inference import add_corrections, add_significance
+from introspectd.report.judges import JudgeSelection, select_judge
 from introspectd.report.markdown import render_markdown
 from introspectd.report.metrics import compute_metrics, group_by
 
@@ -51,15 +54,23 @@ def _check_out_dir(out_dir: Path) -> None:
         raise BadInput(f"--out: {out_dir} {what}; give a directory")
 
 
-def write_report(inputs: list[Path], out_dir: Path) -> ReportPaths:
+def write_report(inputs: list[Path], out_dir: Path, calibration: Path | None = None,
+                 judge: str | None = None) -> ReportPaths:
     """Read every input, write summary.json, report.md and figures/*.png under `out_dir`.
 
+    `calibration`: a calibration JSON of the judge (else one stored for it in the run database,
+    if any): adds bias-corrected rates. `judge`: count this judge fingerprint's grades instead of
+    the latest judge's (only where a run database sits beside the results).
+
     Raises BadInput (one line naming the file and line) for a missing path, no `*.jsonl` found,
-    or a record that cannot be read.
+    a record that cannot be read, an unusable calibration file or an unknown judge.
     """
     _check_out_dir(out_dir)
+    given = load_calibration_file(calibration) if calibration is not None else None
     loaded = load_inputs(inputs)
+    selection = select_judge(loaded.records, loaded.files, judge)
     summary = build_summary(loaded)
+    add_inference(summary, selection, given)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures: list[Path] = []
     for model, records in sorted_items(group_by(loaded.records, lambda r: r["model"])):
@@ -233,6 +244,21 @@ def build_summary(loaded: Loaded) -> dict[str, Any]:
         "by_model_layer_strength": _model_layer_strength(records),
         "groups": groups,
     }
+
+
+def add_inference(summary: dict[str, Any], selection: JudgeSelection,
+                  given: Calibration | None) -> None:
+    """Significance of each cell; corrected rates when a calibration is at hand; which judge."""
+    add_significance(summary["groups"])
+    if selection.fingerprint is not None:
+        summary["judge_selection"] = {
+            "fingerprint": selection.fingerprint, "known": selection.known,
+            "n_regraded": selection.num_regraded, "n_ungraded": selection.num_ungraded}
+    stored = selection.stored_calibration
+    calibration = given or (parse_calibration(stored, "run database calibration", "run database")
+                            if stored is not None else None)
+    if calibration is not None:
+        add_corrections(summary, calibration.error_rates, calibration.info())
 
 
 def _model_layer_strength(records: list[Record]) -> list[dict[str, Any]]:

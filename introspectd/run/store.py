@@ -332,6 +332,15 @@ class Store:
             "failures_by_reason": failures,
         }
 
+    def graded_history(self) -> list[tuple[str, str, str, str, dict[str, Any]]]:
+        """Every judgement that gave a grade, oldest first, as (trial_id, judge_model,
+        prompt_version, fewshot_hash, result): what `report --judge` picks a judge's grades from."""
+        rows = self.conn.execute(
+            "SELECT trial_id, judge_model, prompt_version, fewshot_hash, result_json "
+            "FROM judgements WHERE result_json IS NOT NULL ORDER BY id"
+        )
+        return [(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
     def generated_tokens(self) -> int:
         row = self.conn.execute("SELECT COALESCE(SUM(num_new_tokens), 0) FROM trials").fetchone()
         return int(row[0])
