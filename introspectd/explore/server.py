@@ -11,8 +11,10 @@ import errno
 import socket
 import sys
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -160,17 +162,24 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """SIGINT/SIGTERM are how a user stops the explorer: a clean stop and exit 0. (Uvicorn
+    re-raises the signal once stopped, which `stopping` would turn into exit 75.)"""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+
+
 def serve(sources: list[Source], host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM; prints the URL first (stdout, flushed)."""
-    import uvicorn
-
     sock = bind(host, port)
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"explorer at http://{shown}:{bound_port}/ (Ctrl-C to stop)", flush=True)
     config = uvicorn.Config(ExplorerApp(sources).app, log_level="warning", access_log=False,
                             lifespan="off")
-    server = uvicorn.Server(config)
+    server = _Server(config)
     try:
         server.run(sockets=[sock])
     finally:
