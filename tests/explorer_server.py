@@ -51,9 +51,17 @@ def _record(
         "was_injected": injected,
         "response": f"I notice {words} about {concept} (L{layer} S{strength} t{trial}) "
         "</script><script>window.pwned=1</script><b>not bold</b>",
-        "config": {"model": model, "layer": layer, "strength": strength, "trial": trial,
-                   "prompt_version": "v2", "inject_style": "generation"},
-        "judge": None if failed else {
+        "config": {
+            "model": model,
+            "layer": layer,
+            "strength": strength,
+            "trial": trial,
+            "prompt_version": "v2",
+            "inject_style": "generation",
+        },
+        "judge": None
+        if failed
+        else {
             "answer": "pass" if (trial + layer) % 2 == 0 else "fail",
             "coherent": trial != 4,
             "refused": trial == 3 and not injected,
@@ -91,7 +99,11 @@ def explorer(*args: str) -> Iterator[Explorer]:
     """`introspectd explore ARGS --port 0`; yields once it has printed its URL."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "introspectd.cli", "explore", *args, "--port", "0"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
     )
     try:
         assert proc.stdout is not None

@@ -50,12 +50,18 @@ def test_paging_filters_and_one_trial(tmp_path: Path) -> None:
             (layer, s) for layer in LAYERS for s in STRENGTHS
         }
         for c in cells:
-            mine = [r for r in records if r["concept"] == "ocean" and r["config"]["layer"] ==
-                    c["layer"] and r["config"]["strength"] == c["strength"] and
-                    r["was_injected"] == (c["arm"] == "injection")]
+            mine = [
+                r
+                for r in records
+                if r["concept"] == "ocean"
+                and r["config"]["layer"] == c["layer"]
+                and r["config"]["strength"] == c["strength"]
+                and r["was_injected"] == (c["arm"] == "injection")
+            ]
             assert c["n_planned"] == len(mine)
-            assert c["n_pass"] == sum(bool(r["judge"]) and r["judge"]["answer"] == "pass"
-                                      for r in mine)
+            assert c["n_pass"] == sum(
+                bool(r["judge"]) and r["judge"]["answer"] == "pass" for r in mine
+            )
             assert c["n_judged"] == sum(r["judge"] is not None for r in mine)
 
         everything = _ids(server)
@@ -210,8 +216,9 @@ def test_report_explorer_above_the_limit_points_to_explore(tmp_path: Path) -> No
     from introspectd.explore.static import MAX_RECORDS
 
     base = grid_records()
-    many = [{**r, "id": f"{r['id']}_{i}"} for i in range(MAX_RECORDS // len(base) + 1)
-            for r in base]
+    many = [
+        {**r, "id": f"{r['id']}_{i}"} for i in range(MAX_RECORDS // len(base) + 1) for r in base
+    ]
     assert len(many) > MAX_RECORDS
     write_jsonl(tmp_path / "in" / "a.jsonl", many)
     result = run_cli("report", str(tmp_path / "in"), "--out", str(tmp_path / "r"), "--explorer")

@@ -18,8 +18,13 @@ def embed_json(data: Any) -> str:
     """JSON safe inside <script type="application/json">: no `<`, `>` or `&` can end the
     element or open a comment, and U+2028/2029 stay escaped."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for raw, escaped in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(raw, escaped)
     return text
 
@@ -31,5 +36,6 @@ def page_html(embedded: Any | None) -> str:
     head, rest = _asset("explorer.html").split("/*STYLE*/", 1)
     middle, rest = rest.split("/*DATA*/", 1)
     before_script, tail = rest.split("/*SCRIPT*/", 1)
-    return head + _asset("explorer.css") + middle + data + before_script + \
-        _asset("explorer.js") + tail
+    return (
+        head + _asset("explorer.css") + middle + data + before_script + _asset("explorer.js") + tail
+    )

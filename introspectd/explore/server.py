@@ -130,15 +130,22 @@ class ExplorerApp:
         offset = _number(request, "offset", int, 0)
         limit = _number(request, "limit", int, 50)
         items = browse.page_trials(source.store, where, offset, limit)
-        return {"total": browse.count_trials(source.store, where), "offset": offset,
-                "items": [{**t, "response": (t["response"] or "")[:300]} for t in items]}
+        return {
+            "total": browse.count_trials(source.store, where),
+            "offset": offset,
+            "items": [{**t, "response": (t["response"] or "")[:300]} for t in items],
+        }
 
     def trial(self, request: Request, source: Source) -> dict[str, Any] | None:
         found = browse.get_trial(source.store, request.query_params.get("id", ""))
         if found is None:
             return None
-        return {**found, "model": source.model, "seed": source.seed(found["id"]),
-                "config": source.trial_config(found)}
+        return {
+            **found,
+            "model": source.model,
+            "seed": source.seed(found["id"]),
+            "config": source.trial_config(found),
+        }
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -177,8 +184,9 @@ def serve(sources: list[Source], host: str, port: int) -> None:
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"explorer at http://{shown}:{bound_port}/ (Ctrl-C to stop)", flush=True)
-    config = uvicorn.Config(ExplorerApp(sources).app, log_level="warning", access_log=False,
-                            lifespan="off")
+    config = uvicorn.Config(
+        ExplorerApp(sources).app, log_level="warning", access_log=False, lifespan="off"
+    )
     server = _Server(config)
     try:
         server.run(sockets=[sock])

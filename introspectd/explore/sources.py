@@ -45,8 +45,14 @@ class Source:
     def trial_config(self, trial: dict[str, Any]) -> dict[str, Any]:
         norm = self.norms.get((trial["concept"], trial["layer"]))
         extra = {"vector_norm": norm, "magnitude": trial["strength"] * norm} if norm else {}
-        return {"model": self.model, **self.config, "layer": trial["layer"],
-                "strength": trial["strength"], "trial": trial["trial"], **extra}
+        return {
+            "model": self.model,
+            **self.config,
+            "layer": trial["layer"],
+            "strength": trial["strength"],
+            "trial": trial["trial"],
+            **extra,
+        }
 
     def close(self) -> None:
         self.store.close()
@@ -57,10 +63,12 @@ def source_from_plan(plan: Plan) -> Source:
     ctx = open_run(plan, create=False, read_only=True, with_trials=False)
     run = ctx.run
     sweep = run.spec.get("sweep", {})
-    config = {k: sweep[k] for k in ("prompt_version", "inject_style", "max_new_tokens")
-              if k in sweep}
-    return Source(run.model_name, ctx.store, run.stamp, run.spec.get("seed"), config,
-                  ctx.store.vector_norms())
+    config = {
+        k: sweep[k] for k in ("prompt_version", "inject_style", "max_new_tokens") if k in sweep
+    }
+    return Source(
+        run.model_name, ctx.store, run.stamp, run.spec.get("seed"), config, ctx.store.vector_norms()
+    )
 
 
 def sources_from_jsonl(inputs: list[Path], scratch: Path) -> list[Source]:

@@ -23,8 +23,10 @@ class StaticExplorer:
 
     def line(self) -> str:
         if self.path is None:
-            return (f"explorer.html not written: {self.num_records} records is more than "
-                    f"{MAX_RECORDS}; browse them with `introspectd explore` instead")
+            return (
+                f"explorer.html not written: {self.num_records} records is more than "
+                f"{MAX_RECORDS}; browse them with `introspectd explore` instead"
+            )
         return f"explorer written to {self.path} ({self.num_records} records)"
 
 

@@ -17,10 +17,13 @@ from introspectd.run.store import Store
 
 # A judge's "answer"; JSON true/false arrive from json_extract as 1/0.
 _ANSWER = "json_extract(judge_json, '$.answer')"
-_FLAGS = {"coherent": "json_extract(judge_json, '$.coherent')",
-          "refused": "json_extract(judge_json, '$.refused')"}
-_LIST_COLUMNS = "id, ordinal, concept, kind, layer, strength, trial, status, response, " \
-                "judge_json, judge_error"
+_FLAGS = {
+    "coherent": "json_extract(judge_json, '$.coherent')",
+    "refused": "json_extract(judge_json, '$.refused')",
+}
+_LIST_COLUMNS = (
+    "id, ordinal, concept, kind, layer, strength, trial, status, response, judge_json, judge_error"
+)
 MAX_PAGE = 200
 
 
@@ -31,18 +34,22 @@ class TrialFilter:
     concept: str | None = None
     layer: int | None = None
     strength: float | None = None
-    arm: str | None = None           # the trial's kind: injection, control, ...
-    answer: str | None = None        # pass, fail, or "none" (not judged)
+    arm: str | None = None  # the trial's kind: injection, control, ...
+    answer: str | None = None  # pass, fail, or "none" (not judged)
     coherent: bool | None = None
     refused: bool | None = None
-    is_failed: bool | None = None    # judge_failed rows (True) or the others (False)
-    text: str | None = None          # a substring of the answer or the id
+    is_failed: bool | None = None  # judge_failed rows (True) or the others (False)
+    text: str | None = None  # a substring of the answer or the id
 
     def where(self) -> tuple[str, list[Any]]:
         """The WHERE clause (always excluding trials not yet generated) and its arguments."""
         where, args = ["status != 'pending'"], []
-        for column, value in (("concept", self.concept), ("layer", self.layer),
-                              ("strength", self.strength), ("kind", self.arm)):
+        for column, value in (
+            ("concept", self.concept),
+            ("layer", self.layer),
+            ("strength", self.strength),
+            ("kind", self.arm),
+        ):
             if value is not None and value != "":
                 where.append(f"{column} = ?")
                 args.append(value)
@@ -56,8 +63,9 @@ class TrialFilter:
                 where.append(f"{_FLAGS[name]} = ?")
                 args.append(int(value))
         if self.is_failed is not None:
-            where.append("status = 'judge_failed'" if self.is_failed
-                         else "status != 'judge_failed'")
+            where.append(
+                "status = 'judge_failed'" if self.is_failed else "status != 'judge_failed'"
+            )
         if self.text:
             escaped = self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             where.append("(response LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\')")
@@ -132,23 +140,24 @@ def page_trials(
 ) -> list[dict[str, Any]]:
     """One page of the matching trials in plan order."""
     clause, args = where.where()
-    sql = (
-        f"SELECT {_LIST_COLUMNS} FROM trials WHERE {clause} ORDER BY ordinal LIMIT ? OFFSET ?"
-    )
+    sql = f"SELECT {_LIST_COLUMNS} FROM trials WHERE {clause} ORDER BY ordinal LIMIT ? OFFSET ?"
     limit = max(1, min(limit, MAX_PAGE))
     return [_row_dict(r) for r in store.conn.execute(sql, [*args, limit, max(0, offset)])]
 
 
 def get_trial(store: Store, trial_id: str) -> dict[str, Any] | None:
     r = store.conn.execute(
-        f"SELECT {_LIST_COLUMNS}, num_new_tokens, generated_at, judged_at "
-        "FROM trials WHERE id = ?",
+        f"SELECT {_LIST_COLUMNS}, num_new_tokens, generated_at, judged_at FROM trials WHERE id = ?",
         (trial_id,),
     ).fetchone()
     if r is None:
         return None
-    return {**_row_dict(r), "num_new_tokens": r["num_new_tokens"],
-            "generated_at": r["generated_at"], "judged_at": r["judged_at"]}
+    return {
+        **_row_dict(r),
+        "num_new_tokens": r["num_new_tokens"],
+        "generated_at": r["generated_at"],
+        "judged_at": r["judged_at"],
+    }
 
 
 def import_trials(store: Store, rows: Iterable[dict[str, Any]]) -> int:
@@ -156,10 +165,18 @@ def import_trials(store: Store, rows: Iterable[dict[str, Any]]) -> int:
     a scratch database, in the given order; returns how many."""
     values = [
         (
-            row["id"], ordinal, row["concept"], row["arm"], row["layer"], row["strength"],
-            row["trial"], row["status"], row["response"],
+            row["id"],
+            ordinal,
+            row["concept"],
+            row["arm"],
+            row["layer"],
+            row["strength"],
+            row["trial"],
+            row["status"],
+            row["response"],
             json.dumps(row["judge"]) if row["judge"] is not None else None,
-            row["judge_error"], row.get("generated_at"),
+            row["judge_error"],
+            row.get("generated_at"),
         )
         for ordinal, row in enumerate(rows)
     ]

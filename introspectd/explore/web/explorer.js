@@ -146,6 +146,8 @@
   // ------------------------------------------------------------------ rendering
   async function loadMeta() {
     meta = await backend.meta(state.model);
+    const rank = (a) => (a === "injection" ? 0 : a === "control" ? 1 : 2);
+    meta.arms.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
     state.model = meta.model;
     if (!meta.concepts.includes(state.concept)) state.concept = meta.concepts[0] || "";
     fillSelect($("model"), meta.models, state.model);
@@ -237,7 +239,7 @@
     const words = [t.concept, typeof j.detected_concept === "string" ? j.detected_concept : ""];
     const facts = [["trial id", t.id], ["arm", t.arm], ["concept", t.concept], ["layer", t.layer], ["strength", t.strength],
       ["trial", t.trial], ["seed", t.seed === null ? "–" : t.seed], ["prompt version", t.config.prompt_version || "–"], ["status", t.status]];
-    const judged = Object.entries(j).filter(([k]) => k !== "reasoning").map(([k, v]) => [k, JSON.stringify(v)]);
+    const judged = Object.entries(j).filter(([k]) => k !== "reasoning").map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]);
     pane.replaceChildren(
       el("h2", {}, `${t.arm} · layer ${t.layer} · strength ${t.strength} · t${t.trial}`),
       dl(facts), el("h3", {}, "Answer"), highlighted(t.response || "", words),
@@ -271,11 +273,15 @@
     navigate(); render();
   });
   let typing = null;
-  $("filters").addEventListener("input", (e) => {
-    const apply = () => { state.filters[e.target.name] = e.target.value; state.page = 0; navigate(); render(); };
+  function onFilter(e) {
+    const name = e.target.name, value = e.target.value;
+    if ((state.filters[name] || "") === value) return;
+    const apply = () => { state.filters[name] = value; state.page = 0; navigate(); render(); };
     clearTimeout(typing);
-    if (e.target.name === "q") typing = setTimeout(apply, 250); else apply();
-  });
+    if (name === "q") typing = setTimeout(apply, 250); else apply();
+  }
+  $("filters").addEventListener("input", onFilter);
+  $("filters").addEventListener("change", onFilter);
   $("filters").addEventListener("submit", (e) => e.preventDefault());
   window.addEventListener("popstate", async () => { fromHash(); await loadMeta(); render(); });
   document.addEventListener("keydown", (e) => {
