@@ -179,6 +179,8 @@
     const head = el("tr", {}, el("th", {}, "layer \\ strength"), ...strengths.map((s) => el("th", {}, String(s))));
     const rows = layers.map((layer) => el("tr", {}, el("th", {}, String(layer)), ...strengths.map((s) => cellTd(layer, s, at.get(layer + "|" + s) || {}))));
     $("heatmap").replaceChildren(el("table", { class: "heat" }, head, ...rows));
+    // First heatmap drawn, in ms since navigation began: what bench/explore_paint.py reads.
+    if (!document.body.dataset.heatmapMs) document.body.dataset.heatmapMs = Math.round(performance.now());
     document.body.dataset.heatmap = "ready";
   }
   function cellTd(layer, strength, arms) {
@@ -283,7 +285,7 @@
   $("filters").addEventListener("input", onFilter);
   $("filters").addEventListener("change", onFilter);
   $("filters").addEventListener("submit", (e) => e.preventDefault());
-  window.addEventListener("popstate", async () => { fromHash(); await loadMeta(); render(); });
+  window.addEventListener("popstate", async () => { fromHash(); await loadMeta(); navigate(true); render(); });
   document.addEventListener("keydown", (e) => {
     if (e.target.matches("input, select, textarea") || !listed.length) return;
     const step = { j: 1, ArrowDown: 1, k: -1, ArrowUp: -1 }[e.key];
