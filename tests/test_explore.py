@@ -37,7 +37,8 @@ def _ids(server, **params) -> list[str]:  # type: ignore[no-untyped-def]
 
 def test_paging_filters_and_one_trial(tmp_path: Path) -> None:
     records = grid_records()
-    write_jsonl(tmp_path / "in" / "a.jsonl", records)
+    source = write_jsonl(tmp_path / "in" / "a.jsonl", records)
+    source_bytes = _sha256(source)
     by_id = {r["id"]: r for r in records}
     with explorer(str(tmp_path / "in")) as server:
         meta = server.get("/api/meta")
@@ -98,6 +99,8 @@ def test_paging_filters_and_one_trial(tmp_path: Path) -> None:
             server.get("/api/trials", layer="three")
         assert bad.value.code == 400
         assert server.stop(signal.SIGINT) == 0
+    assert _sha256(source) == source_bytes
+    assert sorted(p.name for p in source.parent.iterdir()) == ["a.jsonl"]
 
 
 def _matches(r: dict, params: dict) -> bool:

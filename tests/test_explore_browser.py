@@ -137,8 +137,9 @@ def _check_page(driver: Any, url: str, records: list[dict], screenshot: Path | N
     assert marks and set(marks) == {"ocean"}
     trial_url = driver.current_url
 
-    driver.back()  # the open trial was a replaceState; back returns to the filter before it
-    _wait(driver, lambda d: d.current_url != trial_url)
+    driver.back()  # the open trial replaced the cleared search; back returns to the search
+    _rendered(driver, "q=lighthouse")
+    assert set(_listed(driver)) == want
     driver.get("about:blank")  # a fresh page, then the shared URL
     driver.get(trial_url)
     _rendered(driver, "trial=")
