@@ -230,3 +230,19 @@ def test_report_explorer_above_the_limit_points_to_explore(tmp_path: Path) -> No
     assert (tmp_path / "r" / "report.md").exists()
     [line] = [x for x in result.stdout.splitlines() if "explorer.html" in x]
     assert "introspectd explore" in line and str(len(many)) in line
+
+
+def test_each_model_of_the_inputs_is_its_own_source(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", grid_records("tiny-model"))
+    other = [r for r in grid_records("other-model") if r["concept"] == "fear"][:6]
+    write_jsonl(tmp_path / "in" / "b.jsonl", other)
+    with explorer(str(tmp_path / "in")) as server:
+        assert server.get("/api/meta")["models"] == ["other-model", "tiny-model"]
+        meta = server.get("/api/meta", model="other-model")
+        assert meta["concepts"] == ["fear"] and sum(meta["counts"].values()) == 6
+        assert _ids(server, model="other-model") == [r["id"] for r in other]
+        assert len(_ids(server, model="tiny-model", concept="fear")) == len(grid_records()) // 2
+        with pytest.raises(urllib.error.HTTPError) as unknown:
+            server.get("/api/meta", model="no-such-model")
+        assert unknown.value.code == 404
+        assert server.stop() == 0
