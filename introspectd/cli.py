@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True)
     report.add_argument("--calibration", help="calibration JSON of the judge: corrected rates")
     report.add_argument("--judge", help="count this judge fingerprint's grades (default: latest)")
+    report.add_argument("--explorer", action="store_true", help="also write explorer.html")
+
+    explore = sub.add_parser("explore", help="browse a run's transcripts in a web browser")
+    explore.add_argument("inputs", nargs="*", help="seed-format JSONL files or folders")
+    explore.add_argument("--plan", help="the run's plan (its database is opened read-only)")
+    explore.add_argument("--host", default="127.0.0.1")
+    explore.add_argument("--port", type=int, default=8765, help="0: any free port")
 
     batch = sub.add_parser("batch", help="Google Cloud Batch helpers")
     batch_sub = batch.add_subparsers(dest="batch_command", required=True, parser_class=_Parser)
@@ -146,7 +153,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             [Path(p) for p in args.inputs], Path(args.out), calibration, args.judge
         )
         print(f"report written to {paths.report_md}")
+        if args.explorer:
+            from introspectd.explore.static import write_static_explorer
+
+            print(write_static_explorer([Path(p) for p in args.inputs], Path(args.out)).line())
         return EXIT_OK
+    if args.command == "explore":
+        return cmd_explore(args)
     return cmd_batch_render(args)
 
 
@@ -166,6 +179,18 @@ def cmd_rejudge(args: argparse.Namespace) -> int:
     print(rejudge(plan, include_judged=args.all,
                   input=Path(args.input) if args.input else None,
                   output=Path(args.output) if args.output else None))
+    return EXIT_OK
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    from introspectd.explore.command import explore
+
+    plan = None
+    if args.plan:
+        from introspectd.app.plans import load_plan
+
+        plan = load_plan(args.plan)
+    explore(plan, [Path(p) for p in args.inputs], args.host, args.port)
     return EXIT_OK
 
 

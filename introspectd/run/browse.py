@@ -1,0 +1,190 @@
+"""The explorer's queries on a run's database: cell aggregates, filtered pages of trials, one
+trial, and loading seed-format records into a scratch database.
+
+The SQL lives here rather than in store.py to keep that module readable; like every module but
+store.py and dbfile.py it never imports sqlite3 and goes through a `Store`'s connection. Every
+read is one autocommit statement, so a reader of a live (WAL) run sees each new commit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from introspectd.run.store import Store
+
+# A judge's "answer"; JSON true/false arrive from json_extract as 1/0.
+_ANSWER = "json_extract(judge_json, '$.answer')"
+_FLAGS = {
+    "coherent": "json_extract(judge_json, '$.coherent')",
+    "refused": "json_extract(judge_json, '$.refused')",
+}
+_LIST_COLUMNS = (
+    "id, ordinal, concept, kind, layer, strength, trial, status, response, judge_json, judge_error"
+)
+MAX_PAGE = 200
+
+
+@dataclass(frozen=True)
+class TrialFilter:
+    """Which trials a list shows; None (or "") means any."""
+
+    concept: str | None = None
+    layer: int | None = None
+    strength: float | None = None
+    arm: str | None = None  # the trial's kind: injection, control, ...
+    answer: str | None = None  # pass, fail, or "none" (not judged)
+    coherent: bool | None = None
+    refused: bool | None = None
+    is_failed: bool | None = None  # judge_failed rows (True) or the others (False)
+    text: str | None = None  # a substring of the answer or the id
+
+    def where(self) -> tuple[str, list[Any]]:
+        """The WHERE clause (always excluding trials not yet generated) and its arguments."""
+        where, args = ["status != 'pending'"], []
+        for column, value in (
+            ("concept", self.concept),
+            ("layer", self.layer),
+            ("strength", self.strength),
+            ("kind", self.arm),
+        ):
+            if value is not None and value != "":
+                where.append(f"{column} = ?")
+                args.append(value)
+        if self.answer == "none":
+            where.append(f"{_ANSWER} IS NULL")
+        elif self.answer:
+            where.append(f"lower({_ANSWER}) = ?")
+            args.append(self.answer.lower())
+        for name, value in (("coherent", self.coherent), ("refused", self.refused)):
+            if value is not None:
+                where.append(f"{_FLAGS[name]} = ?")
+                args.append(int(value))
+        if self.is_failed is not None:
+            where.append(
+                "status = 'judge_failed'" if self.is_failed else "status != 'judge_failed'"
+            )
+        if self.text:
+            escaped = self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append("(response LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\')")
+            args += [f"%{escaped}%"] * 2
+        return " AND ".join(where), args
+
+
+def _row_dict(r: Any) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "ordinal": r["ordinal"],
+        "concept": r["concept"],
+        "arm": r["kind"],
+        "layer": r["layer"],
+        "strength": r["strength"],
+        "trial": r["trial"],
+        "status": r["status"],
+        "response": r["response"],
+        "judge": json.loads(r["judge_json"]) if r["judge_json"] else None,
+        "judge_error": r["judge_error"],
+    }
+
+
+def concepts(store: Store) -> list[str]:
+    """The run's concepts in plan order (first appearance)."""
+    sql = "SELECT concept, MIN(ordinal) AS o FROM trials GROUP BY concept ORDER BY o"
+    return [r["concept"] for r in store.conn.execute(sql)]
+
+
+def arms(store: Store) -> list[str]:
+    return [r["kind"] for r in store.conn.execute("SELECT DISTINCT kind FROM trials ORDER BY kind")]
+
+
+def status_counts(store: Store) -> dict[str, int]:
+    sql = "SELECT status, COUNT(*) AS n FROM trials GROUP BY status"
+    return {r["status"]: r["n"] for r in store.conn.execute(sql)}
+
+
+def cells(store: Store, concept: str) -> list[dict[str, Any]]:
+    """One entry per (layer, strength, arm) of `concept`: planned, generated, judged, passed."""
+    sql = (
+        "SELECT layer, strength, kind, COUNT(*) AS n_planned, "
+        "SUM(status != 'pending') AS n_generated, "
+        f"SUM({_ANSWER} IS NOT NULL) AS n_judged, "
+        f"SUM(lower({_ANSWER}) = 'pass') AS n_pass, "
+        "SUM(status = 'judge_failed') AS n_failed "
+        "FROM trials WHERE concept = ? GROUP BY layer, strength, kind ORDER BY layer, strength"
+    )
+    return [
+        {
+            "layer": r["layer"],
+            "strength": r["strength"],
+            "arm": r["kind"],
+            "n_planned": r["n_planned"],
+            "n_generated": r["n_generated"] or 0,
+            "n_judged": r["n_judged"] or 0,
+            "n_pass": r["n_pass"] or 0,
+            "n_failed": r["n_failed"] or 0,
+        }
+        for r in store.conn.execute(sql, (concept,))
+    ]
+
+
+def count_trials(store: Store, where: TrialFilter) -> int:
+    clause, args = where.where()
+    row = store.conn.execute(f"SELECT COUNT(*) FROM trials WHERE {clause}", args).fetchone()
+    return int(row[0])
+
+
+def page_trials(
+    store: Store, where: TrialFilter, offset: int = 0, limit: int = 50
+) -> list[dict[str, Any]]:
+    """One page of the matching trials in plan order."""
+    clause, args = where.where()
+    sql = f"SELECT {_LIST_COLUMNS} FROM trials WHERE {clause} ORDER BY ordinal LIMIT ? OFFSET ?"
+    limit = max(1, min(limit, MAX_PAGE))
+    return [_row_dict(r) for r in store.conn.execute(sql, [*args, limit, max(0, offset)])]
+
+
+def get_trial(store: Store, trial_id: str) -> dict[str, Any] | None:
+    r = store.conn.execute(
+        f"SELECT {_LIST_COLUMNS}, num_new_tokens, generated_at, judged_at FROM trials WHERE id = ?",
+        (trial_id,),
+    ).fetchone()
+    if r is None:
+        return None
+    return {
+        **_row_dict(r),
+        "num_new_tokens": r["num_new_tokens"],
+        "generated_at": r["generated_at"],
+        "judged_at": r["judged_at"],
+    }
+
+
+def import_trials(store: Store, rows: Iterable[dict[str, Any]]) -> int:
+    """Insert finished trials as they are (ids, answers and grades from seed-format files) into
+    a scratch database, in the given order; returns how many."""
+    values = [
+        (
+            row["id"],
+            ordinal,
+            row["concept"],
+            row["arm"],
+            row["layer"],
+            row["strength"],
+            row["trial"],
+            row["status"],
+            row["response"],
+            json.dumps(row["judge"]) if row["judge"] is not None else None,
+            row["judge_error"],
+            row.get("generated_at"),
+        )
+        for ordinal, row in enumerate(rows)
+    ]
+    with store._write() as conn:
+        conn.executemany(
+            "INSERT INTO trials (id, ordinal, concept, kind, layer, strength, trial, status, "
+            "response, judge_json, judge_error, generated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            values,
+        )
+    return len(values)
