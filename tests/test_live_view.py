@@ -88,7 +88,14 @@ def _section(lines: list[str], title: str) -> list[str]:
 
 def test_one_copy_of_the_view_through_refreshes_and_resizes(tmp_path: Path) -> None:
     with _judge_with_429s() as server:
-        argv = [sys.executable, "-m", "introspectd.cli", "run", "--plan", str(_plan(tmp_path, server))]
+        argv = [
+            sys.executable,
+            "-m",
+            "introspectd.cli",
+            "run",
+            "--plan",
+            str(_plan(tmp_path, server)),
+        ]
         term = Terminal([*argv, "--local"], 150, 45, _terminal_env(), REPO)
         sizes = iter([(70, 14), (120, 40)])  # small (sections truncate), then large again
         num_draws_seen = 0

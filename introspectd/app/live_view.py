@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,7 +40,9 @@ from introspectd.app.live_figures import (
 from introspectd.run.pass_grid import PassGrid
 from introspectd.run.stats import RunStats
 
-REFRESH_PER_S = 4  # the engine ticks 4 times a second; the view redraws on each tick
+# The engine ticks 4 times a second; a full draw of a large run costs ~10-60 ms of Python
+# that the decode thread waits for (one GIL), so the view redraws at most twice a second.
+DRAW_EVERY_S = 0.5
 _SEP = " · "
 
 
@@ -70,13 +73,18 @@ class LiveView:
         overall: list[RenderableType] = [_rule("progress"), self.progress_rows(["all"], width)]
         left = budget
         sizes: dict[str, int] = {}
+        num_concepts = len(stats.by_concept_total)
+        grid_lines = 2 + len(grid.layers) if grid.cells else 0
+        answer_lines = 1 + len(stats.recent) if stats.recent else 0
+        # Concepts leave room for the grid and the answers, unless only 3 or fewer would show.
+        concept_lines = max(min(num_concepts, 3), budget - 9 - grid_lines - answer_lines)
         for name, wanted, least in (
             ("header", len(header), 1),
             ("overall", len(overall), 1),
             ("figures", len(figures), 2),
-            ("concepts", len(stats.by_concept_total), 1),
-            ("grid", 2 + len(grid.layers) if grid.cells else 0, 3),
-            ("answers", 1 + len(stats.recent) if stats.recent else 0, 2),
+            ("concepts", min(num_concepts, concept_lines), 1),
+            ("grid", grid_lines, 3),
+            ("answers", answer_lines, 2),
         ):
             sizes[name] = min(wanted, left) if min(wanted, left) >= least else 0
             left -= sizes[name]
@@ -248,6 +256,7 @@ class LiveDisplay:
         )
         self._logs = _ConsoleLogs()
         self._size: tuple[int, int] | None = None
+        self._last_draw = -DRAW_EVERY_S
 
     def __enter__(self) -> LiveDisplay:
         terminal = sys.stderr
@@ -264,6 +273,10 @@ class LiveDisplay:
 
     def update(self, stats: RunStats, is_final: bool = False) -> None:
         size = (self.console.size.width, self.console.size.height)
+        now = time.monotonic()
+        if not is_final and size == self._size and now - self._last_draw < DRAW_EVERY_S:
+            return
+        self._last_draw = now
         if self._size is not None and size != self._size:
             # Goes through the Live's hook: up over the old view, then home and clear.
             self.console.print(Control.home(), Control.clear(), end="")
