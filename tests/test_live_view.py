@@ -18,6 +18,7 @@ from terminal import Terminal
 
 from introspectd.app.live_figures import (
     REPLACEMENT,
+    ConceptRates,
     Header,
     failures_in_words,
     printable,
@@ -207,6 +208,22 @@ def test_run_stats_feed_the_grid_and_the_answers() -> None:
     stats.on_judged("fear", True, None, "timeout after 5 s", "no", "t1")
     assert stats.grid.counts(2, 8.0).num_passed == 1
     assert [(r.verdict, r.detected) for r in stats.recent] == [("pass", "fear"), ("unjudged", None)]
+
+
+def test_concept_eta_is_each_concepts_own_rate() -> None:
+    stats = RunStats()
+    stats.by_concept_total.update({"fast": 100, "slow": 100, "done": 10})
+    stats.by_concept_done.update({"fast": 0, "slow": 0, "done": 10})
+    rates = ConceptRates(window_s=30)
+    rates.observe(stats, now=0.0)
+    assert rates.eta_s(stats, "fast") is None  # one sample: no rate yet
+    stats.by_concept_done.update({"fast": 20, "slow": 2})  # in 10 s: 2/s and 0.2/s
+    rates.observe(stats, now=10.0)
+    assert rates.eta_s(stats, "fast") == pytest.approx(80 / 2.0)
+    assert rates.eta_s(stats, "slow") == pytest.approx(98 / 0.2)
+    assert rates.eta_s(stats, "done") == 0.0
+    rates.observe(stats, now=100.0)  # nothing finished for 90 s: the old samples age out
+    assert rates.eta_s(stats, "fast") is None
 
 
 def _busy_stats(num_concepts: int, num_layers: int, num_strengths: int) -> RunStats:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -190,14 +191,27 @@ def snapshot_figure(stats: RunStats, now: float | None = None) -> str:
     return text
 
 
-def concept_eta(stats: RunStats, concepts: list[str]) -> dict[str, float | None]:
-    """Seconds until each concept is done: the plan runs concept by concept, so a concept
-    finishes once every trial before it and its own are done, at the current rate."""
-    trials_per_s, _ = stats.rates()
-    out: dict[str, float | None] = {}
-    ahead = 0
-    for concept in concepts:
+class ConceptRates:
+    """Each concept's recent completion rate, from the done counts seen at each draw, for its
+    ETA. Measured per concept because the engine interleaves concepts (plan order is not the
+    order trials finish in)."""
+
+    def __init__(self, window_s: float = 30.0) -> None:
+        self.window_s = window_s
+        self._seen: deque[tuple[float, dict[str, int]]] = deque()
+
+    def observe(self, stats: RunStats, now: float) -> None:
+        self._seen.append((now, dict(stats.by_concept_done)))
+        while len(self._seen) > 2 and now - self._seen[1][0] >= self.window_s:
+            self._seen.popleft()
+
+    def eta_s(self, stats: RunStats, concept: str) -> float | None:
+        """Seconds until `concept` is done at its recent rate (0 when done; None: no rate)."""
         left = stats.by_concept_total[concept] - stats.by_concept_done[concept]
-        ahead += left
-        out[concept] = 0.0 if left == 0 else (ahead / trials_per_s if trials_per_s > 0 else None)
-    return out
+        if left <= 0:
+            return 0.0
+        if len(self._seen) < 2:
+            return None
+        (t0, done0), (t1, done1) = self._seen[0], self._seen[-1]
+        rate = (done1.get(concept, 0) - done0.get(concept, 0)) / max(t1 - t0, 1e-9)
+        return left / rate if rate > 0 else None

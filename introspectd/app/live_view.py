@@ -29,8 +29,8 @@ from rich.table import Table
 from rich.text import Text
 
 from introspectd.app.live_figures import (
+    ConceptRates,
     Header,
-    concept_eta,
     duration,
     generation_figures,
     judge_figures,
@@ -49,10 +49,17 @@ _SEP = " · "
 class LiveView:
     """The whole view for one draw; lays itself out for the size it is drawn at."""
 
-    def __init__(self, header: Header, stats: RunStats, judge_cfg: Any) -> None:
+    def __init__(
+        self,
+        header: Header,
+        stats: RunStats,
+        judge_cfg: Any,
+        rates: ConceptRates | None = None,
+    ) -> None:
         self.header = header
         self.stats = stats
         self.judge_cfg = judge_cfg
+        self.rates = rates or ConceptRates()
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         height = options.height or console.size.height
@@ -121,12 +128,12 @@ class LiveView:
         """One bar per name ("all" is the whole run); past `max_rows`, unfinished concepts
         first, and one line counting the rest."""
         stats = self.stats
-        etas = concept_eta(stats, list(stats.by_concept_total))
         if names == ["all"]:
             rows = [("all", stats.num_selected, stats.num_done, stats.eta_s())]
         else:
             rows = [
-                (c, stats.by_concept_total[c], stats.by_concept_done[c], etas[c]) for c in names
+                (c, stats.by_concept_total[c], stats.by_concept_done[c], self.rates.eta_s(stats, c))
+                for c in names
             ]
         hidden: list[tuple[str, int, int, float | None]] = []
         if max_rows is not None and len(rows) > max_rows:
@@ -257,6 +264,7 @@ class LiveDisplay:
         self._logs = _ConsoleLogs()
         self._size: tuple[int, int] | None = None
         self._last_draw = -DRAW_EVERY_S
+        self._rates = ConceptRates()
 
     def __enter__(self) -> LiveDisplay:
         terminal = sys.stderr
@@ -281,4 +289,5 @@ class LiveDisplay:
             # Goes through the Live's hook: up over the old view, then home and clear.
             self.console.print(Control.home(), Control.clear(), end="")
         self._size = size
-        self.live.update(LiveView(self.header, stats, self.judge_cfg), refresh=True)
+        self._rates.observe(stats, now)
+        self.live.update(LiveView(self.header, stats, self.judge_cfg, self._rates), refresh=True)
