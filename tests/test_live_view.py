@@ -222,6 +222,8 @@ def test_concept_eta_is_each_concepts_own_rate() -> None:
     assert rates.eta_s(stats, "fast") == pytest.approx(80 / 2.0)
     assert rates.eta_s(stats, "slow") == pytest.approx(98 / 0.2)
     assert rates.eta_s(stats, "done") == 0.0
+    stats.num_selected, stats.num_done_before = 210, 32  # the run: 22 done in 10 s, 178 left
+    assert rates.eta_s(stats, None) == pytest.approx(178 / 2.2)
     rates.observe(stats, now=100.0)  # nothing finished for 90 s: the old samples age out
     assert rates.eta_s(stats, "fast") is None
 

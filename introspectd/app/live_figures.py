@@ -205,13 +205,19 @@ class ConceptRates:
         while len(self._seen) > 2 and now - self._seen[1][0] >= self.window_s:
             self._seen.popleft()
 
-    def eta_s(self, stats: RunStats, concept: str) -> float | None:
-        """Seconds until `concept` is done at its recent rate (0 when done; None: no rate)."""
-        left = stats.by_concept_total[concept] - stats.by_concept_done[concept]
+    def eta_s(self, stats: RunStats, concept: str | None) -> float | None:
+        """Seconds until `concept` (None: the whole run) is done at its recent rate; 0 when
+        done, None while there is no rate."""
+        if concept is None:
+            left = stats.num_selected - stats.num_done
+        else:
+            left = stats.by_concept_total[concept] - stats.by_concept_done[concept]
         if left <= 0:
             return 0.0
         if len(self._seen) < 2:
             return None
         (t0, done0), (t1, done1) = self._seen[0], self._seen[-1]
-        rate = (done1.get(concept, 0) - done0.get(concept, 0)) / max(t1 - t0, 1e-9)
+        names = list(done1) if concept is None else [concept]
+        num_done = sum(done1.get(c, 0) - done0.get(c, 0) for c in names)
+        rate = num_done / max(t1 - t0, 1e-9)
         return left / rate if rate > 0 else None

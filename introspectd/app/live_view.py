@@ -129,7 +129,7 @@ class LiveView:
         first, and one line counting the rest."""
         stats = self.stats
         if names == ["all"]:
-            rows = [("all", stats.num_selected, stats.num_done, stats.eta_s())]
+            rows = [("all", stats.num_selected, stats.num_done, self.rates.eta_s(stats, None))]
         else:
             rows = [
                 (c, stats.by_concept_total[c], stats.by_concept_done[c], self.rates.eta_s(stats, c))
