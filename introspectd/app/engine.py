@@ -227,6 +227,7 @@ class Engine:
             return
         generator = loaded[0]
         self.stats.batch_size = generator.batch_size
+        self.stats.device = str(generator.runner.device)
         needed = Scheduler.vectors_needed(ctx.tickets)
         missing = needed - ctx.store.vector_norms().keys()
         if missing:

@@ -1,6 +1,9 @@
-"""What a person watching a run sees: a rich live view on a terminal, else a periodic log line.
+"""What a person watching a run sees: a `Display`. On a terminal it is the rich live view
+(live_view.py); otherwise a periodic structured log line (`progress {...}`), whose format tools
+and tests read, so it does not change with the live view.
 
-The view only reads `RunStats`; it never drives work, and refreshes at most 4 times a second.
+A display only reads `RunStats`; it never drives work. The engine calls `update` on its tick
+(4 times a second) and once more with `is_final` at the end.
 """
 
 from __future__ import annotations
@@ -9,17 +12,10 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from typing import Any, Protocol
 
 from introspectd.run.session import RunContext
 from introspectd.run.stats import RunStats
@@ -28,51 +24,26 @@ log = logging.getLogger("introspectd")
 LOG_EVERY_S = float(os.environ.get("INTROSPECTD_LOG_EVERY_S", "10"))
 
 
-class _Reporter:
-    def __init__(self, live: Live | None) -> None:
+class Display(Protocol):
+    """Shows a run's progress; `stats` is the object the engine fills in."""
+
+    stats: RunStats
+
+    def update(self, stats: RunStats, is_final: bool = False) -> None: ...
+
+
+class LogDisplay:
+    """No terminal: one `progress {json}` log line every LOG_EVERY_S, and one at the end."""
+
+    def __init__(self) -> None:
         self.stats = RunStats()
-        self.live = live
         self._last_log = time.monotonic()
-        self._bars = Progress(
-            TextColumn("{task.description:>12}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-        )
-        self._tasks: dict[str, Any] = {}
 
     def update(self, stats: RunStats, is_final: bool = False) -> None:
-        if self.live is not None:
-            self.live.update(self._view(stats))
-            return
         now = time.monotonic()
         if is_final or now - self._last_log >= LOG_EVERY_S:
             self._last_log = now
             log.info("progress %s", json.dumps(snapshot(stats), sort_keys=True))
-
-    def _view(self, stats: RunStats) -> Group:
-        rows = [("all", stats.num_selected, stats.num_done)]
-        rows += [
-            (c, stats.by_concept_total[c], stats.by_concept_done[c])
-            for c in sorted(stats.by_concept_total)
-        ]
-        for name, total, done in rows:
-            if name not in self._tasks:
-                self._tasks[name] = self._bars.add_task(name, total=total)
-            self._bars.update(self._tasks[name], completed=done, total=total)
-        figures = Table.grid(padding=(0, 2))
-        snap = snapshot(stats)
-        for section in ("generation", "judge", "uploads"):
-            if snap.get(section):
-                line = "  ".join(f"{k}={v}" for k, v in snap[section].items())
-                figures.add_row(f"[bold]{section}[/]", escape(line))
-        recent = Table.grid()
-        recent.add_column(no_wrap=True, overflow="ellipsis")  # one line per answer
-        for r in stats.recent:
-            kind = "inj" if r.is_injected else "ctl"
-            text = "".join(ch if ch.isprintable() else " " for ch in r.text[:100])
-            recent.add_row(escape(f"{r.concept:<12} {kind} {r.verdict:<9} {text}"))
-        return Group(self._bars, figures, recent)
 
 
 def snapshot(stats: RunStats) -> dict[str, Any]:
@@ -111,11 +82,13 @@ def _public_fields(obj: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def progress_for(ctx: RunContext, live: bool) -> Iterator[_Reporter]:
+def progress_for(ctx: RunContext, live: bool) -> Iterator[Display]:
+    """The live view when `live` (stderr is a terminal), else the log line."""
     if not live:
-        yield _Reporter(None)
+        yield LogDisplay()
         return
-    console = Console(file=sys.stderr)
-    with Live(console=console, refresh_per_second=4, transient=False) as view:
-        reporter = _Reporter(view)
-        yield reporter
+    from introspectd.app.live_figures import Header
+    from introspectd.app.live_view import LiveDisplay
+
+    with LiveDisplay(Header.of(ctx), ctx.plan.judge) as display:
+        yield display

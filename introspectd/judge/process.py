@@ -16,6 +16,7 @@ answered, and every later one, is recorded as failed with the reason, for `rejud
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import logging
@@ -84,10 +85,11 @@ class JudgeProcess:
             [sys.executable, "-m", "introspectd.judge.process"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=None,
+            stderr=subprocess.PIPE,
         )
         try:
             async with anyio.create_task_group() as tg:
+                tg.start_soon(_relay_stderr, process)
                 tg.start_soon(self._read_outcomes, process, on_outcome)
                 await self._send_items(process, items, on_outcome)
         finally:
@@ -169,6 +171,16 @@ class JudgeProcess:
             num_retries=0,
             error_kind="judge process",
         )
+
+
+async def _relay_stderr(process: Process) -> None:
+    """The child's log lines, written to our `sys.stderr` as they are: the terminal in log
+    mode, or the live view's proxy, which prints them above the view instead of over it."""
+    assert process.stderr is not None
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # chunks split characters
+    async for chunk in process.stderr:
+        sys.stderr.write(decoder.decode(chunk))
+        sys.stderr.flush()
 
 
 # --- child side ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from introspectd.protocol.trials import Status
+from introspectd.run.pass_grid import PassGrid
 
 if TYPE_CHECKING:
     from introspectd.run.session import RunContext
@@ -20,6 +21,7 @@ class RecentAnswer:
     is_injected: bool
     verdict: str
     text: str
+    detected: str | None = None  # the concept the judge says the model named
 
 
 @dataclass
@@ -37,6 +39,8 @@ class RunStats:
     num_judge_failed: int = 0
     failed_by_reason: Counter[str] = field(default_factory=Counter)
     batch_size: int = 0
+    device: str = ""  # where generation runs, once the model is loaded ("cuda:0", "cpu")
+    grid: PassGrid = field(default_factory=PassGrid)  # pass rate per (layer, strength)
     judge: Any = None  # the Judge (its `.stats` are live figures), when judging is on
     uploads: Any = None  # the Uploader (its `.stats` are live figures), when uploads are on
     recent: deque[RecentAnswer] = field(default_factory=lambda: deque(maxlen=5))
@@ -54,6 +58,9 @@ class RunStats:
         self.num_to_generate = len(ctx.tickets)
         finished = (Status.JUDGED, Status.JUDGE_FAILED)
         for row in ctx.store.trials():
+            self.grid.place(row.id, row.spec.layer, row.spec.strength)
+            if row.status is Status.JUDGED:
+                self.grid.add(row.id, row.spec.is_injected, row.judge)
             if row.id in ctx.selected_ids:
                 self.by_concept_total[row.spec.concept] += 1
                 if row.status in finished:
@@ -82,14 +89,26 @@ class RunStats:
         if self._selected is None or trial_id is None or trial_id in self._selected:
             self._num_done_now += 1
             self.by_concept_done[concept] += 1
+        detected = None
+        if trial_id is not None:
+            self.grid.add(trial_id, is_injected, result)
         if result is not None:
             self.num_judged += 1
             verdict = str(result.get("answer", "?"))
+            detected = result.get("detected_concept")
         else:
             self.num_judge_failed += 1
             self.failed_by_reason[error or "unknown"] += 1
             verdict = "unjudged"
-        self.recent.append(RecentAnswer(concept, is_injected, verdict, " ".join(response.split())))
+        self.recent.append(
+            RecentAnswer(
+                concept,
+                is_injected,
+                verdict,
+                " ".join(response.split()),
+                detected if isinstance(detected, str) else None,
+            )
+        )
 
     @property
     def num_done(self) -> int:

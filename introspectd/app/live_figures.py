@@ -1,0 +1,223 @@
+"""The live view's words and numbers: plain strings with units, built from `RunStats`.
+
+Nothing here draws; live_view.py lays these out. Every figure is worded for a person ("3 rate
+limited, 1 timed out"), never a Python repr (`failed_by_reason={}`, `tripped=False`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from introspectd.run.session import RunContext
+from introspectd.run.stats import RunStats
+
+# ANSI/VT escape sequences: CSI (ESC [ ... final), OSC (ESC ] ... BEL or ESC \), and the
+# two-character escapes. They are removed whole: replacing only the ESC would leave "[31m".
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC
+    r"|\x1b[@-Z\\-_]"  # two-character escapes
+    r"|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
+)
+REPLACEMENT = "\ufffd"
+
+# The judge client's failure kinds (judge/retry.py `describe`), in words.
+_REASON_WORDS = {
+    "rate_limited": "rate limited",
+    "quota": "quota exhausted",
+    "too_large": "reply too large",
+    "timeout": "timed out",
+    "connection": "connection error",
+    "refused": "judge refused",
+    "invalid_json": "invalid JSON",
+    "schema": "bad judgement format",
+    "bad_response": "malformed reply",
+    "unexpected": "unexpected error",
+    "judge process": "judge process died",
+}
+
+
+def printable(text: str) -> str:
+    """`text` safe to put on one terminal line: escape sequences removed, every whitespace run
+    (newlines, tabs, \\r) one space, and any other unprintable character (controls, format
+    characters such as bidi overrides, unpaired surrogates) shown as U+FFFD."""
+    out = []
+    for ch in _ESCAPES.sub("", text):
+        if ch.isspace():
+            out.append(" ")
+        elif ch.isprintable() and unicodedata.category(ch) != "Co":
+            out.append(ch)
+        else:
+            out.append(REPLACEMENT)
+    return " ".join("".join(out).split())
+
+
+def reason_words(kind: str) -> str:
+    """A judge failure kind as words: "rate_limited" -> "rate limited", "http_503" -> "HTTP 503"."""
+    if kind.startswith("http_"):
+        return f"HTTP {kind[5:]}"
+    return _REASON_WORDS.get(kind, printable(kind.replace("_", " ")))
+
+
+def failures_in_words(by_kind: Mapping[str, int], num_failed: int) -> str:
+    """ "none", or "4: 3 rate limited, 1 timed out" (largest first; the rest as "other")."""
+    if num_failed == 0:
+        return "none"
+    parts = [f"{n} {reason_words(k)}" for k, n in sorted(by_kind.items(), key=lambda kv: -kv[1])]
+    rest = num_failed - sum(by_kind.values())
+    if rest > 0:
+        parts.append(f"{rest} other")
+    return f"{num_failed}: " + ", ".join(parts)
+
+
+def duration(seconds: float | None) -> str:
+    """ "–" when unknown, else "45 s", "3 min 12 s", "2 h 05 min"."""
+    if seconds is None:
+        return "–"
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def count(n: float) -> str:
+    """1234 -> "1,234"; 1234567 -> "1.23 M" (token totals grow large)."""
+    if n >= 10_000_000:
+        return f"{n / 1e6:.1f} M"
+    if n >= 1_000_000:
+        return f"{n / 1e6:.2f} M"
+    return f"{round(n):,}"
+
+
+def spend_usd(judge_cfg: Any, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """Judge spend so far, or None when the plan sets no prices. Reads the optional
+    `[judge] price_in_per_mtok` / `price_out_per_mtok` (USD per million tokens); a plan
+    without them (or a build whose JudgeConfig lacks them) shows tokens only."""
+    price_in = getattr(judge_cfg, "price_in_per_mtok", None)
+    price_out = getattr(judge_cfg, "price_out_per_mtok", None)
+    if price_in is None and price_out is None:
+        return None
+    return (prompt_tokens * (price_in or 0.0) + completion_tokens * (price_out or 0.0)) / 1e6
+
+
+@dataclass(frozen=True)
+class Header:
+    run_id: str
+    model: str
+    planned_device: str  # the plan's [model] device, until the loaded model says where it runs
+    output_dir: str
+    gcs: str  # the upload target, or "" when uploads are off
+
+    @classmethod
+    def of(cls, ctx: RunContext) -> Header:
+        plan = ctx.plan
+        return cls(
+            run_id=ctx.run.stamp,
+            model=plan.model.name,
+            planned_device=plan.model.device,
+            output_dir=str(ctx.out_dir),
+            gcs=plan.upload.gcs,
+        )
+
+    def fields(self, stats: RunStats) -> list[tuple[str, str]]:
+        device = stats.device or f"{self.planned_device} (loading)"
+        return [
+            ("run", printable(self.run_id)),
+            ("model", printable(self.model)),
+            ("device", device),
+            ("trials", f"{stats.num_selected:,} in this run"),
+            ("output", printable(self.output_dir)),
+            ("GCS", printable(self.gcs) if self.gcs else "off (local only)"),
+        ]
+
+
+def generation_figures(stats: RunStats) -> list[str]:
+    trials_per_s, tokens_per_s = stats.rates()
+    return [
+        f"{trials_per_s:.1f} trials/s",
+        f"{tokens_per_s:,.0f} tokens/s",
+        f"batch {stats.batch_size}" if stats.batch_size else "batch –",
+        f"{count(stats.num_generated)} generated",
+        f"ETA {duration(stats.eta_s())}",
+    ]
+
+
+def judge_figures(stats: RunStats, judge_cfg: Any) -> list[list[str]]:
+    """Lines of judge figures; one line saying judging is off when it is."""
+    if stats.judge is None:
+        return [["off (no API key and no [judge] base_url)"]]
+    js = stats.judge.stats
+    first = [
+        f"{js.in_flight} in flight / limit {js.current_concurrency} (max {js.max_concurrency})",
+        f"{count(stats.num_judged)} judged",
+        f"{count(js.num_429)} × 429",
+        f"{count(js.retries)} retries",
+    ]
+    if js.tripped:
+        first.append("STOPPED: quota exhausted")
+    elif js.paused_s > 0:
+        first.append(f"paused {js.paused_s:.0f} s")
+    tokens = f"tokens {count(js.prompt_tokens)} in / {count(js.completion_tokens)} out"
+    spend = spend_usd(judge_cfg, js.prompt_tokens, js.completion_tokens)
+    second = [f"failed {failures_in_words(js.failed_by_reason, stats.num_judge_failed)}", tokens]
+    if spend is not None:
+        second.append(f"spend ${spend:,.2f}")
+    return [first, second]
+
+
+def snapshot_figure(stats: RunStats, now: float | None = None) -> str:
+    """The last GCS snapshot's age, or why there is none."""
+    if stats.uploads is None:
+        return "off (no [upload] gcs, or --local)"
+    us = stats.uploads.stats
+    if us.fatal:
+        return f"STOPPED: {printable(us.fatal)}"
+    if us.last_success_at is None:
+        state = "uploading the first" if us.in_flight else "none yet"
+        text = state
+    else:
+        age = (now if now is not None else time.time()) - us.last_success_at
+        text = f"#{us.last_seq} uploaded {duration(age)} ago"
+    if us.last_error:
+        text += f"; last attempt failed ({us.consecutive_failures}×): {printable(us.last_error)}"
+    return text
+
+
+class ConceptRates:
+    """Each concept's recent completion rate, from the done counts seen at each draw, for its
+    ETA. Measured per concept because the engine interleaves concepts (plan order is not the
+    order trials finish in)."""
+
+    def __init__(self, window_s: float = 30.0) -> None:
+        self.window_s = window_s
+        self._seen: deque[tuple[float, dict[str, int]]] = deque()
+
+    def observe(self, stats: RunStats, now: float) -> None:
+        self._seen.append((now, dict(stats.by_concept_done)))
+        while len(self._seen) > 2 and now - self._seen[1][0] >= self.window_s:
+            self._seen.popleft()
+
+    def eta_s(self, stats: RunStats, concept: str | None) -> float | None:
+        """Seconds until `concept` (None: the whole run) is done at its recent rate; 0 when
+        done, None while there is no rate."""
+        if concept is None:
+            left = stats.num_selected - stats.num_done
+        else:
+            left = stats.by_concept_total[concept] - stats.by_concept_done[concept]
+        if left <= 0:
+            return 0.0
+        if len(self._seen) < 2:
+            return None
+        (t0, done0), (t1, done1) = self._seen[0], self._seen[-1]
+        names = list(done1) if concept is None else [concept]
+        num_done = sum(done1.get(c, 0) - done0.get(c, 0) for c in names)
+        rate = num_done / max(t1 - t0, 1e-9)
+        return left / rate if rate > 0 else None
