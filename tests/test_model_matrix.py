@@ -162,3 +162,153 @@ def test_architecture_runs_on_its_path(
     ]
     assert len(records) == 2
     assert {r["was_injected"] for r in records} == {True, False}
+
+
+def _records_by_id(out: Path) -> dict[str, dict[str, Any]]:
+    lines = [line for f in sorted(out.rglob("*.jsonl")) for line in f.read_text().splitlines()]
+    # Trial ids start with the run's stamp (its start time): keyed without it.
+    return {r["id"].split("_", 2)[2]: r for r in map(json.loads, lines)}
+
+
+class _ListSource:
+    """A RowSource over a fixed list of rows (the batcher's side of a run, without a run)."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items, self.finished = list(items), {}  # type: ignore[var-annotated]
+
+    def take(self, n: int) -> list[Any]:
+        taken, self.items = self.items[:n], self.items[n:]
+        return taken
+
+    def done(self, rows: list[Any]) -> None:
+        self.finished.update({row.trial_id: row.token_ids for row in rows})
+
+    def should_stop(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("model_type", ["qwen2", "gemma2"])
+def test_fallback_gives_the_fast_paths_tokens(model_type: str, matrix_root: Path) -> None:
+    """Same seeds, same per-row steering, same sampling: a trial's answer does not depend on
+    the path (float32). Rows mix layers, strengths and controls, and are split over batches
+    of different sizes on the two paths; gemma2 soft-caps and has an 8-token window."""
+    import torch
+
+    from introspectd.generate.batcher import Batcher, BatcherConfig, WorkItem
+    from introspectd.generate.fallback import CacheBatcher
+    from introspectd.generate.runner import Runner
+    from introspectd.protocol.models import resolve_model
+
+    runner = Runner(resolve_model(str(build_model(model_type, matrix_root)), "", "test"), "float32")
+    prompt = runner.render([{"role": "user", "content": "Do you notice an injected thought?"}])
+    assert len(prompt) > WINDOW
+    torch.manual_seed(1)
+    direction = torch.randn(64)
+    items = [
+        WorkItem(f"t{i}", 1000 + i, i % 2, None if i % 3 == 0 else direction * (i % 4 + 1))
+        for i in range(7)
+    ]
+    outputs = []
+    for kind, batch_size in ((Batcher, 3), (CacheBatcher, 4)):
+        config = BatcherConfig(batch_size, max_new_tokens=6, temperature=1.0, prompt_steer_from=5)
+        source = _ListSource(items)
+        assert kind(runner.model, prompt, runner.eos_ids(), config).run(source, [0, 1])
+        outputs.append(source.finished)
+    assert outputs[0] == outputs[1]
+    assert len(set(map(tuple, outputs[0].values()))) > 1  # steering and seeds made a difference
+
+
+def test_a_model_that_does_not_load_is_one_line(
+    matrix_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Truncated weights: exit 2, one line naming the model and the cause, no traceback."""
+    model_dir = tmp_path / "broken"
+    shutil.copytree(build_model("llama", matrix_root), model_dir)
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    code = main(["run", "--plan", str(_plan(tmp_path, model_dir)), "--local", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert "Traceback" not in "\n".join(err)
+    assert f"[model] name = '{model_dir}'" in err[-1] and "Error" in err[-1]
+
+
+def test_multimodal_checkpoint_steers_its_text_tower(matrix_root: Path) -> None:
+    from introspectd.generate.layers import decoder_layers
+    from introspectd.generate.runner import Runner
+    from introspectd.protocol.models import resolve_model
+
+    runner = Runner(resolve_model(str(build_model("gemma3", matrix_root)), "", "test"), "float32")
+    layers = decoder_layers(runner.model)
+    names = {id(module): name for name, module in runner.model.named_modules()}
+    assert len(layers) == 2 and "language_model" in names[id(layers)]
+
+
+def test_layer_discovery_names_what_it_looked_for(matrix_root: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from introspectd.generate.layers import decoder_layers
+
+    model = AutoModelForCausalLM.from_pretrained(build_model("llama", matrix_root))
+    model.config.num_hidden_layers = 3  # a layer count no ModuleList in it has
+    with pytest.raises(ValueError, match="looked for a ModuleList of 3 layers"):
+        decoder_layers(model)
+
+
+def test_layers_split_between_cpu_and_disk_give_the_same_tokens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """accelerate places the embedding and layer 0 in (capped) CPU memory and the rest on
+    disk; the shared-prefix cache and the deltas follow each layer; answers are unchanged."""
+    results = []
+    for name, placement in (
+        ("one", ""),
+        ("split", 'device_map = "auto"\nmax_memory = { cpu = "500KB", disk = "1GB" }'),
+    ):
+        directory = tmp_path / name
+        directory.mkdir()
+        plan = write_plan(
+            directory,
+            f"""
+            [model]
+            name = "builtin:tiny"
+            dtype = "float32"
+            {placement}
+
+            [sweep]
+            concepts = ["ocean", "fear"]
+            layers = [1, 3]
+            strengths = [4.0]
+            trials = 1
+            max_new_tokens = 6
+            batch_size = 4
+            """,
+        )
+        assert main(["run", "--plan", str(plan), "--local", "--no-progress"]) == 0
+        results.append(_records_by_id(directory / "out"))
+    capsys.readouterr()
+    one, split = results
+    assert len(one) == 8 and one.keys() == split.keys()
+    assert {k: r["response"] for k, r in one.items()} == {
+        k: r["response"] for k, r in split.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("lines", "problem"),
+    [
+        ('device_map = "everywhere"', "[model] device_map: must be one of auto"),
+        ('device_map = "auto"\ndevice = "cpu"', "leave device unset"),
+        ('max_memory = { cpu = "1GiB" }', 'set device_map = "auto" too'),
+        ('device_map = "auto"\nmax_memory = { gpu = "1GiB" }', "'gpu' is not a device"),
+        ('device_map = "auto"\nmax_memory = { cpu = 5 }', 'give a size such as "20GiB"'),
+    ],
+)
+def test_bad_placement_is_one_line(lines: str, problem: str, tmp_path: Path) -> None:
+    from introspectd.errors import BadInput
+    from introspectd.protocol.plan import load_plan
+
+    plan = write_plan(tmp_path, f'[model]\nname = "builtin:tiny"\n{lines}\n')
+    with pytest.raises(BadInput, match=None) as caught:
+        load_plan(plan)
+    assert problem in str(caught.value) and "\n" not in str(caught.value)
