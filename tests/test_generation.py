@@ -47,9 +47,7 @@ class _Work:
 
 
 @contextmanager
-def _generator(
-    tmp_path: Path, batch_size: int, max_rows: int
-) -> Iterator[tuple[Generator, _Work]]:
+def _generator(tmp_path: Path, batch_size: int, max_rows: int) -> Iterator[tuple[Generator, _Work]]:
     """A real generator on the tiny model whose forward passes over more than `max_rows` rows
     "run out of memory" — fault injection in the torch model, as a too-large batch on a GPU."""
     plan = load_plan(
@@ -167,3 +165,33 @@ def test_a_marker_the_chat_template_hides_is_refused_with_one_line(
     assert "Traceback" not in "".join(err)
     assert err[-1].startswith(f"introspectd: {plan}: [sweep] marker: 'Trial 1' is not in the user")
     assert all(p.read_text() == "" for p in (tmp_path / "out").rglob("*.jsonl"))
+
+
+def test_a_fault_in_the_first_batch_is_one_line_and_a_later_one_is_not_hidden(
+    tmp_path: Path,
+) -> None:
+    """Before any answer is recorded, a failing forward pass is the model's: BadInput naming
+    it. Once answers are recorded, the same fault propagates as itself (a machine fault)."""
+    from introspectd.errors import BadInput
+
+    with _generator(tmp_path, batch_size=4, max_rows=64) as (generator, work):
+        num_passes = {"n": 0, "fail_after": 0}
+
+        def fails(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            num_passes["n"] += 1
+            if num_passes["n"] > num_passes["fail_after"]:
+                raise RuntimeError("device-side assert triggered (injected)")
+
+        layer = decoder_layers(generator.runner.model)[1]
+        handle = layer.register_forward_pre_hook(fails)
+        try:
+            with pytest.raises(BadInput, match=r"generating the first batch.*device-side assert"):
+                generator.run(work)
+            assert not work.generations
+            work.requeue()
+            num_passes.update(n=0, fail_after=40)  # the first batch finishes, later ones fail
+            with pytest.raises(RuntimeError, match="device-side assert"):
+                generator.run(work)
+            assert work.generations  # what finished before the fault was handed over
+        finally:
+            handle.remove()

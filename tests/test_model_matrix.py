@@ -233,15 +233,29 @@ def test_a_model_that_does_not_load_is_one_line(
     assert f"[model] name = '{model_dir}'" in err[-1] and "Error" in err[-1]
 
 
-def test_multimodal_checkpoint_steers_its_text_tower(matrix_root: Path) -> None:
+def test_multimodal_checkpoint_loads_and_steers_its_text_tower(matrix_root: Path) -> None:
+    """Gemma3ForConditionalGeneration: the run loads the text tower alone (no vision weights,
+    same logits as the whole model); in the whole model, layer discovery finds the text
+    tower's layers under its language model, not the vision tower's."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     from introspectd.generate.layers import decoder_layers
     from introspectd.generate.runner import Runner
     from introspectd.protocol.models import resolve_model
 
-    runner = Runner(resolve_model(str(build_model("gemma3", matrix_root)), "", "test"), "float32")
-    layers = decoder_layers(runner.model)
-    names = {id(module): name for name, module in runner.model.named_modules()}
+    model_dir = build_model("gemma3", matrix_root)
+    runner = Runner(resolve_model(str(model_dir), "", "test"), "float32")
+    assert type(runner.model).__name__ == "Gemma3ForCausalLM"
+    assert not [name for name, _ in runner.model.named_parameters() if "vision" in name]
+    whole = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    assert type(whole).__name__ == "Gemma3ForConditionalGeneration"
+    layers = decoder_layers(whole)
+    names = {id(module): name for name, module in whole.named_modules()}
     assert len(layers) == 2 and "language_model" in names[id(layers)]
+    ids = torch.tensor([runner.render([{"role": "user", "content": "Tell me about the ocean."}])])
+    with torch.inference_mode():
+        assert torch.allclose(runner.model(ids).logits, whole(ids).logits, atol=1e-5)
 
 
 def test_layer_discovery_names_what_it_looked_for(matrix_root: Path) -> None:
@@ -312,3 +326,15 @@ def test_bad_placement_is_one_line(lines: str, problem: str, tmp_path: Path) -> 
     with pytest.raises(BadInput, match=None) as caught:
         load_plan(plan)
     assert problem in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_readme_table_is_this_matrix() -> None:
+    """The README's table of architectures and paths says what this file checks."""
+    import re
+
+    from helpers import REPO
+
+    section = (REPO / "README.md").read_text().split("## Models", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z0-9_]+)` \| (shared prefix|model cache)", section, re.M)
+    paths = {"shared prefix": SHARED_PREFIX, "model cache": MODEL_CACHE}
+    assert {name: paths[path] for name, path in rows} == EXPECTED_PATH

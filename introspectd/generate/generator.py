@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -105,6 +105,7 @@ class Generator:
             and "OMP_NUM_THREADS" not in os.environ
         )
         self.vectors: dict[tuple[str, int], torch.Tensor] = {}
+        self.num_done = 0  # answers handed over: after the first, a fault is not the model's
         self.stamp_prefix = f"{spec.stamp}_"
 
     def _auto_batch_size(self, one_row: BatcherConfig) -> int:
@@ -164,10 +165,10 @@ class Generator:
         while True:
             try:
                 batcher = self._batcher(self.batch_size)
-                if rows.num_done:
-                    return batcher.run(rows, list(self.spec.layers))
                 # Until a first answer is recorded, a fault is this model's, not the machine's.
-                with _as_bad_input(self.spec, "generating the first batch"):
+                with _as_bad_input(
+                    self.spec, "generating the first batch", unless=lambda: self.num_done > 0
+                ):
                     return batcher.run(rows, list(self.spec.layers))
             except torch.OutOfMemoryError:
                 if self.batch_size == 1:
@@ -213,7 +214,6 @@ class _Rows:
     def __init__(self, generator: Generator, work: WorkSource) -> None:
         self.generator = generator
         self.work = work
-        self.num_done = 0
 
     def take(self, n: int) -> list[WorkItem]:
         return [self.generator.work_item(t) for t in self.work.take(n)]
@@ -221,23 +221,27 @@ class _Rows:
     def done(self, rows: list[Finished]) -> None:
         self.generator.core_sharing.on_finished(len(rows), time.monotonic())
         self.work.done([self.generator.generation(f) for f in rows])
-        self.num_done += len(rows)
+        self.generator.num_done += len(rows)
 
     def should_stop(self) -> bool:
         return self.work.should_stop()
 
 
 @contextmanager
-def _as_bad_input(spec: GeneratorSpec, doing: str = "") -> Iterator[None]:
+def _as_bad_input(
+    spec: GeneratorSpec, doing: str = "", unless: Callable[[], bool] | None = None
+) -> Iterator[None]:
     """A model that does not load as a chat decoder, that introspectd cannot steer or
     reproduce (layers.find_text_tower, fallback.choose_path), or that fails computing vectors
     or its first batch is the plan's choice: one line naming it and the cause, exit 2, never a
-    traceback. Out of memory is the machine's, and a stop request is not a fault: both pass."""
+    traceback. Out of memory is the machine's: it passes, as does anything once `unless()`."""
     try:
         yield
     except (torch.OutOfMemoryError, BadInput):
         raise
     except Exception as exc:
+        if unless is not None and unless():
+            raise
         where = f" ({doing})" if doing else ""
         raise BadInput(
             f"{spec.plan_file}: [model] name = {spec.model.name!r}{where}: {one_line(exc)}"

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoTokenizer, GenerationConfig
 from transformers.utils import logging as hf_logging
 
 from introspectd.generate.batcher import Batcher, BatcherConfig, attention_shape, tokens_per_row
 from introspectd.generate.builtin import BUILTIN_SPECS, build
 from introspectd.generate.layers import decoder_layers
+from introspectd.generate.loading import load_causal_lm
 from introspectd.generate.placement import Placement, input_device, layers_per_device
 from introspectd.protocol.models import ModelRef
 from introspectd.protocol.prompts import vector_text
@@ -91,14 +92,7 @@ class Runner:
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(ref.source)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            # transformers' default attention: SDPA where the model supports it. (Asking for
-            # SDPA outright would refuse to load the models that need eager attention, which
-            # the generation check then names properly.)
-            ref.source,
-            dtype=self.dtype,
-            **placement.load_kwargs(self.device),
-        )
+        self.model = load_causal_lm(ref.source, self.dtype, placement.load_kwargs(self.device))
         self.model.eval()
         self.device = input_device(self.model)
         self.num_layers = len(decoder_layers(self.model))

@@ -245,7 +245,7 @@ def _read_placement(t: Table, device: str) -> tuple[str, tuple[tuple[str, str], 
         if not MEMORY_DEVICE_RE.fullmatch(key):
             t.fail("max_memory", f"{key!r} is not a device (0, 1, ..., cpu, disk, cuda:N)")
         if not isinstance(value, str) or not MEMORY_RE.fullmatch(value):
-            t.fail("max_memory", f"{key} = {value!r}: give a size such as \"20GiB\" or \"500MB\"")
+            t.fail("max_memory", f'{key} = {value!r}: give a size such as "20GiB" or "500MB"')
     if memory and not device_map:
         t.fail("max_memory", 'caps a device_map: set device_map = "auto" too')
     folder = t.text("offload_folder", "")
