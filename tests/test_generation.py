@@ -118,33 +118,6 @@ def _copy_of_tiny(tmp_path: Path, name: str) -> Path:
     return Path(shutil.copytree(source, tmp_path / name))
 
 
-def test_a_model_whose_layers_cannot_be_steered_is_refused_with_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """GPT-NeoX keeps its decoder layers where the steering hooks do not look."""
-    from transformers import AutoModelForCausalLM, GPTNeoXConfig
-
-    model_dir = tmp_path / "neox"
-    config = GPTNeoXConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        vocab_size=512,
-        max_position_embeddings=512,
-    )
-    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
-    for path in _copy_of_tiny(tmp_path, "tiny").iterdir():
-        if "token" in path.name or path.name == "chat_template.jinja":
-            shutil.copy(path, model_dir / path.name)
-    plan = write_plan(tmp_path, TINY_PLAN.replace('"builtin:tiny"', f'"{model_dir}"'))
-    assert main(["run", "--plan", str(plan), "--local", "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert "Traceback" not in "".join(err)
-    assert err[-1].startswith(f"introspectd: {plan}: [model] name = '{model_dir}': ")
-    assert "cannot find decoder layers in GPTNeoXForCausalLM" in err[-1]
-
-
 def test_a_marker_the_chat_template_hides_is_refused_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

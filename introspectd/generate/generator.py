@@ -232,7 +232,7 @@ def _as_bad_input(
     spec: GeneratorSpec, doing: str = "", unless: Callable[[], bool] | None = None
 ) -> Iterator[None]:
     """A model that does not load as a chat decoder, that introspectd cannot steer or
-    reproduce (layers.find_text_tower, fallback.choose_path), or that fails computing vectors
+    reproduce (layers.decoder_layers, fallback.choose_path), or that fails computing vectors
     or its first batch is the plan's choice: one line naming it and the cause, exit 2, never a
     traceback. Out of memory is the machine's: it passes, as does anything once `unless()`."""
     try:
