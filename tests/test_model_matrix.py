@@ -338,3 +338,33 @@ def test_readme_table_is_this_matrix() -> None:
     rows = re.findall(r"^\| `([a-z0-9_]+)` \| (shared prefix|model cache)", section, re.M)
     paths = {"shared prefix": SHARED_PREFIX, "model cache": MODEL_CACHE}
     assert {name: paths[path] for name, path in rows} == EXPECTED_PATH
+
+
+def test_a_model_neither_path_reproduces_is_refused_naming_both(tiny_runner: Any) -> None:
+    """Fault injection in the torch model: layer 0 shifts its output only on one-token passes,
+    so decoding with any cache disagrees with the model's own full forward pass. Both paths'
+    checks fail, and the refusal names both causes."""
+    import torch
+
+    from introspectd.generate.batcher import BatcherConfig
+    from introspectd.generate.fallback import choose_path
+    from introspectd.generate.layers import decoder_layers
+
+    def only_when_decoding(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        hidden = output[0] if isinstance(output, tuple) else output
+        if hidden.shape[1] != 1:
+            return None
+        hidden = hidden + 10.0
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    model = tiny_runner.model
+    prompt = tiny_runner.render([{"role": "user", "content": "Tell me about the ocean."}])
+    handle = decoder_layers(model)[0].register_forward_hook(only_when_decoding)
+    try:
+        with pytest.raises(ValueError) as caught:
+            choose_path(model, prompt, tiny_runner.eos_ids(), BatcherConfig(1, 4, 1.0), None)
+    finally:
+        handle.remove()
+    message = str(caught.value)
+    assert "shared-prefix engine cannot run it (the shared-prefix engine's logits differ" in message
+    assert "neither can generation through its own cache (generating through its own" in message
