@@ -47,9 +47,7 @@ class _Work:
 
 
 @contextmanager
-def _generator(
-    tmp_path: Path, batch_size: int, max_rows: int
-) -> Iterator[tuple[Generator, _Work]]:
+def _generator(tmp_path: Path, batch_size: int, max_rows: int) -> Iterator[tuple[Generator, _Work]]:
     """A real generator on the tiny model whose forward passes over more than `max_rows` rows
     "run out of memory" — fault injection in the torch model, as a too-large batch on a GPU."""
     plan = load_plan(
@@ -120,33 +118,6 @@ def _copy_of_tiny(tmp_path: Path, name: str) -> Path:
     return Path(shutil.copytree(source, tmp_path / name))
 
 
-def test_a_model_whose_layers_cannot_be_steered_is_refused_with_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """GPT-NeoX keeps its decoder layers where the steering hooks do not look."""
-    from transformers import AutoModelForCausalLM, GPTNeoXConfig
-
-    model_dir = tmp_path / "neox"
-    config = GPTNeoXConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        vocab_size=512,
-        max_position_embeddings=512,
-    )
-    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
-    for path in _copy_of_tiny(tmp_path, "tiny").iterdir():
-        if "token" in path.name or path.name == "chat_template.jinja":
-            shutil.copy(path, model_dir / path.name)
-    plan = write_plan(tmp_path, TINY_PLAN.replace('"builtin:tiny"', f'"{model_dir}"'))
-    assert main(["run", "--plan", str(plan), "--local", "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert "Traceback" not in "".join(err)
-    assert err[-1].startswith(f"introspectd: {plan}: [model] name = '{model_dir}': ")
-    assert "cannot find decoder layers in GPTNeoXForCausalLM" in err[-1]
-
-
 def test_a_marker_the_chat_template_hides_is_refused_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -167,3 +138,33 @@ def test_a_marker_the_chat_template_hides_is_refused_with_one_line(
     assert "Traceback" not in "".join(err)
     assert err[-1].startswith(f"introspectd: {plan}: [sweep] marker: 'Trial 1' is not in the user")
     assert all(p.read_text() == "" for p in (tmp_path / "out").rglob("*.jsonl"))
+
+
+def test_a_fault_in_the_first_batch_is_one_line_and_a_later_one_is_not_hidden(
+    tmp_path: Path,
+) -> None:
+    """Before any answer is recorded, a failing forward pass is the model's: BadInput naming
+    it. Once answers are recorded, the same fault propagates as itself (a machine fault)."""
+    from introspectd.errors import BadInput
+
+    with _generator(tmp_path, batch_size=4, max_rows=64) as (generator, work):
+        num_passes = {"n": 0, "fail_after": 0}
+
+        def fails(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            num_passes["n"] += 1
+            if num_passes["n"] > num_passes["fail_after"]:
+                raise RuntimeError("device-side assert triggered (injected)")
+
+        layer = decoder_layers(generator.runner.model)[1]
+        handle = layer.register_forward_pre_hook(fails)
+        try:
+            with pytest.raises(BadInput, match=r"generating the first batch.*device-side assert"):
+                generator.run(work)
+            assert not work.generations
+            work.requeue()
+            num_passes.update(n=0, fail_after=40)  # the first batch finishes, later ones fail
+            with pytest.raises(RuntimeError, match="device-side assert"):
+                generator.run(work)
+            assert work.generations  # what finished before the fault was handed over
+        finally:
+            handle.remove()

@@ -20,6 +20,7 @@ import torch
 from transformers import DynamicCache
 
 from introspectd.generate.cascade import SlotCache, slot_attention
+from introspectd.generate.placement import input_device, layer_devices
 from introspectd.generate.sampling import DeviceSampler
 from introspectd.generate.steering import SteeringState, steering
 
@@ -154,7 +155,7 @@ class Batcher:
         self.model = model
         self.config = config
         param = next(model.parameters())
-        self.device, self.dtype = param.device, param.dtype
+        self.device, self.dtype = input_device(model), param.dtype
         self.prompt_len = len(prompt_ids)
         self.shared_len = shared_prompt_len(self.prompt_len, config)
         self.prompt = torch.tensor([prompt_ids], device=self.device)
@@ -204,7 +205,7 @@ class Batcher:
         assert first_logits is not None
         ids = torch.cat([self.prompt, rows.tokens[:1, :1]], dim=1)
         with torch.inference_mode():
-            plain = self.model(input_ids=ids, logits_to_keep=2).logits[0].float()
+            plain = self.model(input_ids=ids, logits_to_keep=2).logits[0].float().to(self.device)
         ours = torch.cat([first_logits, second_logits]).float()
         difference = float((ours - plain).abs().max() / plain.abs().max().clamp(min=1e-6))
         # In float32 the two agree to ~1e-6. In bfloat16 rounding alone moves the model's own
@@ -227,10 +228,11 @@ class Batcher:
         capacity = tokens_per_row(self.prompt_len, self.config)
         num_slots = num_slots or self.config.batch_size
         if not self.shared_len:
-            empty = torch.empty(
-                1, self.kv_heads, 0, self.head_dim, device=self.device, dtype=self.dtype
-            )
-            prefix = [(empty, empty)] * self.num_layers
+            prefix = []
+            for device in layer_devices(self.model):
+                shape = (1, self.kv_heads, 0, self.head_dim)
+                empty = torch.empty(shape, device=device, dtype=self.dtype)
+                prefix.append((empty, empty))
             return SlotCache(prefix, num_slots, capacity), None
         kv_cache = DynamicCache()
         out = self.model(
@@ -240,7 +242,7 @@ class Batcher:
             logits_to_keep=1,
         )
         kv = [(layer.keys, layer.values) for layer in _layers(kv_cache)]
-        return SlotCache(kv, num_slots, capacity), out.logits[:, -1, :]
+        return SlotCache(kv, num_slots, capacity), out.logits[:, -1, :].to(self.device)
 
     def _admit(
         self,
@@ -313,7 +315,7 @@ class Batcher:
         finally:
             self.state.deltas, self.state.position_mask = {}, None
         cache.finish()
-        return out.logits[:, -1, :]
+        return out.logits[:, -1, :].to(self.device)
 
     # --- decoding --------------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from introspectd.generate.attention import plain_attention, sink_logits, soft_cap, window_mask
+
 ATTENTION_NAME = "introspectd_cascade"
 
 
@@ -48,6 +50,9 @@ class SlotCache:
         self._start, self._stop, self._q_len, self._span = 0, 0, 0, 0
         self._write_at: torch.Tensor | None = None
         self.mask = torch.empty(0)
+        self._query_positions = torch.empty(0)
+        self._window_masks: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._copies: dict[tuple[str, torch.device], torch.Tensor] = {}
 
     @property
     def prefix_len(self) -> int:
@@ -74,6 +79,34 @@ class SlotCache:
         self.mask = torch.zeros(allowed.shape, dtype=dtype, device=before.device)
         self.mask.masked_fill_(~allowed, float("-inf"))
         self.mask = self.mask[:, None]
+        # Absolute positions of the pass's query rows, `[n, groups*q]`, for sliding windows.
+        self._query_positions = self.prefix_len + limit
+        self._window_masks, self._copies = {}, {}
+
+    def local(self, name: str, device: torch.device) -> torch.Tensor:
+        """This pass's `mask` or write positions on `device`: layers placed on several devices
+        read them where they compute (one copy per device and pass; none on one device)."""
+        tensor = self.mask if name == "mask" else self._write_at
+        assert tensor is not None
+        if tensor.device == device:
+            return tensor
+        key = (name, device)
+        if key not in self._copies:
+            self._copies[key] = tensor.to(device)
+        return self._copies[key]
+
+    def window_masks(self, window: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Additive masks hiding keys `window` or more positions behind each query: for the
+        row's own tokens `[n, 1, rows, span]` and for the shared prefix `[n*rows, P]`; built
+        once per pass and window size, shared by every layer with that window."""
+        if (window, device) not in self._window_masks:
+            positions = self._query_positions.to(device)
+            own_keys = self.prefix_len + torch.arange(self._span, device=device)
+            prefix_keys = torch.arange(self.prefix_len, device=device)
+            own = window_mask(positions, own_keys, window)[:, None]
+            prefix = window_mask(positions, prefix_keys, window)
+            self._window_masks[window, device] = (own, prefix.reshape(-1, self.prefix_len))
+        return self._window_masks[window, device]
 
     def finish(self) -> None:
         """After a pass: the rows it covered now hold `q_len` more tokens."""
@@ -113,8 +146,9 @@ class SlotCache:
         rows = slice(self._start, self._stop)
         if self._write_at is not None:
             slots = torch.arange(self._start, self._stop, device=keys.device)
-            keys[slots, :, self._write_at] = key_states[:, :, 0]
-            values[slots, :, self._write_at] = value_states[:, :, 0]
+            write_at = self.local("write_at", keys.device)
+            keys[slots, :, write_at] = key_states[:, :, 0]
+            values[slots, :, write_at] = value_states[:, :, 0]
         else:
             at = self._host_lengths[self._start]
             keys[rows, :, at : at + self._q_len] = key_states
@@ -132,44 +166,55 @@ def cascade_attention(
     dropout: float = 0.0,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """softmax over [shared prefix ; the row's own tokens]. Returns `[n, q, heads, d]`."""
-    if kwargs.get("softcap") or getattr(module.config, "attn_logit_softcapping", None):
-        raise ValueError("it soft-caps attention logits, which introspectd does not support")
+    """softmax over [shared prefix ; the row's own tokens] (and gpt-oss's sink, if any), with
+    Gemma 2's soft-capping and sliding windows where the layer has them. `[n, q, heads, d]`."""
     cache: SlotCache | None = kwargs.get("slot_cache")
+    softcap = kwargs.get("softcap") or getattr(module.config, "attn_logit_softcapping", None)
+    window, sinks = kwargs.get("sliding_window"), kwargs.get("s_aux")
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     if cache is None:  # a plain pass (e.g. the shared prompt's own prefill)
+        if softcap or window or sinks is not None:
+            out = plain_attention(query, key, value, scale, softcap, window, sinks)
+            return out, None
         return sdpa_attention_forward(  # type: ignore[no-any-return]
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
-        )
-    window = kwargs.get("sliding_window")
-    if window and cache.prefix_len + cache.capacity > window:
-        raise ValueError(
-            f"its sliding-window attention ({window} tokens) is shorter than a trial "
-            f"({cache.prefix_len + cache.capacity} tokens); introspectd supports full attention"
         )
     n, heads, q_len, dim = query.shape
     kv_heads = key.shape[1]
     rows = heads // kv_heads * q_len  # query rows per KV head: its heads side by side
-    scale = dim**-0.5 if scaling is None else scaling
     # Scale the few queries rather than the many scores.
     q = (query * scale).reshape(n, kv_heads, rows, dim)
-    own = torch.matmul(q, key.transpose(2, 3)).float() + cache.mask  # [n, kv_heads, rows, T]
+    own = soft_cap(torch.matmul(q, key.transpose(2, 3)).float(), softcap)
+    own += cache.local("mask", own.device)
     prefix_k, prefix_v = cache.prefix[module.layer_idx]  # type: ignore[index]
     prefix_len = prefix_k.shape[2]
-    if not prefix_len:
-        probs = torch.softmax(own, dim=-1).to(value.dtype)
-        return torch.matmul(probs, value).reshape(n, heads, q_len, dim).transpose(1, 2), None
-    # Every row against one copy of the prompt, in one matmul: [kv_heads, n*rows, P]. The two
-    # parts' softmaxes are merged through a shared maximum (as flash-decoding does), so neither
-    # scores nor probabilities are ever concatenated or transposed.
-    flat = q.transpose(0, 1).reshape(kv_heads, n * rows, dim)
-    shared = torch.matmul(flat, prefix_k[0].transpose(1, 2)).float()
-    top = torch.maximum(own.amax(-1), shared.amax(-1).view(kv_heads, n, rows).transpose(0, 1))
-    shared.sub_(top.transpose(0, 1).reshape(kv_heads, n * rows, 1)).exp_()
+    own_window, prefix_window = cache.window_masks(window, own.device) if window else (None, None)
+    if own_window is not None:
+        own += own_window
+    top = own.amax(-1)  # [n, kv_heads, rows]
+    sink = sink_logits(sinks, kv_heads, q_len)
+    if sink is not None:
+        top = torch.maximum(top, sink)
+    shared = None
+    if prefix_len:
+        # Every row against one copy of the prompt, in one matmul: [kv_heads, n*rows, P]. The
+        # parts' softmaxes are merged through a shared maximum (as flash-decoding does), so
+        # neither scores nor probabilities are ever concatenated or transposed.
+        flat = q.transpose(0, 1).reshape(kv_heads, n * rows, dim)
+        shared = soft_cap(torch.matmul(flat, prefix_k[0].transpose(1, 2)).float(), softcap)
+        if prefix_window is not None:
+            shared += prefix_window
+        top = torch.maximum(top, shared.amax(-1).view(kv_heads, n, rows).transpose(0, 1))
     own.sub_(top[..., None]).exp_()
-    total = shared.sum(-1).view(kv_heads, n, rows).transpose(0, 1) + own.sum(-1)
+    total = own.sum(-1)
     out = torch.matmul(own.to(value.dtype), value).float()
-    from_prompt = torch.matmul(shared.to(value.dtype), prefix_v[0]).float()
-    out += from_prompt.view(kv_heads, n, rows, dim).transpose(0, 1)
+    if shared is not None:
+        shared.sub_(top.transpose(0, 1).reshape(kv_heads, n * rows, 1)).exp_()
+        total += shared.sum(-1).view(kv_heads, n, rows).transpose(0, 1)
+        from_prompt = torch.matmul(shared.to(value.dtype), prefix_v[0]).float()
+        out += from_prompt.view(kv_heads, n, rows, dim).transpose(0, 1)
+    if sink is not None:
+        total += (sink - top).exp()
     out /= total[..., None]
     return out.to(value.dtype).reshape(n, heads, q_len, dim).transpose(1, 2), None
 

@@ -5,14 +5,23 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 
 from introspectd.errors import BadInput
-from introspectd.generate.batcher import BatcherConfig, Finished, WorkItem
+from introspectd.generate.attention import fast_path_refusal
+from introspectd.generate.batcher import Batcher, BatcherConfig, Finished, WorkItem
+from introspectd.generate.fallback import (
+    CacheBatcher,
+    EnginePath,
+    choose_path,
+    fallback_tokens_per_row,
+    one_line,
+)
 from introspectd.generate.interface import GeneratorSpec, WorkSource
+from introspectd.generate.placement import Placement
 from introspectd.generate.runner import Runner
 from introspectd.protocol.prompts import introspection_messages
 from introspectd.protocol.trials import Trial, trial_seed
@@ -73,23 +82,42 @@ class Generator:
             sweep.prompt_version, sweep.prompt_system, sweep.prompt_user
         )
         with _as_bad_input(spec):
-            self.runner = Runner(spec.model, spec.dtype, spec.device)
+            placement = Placement(spec.device_map, spec.max_memory, spec.offload_folder)
+            self.runner = Runner(spec.model, spec.dtype, spec.device, placement)
             self.prompt_ids = self.runner.render(messages)
             self.prompt_steer_from = self._steer_from(messages)
             one_row = self._config(1)
+            self.path = choose_path(
+                self.runner.model,
+                self.prompt_ids,
+                self.runner.eos_ids(),
+                one_row,
+                fast_path_refusal(self.runner.model),
+            )
             self.batch_size = (
                 sweep.batch_size
                 if isinstance(sweep.batch_size, int)
-                else self.runner.auto_batch_size(len(self.prompt_ids), one_row)
+                else self._auto_batch_size(one_row)
             )
-            self.runner.batcher(self.prompt_ids, one_row).check_against_plain_forward()
         self.core_sharing = CoreSharing(
             self.runner.device.type == "cpu"
             and spec.shares_cpu_with_judge
             and "OMP_NUM_THREADS" not in os.environ
         )
         self.vectors: dict[tuple[str, int], torch.Tensor] = {}
+        self.num_done = 0  # answers handed over: after the first, a fault is not the model's
         self.stamp_prefix = f"{spec.stamp}_"
+
+    def _auto_batch_size(self, one_row: BatcherConfig) -> int:
+        if self.path == EnginePath.FAST:
+            return self.runner.auto_batch_size(len(self.prompt_ids), one_row)
+        tokens = fallback_tokens_per_row(len(self.prompt_ids), one_row)
+        return self.runner.batch_size_for_tokens(tokens)
+
+    def _batcher(self, batch_size: int) -> Batcher | CacheBatcher:
+        kind = Batcher if self.path == EnginePath.FAST else CacheBatcher
+        config = self._config(batch_size)
+        return kind(self.runner.model, self.prompt_ids, self.runner.eos_ids(), config)
 
     def _steer_from(self, messages: list[dict[str, str]]) -> int | None:
         """The first prompt position the injection covers (BatcherConfig.prompt_steer_from)."""
@@ -114,7 +142,10 @@ class Generator:
         concepts = sorted({c for c, _ in pairs})
         layers = sorted({layer for _, layer in pairs})
         use_chat = self.spec.sweep.vector_prompt == "chat"
-        vectors = self.runner.concept_vectors(concepts, list(self.spec.baseline), layers, use_chat)
+        with _as_bad_input(self.spec, "computing concept vectors"):
+            vectors = self.runner.concept_vectors(
+                concepts, list(self.spec.baseline), layers, use_chat
+            )
         return {
             key: (v.numpy().astype("<f4").tobytes(), int(v.numel()), float(v.norm()))
             for key, v in vectors.items()
@@ -130,10 +161,15 @@ class Generator:
     def run(self, work: WorkSource) -> bool:
         """Generate until `work` runs dry; False if it asked to stop first. Out of GPU memory,
         the rows in flight go back to `work` and the batch halves, down to one row."""
+        rows = _Rows(self, work)
         while True:
             try:
-                batcher = self.runner.batcher(self.prompt_ids, self._config(self.batch_size))
-                return batcher.run(_Rows(self, work), list(self.spec.layers))
+                batcher = self._batcher(self.batch_size)
+                # Until a first answer is recorded, a fault is this model's, not the machine's.
+                with _as_bad_input(
+                    self.spec, "generating the first batch", unless=lambda: self.num_done > 0
+                ):
+                    return batcher.run(rows, list(self.spec.layers))
             except torch.OutOfMemoryError:
                 if self.batch_size == 1:
                     raise
@@ -185,18 +221,28 @@ class _Rows:
     def done(self, rows: list[Finished]) -> None:
         self.generator.core_sharing.on_finished(len(rows), time.monotonic())
         self.work.done([self.generator.generation(f) for f in rows])
+        self.generator.num_done += len(rows)
 
     def should_stop(self) -> bool:
         return self.work.should_stop()
 
 
 @contextmanager
-def _as_bad_input(spec: GeneratorSpec) -> Iterator[None]:
-    """A model that does not load as a chat decoder, or that introspectd cannot steer or
-    reproduce (steering.decoder_layers, Batcher.check_against_plain_forward), is the plan's
-    choice: one line naming it, exit 2."""
+def _as_bad_input(
+    spec: GeneratorSpec, doing: str = "", unless: Callable[[], bool] | None = None
+) -> Iterator[None]:
+    """A model that does not load as a chat decoder, that introspectd cannot steer or
+    reproduce (layers.decoder_layers, fallback.choose_path), or that fails computing vectors
+    or its first batch is the plan's choice: one line naming it and the cause, exit 2, never a
+    traceback. Out of memory is the machine's: it passes, as does anything once `unless()`."""
     try:
         yield
-    except ValueError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadInput(f"{spec.plan_file}: [model] name = {spec.model.name!r}: {reason}") from None
+    except (torch.OutOfMemoryError, BadInput):
+        raise
+    except Exception as exc:
+        if unless is not None and unless():
+            raise
+        where = f" ({doing})" if doing else ""
+        raise BadInput(
+            f"{spec.plan_file}: [model] name = {spec.model.name!r}{where}: {one_line(exc)}"
+        ) from None

@@ -30,6 +30,10 @@ class GeneratorSpec:
     baseline: tuple[str, ...]  # words whose mean activation a concept vector subtracts
     shares_cpu_with_judge: bool  # a judge grades alongside: a CPU run may leave it a core
     plan_file: str  # named in error messages
+    # Layers across devices (accelerate): strategy ("" = one device), per-device caps, offload.
+    device_map: str = ""
+    max_memory: tuple[tuple[str, str], ...] = ()
+    offload_folder: str = ""
 
     @classmethod
     def of(
@@ -47,6 +51,9 @@ class GeneratorSpec:
             baseline=tuple(baseline),
             shares_cpu_with_judge=judge.is_enabled(judge.api_key()),
             plan_file=str(plan.path),
+            device_map=plan.model.device_map,
+            max_memory=plan.model.max_memory,
+            offload_folder=plan.model.offload_folder,
         )
 
 
@@ -68,4 +75,3 @@ class WorkSource(Protocol):
     def should_stop(self) -> bool:
         """True once the run is stopping: rows in flight are abandoned, not finished."""
         ...
-

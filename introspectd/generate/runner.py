@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoTokenizer, GenerationConfig
 from transformers.utils import logging as hf_logging
 
 from introspectd.generate.batcher import Batcher, BatcherConfig, attention_shape, tokens_per_row
 from introspectd.generate.builtin import BUILTIN_SPECS, build
-from introspectd.generate.steering import decoder_layers
+from introspectd.generate.layers import decoder_layers
+from introspectd.generate.loading import load_causal_lm
+from introspectd.generate.placement import Placement, input_device, layers_per_device
 from introspectd.protocol.models import ModelRef
 from introspectd.protocol.prompts import vector_text
 
@@ -52,40 +54,47 @@ def available_ram() -> int:
 def batch_size_for(model: torch.nn.Module, row_tokens: int) -> int:
     """Rows whose own KV slots (`row_tokens` positions each) and sampling temporaries fit in 60%
     of free GPU memory, or a quarter of available RAM on CPU (at most 256 rows there: a CPU
-    gains little from more, and results would reach the judge later)."""
+    gains little from more, and results would reach the judge later). With layers on several
+    devices, each holds the KV of its own layers: the device that fills first decides."""
     param = next(model.parameters())
-    num_layers, kv_heads, head_dim, _ = attention_shape(model)
+    _, kv_heads, head_dim, _ = attention_shape(model)
     config: Any = model.config
     vocab_size = int(config.get_text_config().vocab_size)
-    kv_bytes = 2 * num_layers * kv_heads * head_dim * row_tokens * param.element_size()
-    # Sampling builds a few [B, V] int64/float32 temporaries.
-    per_row = kv_bytes + 40 * vocab_size
-    if param.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(param.device)
-        budget, cap = free * 0.6, MAX_GPU_BATCH_SIZE
-    else:
-        budget, cap = available_ram() * 0.25, MAX_CPU_BATCH_SIZE
-    return max(1, min(cap, int(budget) // per_row))
+    layer_kv_bytes = 2 * kv_heads * head_dim * row_tokens * param.element_size()
+    sampling_device = input_device(model)
+    fits = []
+    for device, num_layers in layers_per_device(model).items():
+        per_row = num_layers * layer_kv_bytes
+        # Sampling builds a few [B, V] int64/float32 temporaries.
+        per_row += 40 * vocab_size if device == sampling_device else 0
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            budget, cap = free * 0.6, MAX_GPU_BATCH_SIZE
+        else:
+            budget, cap = available_ram() * 0.25, MAX_CPU_BATCH_SIZE
+        fits.append(min(cap, int(budget) // max(per_row, 1)))
+    return max(1, min(fits))
 
 
 class Runner:
-    def __init__(self, ref: ModelRef, dtype: str = "auto", device: str = "auto") -> None:
+    def __init__(
+        self,
+        ref: ModelRef,
+        dtype: str = "auto",
+        device: str = "auto",
+        placement: Placement | None = None,
+    ) -> None:
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
         if ref.builtin is not None:
             build(BUILTIN_SPECS[ref.builtin], Path(ref.source))
+        placement = placement or Placement()
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(ref.source)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            # transformers' default attention: SDPA where the model supports it. (Asking for
-            # SDPA outright would refuse to load the models that need eager attention, which
-            # the generation check then names properly.)
-            ref.source,
-            dtype=self.dtype,
-            device_map=str(self.device),
-        )
+        self.model = load_causal_lm(ref.source, self.dtype, placement.load_kwargs(self.device))
         self.model.eval()
+        self.device = input_device(self.model)
         self.num_layers = len(decoder_layers(self.model))
 
     # --- prompts and stop tokens -----------------------------------------------------------
@@ -171,7 +180,9 @@ class Runner:
             last = (mask.sum(dim=1) - 1).to(self.device)
             rows = torch.arange(len(part), device=self.device)
             for layer in layers:
-                out[layer].append(hidden[layer + 1][rows, last].float().cpu())
+                states = hidden[layer + 1]  # on its layer's device when placed across several
+                picked = states[rows.to(states.device), last.to(states.device)]
+                out[layer].append(picked.float().cpu())
         return {layer: torch.cat(chunks) for layer, chunks in out.items()}
 
     def concept_vectors(
@@ -190,6 +201,9 @@ class Runner:
 
     def auto_batch_size(self, prompt_len: int, config: BatcherConfig) -> int:
         return batch_size_for(self.model, tokens_per_row(prompt_len, config))
+
+    def batch_size_for_tokens(self, row_tokens: int) -> int:
+        return batch_size_for(self.model, row_tokens)
 
     def batcher(self, prompt_ids: list[int], config: BatcherConfig) -> Batcher:
         return Batcher(self.model, prompt_ids, self.eos_ids(), config)

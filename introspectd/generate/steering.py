@@ -16,26 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder layer list of Llama/Qwen/Mistral/Gemma-style causal LMs."""
-    for path in (
-        "model.layers",
-        "model.language_model.layers",
-        "language_model.model.layers",
-        "transformer.h",
-    ):
-        obj: Any = model
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if isinstance(obj, nn.ModuleList):
-            return obj
-    raise ValueError(
-        f"cannot find decoder layers in {type(model).__name__}; introspectd supports "
-        "Llama/Qwen/Mistral-style decoders"
-    )
+from introspectd.generate.layers import decoder_layers
 
 
 @dataclass
@@ -57,11 +38,12 @@ def _make_hook(layer: int, state: SteeringState) -> Any:
         if delta is None:
             return None
         hidden = output[0] if isinstance(output, tuple) else output
-        add = delta[:, None, :].to(hidden.dtype)
+        # `.to` is free on one device; across several the delta follows this layer's.
+        add = delta[:, None, :].to(hidden.device, hidden.dtype)
         if hidden.shape[1] > 1:
             if state.position_mask is None:
                 return None
-            add = add * state.position_mask[:, :, None].to(hidden.dtype)
+            add = add * state.position_mask[:, :, None].to(hidden.device, hidden.dtype)
         hidden = hidden + add
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 

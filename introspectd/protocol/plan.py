@@ -58,6 +58,11 @@ class ModelConfig:
     slug: str = ""
     dtype: str = "auto"
     device: str = "auto"
+    # Across several devices (accelerate): "" = one device; else an accelerate device_map
+    # strategy. max_memory caps each device ("0", "1", ..., "cpu", "disk"), e.g. "20GiB".
+    device_map: str = ""
+    max_memory: tuple[tuple[str, str], ...] = ()
+    offload_folder: str = ""
 
 
 @dataclass(frozen=True)
@@ -219,7 +224,32 @@ def _read_model(t: Table) -> ModelConfig:
     device = t.text("device", "auto")
     if not rules.DEVICE_RE.fullmatch(device):
         t.fail("device", f"must be auto, cpu, mps, cuda or cuda:N; got {device!r}")
-    return ModelConfig(name=name, slug=slug, dtype=t.text("dtype", "auto", DTYPES), device=device)
+    dtype = t.text("dtype", "auto", DTYPES)
+    return ModelConfig(name, slug, dtype, device, *_read_placement(t, device))
+
+
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+MEMORY_RE = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B)", re.IGNORECASE)
+MEMORY_DEVICE_RE = re.compile(r"\d+|cpu|disk|mps|(cuda|xpu):\d+")
+
+
+def _read_placement(t: Table, device: str) -> tuple[str, tuple[tuple[str, str], ...], str]:
+    """[model] device_map, max_memory, offload_folder: layers across devices (accelerate)."""
+    device_map = t.text("device_map", "")
+    if device_map and device_map not in DEVICE_MAPS:
+        t.fail("device_map", f"must be one of {', '.join(DEVICE_MAPS)}; got {device_map!r}")
+    if device_map and device != "auto":
+        t.fail("device_map", f"places the layers itself: leave device unset (got {device!r})")
+    memory = t.take("max_memory", {}, (dict,), 'a table like {"0" = "20GiB", cpu = "60GiB"}')
+    for key, value in memory.items():
+        if not MEMORY_DEVICE_RE.fullmatch(key):
+            t.fail("max_memory", f"{key!r} is not a device (0, 1, ..., cpu, disk, cuda:N)")
+        if not isinstance(value, str) or not MEMORY_RE.fullmatch(value):
+            t.fail("max_memory", f'{key} = {value!r}: give a size such as "20GiB" or "500MB"')
+    if memory and not device_map:
+        t.fail("max_memory", 'caps a device_map: set device_map = "auto" too')
+    folder = t.text("offload_folder", "")
+    return device_map, tuple(sorted(memory.items())), folder
 
 
 def _read_sweep(t: Table) -> SweepConfig:
