@@ -353,7 +353,7 @@ def as_blind_reply(body: dict[str, Any], content: str) -> str:
     answers with, when the request is a v2 one; anything else is sent as is. A v1 "pass" with a
     detected concept becomes a claim of that concept, a "fail" no claim; so existing scripts
     keep meaning "the model noticed the ocean"."""
-    if not is_blind_request(body):
+    if not is_blind_request(body) or len(content) > 1 << 20:   # a poison reply stays as is
         return content
     try:
         data = json.loads(content)

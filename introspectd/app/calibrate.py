@@ -35,7 +35,7 @@ class Calibrated:
 
 
 def calibrate(plan: Plan, labels_path: Path, split: str | None, out: Path | None) -> Calibrated:
-    labels = load_labels(labels_path, split)   # bad labels: one line, before anything is sent
+    labels = load_labels(labels_path, split)  # bad labels: one line, before anything is sent
     cfg = plan.judge
     api_key = cfg.api_key()
     if not cfg.is_enabled(api_key):
@@ -43,7 +43,7 @@ def calibrate(plan: Plan, labels_path: Path, split: str | None, out: Path | None
     base_dir = plan.path.parent if isinstance(plan.path, Path) else None
     candidates = tuple(sorted(set(plan.sweep.concepts) | {r.concept for r in labels.records}))
     judge = Judge(cfg, api_key, base_dir=base_dir, candidates=candidates)
-    ctx = _open_run_db(plan)   # a plan that cannot run is refused before any request
+    ctx = _open_run_db(plan)  # a plan that cannot run is refused before any request
     try:
 
         async def grade() -> dict[str, Any]:
@@ -85,23 +85,50 @@ def _rate(group: dict[str, Any], name: str) -> str:
 def render_calibration(calibration: dict[str, Any], console: Console) -> None:
     """The calibration as one table: overall, then by trial type, concept and model."""
     judge, labels = calibration["judge"], calibration["labels"]
-    table = Table(title=f"judge {judge['model']} ({judge['api']}, prompt {judge['prompt_version']}"
-                        f", few-shot {judge['fewshot_hash']}) · fingerprint {judge['fingerprint']}"
-                        f"\nvs {labels['n']} human labels ({labels['split'] or 'all splits'}), "
-                        "positive = pass")
-    for name in ("group", "n", "TP", "FP", "FN", "TN", "TPR [95% CI]", "TNR [95% CI]",
-                 "accuracy [95% CI]", "kappa"):
+    table = Table(
+        title=f"judge {judge['model']} ({judge['api']}, prompt {judge['prompt_version']}"
+        f", few-shot {judge['fewshot_hash']}) · fingerprint {judge['fingerprint']}"
+        f"\nvs {labels['n']} human labels ({labels['split'] or 'all splits'}), "
+        "positive = pass"
+    )
+    for name in (
+        "group",
+        "n",
+        "TP",
+        "FP",
+        "FN",
+        "TN",
+        "TPR [95% CI]",
+        "TNR [95% CI]",
+        "accuracy [95% CI]",
+        "kappa",
+    ):
         table.add_column(name, justify="left" if name == "group" else "right")
     rows: list[tuple[str, dict[str, Any]]] = [("overall", calibration["overall"])]
-    for section, prefix in (("by_trial_type", ""), ("by_concept", "concept "),
-                            ("by_model", "model ")):
+    for section, prefix in (
+        ("by_trial_type", ""),
+        ("by_concept", "concept "),
+        ("by_model", "model "),
+    ):
         rows += [(prefix + name, group) for name, group in calibration[section].items()]
     for name, g in rows:
-        table.add_row(name, str(g["n"]), str(g["tp"]), str(g["fp"]), str(g["fn"]), str(g["tn"]),
-                      _rate(g, "tpr"), _rate(g, "tnr"), _rate(g, "accuracy"), _pct(g["kappa"]),
-                      end_section=name in ("overall", "control"))
+        table.add_row(
+            name,
+            str(g["n"]),
+            str(g["tp"]),
+            str(g["fp"]),
+            str(g["fn"]),
+            str(g["tn"]),
+            _rate(g, "tpr"),
+            _rate(g, "tnr"),
+            _rate(g, "accuracy"),
+            _pct(g["kappa"]),
+            end_section=name in ("overall", "control"),
+        )
     console.print(table)
     failed = calibration["failed"]
     if failed["n"]:
-        console.print(f"the judge failed to grade {failed['n']} labelled records (left out of "
-                      f"every figure): {', '.join(failed['ids'])}")
+        console.print(
+            f"the judge failed to grade {failed['n']} labelled records (left out of "
+            f"every figure): {', '.join(failed['ids'])}"
+        )

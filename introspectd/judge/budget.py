@@ -14,8 +14,9 @@ TOKENS_PER_PRICE_UNIT = 1_000_000
 
 
 def spend_usd(cfg: JudgeConfig, prompt_tokens: int, completion_tokens: int) -> float:
-    return (prompt_tokens * cfg.price_in_per_mtok
-            + completion_tokens * cfg.price_out_per_mtok) / TOKENS_PER_PRICE_UNIT
+    return (
+        prompt_tokens * cfg.price_in_per_mtok + completion_tokens * cfg.price_out_per_mtok
+    ) / TOKENS_PER_PRICE_UNIT
 
 
 def is_capped(cfg: JudgeConfig) -> bool:
@@ -28,5 +29,7 @@ def is_budget_reached(cfg: JudgeConfig, spent: float) -> bool:
 
 def budget_reason(cfg: JudgeConfig, spent: float) -> str:
     """A failed row's judge_error: starts with BUDGET_REACHED, says how to go on."""
-    return (f"{BUDGET_REACHED} (${spent:.4f} of ${cfg.budget_usd:g}); raise [judge] budget_usd "
-            "and run `introspectd rejudge`")
+    return (
+        f"{BUDGET_REACHED} (${spent:.4f} of ${cfg.budget_usd:g}); raise [judge] budget_usd "
+        "and run `introspectd rejudge`"
+    )

@@ -44,8 +44,9 @@ def is_judge_pass(outcome: JudgeOutcome) -> bool | None:
     return str(outcome.result.get("answer", "")).lower() == "pass"
 
 
-def build_calibration(judge: Judge, labels: LabelFile, split: str | None,
-                      outcomes: dict[str, JudgeOutcome]) -> dict[str, Any]:
+def build_calibration(
+    judge: Judge, labels: LabelFile, split: str | None, outcomes: dict[str, JudgeOutcome]
+) -> dict[str, Any]:
     """The calibration JSON (README "Grading"): overall and by concept, trial type and model."""
     graded: list[tuple[Labelled, bool]] = []
     failed: list[str] = []
@@ -57,14 +58,25 @@ def build_calibration(judge: Judge, labels: LabelFile, split: str | None,
             graded.append((record, verdict))
     cfg = judge.cfg
     return {
-        "judge": {"model": cfg.model, "api": cfg.api, "prompt_version": cfg.prompt_version,
-                  "fewshot_hash": judge.fewshot_hash, "fingerprint": judge.fingerprint},
-        "labels": {"path": str(labels.path), "sha256": labels.sha256, "split": split,
-                   "n": len(labels.records)},
+        "judge": {
+            "model": cfg.model,
+            "api": cfg.api,
+            "prompt_version": cfg.prompt_version,
+            "fewshot_hash": judge.fewshot_hash,
+            "fingerprint": judge.fingerprint,
+        },
+        "labels": {
+            "path": str(labels.path),
+            "sha256": labels.sha256,
+            "split": split,
+            "n": len(labels.records),
+        },
         "overall": _figures(graded),
         "by_concept": _grouped(graded, lambda r: r.concept),
-        "by_trial_type": {kind: _figures([g for g in graded if _kind(g[0]) == kind])
-                          for kind in (INJECTION, CONTROL)},
+        "by_trial_type": {
+            kind: _figures([g for g in graded if _kind(g[0]) == kind])
+            for kind in (INJECTION, CONTROL)
+        },
         "by_model": _grouped(graded, lambda r: r.model),
         "failed": {"n": len(failed), "ids": failed},
     }
@@ -78,8 +90,9 @@ def _figures(graded: list[tuple[Labelled, bool]]) -> dict[str, Any]:
     return Confusion.of((r.is_human_pass, verdict) for r, verdict in graded).to_dict()
 
 
-def _grouped(graded: list[tuple[Labelled, bool]],
-             key: Callable[[Labelled], str]) -> dict[str, dict[str, Any]]:
+def _grouped(
+    graded: list[tuple[Labelled, bool]], key: Callable[[Labelled], str]
+) -> dict[str, dict[str, Any]]:
     groups: dict[str, list[tuple[Labelled, bool]]] = {}
     for item in graded:
         groups.setdefault(key(item[0]), []).append(item)

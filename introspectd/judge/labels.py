@@ -33,7 +33,7 @@ class Labelled:
 class LabelFile:
     path: Path
     sha256: str
-    records: tuple[Labelled, ...]   # of the chosen split, in file order
+    records: tuple[Labelled, ...]  # of the chosen split, in file order
 
 
 def load_labels(path: Path, split: str | None = None) -> LabelFile:
@@ -55,8 +55,9 @@ def load_labels(path: Path, split: str | None = None) -> LabelFile:
             continue
         record = _labelled(path, lineno, line)
         if record.id in seen:
-            raise BadInput(f"{path}:{lineno}: duplicate id {record.id!r} (first on line "
-                           f"{seen[record.id]})")
+            raise BadInput(
+                f"{path}:{lineno}: duplicate id {record.id!r} (first on line {seen[record.id]})"
+            )
         seen[record.id] = lineno
         records.append(record)
     if not records:
@@ -76,20 +77,32 @@ def _labelled(path: Path, lineno: int, line: str) -> Labelled:
         raise BadInput(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(record, dict):
         raise BadInput(f"{where}: expected a JSON object (a labelled record)")
-    for key, kind in (("id", str), ("concept", str), ("was_injected", bool), ("response", str),
-                      ("label", dict)):
+    for key, kind in (
+        ("id", str),
+        ("concept", str),
+        ("was_injected", bool),
+        ("response", str),
+        ("label", dict),
+    ):
         if key not in record:
             raise BadInput(f"{where}: labelled record lacks {key!r}")
         if not isinstance(record[key], kind):
             raise BadInput(f"{where}: {key!r} must be {_KIND_NAMES[kind]}")
     answer = record["label"].get("answer")
     if answer not in ("pass", "fail"):
-        raise BadInput(f"{where}: label.answer must be \"pass\" or \"fail\", got {answer!r:.40}")
+        raise BadInput(f'{where}: label.answer must be "pass" or "fail", got {answer!r:.40}')
     split = record.get("split")
     if split is not None and not isinstance(split, str):
         raise BadInput(f"{where}: 'split' must be a string")
-    return Labelled(record["id"], record["concept"], record["was_injected"], record["response"],
-                    answer == "pass", _model(record), split)
+    return Labelled(
+        record["id"],
+        record["concept"],
+        record["was_injected"],
+        record["response"],
+        answer == "pass",
+        _model(record),
+        split,
+    )
 
 
 _KIND_NAMES: dict[type, str] = {str: "a string", bool: "a boolean", dict: "an object"}

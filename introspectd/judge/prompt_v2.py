@@ -59,8 +59,10 @@ def v2_schema(candidates: tuple[str, ...]) -> dict[str, Any]:
         "properties": {
             "reasoning": {"type": "string"},
             "claims_detection": {"type": "boolean"},
-            "identified_concept": {"type": ["string", "null"],
-                                   "enum": [*candidates, OTHER_CONCEPT, None]},
+            "identified_concept": {
+                "type": ["string", "null"],
+                "enum": [*candidates, OTHER_CONCEPT, None],
+            },
             "detection_before_mention": {"type": ["boolean", "null"]},
             "coherent": {"type": "boolean"},
             "refused": {"type": "boolean"},
@@ -73,8 +75,10 @@ def v2_schema(candidates: tuple[str, ...]) -> dict[str, Any]:
 def v2_trial_message(candidates: tuple[str, ...], response: str) -> str:
     """The user turn: the candidates and the fenced answer. No trial type, no injected concept."""
     listed = ", ".join(candidates) if candidates else "(none)"
-    return (f'Candidate concepts: {listed} (or "{OTHER_CONCEPT}")\n'
-            f"Model answer (between the markers):\n<<<RESPONSE\n{response}\nRESPONSE>>>")
+    return (
+        f'Candidate concepts: {listed} (or "{OTHER_CONCEPT}")\n'
+        f"Model answer (between the markers):\n<<<RESPONSE\n{response}\nRESPONSE>>>"
+    )
 
 
 class V2OutputError(ValueError):
@@ -101,7 +105,8 @@ def validate_v2(data: Any, candidates: tuple[str, ...]) -> dict[str, Any]:
     return {
         "reasoning": data["reasoning"].strip(),
         "claims_detection": claims,
-        "identified_concept": _identified(data["identified_concept"], candidates) if claims
+        "identified_concept": _identified(data["identified_concept"], candidates)
+        if claims
         else None,
         "detection_before_mention": before if claims else None,
         "coherent": data["coherent"],
@@ -110,7 +115,7 @@ def validate_v2(data: Any, candidates: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _identified(value: Any, candidates: tuple[str, ...]) -> str:
-    if value is None:   # a claim that names nothing specific
+    if value is None:  # a claim that names nothing specific
         return OTHER_CONCEPT
     if not isinstance(value, str):
         raise V2OutputError("schema violation: identified_concept must be a string or null")
@@ -122,8 +127,13 @@ def _identified(value: Any, candidates: tuple[str, ...]) -> str:
     raise V2OutputError(f"schema violation: identified_concept {word!r:.40} is not a candidate")
 
 
-def v2_example_fields(concept: str, was_injected: bool, label: dict[str, Any],
-                      candidates: tuple[str, ...], note: str = "") -> dict[str, Any]:
+def v2_example_fields(
+    concept: str,
+    was_injected: bool,
+    label: dict[str, Any],
+    candidates: tuple[str, ...],
+    note: str = "",
+) -> dict[str, Any]:
     """A human label (v1 keys) restated as the v2 fields that give the same seed-rule grade.
 
     Labels do not say whether the claim came before the concept, so a claim is shown as coming

@@ -18,6 +18,7 @@ FINGERPRINT_CHARS = 12
 
 def judge_fingerprint(cfg: JudgeConfig, fewshot_hash: str) -> str:
     """sha256 over (model, api, prompt_version, fewshot_hash), first FINGERPRINT_CHARS hex."""
-    canon = json.dumps([cfg.model, cfg.api, cfg.prompt_version, fewshot_hash],
-                       separators=(",", ":"))
+    canon = json.dumps(
+        [cfg.model, cfg.api, cfg.prompt_version, fewshot_hash], separators=(",", ":")
+    )
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:FINGERPRINT_CHARS]

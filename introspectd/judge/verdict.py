@@ -23,8 +23,14 @@ CONTROL = "control"
 OTHER_CONCEPT = "other"
 
 # The fields a v2 judge answers with (judge/prompt_v2.py), in the order of its schema.
-V2_FIELDS = ("reasoning", "claims_detection", "identified_concept", "detection_before_mention",
-             "coherent", "refused")
+V2_FIELDS = (
+    "reasoning",
+    "claims_detection",
+    "identified_concept",
+    "detection_before_mention",
+    "coherent",
+    "refused",
+)
 
 
 def _kind(kind: str | bool) -> str:
@@ -59,8 +65,9 @@ def answer_word(passed: bool) -> str:
     return "pass" if passed else "fail"
 
 
-def record_judge(kind: str | bool, concept: str, fields: Mapping[str, Any],
-                 prompt_version: str) -> dict[str, Any]:
+def record_judge(
+    kind: str | bool, concept: str, fields: Mapping[str, Any], prompt_version: str
+) -> dict[str, Any]:
     """A record's `judge` object from a v2 judgement: the seed's keys (`answer` is the
     seed-rule grade; `detected_concept` the concept the model claims to notice, null when it
     claims nothing) plus the v2 fields and the prompt version."""

@@ -82,8 +82,15 @@ class Confusion:
     def to_dict(self) -> dict[str, Any]:
         """The calibration JSON's figures for one group."""
         return {
-            "tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn, "n": self.n,
-            "tpr": self.tpr, "tnr": self.tnr, "accuracy": self.accuracy, "kappa": self.kappa,
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "tn": self.tn,
+            "n": self.n,
+            "tpr": self.tpr,
+            "tnr": self.tnr,
+            "accuracy": self.accuracy,
+            "kappa": self.kappa,
             "tpr_ci": wilson_interval(self.tp, self.tp + self.fn),
             "tnr_ci": wilson_interval(self.tn, self.tn + self.fp),
             "accuracy_ci": wilson_interval(self.tp + self.tn, self.n),
