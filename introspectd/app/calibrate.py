@@ -47,8 +47,12 @@ def calibrate(plan: Plan, labels_path: Path, split: str | None, out: Path | None
     try:
 
         async def grade() -> dict[str, Any]:
-            async with judge:
-                return await grade_labelled(judge, labels.records)
+            outcomes: dict[str, Any] = {}
+            async with judge, anyio.create_task_group() as tg:
+                tg.start_soon(_cancel_on_stop, tg.cancel_scope)
+                outcomes = await grade_labelled(judge, labels.records)
+                tg.cancel_scope.cancel()
+            return outcomes
 
         with stopping.deferred():
             outcomes = anyio.run(grade)
@@ -61,6 +65,13 @@ def calibrate(plan: Plan, labels_path: Path, split: str | None, out: Path | None
         return Calibrated(calibration, target, ctx.db_path)
     finally:
         ctx.close()
+
+
+async def _cancel_on_stop(scope: anyio.CancelScope) -> None:
+    """SIGINT/SIGTERM: stop grading (a partial calibration is not written)."""
+    while stopping.received() is None:
+        await anyio.sleep(0.2)
+    scope.cancel()
 
 
 def _open_run_db(plan: Plan) -> RunContext:
