@@ -128,6 +128,7 @@ class Recorded:
     status: int = 0
     done: float = 0.0
     retry_after_s: float | None = None   # what a 429 told the client to wait
+    raw: bytes = b""                      # the request body as sent
 
 
 @dataclass
@@ -218,7 +219,7 @@ class JudgeServer:
     def _handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str],
                                                                              bytes]:
         body = json.loads(raw or b"{}")
-        rec = Recorded(time.monotonic(), path, headers, body)
+        rec = Recorded(time.monotonic(), path, headers, body, raw=raw)
         with self._lock:
             self.requests.append(rec)
             self._in_flight += 1

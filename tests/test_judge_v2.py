@@ -98,7 +98,7 @@ def test_injection_and_control_requests_are_identical(api: str) -> None:
                 ]
 
         outcomes = anyio.run(grade_three)
-        bodies = [json.dumps(r.body) for r in server.requests]
+        bodies = [r.raw.decode() for r in server.requests]
     assert len(bodies) == 3 and bodies[0] == bodies[1] == bodies[2]
     assert "control" not in bodies[0].lower() and "Injected" not in bodies[0]
     assert [o.result["answer"] for o in outcomes] == ["pass", "fail", "fail"]

@@ -61,7 +61,7 @@ def v2_schema(candidates: tuple[str, ...]) -> dict[str, Any]:
             "claims_detection": {"type": "boolean"},
             "identified_concept": {
                 "type": ["string", "null"],
-                "enum": [*candidates, OTHER_CONCEPT, None],
+                "enum": [*(c for c in candidates if c != OTHER_CONCEPT), OTHER_CONCEPT, None],
             },
             "detection_before_mention": {"type": ["boolean", "null"]},
             "coherent": {"type": "boolean"},
