@@ -34,16 +34,18 @@ def main() -> int:
     records = [json.loads(line) for line in Path(args.labels).read_text().splitlines() if line]
     chosen = [r for r in records if r["split"] == args.split]
     flips = args.flip
-    if flips is None:   # default: the first two human passes and the first human fail
+    if flips is None:  # default: the first two human passes and the first human fail
         passes = [r["id"] for r in chosen if r["label"]["answer"] == "pass"]
         fails = [r["id"] for r in chosen if r["label"]["answer"] == "fail"]
         flips = passes[:2] + fails[:1]
     print(f"flipped: {', '.join(flips)}")
-    with tempfile.TemporaryDirectory() as tmp, JudgeServer(
-        responder=labelled_judge(records, flipped=set(flips))
-    ) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        JudgeServer(responder=labelled_judge(records, flipped=set(flips))) as server,
+    ):
         plan = Path(tmp) / "plan.toml"
-        plan.write_text(textwrap.dedent(f"""
+        plan.write_text(
+            textwrap.dedent(f"""
             [run]
             output_dir = "{tmp}/out"
             experiment_id = "calibration"
@@ -58,9 +60,22 @@ def main() -> int:
             model = "scripted-labels"
             base_url = "{server.base_url}"
             concurrency = 8
-            """))
-        cmd = [sys.executable, "-m", "introspectd.cli", "calibrate", "--plan", str(plan),
-               "--labels", args.labels, "--split", args.split, "--out", f"{tmp}/cal.json"]
+            """)
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "introspectd.cli",
+            "calibrate",
+            "--plan",
+            str(plan),
+            "--labels",
+            args.labels,
+            "--split",
+            args.split,
+            "--out",
+            f"{tmp}/cal.json",
+        ]
         done = subprocess.run(cmd, cwd=REPO, env=os.environ, text=True, capture_output=True)
         print(done.stdout, done.stderr, sep="")
         return done.returncode
