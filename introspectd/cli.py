@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     rejudge.add_argument("--output")
     rejudge.add_argument("--all", action="store_true", help="re-grade every row")
 
+    calibrate = sub.add_parser("calibrate", help="measure the plan's judge against human labels")
+    calibrate.add_argument("--plan", required=True)
+    calibrate.add_argument("--labels", required=True, help="labelled JSONL (../shared/data form)")
+    calibrate.add_argument("--split", help="only records of this split (train, dev, test)")
+    calibrate.add_argument("--out", help="calibration JSON (default: in the run's directory)")
+
     report = sub.add_parser("report", help="metrics, tables and figures from JSONL results")
     report.add_argument("inputs", nargs="+")
     report.add_argument("--out", required=True)
@@ -145,6 +151,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_export(args)
     if args.command == "rejudge":
         return cmd_rejudge(args)
+    if args.command == "calibrate":
+        return cmd_calibrate(args)
     if args.command == "report":
         from introspectd.report.writer import write_report
 
@@ -161,6 +169,23 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "explore":
         return cmd_explore(args)
     return cmd_batch_render(args)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from introspectd.app.calibrate import calibrate, render_calibration
+    from introspectd.app.plans import load_plan
+
+    if args.out:  # before any grading, not after it
+        from introspectd.fs_errors import require_output_file
+
+        require_output_file(Path(args.out), "--out")
+    done = calibrate(load_plan(args.plan), Path(args.labels), args.split,
+                     Path(args.out) if args.out else None)
+    render_calibration(done.calibration, Console(width=160))
+    print(f"calibration written to {done.out} and stored in {done.db}")
+    return EXIT_OK
 
 
 def cmd_rejudge(args: argparse.Namespace) -> int:

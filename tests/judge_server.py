@@ -17,8 +17,8 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -128,6 +128,7 @@ class Recorded:
     status: int = 0
     done: float = 0.0
     retry_after_s: float | None = None   # what a 429 told the client to wait
+    raw: bytes = b""                      # the request body as sent
 
 
 @dataclass
@@ -218,7 +219,7 @@ class JudgeServer:
     def _handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str],
                                                                              bytes]:
         body = json.loads(raw or b"{}")
-        rec = Recorded(time.monotonic(), path, headers, body)
+        rec = Recorded(time.monotonic(), path, headers, body, raw=raw)
         with self._lock:
             self.requests.append(rec)
             self._in_flight += 1
@@ -294,6 +295,8 @@ def _render(action: Action, path: str, body: dict[str, Any], raw: bytes,
         return 200, out_headers, action.raw_body
     if action.echo_auth:
         action = ok({**GOOD_RESULT, "reasoning": f"Noticed the ocean. Your key: {key}."})
+    if action.content is not None:
+        action = replace(action, content=as_blind_reply(body, action.content))
     content = action.content or ""
     prompt_tokens, completion_tokens = len(raw) // 4, len(content) // 4 + 1
     model = str(body.get("model", "judge"))
@@ -327,3 +330,80 @@ def _responses_body(model: str, action: Action, p: int, c: int) -> dict[str, Any
             "usage": {"input_tokens": p, "input_tokens_details": {"cached_tokens": 0},
                       "output_tokens": c, "output_tokens_details": {"reasoning_tokens": 0},
                       "total_tokens": p + c}}
+
+
+# --- prompt v2 (blind) -----------------------------------------------------------------------
+
+BLIND_SCHEMA_NAME = "introspection_claims"
+
+
+def _schema_of(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The strict JSON schema a request asks for (chat or responses API), if any."""
+    fmt = body.get("response_format") or (body.get("text") or {}).get("format") or {}
+    inner = fmt.get("json_schema", fmt)
+    return inner if isinstance(inner, dict) and "schema" in inner else None
+
+
+def is_blind_request(body: dict[str, Any]) -> bool:
+    schema = _schema_of(body)
+    return schema is not None and schema.get("name") == BLIND_SCHEMA_NAME
+
+
+def as_blind_reply(body: dict[str, Any], content: str) -> str:
+    """A v1-style scripted reply (GOOD_RESULT and kin) restated as the v2 fields a blind judge
+    answers with, when the request is a v2 one; anything else is sent as is. A v1 "pass" with a
+    detected concept becomes a claim of that concept, a "fail" no claim; so existing scripts
+    keep meaning "the model noticed the ocean"."""
+    if not is_blind_request(body) or len(content) > 1 << 20:   # a poison reply stays as is
+        return content
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError:
+        return content
+    if not isinstance(data, dict) or "answer" not in data or "claims_detection" in data:
+        return content
+    claims = data.get("answer") == "pass"
+    detected = data.get("detected_concept")
+    schema = _schema_of(body) or {}
+    allowed = schema["schema"]["properties"]["identified_concept"]["enum"]
+    detected = detected if detected in allowed else "other"
+    return json.dumps({
+        "reasoning": data.get("reasoning", ""),
+        "claims_detection": claims,
+        "identified_concept": (detected or "other") if claims else None,
+        "detection_before_mention": True if claims else None,
+        "coherent": data.get("coherent", True),
+        "refused": data.get("refused", False),
+    })
+
+
+def answer_text(body: dict[str, Any]) -> str:
+    """The model answer inside the last user turn of a judge request (between the markers)."""
+    turns = body.get("messages") or body.get("input") or []
+    last = str(turns[-1]["content"])
+    return last.split("<<<RESPONSE\n", 1)[1].rsplit("\nRESPONSE>>>", 1)[0]
+
+
+def labelled_judge(records: list[dict[str, Any]], flipped: Collection[str] = (),
+                   fail_ids: Collection[str] = ()) -> Callable[[Recorded], Action | None]:
+    """A scripted blind judge that grades like the human labels, except for the records whose
+    ids are in `flipped` (graded the other way) and `fail_ids` (answered with a 500). It keys
+    on the answer text in the request; the v2 fields it sends give the wanted seed-rule grade:
+    a passing injection claims and names its concept, a failing control claims "other"."""
+    by_text = {r["response"]: r for r in records}
+
+    def respond(rec: Recorded) -> Action | None:
+        record = by_text.get(answer_text(rec.body))
+        if record is None:
+            return None
+        if record["id"] in fail_ids:
+            return status(500, "scripted failure")
+        is_pass = (record["label"]["answer"] == "pass") != (record["id"] in flipped)
+        claims = is_pass if record["was_injected"] else not is_pass
+        identified = (record["concept"] if record["was_injected"] else "other") if claims else None
+        return ok({"reasoning": "scripted from the human label", "claims_detection": claims,
+                   "identified_concept": identified,
+                   "detection_before_mention": True if claims else None,
+                   "coherent": True, "refused": False})
+
+    return respond

@@ -38,7 +38,8 @@ def server() -> Iterator[JudgeServer]:
 def config(server: JudgeServer, **overrides: Any) -> JudgeConfig:
     fields: dict[str, Any] = {"model": "judge-test", "base_url": server.base_url,
                               "concurrency": 4, "max_attempts": 3, "backoff_s": 0.01,
-                              "timeout_s": 2.0}
+                              "timeout_s": 2.0,
+                              "prompt_version": "v1"}  # the client's behaviour, on v1 replies
     fields.update(overrides)
     return JudgeConfig(**fields)
 

@@ -39,7 +39,7 @@ def write_lines(path: Path, records: list[dict[str, Any]]) -> list[str]:
 def rejudge(server: JudgeServer, src: Path, dest: Path, all_records: bool = False,
             concurrency: int = 4) -> RejudgeCounts:
     cfg = JudgeConfig(model="judge-test", base_url=server.base_url, concurrency=concurrency,
-                      max_attempts=2, backoff_s=0.01, timeout_s=2.0)
+                      max_attempts=2, backoff_s=0.01, timeout_s=2.0, prompt_version="v1")
 
     async def main() -> RejudgeCounts:
         async with Judge(cfg, "sk-rejudge-test-key-0000") as judge:

@@ -23,7 +23,7 @@ from introspectd.app.live_figures import (
     failures_in_words,
     printable,
     reason_words,
-    spend_usd,
+    spend_figure,
 )
 from introspectd.app.live_view import LiveView
 from introspectd.protocol.plan import JudgeConfig
@@ -174,13 +174,11 @@ def test_failures_are_worded() -> None:
 
 
 def test_spend_shows_only_with_prices() -> None:
-    assert spend_usd(JudgeConfig(), 1000, 1000) is None
-
-    class Priced:
-        price_in_per_mtok = 0.25
-        price_out_per_mtok = 2.0
-
-    assert spend_usd(Priced(), 2_000_000, 500_000) == pytest.approx(1.5)
+    assert spend_figure(JudgeConfig(), 1.5, 0.0) is None
+    priced = JudgeConfig(price_in_per_mtok=0.25, price_out_per_mtok=2.0)
+    assert spend_figure(priced, 1.5, 0.0) == "spend $1.50"
+    capped = JudgeConfig(price_in_per_mtok=0.25, price_out_per_mtok=2.0, budget_usd=10.0)
+    assert spend_figure(capped, 1.5, 10.0) == "spend $1.50 of $10.00 budget"
 
 
 def test_grid_counts_injected_judgements_per_cell() -> None:

@@ -12,8 +12,8 @@ import unicodedata
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from introspectd.protocol.plan import JudgeConfig
 from introspectd.run.session import RunContext
 from introspectd.run.stats import RunStats
 
@@ -97,15 +97,13 @@ def count(n: float) -> str:
     return f"{round(n):,}"
 
 
-def spend_usd(judge_cfg: Any, prompt_tokens: int, completion_tokens: int) -> float | None:
-    """Judge spend so far, or None when the plan sets no prices. Reads the optional
-    `[judge] price_in_per_mtok` / `price_out_per_mtok` (USD per million tokens); a plan
-    without them (or a build whose JudgeConfig lacks them) shows tokens only."""
-    price_in = getattr(judge_cfg, "price_in_per_mtok", None)
-    price_out = getattr(judge_cfg, "price_out_per_mtok", None)
-    if price_in is None and price_out is None:
+def spend_figure(judge_cfg: JudgeConfig, spent_usd: float, budget_usd: float) -> str | None:
+    """Judge spend so far (judge/budget.py counts it from the stored token counts), or None
+    when the plan sets no prices: introspectd ships none, so tokens are all it can show."""
+    if judge_cfg.price_in_per_mtok == 0 and judge_cfg.price_out_per_mtok == 0:
         return None
-    return (prompt_tokens * (price_in or 0.0) + completion_tokens * (price_out or 0.0)) / 1e6
+    cap = f" of ${budget_usd:,.2f} budget" if budget_usd > 0 else ""
+    return f"spend ${spent_usd:,.2f}{cap}"
 
 
 @dataclass(frozen=True)
@@ -150,7 +148,7 @@ def generation_figures(stats: RunStats) -> list[str]:
     ]
 
 
-def judge_figures(stats: RunStats, judge_cfg: Any) -> list[list[str]]:
+def judge_figures(stats: RunStats, judge_cfg: JudgeConfig) -> list[list[str]]:
     """Lines of judge figures; one line saying judging is off when it is."""
     if stats.judge is None:
         return [["off (no API key and no [judge] base_url)"]]
@@ -166,10 +164,10 @@ def judge_figures(stats: RunStats, judge_cfg: Any) -> list[list[str]]:
     elif js.paused_s > 0:
         first.append(f"paused {js.paused_s:.0f} s")
     tokens = f"tokens {count(js.prompt_tokens)} in / {count(js.completion_tokens)} out"
-    spend = spend_usd(judge_cfg, js.prompt_tokens, js.completion_tokens)
+    spend = spend_figure(judge_cfg, js.spend_usd, js.budget_usd)
     second = [f"failed {failures_in_words(js.failed_by_reason, stats.num_judge_failed)}", tokens]
     if spend is not None:
-        second.append(f"spend ${spend:,.2f}")
+        second.append(spend)
     return [first, second]
 
 

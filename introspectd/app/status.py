@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from introspectd.judge.budget import spend_usd
 from introspectd.protocol.trials import Status
 from introspectd.run.session import RunContext
 
@@ -27,8 +28,17 @@ def status_summary(ctx: RunContext) -> dict[str, Any]:
         "by_status": by_status,
         "by_concept": counts,
         "new_tokens": ctx.store.generated_tokens(),
-        "judge": ctx.store.judge_totals(),
+        "judge": _judge_summary(ctx),
     }
+
+
+def _judge_summary(ctx: RunContext) -> dict[str, Any]:
+    """The judge's totals, plus its spend at the plan's prices and the cap (issue 13)."""
+    totals = ctx.store.judge_totals()
+    cfg = ctx.plan.judge
+    totals["spend_usd"] = spend_usd(cfg, totals["prompt_tokens"], totals["completion_tokens"])
+    totals["budget_usd"] = cfg.budget_usd
+    return totals
 
 
 def render_status(summary: dict[str, Any]) -> str:
@@ -47,6 +57,9 @@ def render_status(summary: dict[str, Any]) -> str:
         f"judge: {judge['judgements']} judgements, {judge['prompt_tokens']} prompt + "
         f"{judge['completion_tokens']} completion tokens"
     )
+    if "spend_usd" in judge:
+        cap = f" of ${judge['budget_usd']:g} budget" if judge["budget_usd"] else " (no budget)"
+        lines.append(f"judge spend: ${judge['spend_usd']:.4f}{cap}")
     for reason, n in judge["failures_by_reason"].items():
         lines.append(f"  failed x{n}: {reason}")
     return "\n".join(lines)

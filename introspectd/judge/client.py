@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,11 @@ import openai
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
+from introspectd.judge.budget import budget_reason, is_budget_reached, spend_usd
 from introspectd.judge.http import capped_http_client
 from introspectd.judge.limiter import AdaptiveLimiter, Signal, Ticket
-from introspectd.judge.prompt import (
-    JUDGEMENT_SCHEMA,
-    SCHEMA_NAME,
-    JudgeOutputError,
-    judge_prompt_for,
-    parse_judgement,
-)
+from introspectd.judge.prompt import JudgeOutputError, JudgePrompt, judge_prompt_for
+from introspectd.judge.provenance import judge_fingerprint
 from introspectd.judge.redact import redact_judgement
 from introspectd.judge.retry import QUOTA_ERROR, Decision, JudgeRefused, decide, final_reason
 from introspectd.protocol.plan import JudgeConfig
@@ -46,13 +43,19 @@ JUDGING_OFF = "judging not configured"   # how every "judging is off" reason beg
 LOG_EVERY_S = 30.0          # at most one "pausing" warning per this interval
 REQUESTS_PER_CLIENT = 16   # concurrent requests per HTTP client (see Judge.__init__)
 
-# What `chat.completions.create` and `responses.create` send besides the model and the turns.
-# We post the request body ourselves (see Judge._send_chat): these never change, so they are
-# built once.
-_CHAT_FORMAT: dict[str, Any] = {"type": "json_schema", "json_schema": {
-    "name": SCHEMA_NAME, "schema": JUDGEMENT_SCHEMA, "strict": True}}
-_RESPONSES_FORMAT: dict[str, Any] = {"format": {
-    "type": "json_schema", "name": SCHEMA_NAME, "schema": JUDGEMENT_SCHEMA, "strict": True}}
+
+
+def chat_format(prompt: JudgePrompt) -> dict[str, Any]:
+    """`response_format` of a chat request: the prompt's strict JSON schema. Built once per
+    Judge: we post the request body ourselves (see Judge._send_chat)."""
+    return {"type": "json_schema", "json_schema": {
+        "name": prompt.schema_name, "schema": prompt.schema, "strict": True}}
+
+
+def responses_format(prompt: JudgePrompt) -> dict[str, Any]:
+    """The same for the responses API (`text`)."""
+    return {"format": {"type": "json_schema", "name": prompt.schema_name,
+                       "schema": prompt.schema, "strict": True}}
 _BEARER_AUTH: openai.RequestOptions = {"security": {"bearer_auth": True}}   # as `create` asks
 
 
@@ -69,12 +72,13 @@ class JudgeOutcome:
     num_429: int
     num_retries: int
     error_kind: str | None = None   # stable key for counting failures by reason
+    judge_fingerprint: str = ""     # provenance.judge_fingerprint of the judge that answered
 
     def to_judgement(self, trial_id: str) -> Judgement:
         """What the run's database keeps of this outcome for `trial_id`."""
         return Judgement(trial_id, self.result, self.error, self.judge_model,
                          self.prompt_version, self.fewshot_hash, self.attempts,
-                         self.prompt_tokens, self.completion_tokens)
+                         self.prompt_tokens, self.completion_tokens, self.judge_fingerprint)
 
 
 def judging_off(cfg: JudgeConfig) -> str:
@@ -96,6 +100,8 @@ class JudgeStats:
     completion_tokens: int
     tripped: bool
     paused_s: float
+    spend_usd: float = 0.0    # earlier judgements' spend plus this judge's (budget.py)
+    budget_usd: float = 0.0   # the cap; 0 = none
 
 
 # --- the client -----------------------------------------------------------------------------
@@ -135,10 +141,17 @@ class Judge:
     """Built once per run from the plan's [judge] table; `grade` is safe to call concurrently."""
 
     def __init__(self, cfg: JudgeConfig, api_key: str | None, *,
-                 base_dir: Path | None = None, limiter: AdaptiveLimiter | None = None) -> None:
+                 base_dir: Path | None = None, limiter: AdaptiveLimiter | None = None,
+                 candidates: tuple[str, ...] = (), spent_usd: float = 0.0) -> None:
+        """`candidates`: the sweep's concepts (prompt v2 lists them); `spent_usd`: what earlier
+        judgements of the run cost, counted against [judge] budget_usd."""
         self.cfg = cfg
-        self.prompt = judge_prompt_for(cfg, base_dir)
+        self.prompt = judge_prompt_for(cfg, base_dir, candidates)
         self.fewshot_hash = self.prompt.fewshot_hash
+        self.fingerprint = judge_fingerprint(cfg, self.fewshot_hash)
+        self._chat_format = chat_format(self.prompt)
+        self._responses_format = responses_format(self.prompt)
+        self._spent_before = spent_usd
         self.enabled = cfg.is_enabled(api_key)
         self._secret = api_key or ""
         # httpx's connection pool checks every pooled connection on each request, so one
@@ -168,7 +181,13 @@ class Judge:
             failed_by_reason=dict(t.failed), retries=t.retries, num_429=t.num_429,
             current_concurrency=self._limiter.limit, max_concurrency=self.cfg.concurrency,
             prompt_tokens=t.prompt_tokens, completion_tokens=t.completion_tokens,
-            tripped=self._tripped, paused_s=self._limiter.pause_left())
+            tripped=self._tripped, paused_s=self._limiter.pause_left(),
+            spend_usd=self.spend_usd, budget_usd=self.cfg.budget_usd)
+
+    @property
+    def spend_usd(self) -> float:
+        t = self._totals
+        return self._spent_before + spend_usd(self.cfg, t.prompt_tokens, t.completion_tokens)
 
     async def aclose(self) -> None:
         for client in self._clients:
@@ -189,8 +208,13 @@ class Judge:
             ticket = await self._limiter.acquire()
             if ticket is None:   # the breaker closed the limiter while we waited
                 return self._fail(call, "quota", QUOTA_ERROR)
+            if is_budget_reached(self.cfg, self.spend_usd):   # checked once a slot is ours
+                self._limiter.release(ticket, Signal.NEUTRAL, 0.0)
+                return self._fail(call, "budget", budget_reason(self.cfg, self.spend_usd))
             call.attempts = attempt
-            decision = await self._attempt(ticket, messages, call)
+            decision = await self._attempt(ticket, messages, call,
+                                           lambda text: self.prompt.parse(text, concept,
+                                                                          was_injected))
             if decision is None:
                 return self._succeed(call)
             if not decision.retry:
@@ -204,7 +228,7 @@ class Judge:
         raise AssertionError("unreachable: the last attempt never retries")
 
     async def _attempt(self, ticket: Ticket, messages: list[dict[str, str]],
-                       call: _Call) -> Decision | None:
+                       call: _Call, parse: Callable[[str], dict[str, Any]]) -> Decision | None:
         """One request. None on success (call.result set), else what to do about the failure."""
         signal, pause = Signal.NEUTRAL, 0.0
         try:
@@ -217,7 +241,7 @@ class Judge:
             self._totals.completion_tokens += reply.completion_tokens
             if reply.refusal:
                 raise JudgeRefused(reply.refusal)
-            call.result = redact_judgement(parse_judgement(reply.text), self._secret)
+            call.result = redact_judgement(parse(reply.text), self._secret)
             return None
         except Exception as exc:   # every failure becomes a decision; cancellation propagates
             decision = decide(exc, call.attempts, self.cfg, self._secret)
@@ -267,7 +291,7 @@ class Judge:
         completion = await next(self._client_turns).post(
             "/chat/completions", cast_to=ChatCompletion, options=_BEARER_AUTH,
             body={"model": self.cfg.model, "messages": messages,
-                  "response_format": _CHAT_FORMAT})
+                  "response_format": self._chat_format})
         usage = completion.usage
         if not completion.choices:
             raise JudgeOutputError("invalid JSON: reply has no choices")
@@ -281,7 +305,7 @@ class Judge:
         response = await next(self._client_turns).post(
             "/responses", cast_to=Response, options=_BEARER_AUTH,
             body={"model": self.cfg.model, "input": messages, "store": False,
-                  "text": _RESPONSES_FORMAT})
+                  "text": self._responses_format})
         refusal = next((part.refusal for item in response.output if item.type == "message"
                         for part in item.content if part.type == "refusal"), None)
         usage = response.usage
@@ -294,7 +318,7 @@ class Judge:
             prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens,
             judge_model=self.cfg.model, prompt_version=self.cfg.prompt_version,
             fewshot_hash=self.fewshot_hash, num_429=call.num_429, num_retries=call.retries,
-            error_kind=kind)
+            error_kind=kind, judge_fingerprint=self.fingerprint)
 
     def _succeed(self, call: _Call) -> JudgeOutcome:
         self._totals.judged += 1

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from introspectd.judge.budget import spend_usd
 from introspectd.judge.client import judging_off
 from introspectd.judge.grader import Grader, ToJudge
 from introspectd.protocol.trials import Status
@@ -38,14 +39,24 @@ def make_grader(ctx: RunContext, in_child: bool) -> Grader | None:
     if not cfg.is_enabled(api_key):
         return None
     base_dir = ctx.plan.path.parent if isinstance(ctx.plan.path, Path) else None
+    candidates = tuple(ctx.plan.sweep.concepts)
+    spent = run_spend_usd(ctx)
     if in_child:
         from introspectd.judge.process import JudgeProcess
 
-        return JudgeProcess(cfg, base_dir)
+        return JudgeProcess(cfg, base_dir, candidates, spent)
     from introspectd.judge.client import Judge
     from introspectd.judge.grader import InProcessGrader
 
-    return InProcessGrader(Judge(cfg, api_key, base_dir=base_dir))
+    return InProcessGrader(
+        Judge(cfg, api_key, base_dir=base_dir, candidates=candidates, spent_usd=spent)
+    )
+
+
+def run_spend_usd(ctx: RunContext) -> float:
+    """What the run's stored judgements cost at the plan's current prices."""
+    totals = ctx.store.judge_totals()
+    return spend_usd(ctx.plan.judge, totals["prompt_tokens"], totals["completion_tokens"])
 
 
 class JudgePool:

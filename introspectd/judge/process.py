@@ -37,6 +37,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from introspectd.judge.client import Judge, JudgeOutcome, JudgeStats
 from introspectd.judge.grader import OnOutcome, ToJudge, grade_all
 from introspectd.judge.prompt import judge_prompt_for
+from introspectd.judge.provenance import judge_fingerprint
 from introspectd.logs import configure_logging
 from introspectd.protocol.plan import JudgeConfig
 
@@ -53,11 +54,15 @@ class JudgeProcess:
     """Parent side, a `Grader` (grader.py): `serve` feeds a child judge and reports each
     outcome; `stats` are the child's latest figures, for the progress view."""
 
-    def __init__(self, cfg: JudgeConfig, base_dir: Path | None) -> None:
+    def __init__(self, cfg: JudgeConfig, base_dir: Path | None,
+                 candidates: tuple[str, ...] = (), spent_usd: float = 0.0) -> None:
         self.cfg = cfg
         self.base_dir = base_dir
+        self.candidates = candidates
+        self.spent_usd = spent_usd
         # Bad judge settings fail here, before any model work, as they would in-process.
-        self.fewshot_hash = judge_prompt_for(cfg, base_dir).fewshot_hash
+        self.fewshot_hash = judge_prompt_for(cfg, base_dir, candidates).fewshot_hash
+        self.fingerprint = judge_fingerprint(cfg, self.fewshot_hash)
         self.stats = JudgeStats(
             in_flight=0,
             judged=0,
@@ -71,6 +76,8 @@ class JudgeProcess:
             completion_tokens=0,
             tripped=False,
             paused_s=0.0,
+            spend_usd=spent_usd,
+            budget_usd=cfg.budget_usd,
         )  # until the child's first report
         self._outstanding: dict[int, ToJudge] = {}
         self._exit_reason: str | None = None
@@ -105,7 +112,8 @@ class JudgeProcess:
         on_outcome: OnOutcome,
     ) -> None:
         assert process.stdin is not None
-        setup = {"config": dataclasses.asdict(self.cfg), "base_dir": str(self.base_dir or "")}
+        setup = {"config": dataclasses.asdict(self.cfg), "base_dir": str(self.base_dir or ""),
+                 "candidates": list(self.candidates), "spent_usd": self.spent_usd}
         await self._write(process, setup)
         number = 0
         async for item in items:
@@ -170,6 +178,7 @@ class JudgeProcess:
             num_429=0,
             num_retries=0,
             error_kind="judge process",
+            judge_fingerprint=self.fingerprint,
         )
 
 
@@ -215,7 +224,11 @@ async def _serve(out: BinaryIO, parent_pid: int) -> None:
     setup = json.loads(first)
     cfg = JudgeConfig(**setup["config"])
     judge = Judge(
-        cfg, cfg.api_key(), base_dir=Path(setup["base_dir"]) if setup["base_dir"] else None
+        cfg,
+        cfg.api_key(),
+        base_dir=Path(setup["base_dir"]) if setup["base_dir"] else None,
+        candidates=tuple(setup["candidates"]),
+        spent_usd=setup["spent_usd"],
     )
 
     def write(message: dict[str, Any]) -> None:

@@ -15,6 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
+from introspectd.judge.prompt_v2 import (
+    SCHEMA_NAME_V2,
+    V2_SYSTEM,
+    V2OutputError,
+    v2_example_fields,
+    v2_example_reply,
+    v2_schema,
+    v2_trial_message,
+    validate_v2,
+)
+from introspectd.judge.verdict import record_judge
 from introspectd.protocol.plan import JUDGE_APIS, JudgeConfig
 
 _V1_SYSTEM = """\
@@ -57,7 +68,8 @@ Reply with a single JSON object with exactly these keys: "answer" ("pass" or "fa
 "refused" (true/false). No other text.
 """
 
-JUDGE_PROMPT_VERSIONS: dict[str, str] = {"v1": _V1_SYSTEM}
+JUDGE_PROMPT_VERSIONS: dict[str, str] = {"v1": _V1_SYSTEM, "v2": V2_SYSTEM}
+BLIND_VERSIONS = ("v2",)   # never told the trial type: the code grades (verdict.py)
 
 JUDGEMENT_KEYS = ("answer", "coherent", "detected_concept", "reasoning", "refused")
 
@@ -90,6 +102,7 @@ class FewShot:
     was_injected: bool
     response: str
     label: dict[str, Any]   # normalised to JUDGEMENT_KEYS
+    note: str = ""          # the label's fewshot_note (fewshot_select = "flagged"): its reasoning
 
 
 def trial_message(concept: str, was_injected: bool, response: str) -> str:
@@ -106,6 +119,7 @@ class JudgePrompt:
 
     version: str
     examples: tuple[FewShot, ...] = ()
+    candidates: tuple[str, ...] = ()   # v2: the concepts the judge may identify, besides "other"
 
     def __post_init__(self) -> None:
         if self.version not in JUDGE_PROMPT_VERSIONS:
@@ -117,7 +131,21 @@ class JudgePrompt:
     def fewshot_hash(self) -> str:
         return fewshot_hash(self.examples)
 
+    @property
+    def is_blind(self) -> bool:
+        return self.version in BLIND_VERSIONS
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        return v2_schema(self.candidates) if self.is_blind else JUDGEMENT_SCHEMA
+
+    @property
+    def schema_name(self) -> str:
+        return SCHEMA_NAME_V2 if self.is_blind else SCHEMA_NAME
+
     def messages(self, concept: str, was_injected: bool, response: str) -> list[dict[str, str]]:
+        if self.is_blind:
+            return self._blind_messages(response)
         out = [{"role": "system", "content": JUDGE_PROMPT_VERSIONS[self.version]}]
         for ex in self.examples:
             out.append({"role": "user",
@@ -126,20 +154,45 @@ class JudgePrompt:
         out.append({"role": "user", "content": trial_message(concept, was_injected, response)})
         return out
 
+    def _blind_messages(self, response: str) -> list[dict[str, str]]:
+        """Nothing here depends on the trial type or its concept: that is the point."""
+        out = [{"role": "system", "content": JUDGE_PROMPT_VERSIONS[self.version]}]
+        for ex in self.examples:
+            fields = v2_example_fields(ex.concept, ex.was_injected, ex.label, self.candidates,
+                                       ex.note)
+            out.append({"role": "user", "content": v2_trial_message(self.candidates, ex.response)})
+            out.append({"role": "assistant", "content": v2_example_reply(fields)})
+        out.append({"role": "user", "content": v2_trial_message(self.candidates, response)})
+        return out
+
+    def parse(self, text: str, concept: str, was_injected: bool) -> dict[str, Any]:
+        """The judge's reply → the record's `judge` object (JudgeOutputError when invalid)."""
+        if not self.is_blind:
+            return parse_judgement(text)
+        try:
+            fields = validate_v2(_reply_json(text), self.candidates)
+        except V2OutputError as exc:
+            raise JudgeOutputError(str(exc)) from None
+        return record_judge(was_injected, concept, fields, self.version)
+
 
 def fewshot_hash(examples: tuple[FewShot, ...] | list[FewShot]) -> str:
     """Stable across runs and machines: canonical JSON of exactly what the judge is shown."""
     if not examples:
         return NO_FEWSHOT_HASH
     canon = [{"concept": e.concept, "was_injected": e.was_injected, "response": e.response,
-              "label": e.label} for e in examples]
+              "label": e.label, **({"note": e.note} if e.note else {})} for e in examples]
     text = json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def load_fewshot(path: str | Path, n: int = 0, base_dir: Path | None = None) -> tuple[FewShot, ...]:
+def load_fewshot(path: str | Path, n: int = 0, base_dir: Path | None = None,
+                 select: str = "") -> tuple[FewShot, ...]:
     """Examples from a labelled JSONL: the first `n` records when n > 0, otherwise the records
-    marked `use_as_fewshot`. A relative path is taken from `base_dir` (the plan's folder)."""
+    marked `use_as_fewshot`. `select="flagged"`: the records whose `label.use_as_fewshot` is
+    true (the shared labelled set's form), their `label.fewshot_note` as the reasoning, the
+    first `n` of them when n > 0. A relative path is taken from `base_dir` (the plan's
+    folder)."""
     file = Path(path)
     if base_dir is not None and not file.is_absolute():
         file = base_dir / file
@@ -154,14 +207,23 @@ def load_fewshot(path: str | Path, n: int = 0, base_dir: Path | None = None) -> 
         if not line.strip():
             continue
         record = _read_record(file, lineno, line)
-        if n > 0 or record.get("use_as_fewshot") is True:
+        if select == "flagged":
+            if _is_flagged(record):
+                examples.append(_to_example(file, lineno, record, with_note=True))
+        elif n > 0 or record.get("use_as_fewshot") is True:
             examples.append(_to_example(file, lineno, record))
         if n > 0 and len(examples) >= n:
             break
     if not examples:
-        why = "has no records" if n > 0 else "marks no record with use_as_fewshot"
+        why = ("flags no label with use_as_fewshot" if select == "flagged"
+               else "has no records" if n > 0 else "marks no record with use_as_fewshot")
         raise BadInput(f"{file}: few-shot file {why} (set [judge] fewshot_n to take the first N)")
     return tuple(examples)
+
+
+def _is_flagged(record: dict[str, Any]) -> bool:
+    label = record.get("label")
+    return isinstance(label, dict) and label.get("use_as_fewshot") is True
 
 
 def _read_record(file: Path, lineno: int, line: str) -> dict[str, Any]:
@@ -174,7 +236,8 @@ def _read_record(file: Path, lineno: int, line: str) -> dict[str, Any]:
     return record
 
 
-def _to_example(file: Path, lineno: int, record: dict[str, Any]) -> FewShot:
+def _to_example(file: Path, lineno: int, record: dict[str, Any],
+                with_note: bool = False) -> FewShot:
     try:
         concept, injected, response = (record["concept"], record["was_injected"],
                                        record["response"])
@@ -187,7 +250,8 @@ def _to_example(file: Path, lineno: int, record: dict[str, Any]) -> FewShot:
             and isinstance(response, str)):
         raise BadInput(f"{file}:{lineno}: few-shot record needs string concept and response "
                        "and boolean was_injected")
-    return FewShot(concept, injected, response, label)
+    note = record["label"].get("fewshot_note") if with_note else None
+    return FewShot(concept, injected, response, label, note if isinstance(note, str) else "")
 
 
 _FENCE_RE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
@@ -198,6 +262,10 @@ def parse_judgement(text: str) -> dict[str, Any]:
 
     Servers without structured output sometimes wrap JSON in a Markdown fence; we accept that.
     """
+    return validate_judgement(_reply_json(text))
+
+
+def _reply_json(text: str) -> Any:
     stripped = text.strip()
     fenced = _FENCE_RE.match(stripped)
     if fenced:
@@ -205,10 +273,9 @@ def parse_judgement(text: str) -> dict[str, Any]:
     if not stripped:
         raise JudgeOutputError("invalid JSON: empty reply")
     try:
-        data = json.loads(stripped)
+        return json.loads(stripped)
     except json.JSONDecodeError as exc:
         raise JudgeOutputError(f"invalid JSON: {exc.msg} at char {exc.pos}") from None
-    return validate_judgement(data)
 
 
 def validate_judgement(data: Any) -> dict[str, Any]:
@@ -246,11 +313,17 @@ def _normalise_concept(value: Any) -> str | None:
     return None if word in ("", "null", "none", "n/a") else word
 
 
-def judge_prompt_for(cfg: JudgeConfig, base_dir: Path | None) -> JudgePrompt:
-    """The judge prompt a [judge] table asks for; BadInput names what is wrong with it."""
+def judge_prompt_for(cfg: JudgeConfig, base_dir: Path | None,
+                     candidates: tuple[str, ...] = ()) -> JudgePrompt:
+    """The judge prompt a [judge] table asks for; BadInput names what is wrong with it.
+    `candidates`: the sweep's concepts (v2 lists them, with the examples' concepts, sorted)."""
     if cfg.api not in JUDGE_APIS:
         raise BadInput(f"[judge] api: must be one of {', '.join(JUDGE_APIS)}; got {cfg.api!r}")
     if cfg.fewshot_n and not cfg.fewshot:
         raise BadInput("[judge] fewshot_n: needs [judge] fewshot (a labelled JSONL file)")
-    examples = load_fewshot(cfg.fewshot, cfg.fewshot_n, base_dir) if cfg.fewshot else ()
-    return JudgePrompt(cfg.prompt_version, examples)
+    if cfg.fewshot_select and not cfg.fewshot:
+        raise BadInput("[judge] fewshot_select: needs [judge] fewshot (a labelled JSONL file)")
+    examples = (load_fewshot(cfg.fewshot, cfg.fewshot_n, base_dir, cfg.fewshot_select)
+                if cfg.fewshot else ())
+    listed = tuple(sorted(set(candidates) | {ex.concept for ex in examples}))
+    return JudgePrompt(cfg.prompt_version, examples, listed)

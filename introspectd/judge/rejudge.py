@@ -20,7 +20,7 @@ from introspectd import stopping
 from introspectd.errors import BadInput, Interrupted
 from introspectd.judge.client import Judge, judging_off
 from introspectd.judge.pool import JudgePool, to_judge
-from introspectd.judge.rejudge_file import RejudgeCounts, rejudge_file
+from introspectd.judge.rejudge_file import RejudgeCounts, file_concepts, rejudge_file
 from introspectd.output.exporter import Exporter
 from introspectd.protocol.plan import JudgeConfig, Plan
 from introspectd.protocol.trials import Status
@@ -128,8 +128,11 @@ def _rejudge_file(src: Path, dest: Path, plan: Plan | None, include_judged: bool
     api_key = _require_judge(cfg)
     base_dir = plan.path.parent if plan is not None and isinstance(plan.path, Path) else None
 
+    concepts = set(file_concepts(src)) | set(plan.sweep.concepts if plan is not None else ())
+
     async def run() -> RejudgeCounts:
-        async with Judge(cfg, api_key, base_dir=base_dir) as judge:
+        async with Judge(cfg, api_key, base_dir=base_dir,
+                         candidates=tuple(sorted(concepts))) as judge:
             return await rejudge_file(src, dest, judge, all_records=include_judged)
 
     return FileRejudged(dest, anyio.run(run))

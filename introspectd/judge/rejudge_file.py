@@ -123,6 +123,12 @@ async def _grade_all(judge: Judge, lines: list[_Line]) -> list[JudgeOutcome | No
     return results
 
 
+def file_concepts(path: Path) -> tuple[str, ...]:
+    """The concepts of a seed-format file's records: the blind prompt's candidates."""
+    return tuple(sorted({line.record["concept"] for line in _read(path)
+                         if line.record and isinstance(line.record.get("concept"), str)}))
+
+
 def _read(path: Path) -> list[_Line]:
     try:
         text = path.read_text(encoding="utf-8")

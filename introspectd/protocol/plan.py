@@ -88,13 +88,19 @@ class JudgeConfig:
     base_url: str = ""
     api_key_env: str = "OPENAI_API_KEY"
     api: str = "chat"
-    prompt_version: str = "v1"
+    prompt_version: str = "v2"  # v2: the blind prompt (judge/prompt_v2.py); v1 stays selectable
     fewshot: str = ""
     fewshot_n: int = 0
     concurrency: int = 32
     max_attempts: int = 3
     backoff_s: float = 1.0
     timeout_s: float = 60.0
+    fewshot_select: str = ""  # "flagged": the labelled records whose label.use_as_fewshot is true
+    # The spending cap (judge/budget.py): user-set prices in USD per million tokens; no
+    # built-in prices. budget_usd = 0 means no cap.
+    price_in_per_mtok: float = 0.0
+    price_out_per_mtok: float = 0.0
+    budget_usd: float = 0.0
 
     def api_key(self) -> str | None:
         """The key from the variable `api_key_env` names; never stored anywhere."""
@@ -382,7 +388,23 @@ def _read_judge(t: Table) -> JudgeConfig:
         timeout_s=t.number(
             "timeout_s", 60.0, minimum=0.0, maximum=rules.MAX_TIMEOUT_S, positive=True
         ),
+        fewshot_select=_read_fewshot_select(t),
+        price_in_per_mtok=t.number("price_in_per_mtok", 0.0, minimum=0.0, maximum=MAX_PRICE),
+        price_out_per_mtok=t.number("price_out_per_mtok", 0.0, minimum=0.0, maximum=MAX_PRICE),
+        budget_usd=t.number("budget_usd", 0.0, minimum=0.0, maximum=MAX_BUDGET_USD),
     )
+
+
+FEWSHOT_SELECTS = ("", "flagged")
+MAX_PRICE = 10_000.0  # USD per million tokens: far above any real price, below a typo's 1e308
+MAX_BUDGET_USD = 1e9
+
+
+def _read_fewshot_select(t: Table) -> str:
+    value = t.text("fewshot_select", "")
+    if value not in FEWSHOT_SELECTS:
+        t.fail("fewshot_select", f'must be "flagged" (or left out); got {value!r}')
+    return value
 
 
 def _read_api_key_env(t: Table) -> str:

@@ -5,14 +5,12 @@ judge adds grades without deleting the old ones. The report counts one judge's g
 default the judge that graded last, or the one `--judge FINGERPRINT` names. Results read
 without a database beside them (copied files, `rejudge --input`) are counted as they are.
 
-Merge seams with the judge-fingerprint work (judge/ owns the definition): `fingerprint_of`,
-`judge_fingerprints` and `latest_calibration` are the only places that know how a judge is
-identified and where calibrations are stored.
+A judge is identified by the fingerprint judge/provenance.py defines and every judgement
+stores; calibrations (`introspectd calibrate`) are stored in the run database under it.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,27 +22,11 @@ from introspectd.run.store import Store
 Record = dict[str, Any]
 
 
-def fingerprint_of(judge_model: str, prompt_version: str, fewshot_hash: str) -> str:
-    """A judge's identity from what each stored judgement carries (12 hex digits).
-    Merge seam: the lead points this at the judge's own fingerprint function."""
-    key = "\n".join((judge_model, prompt_version, fewshot_hash)).encode("utf-8")
-    return hashlib.sha256(key).hexdigest()[:12]
-
-
 def judge_fingerprints(store: Store) -> list[str]:
-    """The run's judges, least recently used first. Merge seam: `store.judge_fingerprints()`."""
-    order: dict[str, None] = {}
-    for _, model, version, fewshot, _ in store.graded_history():
-        fp = fingerprint_of(model, version, fewshot)
-        order.pop(fp, None)
-        order[fp] = None
-    return list(order)
-
-
-def latest_calibration(store: Store, fingerprint: str) -> dict[str, Any] | None:
-    """The calibration stored for a judge, or None. Merge seam: `store.latest_calibration(fp)`
-    (this branch's database has no calibrations yet)."""
-    return None
+    """The run's judges, least recently used first (judge/provenance.py defines the
+    fingerprint; every judgement stores its judge's). Judgements made before fingerprints were
+    stored have none and are counted as read."""
+    return store.judge_fingerprints()
 
 
 @dataclass
@@ -83,11 +65,9 @@ def select_judge(
         graded_ids: set[str] = set()  # trials some judge graded: their grade is swapped
         stored = None
         for store in stores:
-            for trial_id, model, version, fewshot, result in store.graded_history():
-                graded_ids.add(trial_id)
-                if fingerprint_of(model, version, fewshot) == chosen:
-                    grades[trial_id] = result
-            stored = stored or latest_calibration(store, chosen)
+            graded_ids.update(trial_id for trial_id, *_ in store.graded_history())
+            grades.update(store.judgements_by(chosen))
+            stored = stored or store.latest_calibration(chosen)
         selection = JudgeSelection(chosen, list(reversed(known)), stored_calibration=stored)
         _apply(records, grades, graded_ids, selection)
         return selection

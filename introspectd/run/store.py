@@ -83,6 +83,7 @@ class Judgement:
     attempts: int
     prompt_tokens: int
     completion_tokens: int
+    judge_fingerprint: str = ""
 
 
 _TRIAL_COLUMNS = (
@@ -274,8 +275,8 @@ class Store:
                     conn.execute(
                         "INSERT INTO judgements (trial_id, judge_model, prompt_version, "
                         "fewshot_hash, result_json, error, attempts, prompt_tokens, "
-                        "completion_tokens, created_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "completion_tokens, created_at, judge_fingerprint) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             j.trial_id,
                             j.judge_model,
@@ -287,6 +288,7 @@ class Store:
                             j.prompt_tokens,
                             j.completion_tokens,
                             now,
+                            j.judge_fingerprint,
                         ),
                     )
                 if j.result is None and conn.execute(
@@ -340,6 +342,46 @@ class Store:
             "FROM judgements WHERE result_json IS NOT NULL ORDER BY id"
         )
         return [(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    # --- judge provenance and calibrations (issue 13) ------------------------------------------
+
+    def judge_fingerprints(self) -> list[str]:
+        """The fingerprints of the judges that graded rows of this run, the most recently used
+        last (so `[-1]` is the latest judge). Judgements made before fingerprints were stored
+        are left out."""
+        rows = self.conn.execute(
+            "SELECT judge_fingerprint, MAX(id) AS last FROM judgements "
+            "WHERE judge_fingerprint != '' AND result_json IS NOT NULL "
+            "GROUP BY judge_fingerprint ORDER BY last"
+        )
+        return [r["judge_fingerprint"] for r in rows]
+
+    def judgements_by(self, fingerprint: str) -> dict[str, dict[str, Any]]:
+        """{trial_id: judge object}: the latest successful grade of each trial by that judge."""
+        rows = self.conn.execute(
+            "SELECT trial_id, result_json FROM judgements WHERE id IN ("
+            "SELECT MAX(id) FROM judgements WHERE judge_fingerprint = ? "
+            "AND result_json IS NOT NULL GROUP BY trial_id)",
+            (fingerprint,),
+        )
+        return {r["trial_id"]: json.loads(r["result_json"]) for r in rows}
+
+    def save_calibration(self, fingerprint: str, calibration: dict[str, Any]) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO calibrations (judge_fingerprint, calibration_json, created_at) "
+                "VALUES (?, ?, ?)",
+                (fingerprint, json.dumps(calibration, sort_keys=True), now_iso()),
+            )
+
+    def latest_calibration(self, fingerprint: str) -> dict[str, Any] | None:
+        """The judge's most recent calibration (`introspectd calibrate`), or None."""
+        row = self.conn.execute(
+            "SELECT calibration_json FROM calibrations WHERE judge_fingerprint = ? "
+            "ORDER BY id DESC LIMIT 1",
+            (fingerprint,),
+        ).fetchone()
+        return json.loads(row[0]) if row else None
 
     def generated_tokens(self) -> int:
         row = self.conn.execute("SELECT COALESCE(SUM(num_new_tokens), 0) FROM trials").fetchone()
