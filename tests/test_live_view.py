@@ -60,6 +60,7 @@ def _plan(tmp_path: Path, server: JudgeServer) -> Path:
 [judge]
 base_url = "{server.base_url}"
 api_key_env = "TEST_JUDGE_KEY"
+prompt_version = "v1"  # the scripted concept carries control characters: v2 would map it to "other"
 concurrency = 2
 max_attempts = 4
 backoff_s = 0.01

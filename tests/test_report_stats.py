@@ -187,6 +187,7 @@ def _plan(tmp_path: Path, server: JudgeServer, judge_model: str) -> Path:
 base_url = "{server.base_url}"
 api_key_env = "TEST_JUDGE_KEY"
 model = "{judge_model}"
+prompt_version = "v1"  # the scripted judges answer pass/fail directly (v1's reply)
 max_attempts = 1
 timeout_s = 5
 """,
