@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import torch
 
 from introspectd.errors import BadInput
+from introspectd.generate.arms import arm_delta
 from introspectd.generate.batcher import BatcherConfig, Finished, WorkItem
 from introspectd.generate.interface import GeneratorSpec, WorkSource
 from introspectd.generate.runner import Runner
@@ -161,9 +162,7 @@ class Generator:
     def work_item(self, trial: Trial) -> WorkItem:
         spec = trial.spec
         seed = trial_seed(self.spec.seed, trial.trial_id.removeprefix(self.stamp_prefix))
-        delta = None
-        if spec.is_injected:
-            delta = self.vectors[(spec.concept, spec.layer)] * spec.strength
+        delta = arm_delta(spec, self.vectors, seed)
         return WorkItem(trial.trial_id, seed, spec.layer, delta)
 
     def generation(self, row: Finished) -> Generation:

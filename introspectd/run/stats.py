@@ -91,6 +91,12 @@ class RunStats:
             verdict = "unjudged"
         self.recent.append(RecentAnswer(concept, is_injected, verdict, " ".join(response.split())))
 
+    def on_read_out(self, concept: str, trial_id: str) -> None:
+        """A logit-mode trial finished without a judge (see `on_judged` for the selection)."""
+        if self._selected is None or trial_id in self._selected:
+            self._num_done_now += 1
+            self.by_concept_done[concept] += 1
+
     @property
     def num_done(self) -> int:
         return self.num_done_before + self._num_done_now
