@@ -9,6 +9,7 @@ imported when figures are drawn, so importing this module is cheap).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable
@@ -17,6 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
+from introspectd.report.controls import (
+    controls_markdown,
+    controls_summary,
+    is_main,
+    record_fields,
+    render_control_figures,
+)
 from introspectd.report.figures import render_model_figures
 from introspectd.report.markdown import render_markdown
 from introspectd.report.metrics import compute_metrics, group_by
@@ -59,16 +67,25 @@ def write_report(inputs: list[Path], out_dir: Path) -> ReportPaths:
     """
     _check_out_dir(out_dir)
     loaded = load_inputs(inputs)
+    everything = loaded.records
+    # Random-arm records and logit read-outs have their own section (report/controls.py).
+    loaded = dataclasses.replace(loaded, records=[r for r in everything if is_main(r)])
     summary = build_summary(loaded)
+    summary["inputs"]["n_records"] = len(everything)
+    controls = controls_summary(everything)
+    if controls is not None:
+        summary["controls"] = controls
     out_dir.mkdir(parents=True, exist_ok=True)
     figures: list[Path] = []
     for model, records in sorted_items(group_by(loaded.records, lambda r: r["model"])):
         figures += render_model_figures(model, records, out_dir / "figures")
+    for model in sorted({r["model"] for r in everything}):
+        figures += render_control_figures(model, controls, out_dir / "figures")
     summary_json = out_dir / "summary.json"
     summary_json.write_text(json.dumps(_rounded(summary), indent=2) + "\n", encoding="utf-8")
     report_md = out_dir / "report.md"
-    report_md.write_text(render_markdown(summary, [f.relative_to(out_dir) for f in figures]),
-                         encoding="utf-8")
+    markdown = render_markdown(summary, [f.relative_to(out_dir) for f in figures])
+    report_md.write_text(markdown + "\n".join(controls_markdown(controls)), encoding="utf-8")
     return ReportPaths(out_dir, summary_json, report_md, tuple(figures))
 
 
@@ -165,6 +182,7 @@ def parse_record(obj: Any, fallback_model: str, where: str) -> Record:
         "strength": _strength(config, trial_id, where),
         "was_injected": injected,
         "judge": judge,
+        **record_fields(obj),
     }
 
 
