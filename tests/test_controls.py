@@ -45,8 +45,15 @@ batch_size = {batch}
 """
 
 
-def _plan(tmp_path: Path, style: str = "all", model: str = "builtin:tiny", trials: int = 2,
-          factual: str = "true", batch: int = 16, extra: str = "") -> Path:
+def _plan(
+    tmp_path: Path,
+    style: str = "all",
+    model: str = "builtin:tiny",
+    trials: int = 2,
+    factual: str = "true",
+    batch: int = 16,
+    extra: str = "",
+) -> Path:
     body = LOGIT_PLAN.format(model=model, trials=trials, factual=factual, style=style, batch=batch)
     return write_plan(tmp_path, body + extra)
 
@@ -76,14 +83,15 @@ def test_default_arms_keep_todays_ids_and_order() -> None:
         ('arms = ["injection", "bogus"]', "[sweep] arms: unknown arm 'bogus'"),
         ('arms = ["control", "control"]', "[sweep] arms: duplicate arm 'control'"),
         ("arms = []", "[sweep] arms: must list at least one arm"),
-        ('measure = "logit"\nprompt_version = "yesno"\ninject_style = "generation"',
-         '[sweep] inject_style: "generation" steers only generated tokens'),
+        (
+            'measure = "logit"\nprompt_version = "yesno"\ninject_style = "generation"',
+            '[sweep] inject_style: "generation" steers only generated tokens',
+        ),
         ("factual_controls = true", '[sweep] factual_controls: needs measure = "logit"'),
-        ('measure = "logit"\ninject_style = "all"', "[sweep] prompt_version: measure = \"logit\""),
+        ('measure = "logit"\ninject_style = "all"', '[sweep] prompt_version: measure = "logit"'),
     ],
 )
-def test_bad_control_keys_are_one_line_and_exit_2(tmp_path: Path, sweep: str,
-                                                  message: str) -> None:
+def test_bad_control_keys_are_one_line_and_exit_2(tmp_path: Path, sweep: str, message: str) -> None:
     plan = write_plan(tmp_path, f'[model]\nname = "builtin:tiny"\n[sweep]\n{sweep}\n')
     result = run_cli("run", "--plan", str(plan), "--no-progress")
     assert result.returncode == 2, result.stderr
@@ -109,8 +117,9 @@ def test_random_directions_have_the_concept_norm_and_depend_on_the_trial_only() 
 
 
 @pytest.fixture
-def logit_generator(request: pytest.FixtureRequest,
-                    tmp_path: Path) -> Iterator[tuple[LogitGenerator, list[Trial]]]:
+def logit_generator(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[LogitGenerator, list[Trial]]]:
     style, model = request.param
     ctx = open_run(load_plan(_plan(tmp_path, style=style, model=model)))
     try:
@@ -144,7 +153,11 @@ def _reference_p_yes(generator: LogitGenerator, trial: Trial) -> float:
 
 @pytest.mark.parametrize(
     "logit_generator",
-    [("all", "builtin:tiny"), ("from_marker", "builtin:tiny"), ("from_marker", "builtin:tiny-llama")],
+    [
+        ("all", "builtin:tiny"),
+        ("from_marker", "builtin:tiny"),
+        ("from_marker", "builtin:tiny-llama"),
+    ],
     indirect=True,
 )
 def test_p_yes_matches_the_models_own_forward_pass(
@@ -172,23 +185,32 @@ def test_p_yes_matches_the_models_own_forward_pass(
     )
     # Random trials of the same cell read out differently: their directions differ.
     randoms = [t for t in trials if t.spec.kind is Kind.RANDOM and t.spec.question is not None]
-    cell = [t for t in randoms if t.spec.layer == randoms[0].spec.layer
-            and t.spec.strength == 8.0 and t.spec.concept == randoms[0].spec.concept][:2]
+    cell = [
+        t
+        for t in randoms
+        if t.spec.layer == randoms[0].spec.layer
+        and t.spec.strength == 8.0
+        and t.spec.concept == randoms[0].spec.concept
+    ][:2]
     values = [r.p_yes for r in generator.read_out(cell, layers)]
     assert len(cell) == 2 and values[0] != values[1]
 
 
 def _records(run_dir: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for f in sorted(run_dir.glob("*.jsonl"))
-            for line in f.read_text().splitlines()]
+    return [
+        json.loads(line)
+        for f in sorted(run_dir.glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
 
 
 def _num_finished(db: Path) -> int:
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
         try:
-            return int(conn.execute("SELECT COUNT(*) FROM trials WHERE status = 'judged'")
-                       .fetchone()[0])
+            return int(
+                conn.execute("SELECT COUNT(*) FROM trials WHERE status = 'judged'").fetchone()[0]
+            )
         finally:
             conn.close()
     except sqlite3.Error:
@@ -196,18 +218,18 @@ def _num_finished(db: Path) -> int:
 
 
 def test_logit_run_resumes_after_sigkill_without_losing_or_doubling(tmp_path: Path) -> None:
-    plan = _plan(tmp_path, style="from_marker", trials=12, batch=4)
+    plan = _plan(tmp_path, style="from_marker", trials=8, factual="false", batch=8)
     run_dir = tmp_path / "out/exp/tiny"
     proc = start_run(plan, stderr=None)
     deadline = time.monotonic() + 240
-    while _num_finished(run_dir / "state.sqlite") < 12:
+    while _num_finished(run_dir / "state.sqlite") < 16:
         assert proc.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline, "no read-outs within 240 s"
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     finished_at_kill = _num_finished(run_dir / "state.sqlite")
-    planned = 2 * 2 * 2 * (12 + 20) * 3
+    planned = 2 * 2 * 2 * 8 * 3
     assert finished_at_kill < planned
     result = run_cli("run", "--plan", str(plan), "--no-progress")
     assert result.returncode == 0, result.stderr
@@ -221,9 +243,9 @@ def test_logit_run_resumes_after_sigkill_without_losing_or_doubling(tmp_path: Pa
         config = r["config"]
         assert isinstance(config, dict)
         assert config["direction"] == {"injection": "concept", "random": "random"}.get(
-            str(r["arm"]))
+            str(r["arm"])
+        )
         assert config["vector_norm"] > 0
-    assert sum("factual" in r for r in records) == 2 * 2 * 2 * 20 * 3
 
 
 def test_example_controls_plan_runs_offline_and_reports(tmp_path: Path) -> None:
@@ -245,17 +267,26 @@ def test_example_controls_plan_runs_offline_and_reports(tmp_path: Path) -> None:
 
 
 def _judged(arm: str, passed: bool, claims: bool) -> dict[str, object]:
-    judge = {"answer": "pass" if passed else "fail",
-             "detected_concept": "fear" if claims else None}
-    return {"arm": arm, "was_injected": arm != "control", "p_yes": None, "judge": judge,
-            "model": "m", "layer": 1, "strength": 2.0}
+    judge = {"answer": "pass" if passed else "fail", "detected_concept": "fear" if claims else None}
+    return {
+        "arm": arm,
+        "was_injected": arm != "control",
+        "p_yes": None,
+        "judge": judge,
+        "model": "m",
+        "layer": 1,
+        "strength": 2.0,
+    }
 
 
 def test_concept_specificity_and_random_claim_rate() -> None:
     records = (
-        [_judged("injection", True, True)] * 6 + [_judged("injection", False, False)] * 4
-        + [_judged("random", True, True)] * 1 + [_judged("random", False, True)] * 3
-        + [_judged("random", False, False)] * 6 + [_judged("control", True, False)] * 10
+        [_judged("injection", True, True)] * 6
+        + [_judged("injection", False, False)] * 4
+        + [_judged("random", True, True)] * 1
+        + [_judged("random", False, True)] * 3
+        + [_judged("random", False, False)] * 6
+        + [_judged("control", True, False)] * 10
     )
     m = random_arm_metrics(records)
     assert m["n_random"] == 10
@@ -268,8 +299,16 @@ def test_concept_specificity_and_random_claim_rate() -> None:
 
 
 def _read(arm: str, p_yes: float, factual: bool) -> dict[str, object]:
-    return {"arm": arm, "was_injected": arm != "control", "p_yes": p_yes, "is_factual": factual,
-            "judge": None, "model": "m", "layer": 1, "strength": 2.0}
+    return {
+        "arm": arm,
+        "was_injected": arm != "control",
+        "p_yes": p_yes,
+        "is_factual": factual,
+        "judge": None,
+        "model": "m",
+        "layer": 1,
+        "strength": 2.0,
+    }
 
 
 def test_yes_shifts_and_introspection_score() -> None:

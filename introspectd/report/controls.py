@@ -87,8 +87,11 @@ def random_arm_metrics(records: Sequence[Record]) -> dict[str, Any]:
         "random_pass_rate": p_rnd,
         "concept_specificity": specificity,
         "concept_specificity_ci": list(specificity_ci) if specificity_ci else None,
-        "counts": {"random_claim": [k_claim, n_rnd], "injection_pass": [k_inj, n_inj],
-                   "random_pass": [k_rnd, n_rnd]},
+        "counts": {
+            "random_claim": [k_claim, n_rnd],
+            "injection_pass": [k_inj, n_inj],
+            "random_pass": [k_rnd, n_rnd],
+        },
     }
 
 
@@ -97,8 +100,13 @@ def random_arm_metrics(records: Sequence[Record]) -> dict[str, Any]:
 
 def _p_yes(records: Iterable[Record], arm: str, factual: bool) -> np.ndarray:
     return np.array(
-        [r["p_yes"] for r in records
-         if r.get("p_yes") is not None and _arm(r) == arm and bool(r.get("is_factual")) == factual],
+        [
+            r["p_yes"]
+            for r in records
+            if r.get("p_yes") is not None
+            and _arm(r) == arm
+            and bool(r.get("is_factual")) == factual
+        ],
         dtype=np.float64,
     )
 
@@ -138,7 +146,8 @@ def yes_shift_metrics(records: Sequence[Record], arm: str = "injection") -> dict
     boot: dict[str, np.ndarray] = {}
     if detection is not None:
         boot["detection_yes_shift"] = _bootstrap_means(det_inj, rng) - _bootstrap_means(
-            det_ctl, rng)
+            det_ctl, rng
+        )
     if factual is not None:
         boot["factual_yes_shift"] = _bootstrap_means(fac_inj, rng) - _bootstrap_means(fac_ctl, rng)
     if score is not None:
@@ -153,8 +162,10 @@ def yes_shift_metrics(records: Sequence[Record], arm: str = "injection") -> dict
 
 def _cells(records: list[Record], metric: Any) -> list[dict[str, Any]]:
     groups = group_by(records, lambda r: (r["model"], r["layer"], r["strength"]))
-    return [{"model": m, "layer": layer, "strength": s, **metric(rs)}
-            for (m, layer, s), rs in sorted(groups.items(), key=lambda kv: kv[0])]
+    return [
+        {"model": m, "layer": layer, "strength": s, **metric(rs)}
+        for (m, layer, s), rs in sorted(groups.items(), key=lambda kv: kv[0])
+    ]
 
 
 def controls_summary(records: list[Record]) -> dict[str, Any] | None:
@@ -162,14 +173,18 @@ def controls_summary(records: list[Record]) -> dict[str, Any] | None:
     out: dict[str, Any] = {}
     if any(_arm(r) == "random" and r.get("p_yes") is None for r in records):
         generated = [r for r in records if r.get("p_yes") is None]
-        out["random_arm"] = {"overall": random_arm_metrics(generated),
-                             "by_cell": _cells(generated, random_arm_metrics)}
+        out["random_arm"] = {
+            "overall": random_arm_metrics(generated),
+            "by_cell": _cells(generated, random_arm_metrics),
+        }
     read_out = [r for r in records if r.get("p_yes") is not None]
     if read_out:
         arms = ["injection"] + (["random"] if any(_arm(r) == "random" for r in read_out) else [])
         out["logit"] = {
-            arm: {"overall": yes_shift_metrics(read_out, arm),
-                  "by_cell": _cells(read_out, lambda rs, a=arm: yes_shift_metrics(rs, a))}
+            arm: {
+                "overall": yes_shift_metrics(read_out, arm),
+                "by_cell": _cells(read_out, lambda rs, a=arm: yes_shift_metrics(rs, a)),
+            }
             for arm in arms
         }
     return out or None
@@ -196,11 +211,15 @@ def controls_markdown(section: dict[str, Any] | None) -> list[str]:
             "| model | layer | strength | random claim rate | concept specificity |",
             "|---|---|---|---|---|",
         ]
-        for c in [{"model": "all", "layer": "", "strength": "", **random["overall"]},
-                  *random["by_cell"]]:
-            lines.append(f"| {c['model']} | {c['layer']} | {c['strength']} | "
-                         f"{_pp(c['random_claim_rate'], c['random_claim_rate_ci'])} | "
-                         f"{_pp(c['concept_specificity'], c['concept_specificity_ci'])} |")
+        for c in [
+            {"model": "all", "layer": "", "strength": "", **random["overall"]},
+            *random["by_cell"],
+        ]:
+            lines.append(
+                f"| {c['model']} | {c['layer']} | {c['strength']} | "
+                f"{_pp(c['random_claim_rate'], c['random_claim_rate_ci'])} | "
+                f"{_pp(c['concept_specificity'], c['concept_specificity_ci'])} |"
+            )
         lines.append("")
     for arm, logit in (section.get("logit") or {}).items():
         lines += [
@@ -212,16 +231,17 @@ def controls_markdown(section: dict[str, Any] | None) -> list[str]:
             "introspection score |",
             "|---|---|---|---|---|---|",
         ]
-        for c in [{"model": "all", "layer": "", "strength": "", **logit["overall"]},
-                  *logit["by_cell"]]:
+        for c in [
+            {"model": "all", "layer": "", "strength": "", **logit["overall"]},
+            *logit["by_cell"],
+        ]:
             cols = " | ".join(_pp(c[k], c[k + "_ci"]) for k in SHIFT_KEYS)
             lines.append(f"| {c['model']} | {c['layer']} | {c['strength']} | {cols} |")
         lines.append("")
     return lines
 
 
-def render_control_figures(model: str, section: dict[str, Any] | None,
-                           out_dir: Path) -> list[Path]:
+def render_control_figures(model: str, section: dict[str, Any] | None, out_dir: Path) -> list[Path]:
     """Heatmaps over layer × strength of the yes-shifts and the introspection score."""
     from introspectd.report.figures import DPI, model_slug
 
@@ -244,8 +264,7 @@ def _shift_figure(title: str, cells: list[dict[str, Any]]) -> Any:
     layers = sorted({c["layer"] for c in cells})
     strengths = sorted({c["strength"] for c in cells})
     by_key = {(c["layer"], c["strength"]): c for c in cells}
-    fig = Figure(figsize=(3.6 * len(SHIFT_KEYS) + 1, 0.5 * len(layers) + 2.4),
-                 layout="constrained")
+    fig = Figure(figsize=(3.6 * len(SHIFT_KEYS) + 1, 0.5 * len(layers) + 2.4), layout="constrained")
     axes = fig.subplots(1, len(SHIFT_KEYS), squeeze=False).ravel()
     norm = TwoSlopeNorm(vmin=-1.0, vcenter=0.0, vmax=1.0)
     image = None
