@@ -1,7 +1,8 @@
 """CPU benchmark: logit mode (`measure = "logit"`) against generation at 200 new tokens, on the
 same plan shape: 2 concepts × 2 layers × 2 strengths × N trials × {injection, control} on the
 built-in random-weights `tiny` model. Times each generator's `run` over every trial of the plan
-(model load and concept vectors excluded, as both pay them alike); no judge.
+(model load and concept vectors excluded, as both pay them alike; one warm-up batch each);
+no judge. Logit passes are short, so their time is the median of `--repeats` passes.
 
     python bench/logit.py [--trials 16] [--model tiny]
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -63,7 +65,11 @@ class _Work:
         return False
 
 
-def timed(directory: Path, model: str, trials: int, extra: str, logit: bool) -> dict[str, float]:
+def timed(
+    directory: Path, model: str, trials: int, extra: str, logit: bool, repeats: int = 1
+) -> dict[str, float]:
+    """Trials/s of one generator over every trial of the plan: the median of `repeats` passes,
+    after one untimed warm-up batch (first-call allocations)."""
     body = PLAN.format(model=model, trials=trials, extra=extra)
     directory.mkdir(parents=True, exist_ok=True)
     ctx = open_run(load_plan(write_plan(directory, body)))
@@ -72,10 +78,14 @@ def timed(directory: Path, model: str, trials: int, extra: str, logit: bool) -> 
         generator = LogitGenerator(spec) if logit else Generator(spec)
         table = generator.compute_vectors(Scheduler.vectors_needed(ctx.tickets))
         generator.load_vectors({k: (data, norm) for k, (data, _, norm) in table.items()})
-        work = _Work(list(ctx.tickets))
-        start = time.perf_counter()
-        generator.run(work)
-        seconds = time.perf_counter() - start
+        generator.run(_Work(list(ctx.tickets)[: generator.batch_size]))
+        times = []
+        for _ in range(repeats):
+            work = _Work(list(ctx.tickets))
+            start = time.perf_counter()
+            generator.run(work)
+            times.append(time.perf_counter() - start)
+        seconds = statistics.median(times)
     finally:
         ctx.close()
     n = len(work.generations)
@@ -92,6 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--model", default="tiny")
+    parser.add_argument("--repeats", type=int, default=5, help="logit passes (median)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         generate = timed(Path(tmp, "g"), args.model, args.trials, "", logit=False)
@@ -101,6 +112,7 @@ def main() -> None:
             args.trials,
             'measure = "logit"\nprompt_version = "yesno"',
             logit=True,
+            repeats=args.repeats,
         )
     result = {
         "generate_200_tokens": generate,
