@@ -194,6 +194,11 @@ def test_p_yes_matches_the_models_own_forward_pass(
     ][:2]
     values = [r.p_yes for r in generator.read_out(cell, layers)]
     assert len(cell) == 2 and values[0] != values[1]
+    # Reusing read-outs that cannot differ gives every trial its own forward pass's value.
+    everything = generator.read_out_reusing(trials, layers)
+    assert len(generator.known) < len(trials)
+    for trial, readout in list(zip(trials, everything, strict=True))[::5]:
+        assert readout.p_yes == pytest.approx(_reference_p_yes(generator, trial), abs=2e-5)
 
 
 def _records(run_dir: Path) -> list[dict[str, object]]:

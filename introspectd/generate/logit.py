@@ -20,7 +20,7 @@ from introspectd.generate.runner import Runner, batch_size_for
 from introspectd.generate.steering import SteeringState, steering
 from introspectd.protocol.factual import FACTUAL_QUESTIONS, factual_user_text
 from introspectd.protocol.prompts import PROMPT_VERSIONS, introspection_messages
-from introspectd.protocol.trials import Trial, trial_seed
+from introspectd.protocol.trials import Kind, Trial, trial_seed
 from introspectd.run.store import Generation, Readout, now_iso
 
 log = logging.getLogger("introspectd")
@@ -70,6 +70,16 @@ def yes_no_probs(logits: torch.Tensor, yes_ids: list[int], no_ids: list[int]) ->
     ]
 
 
+def _input_key(trial: Trial) -> tuple[object, ...] | None:
+    """What decides a trial's read-out, when that is not its own seed (None: the random arm)."""
+    spec = trial.spec
+    if spec.kind is Kind.RANDOM:
+        return None
+    if spec.kind is Kind.CONTROL:
+        return (spec.question, spec.kind)
+    return (spec.question, spec.kind, spec.concept, spec.layer, spec.strength)
+
+
 class LogitGenerator(Generator):
     """A `Generator` for logit mode: the same vectors and run loop, one forward pass a trial.
 
@@ -106,6 +116,7 @@ class LogitGenerator(Generator):
         self.core_sharing = CoreSharing(False)  # nothing is judged alongside
         self.vectors: dict[tuple[str, int], torch.Tensor] = {}
         self.stamp_prefix = f"{spec.stamp}_"
+        self.known: dict[tuple[object, ...], Readout] = {}  # read_out_reusing
 
     def _messages(self, question: int | None) -> list[dict[str, str]]:
         sweep = self.spec.sweep
@@ -130,7 +141,7 @@ class LogitGenerator(Generator):
             if not trials:
                 return True
             try:
-                readouts = self.read_out(trials, layers)
+                readouts = self.read_out_reusing(trials, layers)
             except torch.OutOfMemoryError:
                 if self.batch_size == 1:
                     raise
@@ -147,6 +158,25 @@ class LogitGenerator(Generator):
                     for t, r in zip(trials, readouts, strict=True)
                 ]
             )
+
+    def read_out_reusing(self, trials: list[Trial], layers: list[int]) -> list[Readout]:
+        """`read_out`, computing each distinct input once. With no sampling, trials that add
+        the same thing to the same prompt read the same value: every injection trial of a
+        (concept, layer, strength, question), every control trial of a question. Only the
+        random arm differs from trial to trial."""
+        keys = [_input_key(t) for t in trials]
+        todo: dict[object, Trial] = {}
+        for key, trial in zip(keys, trials, strict=True):
+            if key is None:
+                todo[trial.trial_id] = trial
+            elif key not in self.known and key not in todo:
+                todo[key] = trial
+        computed = dict(zip(todo, self.read_out(list(todo.values()), layers), strict=True))
+        self.known.update((k, r) for k, r in computed.items() if isinstance(k, tuple))
+        return [
+            computed[t.trial_id] if key is None else self.known[key]
+            for key, t in zip(keys, trials, strict=True)
+        ]
 
     @torch.inference_mode()
     def read_out(self, trials: list[Trial], layers: list[int]) -> list[Readout]:
