@@ -2,7 +2,8 @@
 same plan shape: 2 concepts × 2 layers × 2 strengths × N trials × {injection, control} on the
 built-in random-weights `tiny` model. Times each generator's `run` over every trial of the plan
 (model load and concept vectors excluded, as both pay them alike; one warm-up batch each);
-no judge. Logit passes are short, so their time is the median of `--repeats` passes.
+no judge. Logit passes are short, so their time is the median of `--repeats` passes, each
+starting with no read-out to reuse (`LogitGenerator.known` cleared).
 
     python bench/logit.py [--trials 16] [--model tiny]
 """
@@ -81,6 +82,8 @@ def timed(
         generator.run(_Work(list(ctx.tickets)[: generator.batch_size]))
         times = []
         for _ in range(repeats):
+            if isinstance(generator, LogitGenerator):
+                generator.known.clear()  # each pass starts cold: reuse only within the pass
             work = _Work(list(ctx.tickets))
             start = time.perf_counter()
             generator.run(work)

@@ -197,6 +197,10 @@ def test_p_yes_matches_the_models_own_forward_pass(
     # Reusing read-outs that cannot differ gives every trial its own forward pass's value.
     everything = generator.read_out_reusing(trials, layers)
     assert len(generator.known) < len(trials)
+    repeated = [t for t in trials if t.spec.kind is not Kind.RANDOM][:8]
+    assert generator.read_out_reusing(repeated, layers) == [  # all known: no forward pass
+        everything[trials.index(t)] for t in repeated
+    ]
     for trial, readout in list(zip(trials, everything, strict=True))[::5]:
         assert readout.p_yes == pytest.approx(_reference_p_yes(generator, trial), abs=2e-5)
 

@@ -181,6 +181,8 @@ class LogitGenerator(Generator):
     @torch.inference_mode()
     def read_out(self, trials: list[Trial], layers: list[int]) -> list[Readout]:
         """One steered forward pass over `trials`; their read-outs in the same order."""
+        if not trials:
+            return []
         runner = self.runner
         prompts = [0 if t.spec.question is None else t.spec.question + 1 for t in trials]
         ids, mask, positions, steered = left_pad(
