@@ -21,7 +21,7 @@ from introspectd.generate.arms import arm_delta, random_direction
 from introspectd.generate.interface import GeneratorSpec
 from introspectd.generate.logit import LogitGenerator
 from introspectd.generate.steering import SteeringState, steering
-from introspectd.protocol.plan import load_plan
+from introspectd.protocol.plan import load_plan, parse_plan
 from introspectd.protocol.trials import Kind, Trial, TrialSpec, expand_trials, trial_seed
 from introspectd.report.controls import random_arm_metrics, yes_shift_metrics
 from introspectd.run.scheduler import Scheduler
@@ -75,6 +75,11 @@ def test_default_arms_keep_todays_ids_and_order() -> None:
     assert "S_fear_control_factual1_L24_S2.0_t0" in ids
     assert len(ids) == len(set(ids)) == 16 * 3 + 2 * 3
     assert TrialSpec("fear", Kind.RANDOM, 24, 2.0, 0).is_injected
+    # Runs created before the control keys keep their plan hash (and so resume).
+    default = parse_plan({"sweep": {"arms": ["injection", "control"]}}, "p.toml")
+    assert not {"arms", "measure", "factual_controls"} & default.generation_spec()["sweep"].keys()
+    random = parse_plan({"sweep": {"arms": ["injection", "random"]}}, "p.toml")
+    assert list(random.generation_spec()["sweep"]["arms"]) == ["injection", "random"]
 
 
 @pytest.mark.parametrize(
