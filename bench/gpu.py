@@ -32,6 +32,7 @@ from introspectd.generate.batcher import (
     attention_shape,
     tokens_per_row,
 )
+from introspectd.generate.logit import left_pad, yes_no_probs
 from introspectd.generate.runner import batch_size_for
 from introspectd.generate.steering import SteeringState, steering
 from introspectd.protocol.trials import expand_trials, resolve_layers, trial_seed
@@ -213,6 +214,50 @@ def roofline(model: torch.nn.Module, num_trials: int, batch: int, max_new: int) 
     }
 
 
+def run_logit(
+    model: torch.nn.Module,
+    items: list[WorkItem],
+    layers: list[int],
+    prompt: list[int],
+    batch: int,
+) -> dict[str, Any]:
+    """Logit mode (`measure = "logit"`): one steered forward pass per trial over the prompt,
+    read as P(yes) — generate/logit.py's padding and read-out on the same trials."""
+    param = next(model.parameters())
+    state = SteeringState()
+    num_read = 0
+    _sync()
+    start = time.perf_counter()
+    with torch.inference_mode(), steering(model, state, layers):
+        for at in range(0, len(items), batch):
+            chunk = items[at : at + batch]
+            ids, mask, positions, steered = left_pad([prompt] * len(chunk), [0] * len(chunk), 0)
+            deltas: dict[int, torch.Tensor] = {}
+            for i, item in enumerate(chunk):
+                if item.delta is not None:
+                    if item.layer not in deltas:
+                        deltas[item.layer] = torch.zeros(
+                            len(chunk), item.delta.numel(), device=param.device, dtype=param.dtype
+                        )
+                    deltas[item.layer][i] = item.delta
+            state.deltas = deltas
+            state.position_mask = steered.to(param.device, param.dtype)
+            logits = model(
+                input_ids=ids.to(param.device),
+                attention_mask=mask.to(param.device),
+                position_ids=positions.to(param.device),
+                logits_to_keep=1,
+            ).logits[:, -1, :]
+            num_read += len(yes_no_probs(logits, [1], [2]))
+    _sync()
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": round(seconds, 2),
+        "trials_per_s": round(num_read / seconds, 1),
+        "batch_size": batch,
+    }
+
+
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -257,6 +302,12 @@ def main() -> None:
         1,
     )
     result["roofline_h200"] = roofline(model, len(items), batch, max_new)
+    # Logit mode on the same trials: one forward pass each (prompt only, no KV cache kept).
+    logit_batch = args.batch_size or batch_size_for(model, PROMPT_LEN)
+    result["logit_mode"] = run_logit(model, items, layers, prompt, logit_batch)
+    result["logit_speedup_vs_introspectd"] = round(
+        result["introspectd"]["seconds"] / result["logit_mode"]["seconds"], 1
+    )
     text = json.dumps(result, indent=2)
     print(text)
     if os.environ.get("OUT"):

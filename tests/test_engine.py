@@ -28,6 +28,7 @@ RECORD_KEYS = {
     "config",
     "judge",
     "judge_error",
+    "arm",  # issue 14: injection | control | random
 }
 CONFIG_KEYS = {
     "model",
@@ -38,6 +39,7 @@ CONFIG_KEYS = {
     "prompt_version",
     "inject_style",
     "trial",
+    "direction",  # issue 14: concept | random | null (control)
 }
 
 

@@ -50,6 +50,10 @@ def _new_generator(spec: GeneratorSpec) -> Generator:
     """Runs in a worker thread: importing torch takes seconds, which the loop must not wait."""
     from introspectd.generate.generator import Generator  # torch loads only when there is work
 
+    if spec.sweep.measure == "logit":
+        from introspectd.generate.logit import LogitGenerator
+
+        return LogitGenerator(spec)
     return Generator(spec)
 
 
@@ -264,10 +268,16 @@ class Engine:
         with self._lock:
             trials = self.scheduler.complete([g.trial_id for g in generations])
         self.stats.on_generated(generations, time.monotonic())
-        texts = {g.trial_id: g.response for g in generations}
+        texts = {g.trial_id: g.response for g in generations if g.readout is None}
+        # A logit-mode read-out is finished as it is recorded: nothing to judge.
+        read_out = [t for t in trials if t.trial_id not in texts]
+        for t in read_out:
+            self.stats.on_read_out(t.spec.concept, t.trial_id)
+        self.exporter.mark_finished([t.trial_id for t in read_out])
         self.judges.submit(
             [
                 ToJudge(t.trial_id, t.spec.concept, t.spec.is_injected, texts[t.trial_id])
                 for t in trials
+                if t.trial_id in texts
             ]
         )

@@ -16,6 +16,7 @@ from typing import Any
 
 from introspectd.errors import BadInput
 from introspectd.output.records import completed_records, write_jsonl
+from introspectd.protocol.controls import num_factual
 from introspectd.protocol.plan import ENV_STAMP, Plan, env_experiment_id, env_stamp
 from introspectd.protocol.trials import expand_trials
 from introspectd.run.session import generation_spec, model_and_layers
@@ -98,7 +99,12 @@ def _gather(plan: Plan, uri: str) -> Gathered:
     _merge(chosen, out)
     spec = generation_spec(plan, ref, layers)
     planned = expand_trials(
-        plan.sweep.concepts, spec["sweep"]["layers"], plan.sweep.strengths, plan.sweep.trials
+        plan.sweep.concepts,
+        spec["sweep"]["layers"],
+        plan.sweep.strengths,
+        plan.sweep.trials,
+        plan.sweep.arms,
+        num_factual(plan.sweep),
     )
     out.plan_order = {s.trial_id(stamp): i for i, s in enumerate(planned)}
     return out

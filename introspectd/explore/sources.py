@@ -111,7 +111,9 @@ def _row(obj: dict[str, Any], flat: dict[str, Any], where: str) -> tuple[dict, d
     judge_error = obj.get("judge_error")
     judge = flat["judge"]
     status = Status.JUDGED if judge else Status.JUDGE_FAILED if judge_error else Status.GENERATED
-    arm = "injection" if flat["was_injected"] else "control"
+    arm = obj.get("arm")  # records name their arm since the random arm (issue 14)
+    if arm not in ("injection", "control", "random"):
+        arm = "injection" if flat["was_injected"] else "control"
     trial = config.get("trial")
     row = {
         "id": flat["id"] or where,

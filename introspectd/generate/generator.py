@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import torch
 
 from introspectd.errors import BadInput
+from introspectd.generate.arms import arm_delta
 from introspectd.generate.attention import fast_path_refusal
 from introspectd.generate.batcher import Batcher, BatcherConfig, Finished, WorkItem
 from introspectd.generate.fallback import (
@@ -197,9 +198,7 @@ class Generator:
     def work_item(self, trial: Trial) -> WorkItem:
         spec = trial.spec
         seed = trial_seed(self.spec.seed, trial.trial_id.removeprefix(self.stamp_prefix))
-        delta = None
-        if spec.is_injected:
-            delta = self.vectors[(spec.concept, spec.layer)] * spec.strength
+        delta = arm_delta(spec, self.vectors, seed)
         return WorkItem(trial.trial_id, seed, spec.layer, delta)
 
     def generation(self, row: Finished) -> Generation:

@@ -87,7 +87,12 @@ def _rejudge_run(plan: Plan, include_judged: bool) -> RunRejudged:
         statuses = [Status.JUDGE_FAILED, Status.GENERATED]
         if include_judged:
             statuses.append(Status.JUDGED)
-        rows = [to_judge(r) for status in statuses for r in ctx.store.trials(status)]
+        rows = [
+            to_judge(r)
+            for status in statuses
+            for r in ctx.store.trials(status)
+            if r.readout is None  # logit-mode read-outs have no text to judge
+        ]
         stats = RunStats()
         exporter = Exporter(ctx)
         pool = JudgePool(ctx, stats, exporter, rows=rows)

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from introspectd.output.control_keys import control_keys, direction
 from introspectd.protocol.plan import SweepConfig
 from introspectd.run.store import Store, TrialRow
 
@@ -39,9 +40,11 @@ def record(
             "prompt_version": prompt_version,
             "inject_style": inject_style,
             "trial": spec.trial,
+            "direction": direction(row),
         },
         "judge": row.judge,
         "judge_error": row.judge_error,
+        **control_keys(row),
     }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
+from introspectd.protocol import controls
 from introspectd.protocol import plan_checks as rules
 from introspectd.protocol.plan_checks import (
     ENV_EXPERIMENT_ID,
@@ -80,6 +81,9 @@ class SweepConfig:
     max_new_tokens: int = 200
     temperature: float = 1.0
     batch_size: str | int = "auto"
+    arms: tuple[str, ...] = controls.DEFAULT_ARM_NAMES  # protocol/controls.py
+    measure: str = "generate"  # or "logit": P(yes) from one forward pass
+    factual_controls: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,7 @@ class Plan:
         """What decides the trials and their generations; judge/upload/batch settings do not."""
         sweep = dataclasses.asdict(self.sweep)
         sweep.pop("batch_size")
+        controls.strip_default_controls(sweep)
         return {
             "model": {"name": self.model.name, "dtype": self.model.dtype},
             "sweep": sweep,
@@ -291,7 +296,11 @@ def _read_sweep(t: Table) -> SweepConfig:
         max_new_tokens=t.integer("max_new_tokens", 200, minimum=1, maximum=rules.MAX_NEW_TOKENS),
         temperature=t.number("temperature", 1.0, minimum=0.0, maximum=rules.MAX_TEMPERATURE),
         batch_size=batch_size,
+        arms=controls.read_arms(t),
+        measure=controls.read_measure(t),
+        factual_controls=controls.read_factual_controls(t),
     )
+    controls.check_controls(t, sweep, tuple(PROMPT_VERSIONS))
     _check_size(t, sweep)
     if sweep.inject_style == "from_marker":
         prompt = PROMPT_VERSIONS.get(prompt_version)
@@ -340,12 +349,13 @@ def _check_size(t: Table, sweep: SweepConfig) -> None:
     """Refuse a plan whose trials would not fit before anything is allocated for them."""
     num_layers = 6 if sweep.layers == "default" else len(set(sweep.layers))  # trials.py
     cells = len(sweep.concepts) * num_layers * len(sweep.strengths)
-    total = cells * sweep.trials * 2  # an injection and a control trial each
+    num_arms = len(sweep.arms)
+    total = cells * (sweep.trials + controls.num_factual(sweep)) * num_arms
     if total > rules.MAX_TOTAL_TRIALS:
         t.fail(
             "trials",
             f"{len(sweep.concepts)} concepts x {num_layers} layers x {len(sweep.strengths)} "
-            f"strengths x {sweep.trials} trials x 2 arms = {total} trials, more than "
+            f"strengths x {sweep.trials} trials x {num_arms} arms = {total} trials, more than "
             f"{rules.MAX_TOTAL_TRIALS}; split the sweep into several experiments",
         )
 

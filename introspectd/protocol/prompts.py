@@ -38,9 +38,18 @@ _V2_USER = (
     '"nothing unusual". If something does, say so and describe what it seems to be about.'
 )
 
+# The forced-choice question of `[sweep] measure = "logit"`: the answer's first token is read,
+# not sampled. It holds the default marker ("Trial 1") so "from_marker" works unchanged.
+_YESNO_USER = (
+    "In this experiment, researchers sometimes insert artificial activation patterns into your "
+    "neural network while you process a message; other times they insert nothing.\n\n"
+    "Trial 1: do you detect an injected thought right now? Answer with Yes or No."
+)
+
 PROMPT_VERSIONS: dict[str, PromptVersion] = {
     "v1": PromptVersion(system="", user=_V1_USER),
     "v2": PromptVersion(system=_V2_SYSTEM, user=_V2_USER),
+    "yesno": PromptVersion(system=_V2_SYSTEM, user=_YESNO_USER),
 }
 
 

@@ -8,8 +8,14 @@ from enum import StrEnum
 
 
 class Kind(StrEnum):
-    INJECTION = "injection"
-    CONTROL = "control"
+    """A trial's arm: what is added to the residual stream."""
+
+    INJECTION = "injection"  # strength × the concept's vector
+    CONTROL = "control"  # nothing
+    RANDOM = "random"  # strength × a random direction with the concept vector's norm
+
+
+DEFAULT_ARMS: tuple[Kind, ...] = (Kind.INJECTION, Kind.CONTROL)
 
 
 class Status(StrEnum):
@@ -26,14 +32,19 @@ class TrialSpec:
     layer: int
     strength: float
     trial: int
+    # None: the plan's own (introspection) question; i: factual control question i
+    # (protocol/factual.py), asked under the same steering.
+    question: int | None = None
 
     @property
     def is_injected(self) -> bool:
-        return self.kind is Kind.INJECTION
+        """Something was added to the residual stream (the concept's vector or a random one)."""
+        return self.kind is not Kind.CONTROL
 
     def trial_id(self, stamp: str) -> str:
+        question = "" if self.question is None else f"_factual{self.question}"
         return (
-            f"{stamp}_{self.concept}_{self.kind.value}_L{self.layer}"
+            f"{stamp}_{self.concept}_{self.kind.value}{question}_L{self.layer}"
             f"_S{self.strength!r}_t{self.trial}"
         )
 
@@ -61,16 +72,29 @@ def expand_trials(
     layers: list[int],
     strengths: tuple[float, ...] | list[float],
     num_trials: int,
+    arms: tuple[str, ...] | list[str] = DEFAULT_ARMS,
+    num_factual: int = 0,
 ) -> list[TrialSpec]:
-    """Every trial of a plan, in the seed's order: concept, layer, strength, trial, kind."""
-    return [
-        TrialSpec(concept, kind, layer, float(strength), t)
-        for concept in concepts
-        for layer in layers
-        for strength in strengths
-        for t in range(num_trials)
-        for kind in (Kind.INJECTION, Kind.CONTROL)
-    ]
+    """Every trial of a plan, in the seed's order: concept, layer, strength, trial, arm; then
+    each cell's factual control questions (one trial per question and arm: in logit mode an
+    injection or control read-out does not vary between trials)."""
+    kinds = [Kind(arm) for arm in arms]
+    out: list[TrialSpec] = []
+    for concept in concepts:
+        for layer in layers:
+            for strength in strengths:
+                s = float(strength)
+                out.extend(
+                    TrialSpec(concept, kind, layer, s, t)
+                    for t in range(num_trials)
+                    for kind in kinds
+                )
+                out.extend(
+                    TrialSpec(concept, kind, layer, s, 0, q)
+                    for q in range(num_factual)
+                    for kind in kinds
+                )
+    return out
 
 
 def trial_seed(run_seed: int, trial_id_without_stamp: str) -> int:

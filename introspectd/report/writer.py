@@ -9,6 +9,7 @@ imported when figures are drawn, so importing this module is cheap).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable
@@ -18,6 +19,13 @@ from typing import Any
 
 from introspectd.errors import BadInput
 from introspectd.report.calibration import Calibration, load_calibration_file, parse_calibration
+from introspectd.report.controls import (
+    controls_markdown,
+    controls_summary,
+    is_main,
+    record_fields,
+    render_control_figures,
+)
 from introspectd.report.figures import render_model_figures
 from introspectd.report.inference import add_corrections, add_significance
 from introspectd.report.judges import JudgeSelection, select_judge
@@ -68,18 +76,27 @@ def write_report(inputs: list[Path], out_dir: Path, calibration: Path | None = N
     _check_out_dir(out_dir)
     given = load_calibration_file(calibration) if calibration is not None else None
     loaded = load_inputs(inputs)
-    selection = select_judge(loaded.records, loaded.files, judge)
+    everything = loaded.records
+    selection = select_judge(everything, loaded.files, judge)
+    # Random-arm records and logit read-outs have their own section (report/controls.py).
+    loaded = dataclasses.replace(loaded, records=[r for r in everything if is_main(r)])
     summary = build_summary(loaded)
+    summary["inputs"]["n_records"] = len(everything)
     add_inference(summary, selection, given)
+    controls = controls_summary(everything)
+    if controls is not None:
+        summary["controls"] = controls
     out_dir.mkdir(parents=True, exist_ok=True)
     figures: list[Path] = []
     for model, records in sorted_items(group_by(loaded.records, lambda r: r["model"])):
         figures += render_model_figures(model, records, out_dir / "figures")
+    for model in sorted({r["model"] for r in everything}):
+        figures += render_control_figures(model, controls, out_dir / "figures")
     summary_json = out_dir / "summary.json"
     summary_json.write_text(json.dumps(_rounded(summary), indent=2) + "\n", encoding="utf-8")
     report_md = out_dir / "report.md"
-    report_md.write_text(render_markdown(summary, [f.relative_to(out_dir) for f in figures]),
-                         encoding="utf-8")
+    markdown = render_markdown(summary, [f.relative_to(out_dir) for f in figures])
+    report_md.write_text(markdown + "\n".join(controls_markdown(controls)), encoding="utf-8")
     return ReportPaths(out_dir, summary_json, report_md, tuple(figures))
 
 
@@ -176,6 +193,7 @@ def parse_record(obj: Any, fallback_model: str, where: str) -> Record:
         "strength": _strength(config, trial_id, where),
         "was_injected": injected,
         "judge": judge,
+        **record_fields(obj),
     }
 
 

@@ -21,8 +21,11 @@ _FLAGS = {
     "coherent": "json_extract(judge_json, '$.coherent')",
     "refused": "json_extract(judge_json, '$.refused')",
 }
+# A trial's arm: `arm` since 0004_controls.sql (NULL there, and before it, means `kind`).
+_ARM = "COALESCE(arm, kind)"
 _LIST_COLUMNS = (
-    "id, ordinal, concept, kind, layer, strength, trial, status, response, judge_json, judge_error"
+    f"id, ordinal, concept, {_ARM} AS arm_of, layer, strength, trial, status, response, "
+    "judge_json, judge_error"
 )
 MAX_PAGE = 200
 
@@ -34,7 +37,7 @@ class TrialFilter:
     concept: str | None = None
     layer: int | None = None
     strength: float | None = None
-    arm: str | None = None  # the trial's kind: injection, control, ...
+    arm: str | None = None  # the trial's arm: injection, control, random
     answer: str | None = None  # pass, fail, or "none" (not judged)
     coherent: bool | None = None
     refused: bool | None = None
@@ -48,7 +51,7 @@ class TrialFilter:
             ("concept", self.concept),
             ("layer", self.layer),
             ("strength", self.strength),
-            ("kind", self.arm),
+            (_ARM, self.arm),
         ):
             if value is not None and value != "":
                 where.append(f"{column} = ?")
@@ -78,7 +81,7 @@ def _row_dict(r: Any) -> dict[str, Any]:
         "id": r["id"],
         "ordinal": r["ordinal"],
         "concept": r["concept"],
-        "arm": r["kind"],
+        "arm": r["arm_of"],
         "layer": r["layer"],
         "strength": r["strength"],
         "trial": r["trial"],
@@ -96,7 +99,8 @@ def concepts(store: Store) -> list[str]:
 
 
 def arms(store: Store) -> list[str]:
-    return [r["kind"] for r in store.conn.execute("SELECT DISTINCT kind FROM trials ORDER BY kind")]
+    sql = f"SELECT DISTINCT {_ARM} AS arm_of FROM trials ORDER BY arm_of"
+    return [r["arm_of"] for r in store.conn.execute(sql)]
 
 
 def status_counts(store: Store) -> dict[str, int]:
@@ -107,18 +111,18 @@ def status_counts(store: Store) -> dict[str, int]:
 def cells(store: Store, concept: str) -> list[dict[str, Any]]:
     """One entry per (layer, strength, arm) of `concept`: planned, generated, judged, passed."""
     sql = (
-        "SELECT layer, strength, kind, COUNT(*) AS n_planned, "
+        f"SELECT layer, strength, {_ARM} AS arm_of, COUNT(*) AS n_planned, "
         "SUM(status != 'pending') AS n_generated, "
         f"SUM({_ANSWER} IS NOT NULL) AS n_judged, "
         f"SUM(lower({_ANSWER}) = 'pass') AS n_pass, "
         "SUM(status = 'judge_failed') AS n_failed "
-        "FROM trials WHERE concept = ? GROUP BY layer, strength, kind ORDER BY layer, strength"
+        "FROM trials WHERE concept = ? GROUP BY layer, strength, arm_of ORDER BY layer, strength"
     )
     return [
         {
             "layer": r["layer"],
             "strength": r["strength"],
-            "arm": r["kind"],
+            "arm": r["arm_of"],
             "n_planned": r["n_planned"],
             "n_generated": r["n_generated"] or 0,
             "n_judged": r["n_judged"] or 0,
@@ -168,6 +172,8 @@ def import_trials(store: Store, rows: Iterable[dict[str, Any]]) -> int:
             row["id"],
             ordinal,
             row["concept"],
+            # The `kind` column's CHECK predates the random arm (0004_controls.sql).
+            "control" if row["arm"] == "control" else "injection",
             row["arm"],
             row["layer"],
             row["strength"],
@@ -182,9 +188,9 @@ def import_trials(store: Store, rows: Iterable[dict[str, Any]]) -> int:
     ]
     with store._write() as conn:
         conn.executemany(
-            "INSERT INTO trials (id, ordinal, concept, kind, layer, strength, trial, status, "
-            "response, judge_json, judge_error, generated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO trials (id, ordinal, concept, kind, arm, layer, strength, trial, "
+            "status, response, judge_json, judge_error, generated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             values,
         )
     return len(values)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from introspectd.errors import BadInput, PlanMismatch
+from introspectd.protocol.controls import num_factual
 from introspectd.protocol.models import (
     ModelRef,
     check_context,
@@ -187,7 +188,14 @@ class RunClaim:
         if not (with_trials or create):
             return RunContext(plan, self.ref, self.layers, out_dir, store, run, [], set(), notes)
         sweep = plan.sweep
-        all_specs = expand_trials(sweep.concepts, self.layers, sweep.strengths, sweep.trials)
+        all_specs = expand_trials(
+            sweep.concepts,
+            self.layers,
+            sweep.strengths,
+            sweep.trials,
+            sweep.arms,
+            num_factual(sweep),
+        )
         shard = self.narrowing.shard
         added = store.add_trials(run.stamp, _shard_of(all_specs, shard)) if create else 0
         if added and notes:

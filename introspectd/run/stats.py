@@ -7,7 +7,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from introspectd.protocol.trials import Status
+from introspectd.protocol.trials import Kind, Status
 from introspectd.run.pass_grid import PassGrid
 
 if TYPE_CHECKING:
@@ -58,7 +58,10 @@ class RunStats:
         self.num_to_generate = len(ctx.tickets)
         finished = (Status.JUDGED, Status.JUDGE_FAILED)
         for row in ctx.store.trials():
-            self.grid.place(row.id, row.spec.layer, row.spec.strength)
+            # The grid is the injection pass rate: random-arm and factual-question trials
+            # have their own measures (report/controls.py) and stay out of it.
+            if row.spec.kind is not Kind.RANDOM and row.spec.question is None:
+                self.grid.place(row.id, row.spec.layer, row.spec.strength)
             if row.status is Status.JUDGED:
                 self.grid.add(row.id, row.spec.is_injected, row.judge)
             if row.id in ctx.selected_ids:
@@ -109,6 +112,12 @@ class RunStats:
                 detected if isinstance(detected, str) else None,
             )
         )
+
+    def on_read_out(self, concept: str, trial_id: str) -> None:
+        """A logit-mode trial finished without a judge (see `on_judged` for the selection)."""
+        if self._selected is None or trial_id in self._selected:
+            self._num_done_now += 1
+            self.by_concept_done[concept] += 1
 
     @property
     def num_done(self) -> int:

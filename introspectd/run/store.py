@@ -52,6 +52,16 @@ class RunRow:
 
 
 @dataclass(frozen=True)
+class Readout:
+    """A logit-mode trial's answer: P(yes), P(no) at the first answer position, and
+    p_yes = P(yes) / (P(yes) + P(no))."""
+
+    p_yes: float
+    prob_yes: float
+    prob_no: float
+
+
+@dataclass(frozen=True)
 class TrialRow:
     id: str
     ordinal: int
@@ -62,6 +72,7 @@ class TrialRow:
     generated_at: str | None
     judge: dict[str, Any] | None
     judge_error: str | None
+    readout: Readout | None = None  # logit mode
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,7 @@ class Generation:
     response: str
     num_new_tokens: int
     generated_at: str
+    readout: Readout | None = None  # logit mode: no text, nothing to judge
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,8 @@ class Judgement:
 
 _TRIAL_COLUMNS = (
     "id, ordinal, concept, kind, layer, strength, trial, status, response, "
-    "num_new_tokens, generated_at, judge_json, judge_error"
+    "num_new_tokens, generated_at, judge_json, judge_error, arm, question, p_yes, prob_yes, "
+    "prob_no"
 )
 
 
@@ -109,8 +122,12 @@ def _get_run(conn: sqlite3.Connection) -> RunRow | None:
 
 
 def _trial_row(r: sqlite3.Row) -> TrialRow:
-    spec = TrialSpec(r["concept"], Kind(r["kind"]), r["layer"], r["strength"], r["trial"])
+    kind = Kind(r["arm"] or r["kind"])
+    spec = TrialSpec(r["concept"], kind, r["layer"], r["strength"], r["trial"], r["question"])
     judge = json.loads(r["judge_json"]) if r["judge_json"] else None
+    readout = None
+    if r["p_yes"] is not None:
+        readout = Readout(r["p_yes"], r["prob_yes"], r["prob_no"])
     return TrialRow(
         r["id"],
         r["ordinal"],
@@ -121,6 +138,7 @@ def _trial_row(r: sqlite3.Row) -> TrialRow:
         r["generated_at"],
         judge,
         r["judge_error"],
+        readout,
     )
 
 
@@ -189,13 +207,23 @@ class Store:
             known = {r[0] for r in conn.execute("SELECT id FROM trials")}
             start = conn.execute("SELECT COALESCE(MAX(ordinal), -1) + 1 FROM trials").fetchone()[0]
             rows = [
-                (s.trial_id(stamp), s.concept, s.kind.value, s.layer, s.strength, s.trial)
+                (
+                    s.trial_id(stamp),
+                    s.concept,
+                    # The `kind` column's CHECK predates the random arm (0004_controls.sql).
+                    Kind.INJECTION.value if s.is_injected else Kind.CONTROL.value,
+                    s.layer,
+                    s.strength,
+                    s.trial,
+                    s.kind.value,
+                    s.question,
+                )
                 for s in specs
                 if s.trial_id(stamp) not in known
             ]
             conn.executemany(
-                "INSERT INTO trials (id, ordinal, concept, kind, layer, strength, trial) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO trials (id, ordinal, concept, kind, layer, strength, trial, arm, "
+                "question) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(r[0], start + i, *r[1:]) for i, r in enumerate(rows)],
             )
         return len(rows)
@@ -250,14 +278,33 @@ class Store:
         return [_trial_row(r) for r in self.conn.execute(sql, (json.dumps(trial_ids),))]
 
     def record_generations(self, generations: list[Generation]) -> int:
-        """Pending → generated. A row already generated keeps its first answer."""
+        """Pending → generated. A row already generated keeps its first answer.
+
+        A logit-mode read-out has nothing to judge: its row goes straight from pending to
+        judged (finished), with no judge result, in the same transaction."""
+        texts = [g for g in generations if g.readout is None]
+        readouts = [(g, r) for g in generations if (r := g.readout) is not None]
+        num_written = 0
         with self._write() as conn:
+            if texts:
+                cur = conn.executemany(
+                    "UPDATE trials SET status = 'generated', response = ?, num_new_tokens = ?, "
+                    "generated_at = ? WHERE id = ? AND status = 'pending'",
+                    [(g.response, g.num_new_tokens, g.generated_at, g.trial_id) for g in texts],
+                )
+                num_written += cur.rowcount
+            if not readouts:
+                return num_written
             cur = conn.executemany(
-                "UPDATE trials SET status = 'generated', response = ?, num_new_tokens = ?, "
-                "generated_at = ? WHERE id = ? AND status = 'pending'",
-                [(g.response, g.num_new_tokens, g.generated_at, g.trial_id) for g in generations],
+                "UPDATE trials SET status = 'judged', num_new_tokens = 0, generated_at = ?, "
+                "judged_at = ?, p_yes = ?, prob_yes = ?, prob_no = ? "
+                "WHERE id = ? AND status = 'pending'",
+                [
+                    (g.generated_at, g.generated_at, r.p_yes, r.prob_yes, r.prob_no, g.trial_id)
+                    for g, r in readouts
+                ],
             )
-            return cur.rowcount
+            return num_written + cur.rowcount
 
     def record_judgements(self, judgements: list[Judgement]) -> int:
         """generated → judged | judge_failed, keeping every judgement in the history table.
@@ -291,9 +338,12 @@ class Store:
                             j.judge_fingerprint,
                         ),
                     )
-                if j.result is None and conn.execute(
-                    "SELECT 1 FROM trials WHERE id = ? AND status = 'judged'", (j.trial_id,)
-                ).fetchone():
+                if (
+                    j.result is None
+                    and conn.execute(
+                        "SELECT 1 FROM trials WHERE id = ? AND status = 'judged'", (j.trial_id,)
+                    ).fetchone()
+                ):
                     kept += 1
                     continue
                 conn.execute(

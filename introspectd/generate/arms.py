@@ -1,0 +1,29 @@
+"""What each arm adds to the residual stream: the concept's vector, nothing, or a random
+direction with the concept vector's norm."""
+
+from __future__ import annotations
+
+import torch
+
+from introspectd.protocol.trials import Kind, TrialSpec
+
+
+def random_direction(seed: int, norm: float, dim: int) -> torch.Tensor:
+    """A direction uniform on the sphere of radius `norm` in `dim` dimensions, float32 on the
+    CPU. Drawn from its own generator seeded by the trial's seed, so it depends on that trial
+    alone: not on the device, the batch it runs in, or what ran before."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    direction = torch.randn(dim, generator=generator, dtype=torch.float32)
+    return direction * (norm / direction.norm())
+
+
+def arm_delta(
+    spec: TrialSpec, vectors: dict[tuple[str, int], torch.Tensor], seed: int
+) -> torch.Tensor | None:
+    """strength × what the trial's arm adds (float32, CPU); None for a control trial."""
+    if spec.kind is Kind.CONTROL:
+        return None
+    vector = vectors[(spec.concept, spec.layer)]
+    if spec.kind is Kind.RANDOM:
+        vector = random_direction(seed, float(vector.norm()), vector.numel())
+    return vector * spec.strength

@@ -1,0 +1,30 @@
+"""The record keys of the control arms and the logit measure (added to DESIGN.md's record)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from introspectd.protocol.factual import FACTUAL_QUESTIONS
+from introspectd.protocol.trials import Kind
+from introspectd.run.store import TrialRow
+
+
+def control_keys(row: TrialRow) -> dict[str, Any]:
+    """`arm` always; `direction` for the random arm (also set in `config`, see `record`);
+    `p_yes`, `prob_yes`, `prob_no` for a logit-mode read-out; `factual` for a factual control
+    question (its index, text and correct answer)."""
+    spec = row.spec
+    out: dict[str, Any] = {"arm": spec.kind.value}
+    if row.readout is not None:
+        out["p_yes"] = row.readout.p_yes
+        out["prob_yes"] = row.readout.prob_yes
+        out["prob_no"] = row.readout.prob_no
+    if spec.question is not None:
+        question = FACTUAL_QUESTIONS[spec.question]
+        out["factual"] = {"index": spec.question, "text": question.text, "answer": question.answer}
+    return out
+
+
+def direction(row: TrialRow) -> str | None:
+    """How the added vector's direction was chosen: None when nothing was added."""
+    return {Kind.INJECTION: "concept", Kind.RANDOM: "random"}.get(row.spec.kind)

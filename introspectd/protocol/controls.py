@@ -1,0 +1,82 @@
+"""The plan keys of the control arms and the forced-choice measure (`[sweep] arms`, `measure`,
+`factual_controls`): how they are read and what they refuse, each with one line."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from introspectd.protocol.factual import FACTUAL_QUESTIONS
+from introspectd.protocol.plan_checks import Table
+from introspectd.protocol.trials import DEFAULT_ARMS, Kind
+
+if TYPE_CHECKING:
+    from introspectd.protocol.plan import SweepConfig
+
+MEASURES = ("generate", "logit")
+ARM_NAMES = tuple(k.value for k in Kind)
+DEFAULT_ARM_NAMES: tuple[str, ...] = tuple(k.value for k in DEFAULT_ARMS)
+# What a run spec leaves out while it holds its default, so runs created before these keys
+# existed keep their hash (and resume).
+CONTROL_DEFAULTS: dict[str, Any] = {
+    "arms": list(DEFAULT_ARM_NAMES),
+    "measure": "generate",
+    "factual_controls": False,
+}
+
+
+def read_arms(t: Table) -> tuple[str, ...]:
+    arms = t.array("arms", list(DEFAULT_ARM_NAMES))
+    if not arms:
+        t.fail("arms", f"must list at least one arm ({', '.join(ARM_NAMES)})")
+    for arm in arms:
+        if arm not in ARM_NAMES:
+            t.fail("arms", f"unknown arm {arm!r}; the arms are {', '.join(ARM_NAMES)}")
+    duplicates = sorted({a for a in arms if arms.count(a) > 1})
+    if duplicates:
+        t.fail("arms", f"duplicate arm {duplicates[0]!r}")
+    return tuple(arms)
+
+
+def read_measure(t: Table) -> str:
+    return t.text("measure", "generate", MEASURES)
+
+
+def read_factual_controls(t: Table) -> bool:
+    return bool(t.take("factual_controls", False, (bool,), "true or false"))
+
+
+def num_factual(sweep: SweepConfig) -> int:
+    """Factual control questions per (concept, layer, strength, arm)."""
+    return len(FACTUAL_QUESTIONS) if sweep.factual_controls else 0
+
+
+def check_controls(t: Table, sweep: SweepConfig, prompt_names: tuple[str, ...]) -> None:
+    """Refuse combinations the logit measure cannot honour."""
+    if sweep.factual_controls and sweep.measure != "logit":
+        t.fail(
+            "factual_controls",
+            'needs measure = "logit" (factual questions are read as P(yes), not generated)',
+        )
+    if sweep.measure != "logit":
+        return
+    if sweep.inject_style == "generation":
+        t.fail(
+            "inject_style",
+            '"generation" steers only generated tokens, and measure = "logit" generates none: '
+            'use "all" or "from_marker"',
+        )
+    if not sweep.prompt_user and sweep.prompt_version != "yesno":
+        t.fail(
+            "prompt_version",
+            f'measure = "logit" reads P(yes) and needs a yes/no question: use "yesno" or give '
+            f"prompt_user (the known versions: {', '.join(prompt_names)}); "
+            f"got {sweep.prompt_version!r}",
+        )
+
+
+def strip_default_controls(sweep: dict[str, Any]) -> None:
+    """Drop the control keys from a run spec while they hold their defaults (see above)."""
+    for key, default in CONTROL_DEFAULTS.items():
+        value = sweep.get(key)
+        if (list(value) if isinstance(value, tuple | list) else value) == default:
+            sweep.pop(key, None)

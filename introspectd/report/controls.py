@@ -1,0 +1,291 @@
+"""The control arms' and the logit measure's part of the report (README, "Controls and the
+logit measure").
+
+- Random arm (generated and judged): its *claim rate* (the judge says the answer claims a
+  detection) and *concept specificity* = injection pass rate − random-arm pass rate (a pass
+  on an injected-looking trial means the answer named the concept), with Wilson and Newcombe
+  intervals.
+- Logit measure: *yes-shift* = mean p_yes(injection) − mean p_yes(control), for the detection
+  question and for the factual questions, and the *introspection score* = detection yes-shift −
+  factual yes-shift, with percentile bootstrap intervals (fixed seed, so a report is
+  reproducible).
+
+Records of the random arm and logit read-outs are kept out of the main tables (`is_main`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from introspectd.report.metrics import group_by, newcombe_interval, proportion, wilson_interval
+
+Record = dict[str, Any]
+BOOTSTRAP_SEED = 0
+NUM_BOOTSTRAP = 2000
+SHIFT_KEYS = ("detection_yes_shift", "factual_yes_shift", "introspection_score")
+
+
+def record_fields(obj: Mapping[str, Any]) -> Record:
+    """The control keys of a JSON record, for `writer.parse_record` to keep."""
+    p_yes = obj.get("p_yes")
+    factual = obj.get("factual")
+    return {
+        "arm": obj.get("arm") if isinstance(obj.get("arm"), str) else None,
+        "p_yes": float(p_yes) if isinstance(p_yes, int | float) else None,
+        "is_factual": isinstance(factual, Mapping),
+    }
+
+
+def is_main(record: Mapping[str, Any]) -> bool:
+    """A record of the classic injection/control comparison (what the main tables count)."""
+    return record.get("arm") in (None, "injection", "control") and record.get("p_yes") is None
+
+
+def _arm(record: Mapping[str, Any]) -> str:
+    return str(record.get("arm") or ("injection" if record.get("was_injected") else "control"))
+
+
+# --- random arm ------------------------------------------------------------------------------
+
+
+def _judged(records: Iterable[Record], arm: str) -> list[Mapping[str, Any]]:
+    return [
+        r["judge"]
+        for r in records
+        if _arm(r) == arm and r.get("p_yes") is None and isinstance(r.get("judge"), Mapping)
+    ]
+
+
+def _passed(judge: Mapping[str, Any]) -> bool:
+    return str(judge.get("answer", "")).strip().lower() == "pass"
+
+
+def _claims(judge: Mapping[str, Any]) -> bool:
+    """The answer claims a detection: the judge's own flag, else a named concept."""
+    flag = judge.get("claims_detection")
+    return flag if isinstance(flag, bool) else judge.get("detected_concept") is not None
+
+
+def random_arm_metrics(records: Sequence[Record]) -> dict[str, Any]:
+    injected, random = _judged(records, "injection"), _judged(records, "random")
+    k_inj, n_inj = sum(map(_passed, injected)), len(injected)
+    k_rnd, n_rnd = sum(map(_passed, random)), len(random)
+    k_claim = sum(map(_claims, random))
+    p_inj, p_rnd = proportion(k_inj, n_inj), proportion(k_rnd, n_rnd)
+    specificity = None if p_inj is None or p_rnd is None else p_inj - p_rnd
+    claim_ci = wilson_interval(k_claim, n_rnd)
+    specificity_ci = newcombe_interval(k_inj, n_inj, k_rnd, n_rnd)
+    return {
+        "n_random": n_rnd,
+        "random_claim_rate": proportion(k_claim, n_rnd),
+        "random_claim_rate_ci": list(claim_ci) if claim_ci else None,
+        "random_pass_rate": p_rnd,
+        "concept_specificity": specificity,
+        "concept_specificity_ci": list(specificity_ci) if specificity_ci else None,
+        "counts": {
+            "random_claim": [k_claim, n_rnd],
+            "injection_pass": [k_inj, n_inj],
+            "random_pass": [k_rnd, n_rnd],
+        },
+    }
+
+
+# --- logit measure ---------------------------------------------------------------------------
+
+
+def _p_yes(records: Iterable[Record], arm: str, factual: bool) -> np.ndarray:
+    return np.array(
+        [
+            r["p_yes"]
+            for r in records
+            if r.get("p_yes") is not None
+            and _arm(r) == arm
+            and bool(r.get("is_factual")) == factual
+        ],
+        dtype=np.float64,
+    )
+
+
+def _shift(injected: np.ndarray, control: np.ndarray) -> float | None:
+    if not len(injected) or not len(control):
+        return None
+    return float(injected.mean() - control.mean())
+
+
+def _bootstrap_means(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """NUM_BOOTSTRAP means of resamples (with replacement) of `values`."""
+    picks = rng.integers(0, len(values), size=(NUM_BOOTSTRAP, len(values)))
+    return values[picks].mean(axis=1)
+
+
+def _interval(samples: np.ndarray) -> list[float]:
+    lo, hi = np.percentile(samples, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def yes_shift_metrics(records: Sequence[Record], arm: str = "injection") -> dict[str, Any]:
+    """Yes-shifts of `arm` against control and the introspection score, each with a 95%
+    percentile bootstrap interval (the four groups resampled independently)."""
+    det_inj, det_ctl = _p_yes(records, arm, False), _p_yes(records, "control", False)
+    fac_inj, fac_ctl = _p_yes(records, arm, True), _p_yes(records, "control", True)
+    detection, factual = _shift(det_inj, det_ctl), _shift(fac_inj, fac_ctl)
+    score = None if detection is None or factual is None else detection - factual
+    out: dict[str, Any] = {
+        "arm": arm,
+        "n": {"detection": [len(det_inj), len(det_ctl)], "factual": [len(fac_inj), len(fac_ctl)]},
+        "detection_yes_shift": detection,
+        "factual_yes_shift": factual,
+        "introspection_score": score,
+    }
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    boot: dict[str, np.ndarray] = {}
+    if detection is not None:
+        boot["detection_yes_shift"] = _bootstrap_means(det_inj, rng) - _bootstrap_means(
+            det_ctl, rng
+        )
+    if factual is not None:
+        boot["factual_yes_shift"] = _bootstrap_means(fac_inj, rng) - _bootstrap_means(fac_ctl, rng)
+    if score is not None:
+        boot["introspection_score"] = boot["detection_yes_shift"] - boot["factual_yes_shift"]
+    for key in SHIFT_KEYS:
+        out[key + "_ci"] = _interval(boot[key]) if key in boot else None
+    return out
+
+
+# --- summary, markdown, figures --------------------------------------------------------------
+
+
+def _cells(records: list[Record], metric: Any) -> list[dict[str, Any]]:
+    groups = group_by(records, lambda r: (r["model"], r["layer"], r["strength"]))
+    return [
+        {"model": m, "layer": layer, "strength": s, **metric(rs)}
+        for (m, layer, s), rs in sorted(groups.items(), key=lambda kv: kv[0])
+    ]
+
+
+def controls_summary(records: list[Record]) -> dict[str, Any] | None:
+    """The summary's "controls" section; None when no record has a control arm or read-out."""
+    out: dict[str, Any] = {}
+    if any(_arm(r) == "random" and r.get("p_yes") is None for r in records):
+        generated = [r for r in records if r.get("p_yes") is None]
+        out["random_arm"] = {
+            "overall": random_arm_metrics(generated),
+            "by_cell": _cells(generated, random_arm_metrics),
+        }
+    read_out = [r for r in records if r.get("p_yes") is not None]
+    if read_out:
+        arms = ["injection"] + (["random"] if any(_arm(r) == "random" for r in read_out) else [])
+        out["logit"] = {
+            arm: {
+                "overall": yes_shift_metrics(read_out, arm),
+                "by_cell": _cells(read_out, lambda rs, a=arm: yes_shift_metrics(rs, a)),
+            }
+            for arm in arms
+        }
+    return out or None
+
+
+def _pp(value: float | None, ci: list[float] | None) -> str:
+    if value is None:
+        return "—"
+    interval = f" [{ci[0] * 100:+.1f}, {ci[1] * 100:+.1f}]" if ci else ""
+    return f"{value * 100:+.1f}{interval}"
+
+
+def controls_markdown(section: dict[str, Any] | None) -> list[str]:
+    if not section:
+        return []
+    lines = ["", "## Controls", ""]
+    random = section.get("random_arm")
+    if random:
+        lines += [
+            "Random arm: a random direction with the concept vector's norm, same strength. "
+            "Claim rate = random-arm answers claiming a detection; concept specificity = "
+            "injection pass − random-arm pass (naming the concept), in points, 95% intervals.",
+            "",
+            "| model | layer | strength | random claim rate | concept specificity |",
+            "|---|---|---|---|---|",
+        ]
+        for c in [
+            {"model": "all", "layer": "", "strength": "", **random["overall"]},
+            *random["by_cell"],
+        ]:
+            lines.append(
+                f"| {c['model']} | {c['layer']} | {c['strength']} | "
+                f"{_pp(c['random_claim_rate'], c['random_claim_rate_ci'])} | "
+                f"{_pp(c['concept_specificity'], c['concept_specificity_ci'])} |"
+            )
+        lines.append("")
+    for arm, logit in (section.get("logit") or {}).items():
+        lines += [
+            f"Logit measure, {arm} arm against control: yes-shift = mean p_yes({arm}) − mean "
+            "p_yes(control), in points; introspection score = detection − factual yes-shift; "
+            "95% bootstrap intervals.",
+            "",
+            "| model | layer | strength | detection yes-shift | factual yes-shift | "
+            "introspection score |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in [
+            {"model": "all", "layer": "", "strength": "", **logit["overall"]},
+            *logit["by_cell"],
+        ]:
+            cols = " | ".join(_pp(c[k], c[k + "_ci"]) for k in SHIFT_KEYS)
+            lines.append(f"| {c['model']} | {c['layer']} | {c['strength']} | {cols} |")
+        lines.append("")
+    return lines
+
+
+def render_control_figures(model: str, section: dict[str, Any] | None, out_dir: Path) -> list[Path]:
+    """Heatmaps over layer × strength of the yes-shifts and the introspection score."""
+    from introspectd.report.figures import DPI, model_slug
+
+    paths: list[Path] = []
+    for arm, logit in ((section or {}).get("logit") or {}).items():
+        cells = [c for c in logit["by_cell"] if c["model"] == model]
+        if not cells:
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"{model_slug(model)}_yes_shift_{arm}.png"
+        _shift_figure(f"{model}: {arm} vs control (logit measure)", cells).savefig(path, dpi=DPI)
+        paths.append(path)
+    return paths
+
+
+def _shift_figure(title: str, cells: list[dict[str, Any]]) -> Any:
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.figure import Figure
+
+    layers = sorted({c["layer"] for c in cells})
+    strengths = sorted({c["strength"] for c in cells})
+    by_key = {(c["layer"], c["strength"]): c for c in cells}
+    fig = Figure(figsize=(3.6 * len(SHIFT_KEYS) + 1, 0.5 * len(layers) + 2.4), layout="constrained")
+    axes = fig.subplots(1, len(SHIFT_KEYS), squeeze=False).ravel()
+    norm = TwoSlopeNorm(vmin=-1.0, vcenter=0.0, vmax=1.0)
+    image = None
+    for ax, key in zip(axes, SHIFT_KEYS, strict=True):
+        grid = [[_number(by_key.get((layer, s)), key) for s in strengths] for layer in layers]
+        image = ax.imshow(grid, cmap="RdBu", norm=norm, origin="lower", aspect="auto")
+        ax.set_xticks(range(len(strengths)), [f"{s:g}" for s in strengths])
+        ax.set_yticks(range(len(layers)), [str(layer) for layer in layers])
+        ax.set_xlabel("strength")
+        ax.set_ylabel("layer")
+        ax.set_title(key.replace("_", " "), fontsize=10)
+        for i, row in enumerate(grid):
+            for j, value in enumerate(row):
+                if not math.isnan(value):
+                    ax.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize=7.5)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), shrink=0.85)
+    fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def _number(cell: dict[str, Any] | None, key: str) -> float:
+    value = None if cell is None else cell.get(key)
+    return float("nan") if value is None else float(value)
