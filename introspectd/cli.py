@@ -158,9 +158,14 @@ def cmd_rejudge(args: argparse.Namespace) -> int:
     if not (args.plan or args.input):
         raise BadInput("rejudge: give --plan P, or --input IN.jsonl --output OUT.jsonl")
     plan = load_plan(args.plan) if args.plan else None
-    print(rejudge(plan, include_judged=args.all,
-                  input=Path(args.input) if args.input else None,
-                  output=Path(args.output) if args.output else None))
+    print(
+        rejudge(
+            plan,
+            include_judged=args.all,
+            input=Path(args.input) if args.input else None,
+            output=Path(args.output) if args.output else None,
+        )
+    )
     return EXIT_OK
 
 

@@ -68,4 +68,3 @@ class WorkSource(Protocol):
     def should_stop(self) -> bool:
         """True once the run is stopping: rows in flight are abandoned, not finished."""
         ...
-

@@ -42,9 +42,9 @@ import anyio
 
 
 class Signal(enum.Enum):
-    OK = "ok"                      # the server accepted the request (whatever the content)
+    OK = "ok"  # the server accepted the request (whatever the content)
     RATE_LIMITED = "rate_limited"  # 429 (not a quota error)
-    NEUTRAL = "neutral"            # errors that say nothing about the rate (5xx, timeouts, ...)
+    NEUTRAL = "neutral"  # errors that say nothing about the rate (5xx, timeouts, ...)
 
 
 @dataclass(frozen=True)
@@ -55,19 +55,26 @@ class Ticket:
 
 
 class AdaptiveLimiter:
-    def __init__(self, max_concurrency: int, *, decrease: float = 0.9,
-                 exit_decrease: float = 0.7, probe_successes: int = 100,
-                 min_probe: int = 4, min_limit: float = 1.0) -> None:
+    def __init__(
+        self,
+        max_concurrency: int,
+        *,
+        decrease: float = 0.9,
+        exit_decrease: float = 0.7,
+        probe_successes: int = 100,
+        min_probe: int = 4,
+        min_limit: float = 1.0,
+    ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         if not (0 < decrease < 1 and 0 < exit_decrease < 1):
             raise ValueError("decrease factors must be in (0, 1)")
         self.max_concurrency = max_concurrency
         self._decrease = decrease
-        self._exit_decrease = exit_decrease   # slow start may overshoot further: cut deeper
+        self._exit_decrease = exit_decrease  # slow start may overshoot further: cut deeper
         self._probe = max(1, probe_successes)
         self._min_probe = min(max_concurrency, min_probe)
-        self._since_step = 0   # successes since the step last changed
+        self._since_step = 0  # successes since the step last changed
         self._min_limit = max(1.0, min_limit)
         self._limit = 1.0
         self._slow_start = True
@@ -78,7 +85,7 @@ class AdaptiveLimiter:
         self._paused_until = -math.inf
         self._last_decrease = -math.inf
         self._closed = False
-        self._queue: deque[_Turn] = deque()   # waiting acquirers, first come first served
+        self._queue: deque[_Turn] = deque()  # waiting acquirers, first come first served
 
     # --- what the progress view reads -----------------------------------------------------
 
@@ -106,7 +113,7 @@ class AdaptiveLimiter:
         None once the limiter is closed."""
         if self._closed:
             return None
-        if not self._queue:   # nobody ahead: no await at all when a send may go now
+        if not self._queue:  # nobody ahead: no await at all when a send may go now
             ticket = self._try_take(anyio.current_time())
             if ticket is not None:
                 return ticket
@@ -193,7 +200,7 @@ class AdaptiveLimiter:
                 if ticket is not None:
                     return ticket
                 not_before = max(self._paused_until, self._next_send)
-                if now < not_before:   # else all slots are taken: a release wakes us
+                if now < not_before:  # else all slots are taken: a release wakes us
                     timeout = not_before - now
             await self._wait(turn, timeout)
 
@@ -224,5 +231,5 @@ class _Turn:
         else:
             with anyio.move_on_after(timeout):
                 await self._event.wait()
-        if self._event.is_set():   # an Event cannot be cleared: arm a fresh one
+        if self._event.is_set():  # an Event cannot be cleared: arm a fresh one
             self._event = anyio.Event()

@@ -138,7 +138,7 @@ class JudgeProcess:
                 line = await lines.receive_until(b"\n", MAX_LINE_BYTES)
             except (anyio.EndOfStream, anyio.IncompleteRead):
                 break
-            except anyio.DelimiterNotFound:   # the stream cannot be resynchronised: stop the child
+            except anyio.DelimiterNotFound:  # the stream cannot be resynchronised: stop the child
                 self._exit_reason = f"judge process sent a line over {MAX_LINE_BYTES} bytes"
                 process.kill()
                 break

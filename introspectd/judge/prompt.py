@@ -89,15 +89,17 @@ class FewShot:
     concept: str
     was_injected: bool
     response: str
-    label: dict[str, Any]   # normalised to JUDGEMENT_KEYS
+    label: dict[str, Any]  # normalised to JUDGEMENT_KEYS
 
 
 def trial_message(concept: str, was_injected: bool, response: str) -> str:
     """The user turn describing one trial. The response is fenced so its text cannot pose as
     instructions."""
     kind = "yes (injection trial)" if was_injected else "no (control trial)"
-    return (f"Concept: {concept}\nInjected: {kind}\n"
-            f"Model response (between the markers):\n<<<RESPONSE\n{response}\nRESPONSE>>>")
+    return (
+        f"Concept: {concept}\nInjected: {kind}\n"
+        f"Model response (between the markers):\n<<<RESPONSE\n{response}\nRESPONSE>>>"
+    )
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,9 @@ class JudgePrompt:
     def __post_init__(self) -> None:
         if self.version not in JUDGE_PROMPT_VERSIONS:
             known = ", ".join(sorted(JUDGE_PROMPT_VERSIONS))
-            raise BadInput(f"[judge] prompt_version: unknown judge prompt {self.version!r} "
-                           f"(known: {known})")
+            raise BadInput(
+                f"[judge] prompt_version: unknown judge prompt {self.version!r} (known: {known})"
+            )
 
     @property
     def fewshot_hash(self) -> str:
@@ -120,8 +123,9 @@ class JudgePrompt:
     def messages(self, concept: str, was_injected: bool, response: str) -> list[dict[str, str]]:
         out = [{"role": "system", "content": JUDGE_PROMPT_VERSIONS[self.version]}]
         for ex in self.examples:
-            out.append({"role": "user",
-                        "content": trial_message(ex.concept, ex.was_injected, ex.response)})
+            out.append(
+                {"role": "user", "content": trial_message(ex.concept, ex.was_injected, ex.response)}
+            )
             out.append({"role": "assistant", "content": json.dumps(ex.label)})
         out.append({"role": "user", "content": trial_message(concept, was_injected, response)})
         return out
@@ -131,8 +135,15 @@ def fewshot_hash(examples: tuple[FewShot, ...] | list[FewShot]) -> str:
     """Stable across runs and machines: canonical JSON of exactly what the judge is shown."""
     if not examples:
         return NO_FEWSHOT_HASH
-    canon = [{"concept": e.concept, "was_injected": e.was_injected, "response": e.response,
-              "label": e.label} for e in examples]
+    canon = [
+        {
+            "concept": e.concept,
+            "was_injected": e.was_injected,
+            "response": e.response,
+            "label": e.label,
+        }
+        for e in examples
+    ]
     text = json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -144,7 +155,7 @@ def load_fewshot(path: str | Path, n: int = 0, base_dir: Path | None = None) -> 
     if base_dir is not None and not file.is_absolute():
         file = base_dir / file
     try:
-        lines = file.read_text(encoding="utf-8").split("\n")   # not splitlines(): see rejudge_file
+        lines = file.read_text(encoding="utf-8").split("\n")  # not splitlines(): see rejudge_file
     except FileNotFoundError:
         raise BadInput(f"{file}: few-shot file not found ([judge] fewshot)") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -176,17 +187,21 @@ def _read_record(file: Path, lineno: int, line: str) -> dict[str, Any]:
 
 def _to_example(file: Path, lineno: int, record: dict[str, Any]) -> FewShot:
     try:
-        concept, injected, response = (record["concept"], record["was_injected"],
-                                       record["response"])
+        concept, injected, response = (
+            record["concept"],
+            record["was_injected"],
+            record["response"],
+        )
         label = validate_judgement(record["label"])
     except KeyError as exc:
         raise BadInput(f"{file}:{lineno}: few-shot record lacks {exc.args[0]!r}") from None
     except JudgeOutputError as exc:
         raise BadInput(f"{file}:{lineno}: few-shot label: {exc}") from None
-    if not (isinstance(concept, str) and isinstance(injected, bool)
-            and isinstance(response, str)):
-        raise BadInput(f"{file}:{lineno}: few-shot record needs string concept and response "
-                       "and boolean was_injected")
+    if not (isinstance(concept, str) and isinstance(injected, bool) and isinstance(response, str)):
+        raise BadInput(
+            f"{file}:{lineno}: few-shot record needs string concept and response "
+            "and boolean was_injected"
+        )
     return FewShot(concept, injected, response, label)
 
 

@@ -33,16 +33,17 @@ from introspectd.run.stats import RunStats
 class RunRejudged:
     """What `rejudge` did to a run's database."""
 
-    rows: int          # rows sent to the judge
+    rows: int  # rows sent to the judge
     judged: int
     failed: int
     failed_by_reason: dict[str, int] = field(default_factory=dict)
-    kept_grades: int = 0   # failed re-grades whose row kept its previous grade
+    kept_grades: int = 0  # failed re-grades whose row kept its previous grade
 
     def __str__(self) -> str:
         reasons = ", ".join(f"{n}× {why}" for why, n in self.failed_by_reason.items())
-        text = (f"rejudged {self.rows} rows: {self.judged} judged, {self.failed} failed"
-                + (f" ({reasons})" if self.failed else ""))
+        text = f"rejudged {self.rows} rows: {self.judged} judged, {self.failed} failed" + (
+            f" ({reasons})" if self.failed else ""
+        )
         if self.kept_grades:
             text += f"\n{self.kept_grades} re-grades failed; their previous grades are kept"
         return text
@@ -59,8 +60,12 @@ class FileRejudged:
         return f"{self.output}: {self.counts}"
 
 
-def rejudge(plan: Plan | None, include_judged: bool = False, input: Path | None = None,
-            output: Path | None = None) -> RunRejudged | FileRejudged:
+def rejudge(
+    plan: Plan | None,
+    include_judged: bool = False,
+    input: Path | None = None,
+    output: Path | None = None,
+) -> RunRejudged | FileRejudged:
     """Grade the unjudged (with `include_judged`: all) rows of `plan`'s run, or, given `input`
     and `output`, the records of a seed-format file (judged with `plan`'s [judge], if any)."""
     if input is not None and output is not None:
@@ -106,24 +111,30 @@ def _rejudge_run(plan: Plan, include_judged: bool) -> RunRejudged:
     finally:
         ctx.close()
     if stopping.received() is not None:
-        raise Interrupted(f"stopped by {stopping.received()}: {stats.num_judged} rows graded and "
-                          "saved; run the same command again to grade the rest")
-    return RunRejudged(rows=len(rows), judged=stats.num_judged, failed=stats.num_judge_failed,
-                       failed_by_reason=dict(stats.failed_by_reason),
-                       kept_grades=pool.kept_grades)
+        raise Interrupted(
+            f"stopped by {stopping.received()}: {stats.num_judged} rows graded and "
+            "saved; run the same command again to grade the rest"
+        )
+    return RunRejudged(
+        rows=len(rows),
+        judged=stats.num_judged,
+        failed=stats.num_judge_failed,
+        failed_by_reason=dict(stats.failed_by_reason),
+        kept_grades=pool.kept_grades,
+    )
 
 
-async def _flush_periodically(pool: JudgePool, exporter: Exporter, scope: anyio.CancelScope
-                              ) -> None:
+async def _flush_periodically(
+    pool: JudgePool, exporter: Exporter, scope: anyio.CancelScope
+) -> None:
     while stopping.received() is None:
         await anyio.sleep(0.5)
         await pool.flush()
         exporter.maybe_flush()
-    scope.cancel()   # grades in flight are lost; their rows keep their status for the next run
+    scope.cancel()  # grades in flight are lost; their rows keep their status for the next run
 
 
-def _rejudge_file(src: Path, dest: Path, plan: Plan | None, include_judged: bool
-                  ) -> FileRejudged:
+def _rejudge_file(src: Path, dest: Path, plan: Plan | None, include_judged: bool) -> FileRejudged:
     cfg = plan.judge if plan is not None else JudgeConfig()
     api_key = _require_judge(cfg)
     base_dir = plan.path.parent if plan is not None and isinstance(plan.path, Path) else None

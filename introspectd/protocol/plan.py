@@ -110,6 +110,20 @@ class UploadConfig:
 
 
 @dataclass(frozen=True)
+class AdaptiveConfig:
+    """`[adaptive]`: spend trials where a cell's answer is still uncertain (run/adaptive.py).
+    `[sweep] trials` is the first round; off by default."""
+
+    enabled: bool = False
+    target_halfwidth: float = 0.05  # 95% Wilson half-width on the injection pass rate: done
+    max_trials_per_cell: int = 400  # cap on trial indices per cell (controls grow alike)
+    round_trials: int = 20  # trials added per still-open cell per round
+    min_coherent: float = 0.0  # drop a cell whose coherence interval lies below this
+    confirm_top: int = 0  # K best cells re-run on fresh trials at the end; 0 = off
+    confirm_trials: int = 100
+
+
+@dataclass(frozen=True)
 class Plan:
     path: Path | str  # a str for gs:// plans, which Path would mangle
     run: RunConfig = field(default_factory=RunConfig)
@@ -117,6 +131,7 @@ class Plan:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
 
     def generation_spec(self) -> dict[str, Any]:
         """What decides the trials and their generations; judge/upload/batch settings do not."""
@@ -126,12 +141,19 @@ class Plan:
             "model": {"name": self.model.name, "dtype": self.model.dtype},
             "sweep": sweep,
             "seed": self.run.seed,
-        }
+        } | self._adaptive_spec()
+
+    def _adaptive_spec(self) -> dict[str, Any]:
+        """Adaptive settings decide which trials exist, so they are hashed; absent when off, so
+        a fixed-grid run's hash is what it always was."""
+        if not self.adaptive.enabled:
+            return {}
+        return {"adaptive": dataclasses.asdict(self.adaptive)}
 
     def to_json(self) -> str:
         data = {
             name: dataclasses.asdict(getattr(self, name))
-            for name in ("run", "model", "sweep", "judge", "upload")
+            for name in ("run", "model", "sweep", "judge", "upload", "adaptive")
         }
         return json.dumps(data, sort_keys=True)
 
@@ -170,16 +192,18 @@ def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) 
     top = Table(file, "", data)
     sections = {
         name: Table(file, name, top.data.pop(name, {}))
-        for name in ("run", "model", "sweep", "judge", "upload")
+        for name in ("run", "model", "sweep", "judge", "upload", "adaptive")
     }
     top.finish()
+    sweep = _read_sweep(sections["sweep"])
     plan = Plan(
         path=path or Path(file),
         run=_read_run(sections["run"]),
         model=_read_model(sections["model"]),
-        sweep=_read_sweep(sections["sweep"]),
+        sweep=sweep,
         judge=_read_judge(sections["judge"]),
         upload=_read_upload(sections["upload"]),
+        adaptive=_read_adaptive(sections["adaptive"], sweep.trials),
     )
     for table in sections.values():
         table.finish()
@@ -380,3 +404,22 @@ def _read_upload(t: Table) -> UploadConfig:
             "preemption_poll_s", 5.0, minimum=0.0, maximum=rules.MAX_TIMEOUT_S, positive=True
         ),
     )
+
+
+def _read_adaptive(t: Table, first_round: int) -> AdaptiveConfig:
+    cfg = AdaptiveConfig(
+        enabled=t.take("enabled", False, (bool,), "a boolean"),
+        target_halfwidth=t.number("target_halfwidth", 0.05, 0.0, 0.5, positive=True),
+        max_trials_per_cell=t.integer("max_trials_per_cell", 400, 1, rules.MAX_TOTAL_TRIALS),
+        round_trials=t.integer("round_trials", 20, 1, rules.MAX_TOTAL_TRIALS),
+        min_coherent=t.number("min_coherent", 0.0, 0.0, 1.0),
+        confirm_top=t.integer("confirm_top", 0, 0, 1000),
+        confirm_trials=t.integer("confirm_trials", 100, 1, rules.MAX_TOTAL_TRIALS),
+    )
+    if cfg.enabled and cfg.max_trials_per_cell < first_round:
+        t.fail(
+            "max_trials_per_cell",
+            f"must be >= [sweep] trials ({first_round}, the first round), "
+            f"got {cfg.max_trials_per_cell}",
+        )
+    return cfg

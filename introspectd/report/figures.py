@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 Record = dict[str, Any]
-Cells = dict[tuple[int, float], dict[str, Any]]   # (layer, strength) → metrics
+Cells = dict[tuple[int, float], dict[str, Any]]  # (layer, strength) → metrics
 
 # (metrics key, title, file stem)
 HEATMAPS = (
@@ -55,20 +55,24 @@ def render_model_figures(model: str, records: list[Record], out_dir: Path) -> li
 
 def concept_panels(records: list[Record]) -> list[tuple[str, Cells]]:
     """One panel's cells per concept, then all concepts pooled."""
-    panels = [(concept, _cells(members))
-              for concept, members in sorted(group_by(records, lambda r: r["concept"]).items())]
+    panels = [
+        (concept, _cells(members))
+        for concept, members in sorted(group_by(records, lambda r: r["concept"]).items())
+    ]
     panels.append(("all concepts", _cells(records)))
     return panels
 
 
-def model_heatmap(model: str, records: list[Record], key: str,
-                  panels: list[tuple[str, Cells]] | None = None) -> Figure:
+def model_heatmap(
+    model: str, records: list[Record], key: str, panels: list[tuple[str, Cells]] | None = None
+) -> Figure:
     """The heatmap figure of one metric (a HEATMAPS key) for one model's records."""
     title = next(t for k, t, _ in HEATMAPS if k == key)
     layers = sorted({r["layer"] for r in records})
     strengths = sorted({r["strength"] for r in records})
-    return heatmap_figure(f"{model}: {title}", key, panels or concept_panels(records), layers,
-                          strengths)
+    return heatmap_figure(
+        f"{model}: {title}", key, panels or concept_panels(records), layers, strengths
+    )
 
 
 def _cells(records: list[Record]) -> Cells:
@@ -76,8 +80,9 @@ def _cells(records: list[Record]) -> Cells:
     return {key: compute_metrics(members) for key, members in groups.items()}
 
 
-def heatmap_figure(title: str, key: str, panels: list[tuple[str, Cells]], layers: list[int],
-                   strengths: list[float]) -> Figure:
+def heatmap_figure(
+    title: str, key: str, panels: list[tuple[str, Cells]], layers: list[int], strengths: list[float]
+) -> Figure:
     """Panels side by side (three to a row) sharing one colour scale and one colour bar."""
     from matplotlib.figure import Figure
 
@@ -91,10 +96,10 @@ def heatmap_figure(title: str, key: str, panels: list[tuple[str, Cells]], layers
     image = None
     for ax, (name, cells) in zip(axes, panels, strict=False):
         image = _heatmap(ax, name, cells, key, layers, strengths, cmap, norm)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     if image is not None:
-        bar = fig.colorbar(image, ax=list(axes[:len(panels)]), shrink=0.85)
+        bar = fig.colorbar(image, ax=list(axes[: len(panels)]), shrink=0.85)
         bar.set_label(key.replace("_", " "))
     counts = "injection/control trials" if key == "net_detection" else "k/n trials"
     fig.suptitle(title, fontsize=12)
@@ -108,17 +113,28 @@ def _colour_scale(key: str) -> tuple[Colormap, Normalize]:
 
     if key.startswith("net_detection"):
         # Diverging and centred on 0: blue = detection above the false-positive rate, red = below.
-        return (colormaps["RdBu"].with_extremes(bad=MISSING_COLOUR),
-                TwoSlopeNorm(vmin=-1.0, vcenter=0.0, vmax=1.0))
+        return (
+            colormaps["RdBu"].with_extremes(bad=MISSING_COLOUR),
+            TwoSlopeNorm(vmin=-1.0, vcenter=0.0, vmax=1.0),
+        )
     return colormaps["viridis"].with_extremes(bad=MISSING_COLOUR), Normalize(0.0, 1.0)
 
 
-def _heatmap(ax: Axes, name: str, cells: Cells, key: str, layers: list[int],
-             strengths: list[float], cmap: Colormap, norm: Normalize) -> Any:
+def _heatmap(
+    ax: Axes,
+    name: str,
+    cells: Cells,
+    key: str,
+    layers: list[int],
+    strengths: list[float],
+    cmap: Colormap,
+    norm: Normalize,
+) -> Any:
     nan = float("nan")
     grid = [[_value(cells.get((layer, s)), key, nan) for s in strengths] for layer in layers]
-    image = ax.imshow(grid, cmap=cmap, norm=norm, origin="lower", aspect="auto",
-                      interpolation="nearest")
+    image = ax.imshow(
+        grid, cmap=cmap, norm=norm, origin="lower", aspect="auto", interpolation="nearest"
+    )
     ax.set_xticks(range(len(strengths)), [f"{s:g}" for s in strengths])
     ax.set_yticks(range(len(layers)), [str(layer) for layer in layers])
     ax.set_xlabel("strength")
@@ -132,8 +148,15 @@ def _heatmap(ax: Axes, name: str, cells: Cells, key: str, layers: list[int],
                 continue
             value = grid[i][j]
             colour = "black" if math.isnan(value) else _ink(cmap(norm(value)))
-            ax.text(j, i, _annotation(m, key, value), ha="center", va="center",
-                    fontsize=size, color=colour)
+            ax.text(
+                j,
+                i,
+                _annotation(m, key, value),
+                ha="center",
+                va="center",
+                fontsize=size,
+                color=colour,
+            )
     return image
 
 
@@ -165,12 +188,21 @@ def strength_figure(model: str, records: list[Record]) -> Figure:
     injected = [r for r in records if r["was_injected"]]
     controls = [r for r in records if not r["was_injected"]]
     by_layer = sorted(group_by(injected, lambda r: r["layer"]).items())
-    for ax, key, label in ((axes[0], "coherence_rate", "coherence rate"),
-                           (axes[1], "refusal_rate", "refusal rate")):
+    for ax, key, label in (
+        (axes[0], "coherence_rate", "coherence rate"),
+        (axes[1], "refusal_rate", "refusal rate"),
+    ):
         for layer, members in by_layer:
             xs, ys, _ = _series(members, key)
-            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, alpha=0.55,
-                    label=f"injection, layer {layer}")
+            ax.plot(
+                xs,
+                ys,
+                marker="o",
+                markersize=3,
+                linewidth=1,
+                alpha=0.55,
+                label=f"injection, layer {layer}",
+            )
         _band(ax, injected, key, "injection, all layers", "black", "-")
         _band(ax, controls, key, "control (no injection)", "#888888", "--")
         ax.set_xticks(strengths, [f"{s:g}" for s in strengths])
@@ -179,8 +211,11 @@ def strength_figure(model: str, records: list[Record]) -> Figure:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.suptitle(f"{model}: coherence and refusals against strength"
-                 " (bold: all layers, with 95% Wilson interval)", fontsize=11)
+    fig.suptitle(
+        f"{model}: coherence and refusals against strength"
+        " (bold: all layers, with 95% Wilson interval)",
+        fontsize=11,
+    )
     return fig
 
 
@@ -196,8 +231,7 @@ def _series(records: list[Record], key: str) -> tuple[list[float], list[float], 
     return xs, ys, cis
 
 
-def _band(ax: Axes, records: list[Record], key: str, label: str, colour: str,
-          style: str) -> None:
+def _band(ax: Axes, records: list[Record], key: str, label: str, colour: str, style: str) -> None:
     xs, ys, cis = _series(records, key)
     if not xs:
         return

@@ -8,8 +8,15 @@ from typing import Any
 
 BEST_CELLS = 15
 
-_METRIC_COLUMNS = ("injection pass", "control FP", "net detection", "net excl. refusals",
-                   "coherent", "refused", "unjudged")
+_METRIC_COLUMNS = (
+    "injection pass",
+    "control FP",
+    "net detection",
+    "net excl. refusals",
+    "coherent",
+    "refused",
+    "unjudged",
+)
 
 
 def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
@@ -53,16 +60,20 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
 def _metric_table(label: str, rows: dict[str, dict[str, Any]]) -> list[str]:
     out = [_row([label, *_METRIC_COLUMNS]), _row(["---"] * (len(_METRIC_COLUMNS) + 1))]
     for name, m in rows.items():
-        out.append(_row([
-            f"`{name}`" if label else name,
-            fmt_rate(m, "injection_pass_rate"),
-            fmt_rate(m, "control_fp_rate"),
-            fmt_net(m, "net_detection"),
-            fmt_net(m, "net_detection_excl_refusals"),
-            fmt_rate(m, "coherence_rate"),
-            fmt_rate(m, "refusal_rate"),
-            str(m["n_unjudged"]),
-        ]))
+        out.append(
+            _row(
+                [
+                    f"`{name}`" if label else name,
+                    fmt_rate(m, "injection_pass_rate"),
+                    fmt_rate(m, "control_fp_rate"),
+                    fmt_net(m, "net_detection"),
+                    fmt_net(m, "net_detection_excl_refusals"),
+                    fmt_rate(m, "coherence_rate"),
+                    fmt_rate(m, "refusal_rate"),
+                    str(m["n_unjudged"]),
+                ]
+            )
+        )
     return out
 
 
@@ -77,37 +88,68 @@ def _best_cells(groups: list[dict[str, Any]]) -> list[str]:
         " trials have no net detection and are not ranked. Small cells are noisy: read the"
         " interval.",
         "",
-        _row(["model", "concept", "layer", "strength", "net detection", "injection pass",
-              "control FP", "net excl. refusals"]),
+        _row(
+            [
+                "model",
+                "concept",
+                "layer",
+                "strength",
+                "net detection",
+                "injection pass",
+                "control FP",
+                "net excl. refusals",
+            ]
+        ),
         _row(["---"] * 8),
     ]
     for g in scored[:BEST_CELLS]:
-        out.append(_row([f"`{g['model']}`", g["concept"], str(g["layer"]), f"{g['strength']:g}",
-                         fmt_net(g, "net_detection"), fmt_rate(g, "injection_pass_rate"),
-                         fmt_rate(g, "control_fp_rate"),
-                         fmt_net(g, "net_detection_excl_refusals")]))
+        out.append(
+            _row(
+                [
+                    f"`{g['model']}`",
+                    g["concept"],
+                    str(g["layer"]),
+                    f"{g['strength']:g}",
+                    fmt_net(g, "net_detection"),
+                    fmt_rate(g, "injection_pass_rate"),
+                    fmt_rate(g, "control_fp_rate"),
+                    fmt_net(g, "net_detection_excl_refusals"),
+                ]
+            )
+        )
     return out
 
 
 def _layer_strength_tables(cells: list[dict[str, Any]]) -> list[str]:
     """Per model, net detection over layer (rows) × strength (columns), all concepts pooled."""
-    out = ["## Net detection by layer × strength (all concepts)", "",
-           "Cell: net detection (injection trials / control trials); — where there are none."]
+    out = [
+        "## Net detection by layer × strength (all concepts)",
+        "",
+        "Cell: net detection (injection trials / control trials); — where there are none.",
+    ]
     models: dict[str, dict[tuple[int, float], dict[str, Any]]] = {}
     for c in cells:
         models.setdefault(c["model"], {})[(c["layer"], c["strength"])] = c
     for model, grid in models.items():
         layers = sorted({k[0] for k in grid})
         strengths = sorted({k[1] for k in grid})
-        out += ["", f"### `{model}`", "",
-                _row(["layer \\ strength", *(f"{s:g}" for s in strengths)]),
-                _row(["---"] * (len(strengths) + 1))]
+        out += [
+            "",
+            f"### `{model}`",
+            "",
+            _row(["layer \\ strength", *(f"{s:g}" for s in strengths)]),
+            _row(["---"] * (len(strengths) + 1)),
+        ]
         for layer in layers:
             row = [str(layer)]
             for s in strengths:
                 cell = grid.get((layer, s))
-                row.append("—" if cell is None else f"{_signed_pct(cell['net_detection'])}"
-                           f" ({cell['n_injection']}/{cell['n_control']})")
+                row.append(
+                    "—"
+                    if cell is None
+                    else f"{_signed_pct(cell['net_detection'])}"
+                    f" ({cell['n_injection']}/{cell['n_control']})"
+                )
             out.append(_row(row))
     return out
 

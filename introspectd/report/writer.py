@@ -21,7 +21,7 @@ from introspectd.report.figures import render_model_figures
 from introspectd.report.markdown import render_markdown
 from introspectd.report.metrics import compute_metrics, group_by
 
-Record = dict[str, Any]   # flat: id, model, concept, layer, strength, was_injected, judge
+Record = dict[str, Any]  # flat: id, model, concept, layer, strength, was_injected, judge
 
 _ID_LAYER_RE = re.compile(r"_L(\d+)_")
 _ID_STRENGTH_RE = re.compile(r"_S(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)_")
@@ -40,7 +40,7 @@ class ReportPaths:
 class Loaded:
     files: tuple[Path, ...]
     records: list[Record]
-    num_duplicates: int      # same (model, id) seen again, e.g. shard files beside the merge
+    num_duplicates: int  # same (model, id) seen again, e.g. shard files beside the merge
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -67,8 +67,9 @@ def write_report(inputs: list[Path], out_dir: Path) -> ReportPaths:
     summary_json = out_dir / "summary.json"
     summary_json.write_text(json.dumps(_rounded(summary), indent=2) + "\n", encoding="utf-8")
     report_md = out_dir / "report.md"
-    report_md.write_text(render_markdown(summary, [f.relative_to(out_dir) for f in figures]),
-                         encoding="utf-8")
+    report_md.write_text(
+        render_markdown(summary, [f.relative_to(out_dir) for f in figures]), encoding="utf-8"
+    )
     return ReportPaths(out_dir, summary_json, report_md, tuple(figures))
 
 
@@ -130,10 +131,11 @@ def read_records(path: Path) -> list[Record]:
             if not text.strip():
                 continue
             try:
-                obj = json.loads(text.rstrip("\r\n"))   # so the column is on this line
+                obj = json.loads(text.rstrip("\r\n"))  # so the column is on this line
             except json.JSONDecodeError as e:
-                raise BadInput(f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})") \
-                    from None
+                raise BadInput(
+                    f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})"
+                ) from None
             records.append(parse_record(obj, fallback_model, f"{path}:{lineno}"))
     return records
 
@@ -181,7 +183,7 @@ def _layer(config: dict[str, Any], trial_id: str | None, where: str) -> int:
 def _strength(config: dict[str, Any], trial_id: str | None, where: str) -> float:
     value = config.get("strength")
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)   # JSON writes 3 and 3.0 alike for some writers; group them together
+        return float(value)  # JSON writes 3 and 3.0 alike for some writers; group them together
     match = _ID_STRENGTH_RE.search(trial_id or "")
     if value is None and match:
         return float(match.group(1))
@@ -216,9 +218,17 @@ def build_summary(loaded: Loaded) -> dict[str, Any]:
     groups = []
     by_cell = group_by(records, lambda r: (r["model"], r["concept"], r["layer"], r["strength"]))
     for (model, concept, layer, strength), members in sorted(
-            by_cell.items(), key=lambda kv: tuple(natural_key(k) for k in kv[0])):
-        groups.append({"model": model, "concept": concept, "layer": layer, "strength": strength,
-                       **compute_metrics(members)})
+        by_cell.items(), key=lambda kv: tuple(natural_key(k) for k in kv[0])
+    ):
+        groups.append(
+            {
+                "model": model,
+                "concept": concept,
+                "layer": layer,
+                "strength": strength,
+                **compute_metrics(members),
+            }
+        )
     return {
         "inputs": {
             "files": [str(f) for f in loaded.files],
@@ -226,10 +236,14 @@ def build_summary(loaded: Loaded) -> dict[str, Any]:
             "n_duplicates_dropped": loaded.num_duplicates,
         },
         "overall": compute_metrics(records),
-        "by_model": {m: compute_metrics(rs)
-                     for m, rs in sorted_items(group_by(records, lambda r: r["model"]))},
-        "by_concept": {c: compute_metrics(rs)
-                       for c, rs in sorted_items(group_by(records, lambda r: r["concept"]))},
+        "by_model": {
+            m: compute_metrics(rs)
+            for m, rs in sorted_items(group_by(records, lambda r: r["model"]))
+        },
+        "by_concept": {
+            c: compute_metrics(rs)
+            for c, rs in sorted_items(group_by(records, lambda r: r["concept"]))
+        },
         "by_model_layer_strength": _model_layer_strength(records),
         "groups": groups,
     }
@@ -238,9 +252,12 @@ def build_summary(loaded: Loaded) -> dict[str, Any]:
 def _model_layer_strength(records: list[Record]) -> list[dict[str, Any]]:
     """All concepts pooled per model × layer × strength: the report's layer × strength tables."""
     cells = group_by(records, lambda r: (r["model"], r["layer"], r["strength"]))
-    return [{"model": m, "layer": layer, "strength": s, **compute_metrics(rs)}
-            for (m, layer, s), rs in sorted(cells.items(),
-                                            key=lambda kv: tuple(natural_key(k) for k in kv[0]))]
+    return [
+        {"model": m, "layer": layer, "strength": s, **compute_metrics(rs)}
+        for (m, layer, s), rs in sorted(
+            cells.items(), key=lambda kv: tuple(natural_key(k) for k in kv[0])
+        )
+    ]
 
 
 def _rounded(value: Any) -> Any:

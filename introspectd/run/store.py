@@ -289,9 +289,12 @@ class Store:
                             now,
                         ),
                     )
-                if j.result is None and conn.execute(
-                    "SELECT 1 FROM trials WHERE id = ? AND status = 'judged'", (j.trial_id,)
-                ).fetchone():
+                if (
+                    j.result is None
+                    and conn.execute(
+                        "SELECT 1 FROM trials WHERE id = ? AND status = 'judged'", (j.trial_id,)
+                    ).fetchone()
+                ):
                     kept += 1
                     continue
                 conn.execute(
