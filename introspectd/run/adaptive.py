@@ -21,10 +21,10 @@ the same decisions whatever was in flight when the process died.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Hashable, TypeVar
+from typing import TypeVar
 
 from introspectd.protocol.intervals import Interval, newcombe_interval, wilson_interval
 from introspectd.protocol.plan import AdaptiveConfig
@@ -109,7 +109,7 @@ def decide(
     out: dict[K, Decision] = {}
     for key, cell in cells.items():
         reason = stopped.get(key) or _stop_reason(
-            settings, cell, best_lower[group_of(key)] if group_of(key) in best_lower else 0.0
+            settings, cell, best_lower.get(group_of(key), 0.0)
         )
         if reason is not None:
             out[key] = Decision(0, reason)
