@@ -148,7 +148,15 @@ class Plan:
         a fixed-grid run's hash is what it always was."""
         if not self.adaptive.enabled:
             return {}
-        return {"adaptive": dataclasses.asdict(self.adaptive)}
+        # Confirmation adds trials and never changes exploration's: `confirm` may set it later.
+        settings = dataclasses.asdict(self.adaptive)
+        del settings["confirm_top"], settings["confirm_trials"]
+        return {"adaptive": settings}
+
+    @property
+    def adds_trials_as_it_goes(self) -> bool:
+        """Adaptive rounds or confirmation: the run decides some trials from judged results."""
+        return self.adaptive.enabled or self.adaptive.confirm_top > 0
 
     def to_json(self) -> str:
         data = {

@@ -26,15 +26,24 @@ class TrialSpec:
     layer: int
     strength: float
     trial: int
+    # Confirmation trials (`…_c0`) re-run a chosen cell on fresh trials: their own ids, hence
+    # their own seeds, so the rates they give were not used to choose the cell.
+    is_confirmation: bool = False
 
     @property
     def is_injected(self) -> bool:
         return self.kind is Kind.INJECTION
 
+    @property
+    def cell(self) -> tuple[str, int, float]:
+        """(concept, layer, strength): what an adaptive sweep decides on."""
+        return self.concept, self.layer, self.strength
+
     def trial_id(self, stamp: str) -> str:
+        marker = "c" if self.is_confirmation else "t"
         return (
             f"{stamp}_{self.concept}_{self.kind.value}_L{self.layer}"
-            f"_S{self.strength!r}_t{self.trial}"
+            f"_S{self.strength!r}_{marker}{self.trial}"
         )
 
 
@@ -69,6 +78,18 @@ def expand_trials(
         for layer in layers
         for strength in strengths
         for t in range(num_trials)
+        for kind in (Kind.INJECTION, Kind.CONTROL)
+    ]
+
+
+def cell_trials(
+    cell: tuple[str, int, float], indices: range, is_confirmation: bool = False
+) -> list[TrialSpec]:
+    """Trial indices `indices` of one cell, injection and control each (an adaptive round)."""
+    concept, layer, strength = cell
+    return [
+        TrialSpec(concept, kind, layer, strength, t, is_confirmation)
+        for t in indices
         for kind in (Kind.INJECTION, Kind.CONTROL)
     ]
 

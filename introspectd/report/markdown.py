@@ -51,6 +51,9 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         "",
         *_layer_strength_tables(summary["by_model_layer_strength"]),
     ]
+    from introspectd.report.adaptive import render_adaptive  # it uses this module's formats
+
+    lines += ["", *render_adaptive(summary.get("adaptive"))]
     if figures:
         lines += ["", "## Figures", ""]
         lines += [f"![{f.stem}]({f.as_posix()})" for f in figures]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
+from introspectd.report.adaptive import adaptive_summary, load_decisions, split_confirmation
 from introspectd.report.figures import render_model_figures
 from introspectd.report.markdown import render_markdown
 from introspectd.report.metrics import compute_metrics, group_by
@@ -59,7 +60,12 @@ def write_report(inputs: list[Path], out_dir: Path) -> ReportPaths:
     """
     _check_out_dir(out_dir)
     loaded = load_inputs(inputs)
+    explore, confirm = split_confirmation(loaded.records)  # confirmation: its own section only
+    loaded = Loaded(loaded.files, explore, loaded.num_duplicates)
     summary = build_summary(loaded)
+    adaptive = adaptive_summary(explore, confirm, load_decisions(inputs))
+    if adaptive is not None:
+        summary["adaptive"] = adaptive
     out_dir.mkdir(parents=True, exist_ok=True)
     figures: list[Path] = []
     for model, records in sorted_items(group_by(loaded.records, lambda r: r["model"])):
@@ -167,6 +173,7 @@ def parse_record(obj: Any, fallback_model: str, where: str) -> Record:
         "strength": _strength(config, trial_id, where),
         "was_injected": injected,
         "judge": judge,
+        "confirmation": config.get("confirmation") is True,  # report/adaptive.py
     }
 
 

@@ -58,12 +58,6 @@ class Decision:
     stop: StopReason | None  # why it stopped (this round or earlier); None while open
 
 
-def round_size(settings: AdaptiveConfig, first_round: int, round_index: int) -> int:
-    """Indices a cell that stays open through `round_index` has after it (the cap applies)."""
-    size = first_round + round_index * settings.round_trials
-    return min(size, max(settings.max_trials_per_cell, first_round))
-
-
 def round_of(settings: AdaptiveConfig, first_round: int, trial_index: int) -> int:
     """The round a trial index belongs to."""
     if trial_index < first_round:
@@ -150,15 +144,16 @@ def replay(
     settings: AdaptiveConfig,
     first_round: int,
     cells: list[CellKey],
-    counts_through: Callable[[int], Mapping[CellKey, CellCounts] | None],
+    counts_through: Callable[[int, Mapping[CellKey, int]], Mapping[CellKey, CellCounts] | None],
 ) -> Replay:
-    """Decide rounds 0, 1, … in order for as long as `counts_through(r)` has round r fully
-    judged (it returns None when some trial of round ≤ r is not). Pure given that function."""
+    """Decide rounds 0, 1, … in order for as long as `counts_through(r, num_indices)` finds
+    every cell's indices below `num_indices[cell]` present and their judging ended (else it
+    returns None). Pure given that function."""
     stopped: dict[CellKey, StopReason] = {}
     num_indices = {key: first_round for key in cells}
     round_index = 0
     while len(stopped) < len(cells):
-        counts = counts_through(round_index)
+        counts = counts_through(round_index, num_indices)
         if counts is None:
             break
         decisions = decide(settings, counts, stopped, group_of=lambda key: key[0])

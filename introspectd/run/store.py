@@ -85,9 +85,20 @@ class Judgement:
     completion_tokens: int
 
 
+@dataclass(frozen=True)
+class Outcome:
+    cell: tuple[str, int, float]
+    is_injected: bool
+    trial: int
+    is_confirmation: bool
+    status: Status
+    answer: str | None  # the judge's verdict; None until judged
+    coherent: bool | None
+
+
 _TRIAL_COLUMNS = (
     "id, ordinal, concept, kind, layer, strength, trial, status, response, "
-    "num_new_tokens, generated_at, judge_json, judge_error"
+    "num_new_tokens, generated_at, judge_json, judge_error, is_confirmation"
 )
 
 
@@ -108,7 +119,14 @@ def _get_run(conn: sqlite3.Connection) -> RunRow | None:
 
 
 def _trial_row(r: sqlite3.Row) -> TrialRow:
-    spec = TrialSpec(r["concept"], Kind(r["kind"]), r["layer"], r["strength"], r["trial"])
+    spec = TrialSpec(
+        r["concept"],
+        Kind(r["kind"]),
+        r["layer"],
+        r["strength"],
+        r["trial"],
+        bool(r["is_confirmation"]),
+    )
     judge = json.loads(r["judge_json"]) if r["judge_json"] else None
     return TrialRow(
         r["id"],
@@ -188,13 +206,21 @@ class Store:
             known = {r[0] for r in conn.execute("SELECT id FROM trials")}
             start = conn.execute("SELECT COALESCE(MAX(ordinal), -1) + 1 FROM trials").fetchone()[0]
             rows = [
-                (s.trial_id(stamp), s.concept, s.kind.value, s.layer, s.strength, s.trial)
+                (
+                    s.trial_id(stamp),
+                    s.concept,
+                    s.kind.value,
+                    s.layer,
+                    s.strength,
+                    s.trial,
+                    int(s.is_confirmation),
+                )
                 for s in specs
                 if s.trial_id(stamp) not in known
             ]
             conn.executemany(
-                "INSERT INTO trials (id, ordinal, concept, kind, layer, strength, trial) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO trials (id, ordinal, concept, kind, layer, strength, trial, "
+                "is_confirmation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(r[0], start + i, *r[1:]) for i, r in enumerate(rows)],
             )
         return len(rows)
@@ -303,6 +329,27 @@ class Store:
                     (status.value, result_json, j.error, now, j.trial_id),
                 )
         return kept
+
+    def outcomes(self) -> list[Outcome]:
+        """Every trial's cell, index, status and verdict, lightly (no answers): what an
+        adaptive sweep decides from (run/adaptive_run.py)."""
+        sql = (
+            "SELECT concept, layer, strength, kind, trial, is_confirmation, status, "
+            "json_extract(judge_json, '$.answer') AS answer, "
+            "json_extract(judge_json, '$.coherent') AS coherent FROM trials"
+        )
+        return [
+            Outcome(
+                (r["concept"], r["layer"], r["strength"]),
+                r["kind"] == Kind.INJECTION.value,
+                r["trial"],
+                bool(r["is_confirmation"]),
+                Status(r["status"]),
+                str(r["answer"]) if r["answer"] is not None else None,
+                bool(r["coherent"]) if r["coherent"] is not None else None,
+            )
+            for r in self.conn.execute(sql)
+        ]
 
     # --- summaries -------------------------------------------------------------------------
 
