@@ -310,3 +310,38 @@ def test_confirm_adds_fresh_marked_trials(tmp_path: Path, judge: JudgeServer) ->
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## Adaptive sweep" in text and "confirmation" in text
+
+
+def test_an_early_next_round_is_the_round_the_decision_gives() -> None:
+    """`certain_next` (a cell's next round started while others are still judged) never
+    disagrees with `decide` once the others' pending answers are in, however they fall."""
+    from introspectd.run.adaptive import certain_next, injection_interval
+
+    rng = random.Random(5)
+    settings = AdaptiveConfig(
+        enabled=True, target_halfwidth=0.08, max_trials_per_cell=80, round_trials=10
+    )
+    num_early = 0
+    for _ in range(2000):
+        n = rng.choice([10, 20, 40])
+        rates = [rng.random() for _ in range(4)]
+        final = {k: _cell(n, sum(rng.random() < p for _ in range(n))) for k, p in enumerate(rates)}
+        pending = {k: rng.randint(0, n) for k in range(1, 4)}  # cell 0 is fully judged
+        max_best = max(
+            injection_interval(
+                CellCounts(
+                    n,
+                    final[k].inj_pass
+                    - min(pending.get(k, 0), final[k].inj_pass)
+                    + pending.get(k, 0),
+                    n,
+                )
+            )[0]
+            for k in final
+        )
+        early = certain_next(settings, final[0], max_best)
+        decided = decide(settings, final, {})[0]
+        if early:
+            num_early += 1
+            assert decided == Decision(early, None)
+    assert num_early > 100

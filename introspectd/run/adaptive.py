@@ -127,6 +127,17 @@ def _stop_reason(
     return None
 
 
+def certain_next(settings: AdaptiveConfig, cell: CellCounts, max_best_lower: float) -> int:
+    """Trial indices the cell's next round surely adds (0: not sure, or it stops), given the
+    highest lower bound its group's best cell could still reach. Only the "below the best"
+    rule looks at other cells, and it can only fire more often as the best rises, so a cell
+    that stays open against that highest bound stays open whatever the others' pending
+    answers turn out to be: its next round can start before theirs are judged."""
+    if _stop_reason(settings, cell, max_best_lower) is not None:
+        return 0
+    return min(settings.round_trials, settings.max_trials_per_cell - cell.num_issued)
+
+
 @dataclass(frozen=True)
 class Replay:
     """Where a run stands: decisions of every fully judged round, replayed from round 0."""

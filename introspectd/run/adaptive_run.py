@@ -15,7 +15,16 @@ from dataclasses import dataclass
 
 from introspectd.protocol.plan import Plan
 from introspectd.protocol.trials import Status, TrialSpec, cell_trials
-from introspectd.run.adaptive import CellCounts, CellKey, Replay, net_lower_bound, replay
+from introspectd.run.adaptive import (
+    CellCounts,
+    CellKey,
+    Replay,
+    StopReason,
+    certain_next,
+    injection_interval,
+    net_lower_bound,
+    replay,
+)
 from introspectd.run.store import Outcome
 
 _FINISHED = (Status.JUDGED, Status.JUDGE_FAILED)
@@ -44,6 +53,18 @@ class _Cell:
                 counts[3] += 1
         return CellCounts(num_indices, *counts)
 
+    def best_possible_lower(self, num_indices: int) -> float:
+        """The highest injection-rate lower bound the cell can reach once indices < num_indices
+        are all judged: every injection answer not yet graded counted as a pass."""
+        passes = total = 0
+        for t in range(num_indices):
+            entry = self.inj.get(t)
+            if entry is None or not entry[0] or entry[1] is None:
+                passes, total = passes + 1, total + 1  # pending, or a judge failure (≤ a pass)
+            else:
+                passes, total = passes + entry[1], total + 1
+        return injection_interval(CellCounts(num_indices, passes, total))[0]
+
 
 def _cells(outcomes: Iterable[Outcome], chosen: set[CellKey]) -> dict[CellKey, _Cell]:
     cells = {key: _Cell({}, {}) for key in chosen}
@@ -58,7 +79,10 @@ def _cells(outcomes: Iterable[Outcome], chosen: set[CellKey]) -> dict[CellKey, _
 
 def replay_run(plan: Plan, outcomes: list[Outcome], chosen: set[CellKey]) -> Replay:
     """The decisions the run's judged results lead to, round by round."""
-    cells = _cells(outcomes, chosen)
+    return _replay_cells(plan, _cells(outcomes, chosen), chosen)
+
+
+def _replay_cells(plan: Plan, cells: dict[CellKey, _Cell], chosen: set[CellKey]) -> Replay:
 
     def counts_through(
         _: int, num_indices: Mapping[CellKey, int]
@@ -72,6 +96,34 @@ def replay_run(plan: Plan, outcomes: list[Outcome], chosen: set[CellKey]) -> Rep
         return out
 
     return replay(plan.adaptive, plan.sweep.trials, sorted(chosen), counts_through)
+
+
+def _early_trials(
+    plan: Plan,
+    cells: dict[CellKey, _Cell],
+    state: Replay,
+    present: set[tuple[CellKey, int, bool]],
+) -> list[TrialSpec]:
+    """Next-round trials of the cells whose round is judged and whose decision to go on is
+    certain already (`certain_next`), while other cells' answers are still being judged."""
+    max_best: dict[str, float] = {}
+    for key, cell in cells.items():
+        if state.stopped.get(key) is not StopReason.DROPPED_INCOHERENT:
+            bound = cell.best_possible_lower(state.num_indices[key])
+            max_best[key[0]] = max(max_best.get(key[0], 0.0), bound)
+    add: list[TrialSpec] = []
+    for key, cell in sorted(cells.items()):
+        num = state.num_indices[key]
+        counts = cell.counts_below(num) if key not in state.stopped else None
+        if counts is None:
+            continue
+        num_next = certain_next(plan.adaptive, counts, max_best.get(key[0], 0.0))
+        add += [
+            spec
+            for spec in cell_trials(key, range(num, num + num_next))
+            if (key, spec.trial, False) not in present
+        ]
+    return add
 
 
 def exploration_counts(outcomes: list[Outcome], chosen: set[CellKey]) -> dict[CellKey, CellCounts]:
@@ -104,13 +156,16 @@ def missing_trials(
     """
     present = {(o.cell, o.trial, o.is_confirmation) for o in outcomes if o.is_injected}
     if is_adaptive:
-        state = replay_run(plan, outcomes, chosen)
+        cells = _cells(outcomes, chosen)
+        state = _replay_cells(plan, cells, chosen)
         add = [
             spec
             for key, num in sorted(state.num_indices.items())
             for spec in cell_trials(key, range(num))
             if (key, spec.trial, False) not in present
         ]
+        if not add and not state.is_finished:
+            add = _early_trials(plan, cells, state, present)
         if add or not state.is_finished:
             return add, False
     elif any(
