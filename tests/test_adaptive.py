@@ -345,3 +345,17 @@ def test_an_early_next_round_is_the_round_the_decision_gives() -> None:
             num_early += 1
             assert decided == Decision(early, None)
     assert num_early > 100
+
+
+def test_adaptive_shards_split_by_whole_cells() -> None:
+    from introspectd.protocol.trials import expand_trials
+    from introspectd.run.shard import Shard, select_shard_by_cell
+
+    specs = expand_trials(["a", "b"], [1, 2, 3], [1.0, 2.0], 4)
+    shares = [select_shard_by_cell(specs, Shard(i, 5)) for i in range(5)]
+    assert sorted(s.trial_id("x") for share in shares for s in share) == sorted(
+        s.trial_id("x") for s in specs
+    )
+    cells = [{s.cell for s in share} for share in shares]
+    assert all(not (cells[i] & cells[j]) for i in range(5) for j in range(i + 1, 5))
+    assert all(len(share) == 8 * len(c) for share, c in zip(shares, cells, strict=True))
