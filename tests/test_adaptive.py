@@ -359,3 +359,34 @@ def test_adaptive_shards_split_by_whole_cells() -> None:
     cells = [{s.cell for s in share} for share in shares]
     assert all(not (cells[i] & cells[j]) for i in range(5) for j in range(i + 1, 5))
     assert all(len(share) == 8 * len(c) for share, c in zip(shares, cells, strict=True))
+
+
+def test_sharded_adaptive_run_exports_merged(
+    tmp_path: Path, judge: JudgeServer, gcs_emulator: GcsEmulator
+) -> None:
+    upload = f'\n[upload]\ngcs = "gs://{BUCKET}/sweeps"\nevery_trials = 8\nmin_interval_s = 0\n'
+    plan = _plan(tmp_path, judge)
+    plan.write_text(plan.read_text() + upload)
+    for shard in ("0/2", "1/2"):
+        done = run_cli("run", "--plan", str(plan), "--no-progress", "--shard", shard)
+        assert done.returncode == 0, done.stderr
+    merged = tmp_path / "merged"
+    done = run_cli(
+        "export", "--plan", str(plan), "--from", f"gs://{BUCKET}/sweeps", "--out", str(merged)
+    )
+    assert done.returncode == 0, done.stderr
+    records = [
+        json.loads(line)
+        for f in sorted(merged.glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
+    ids = {r["id"].split("_", 2)[2] for r in records}
+    _check_contiguous(ids)
+    decisions = json.loads((merged / "adaptive.json").read_text())["cells"]
+    assert len(decisions) == 4 and all(c["stop"] != "open" for c in decisions)
+    by_cell: dict[tuple[int, float], int] = {}
+    for r in records:
+        if r["was_injected"]:
+            key = (r["config"]["layer"], r["config"]["strength"])
+            by_cell[key] = by_cell.get(key, 0) + 1
+    assert by_cell == {(c["layer"], c["strength"]): c["trials"] for c in decisions}
