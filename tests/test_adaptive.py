@@ -237,6 +237,10 @@ def test_sigkill_restarts_make_the_same_decisions(tmp_path: Path, judge: JudgeSe
     assert max(ref_state["num"].values()) <= 6
     assert any(n > 2 for n in ref_state["num"].values()), "some cell had a second round"
     _check_contiguous(ref_ids)
+    # A stopped cell has exactly the trials of its rounds: none added after it stopped.
+    for (concept, layer, strength), num in ref_state["num"].items():
+        head = f"{concept}_injection_L{layer}_S{strength!r}_t"
+        assert sum(i.startswith(head) for i in ref_ids) == num
 
     (tmp_path / "b").mkdir()
     plan = _plan(tmp_path / "b", judge)
@@ -310,6 +314,8 @@ def test_confirm_adds_fresh_marked_trials(tmp_path: Path, judge: JudgeServer) ->
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## Adaptive sweep" in text and "confirmation" in text
+    reasons = ("cap", "target_reached", "dropped_below_best", "dropped_incoherent")
+    assert any(f"({reason})" in text for reason in reasons)
 
 
 def test_an_early_next_round_is_the_round_the_decision_gives() -> None:
