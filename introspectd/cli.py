@@ -43,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", help="I/N: run shard I of N (default: Cloud Batch task variables)")
     run.add_argument("--no-progress", action="store_true", help="log lines instead of a live view")
 
+    confirm = sub.add_parser("confirm", help="re-run a run's K best cells on fresh trials")
+    confirm.add_argument("--plan", required=True)
+    confirm.add_argument("--top", type=int, required=True, help="how many best cells (K)")
+    confirm.add_argument("--trials", type=int, required=True, help="fresh trials per cell")
+    confirm.add_argument("--local", action="store_true", help="no GCS uploads or restores")
+    confirm.add_argument("--shard", help="I/N: confirm shard I of N's best cells")
+    confirm.add_argument("--no-progress", action="store_true")
+
     status = sub.add_parser("status", help="counts of a run by status and concept")
     status.add_argument("--plan", required=True)
     status.add_argument("--json", action="store_true")
@@ -147,6 +155,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_run(args)
     if args.command == "status":
         return cmd_status(args)
+    if args.command == "confirm":
+        from introspectd.app.confirm import cmd_confirm
+
+        return cmd_confirm(args, _narrowing(argparse.Namespace(shard=args.shard)))
     if args.command == "export":
         return cmd_export(args)
     if args.command == "rejudge":
@@ -201,9 +213,14 @@ def cmd_rejudge(args: argparse.Namespace) -> int:
     if not (args.plan or args.input):
         raise BadInput("rejudge: give --plan P, or --input IN.jsonl --output OUT.jsonl")
     plan = load_plan(args.plan) if args.plan else None
-    print(rejudge(plan, include_judged=args.all,
-                  input=Path(args.input) if args.input else None,
-                  output=Path(args.output) if args.output else None))
+    print(
+        rejudge(
+            plan,
+            include_judged=args.all,
+            input=Path(args.input) if args.input else None,
+            output=Path(args.output) if args.output else None,
+        )
+    )
     return EXIT_OK
 
 

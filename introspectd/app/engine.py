@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 import anyio
 
 from introspectd import stopping
+from introspectd.app.adaptive import Rounds
 from introspectd.app.looplag import LoopLag
 from introspectd.cloud.durability import FINAL_FLUSH_S, UploadTrigger
 from introspectd.errors import Interrupted, Transient, sole_error
@@ -79,6 +80,9 @@ class Engine:
         self._stop_at = 0.0  # anyio.current_time() of the stop request
         self._lock = threading.Lock()
         self.loop_lag = LoopLag.from_env()  # opt-in heartbeat for bench/scale.py
+        self.rounds: Rounds | None = None  # adaptive sweeps and confirmation add trials
+        if ctx.plan.adds_trials_as_it_goes:
+            self.rounds = Rounds(ctx, self.scheduler, self._lock, self.stats)
 
     async def run(self) -> None:
         """Generate and judge every selected trial; raises Interrupted after a requested stop,
@@ -173,6 +177,8 @@ class Engine:
             if self.uploads is not None:
                 self.uploads.check()
                 self.uploads.maybe_request(self.stats.num_done, self._finished_by_concept)
+            if self.rounds is not None:
+                self.rounds.step()
             if self.on_tick is not None:
                 self.on_tick(self.stats, False)
 
@@ -220,7 +226,12 @@ class Engine:
     # --- generation --------------------------------------------------------------------------
 
     async def _generate(self) -> None:
-        if not self.ctx.tickets:
+        if self.rounds is not None:  # a model loads only once a round has trials to generate
+            while not (self.rounds.has_work() or self.rounds.finished.is_set()):
+                if self.stop_requested.is_set():
+                    return
+                await anyio.sleep(0.05)
+        if not (self.ctx.tickets or (self.rounds is not None and self.rounds.has_work())):
             return
         ctx = self.ctx
         spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
@@ -233,6 +244,8 @@ class Engine:
         self.stats.batch_size = generator.batch_size
         self.stats.device = str(generator.runner.device)
         needed = Scheduler.vectors_needed(ctx.tickets)
+        if self.rounds is not None:  # later rounds may need any selected cell's vector
+            needed |= {(concept, layer) for concept, layer, _ in ctx.cells}
         missing = needed - ctx.store.vector_norms().keys()
         if missing:
             log.info("computing %d concept vectors", len(missing))
@@ -250,6 +263,8 @@ class Engine:
     # The WorkSource the generator's thread calls.
 
     def take(self, n: int) -> list[Trial]:
+        if self.rounds is not None:  # between rounds: wait for the next one's decision
+            self.rounds.wait_for_work(self.should_stop)
         with self._lock:
             return self.scheduler.take(n)
 

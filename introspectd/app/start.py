@@ -20,6 +20,7 @@ from introspectd.cloud.durability import (
     restore_at_start,
     snapshot_store,
 )
+from introspectd.errors import BadInput
 from introspectd.fs_errors import require_writable_dir
 from introspectd.protocol.plan import Plan, check_env_overrides, env_experiment_id
 from introspectd.run.session import Narrowing, RunContext, claim_run
@@ -70,12 +71,24 @@ def run_sweep(plan: Plan, narrowing: Narrowing, local: bool, live: bool) -> Swee
     return SweepDone(engine.stats.num_done, engine.stats.num_selected, ctx.out_dir)
 
 
+def require_judge_for_adaptive(plan: Plan) -> None:
+    """Adaptive rounds and confirmation are decided from judged results: no judge, no run."""
+    judge = plan.judge
+    if plan.adds_trials_as_it_goes and not judge.is_enabled(judge.api_key()):
+        what = "[adaptive] enabled" if plan.adaptive.enabled else "confirmation"
+        raise BadInput(
+            f"{plan.path}: {what} needs online judging, which is off "
+            f"(set [judge] base_url, or the key in ${judge.api_key_env})"
+        )
+
+
 def open_for_run(
     plan: Plan, narrowing: Narrowing, local: bool
 ) -> tuple[RunContext, SnapshotStore | None]:
     """The run, opened for writing after its GCS restore, and where its snapshots go (None
     without [upload] gcs, or with `local`)."""
     check_env_overrides()  # they name directories: checked before any is created
+    require_judge_for_adaptive(plan)
     require_writable_dir(Path(plan.run.output_dir), f"{plan.path}: [run] output_dir")
     if local:
         plan = dataclasses.replace(plan, upload=dataclasses.replace(plan.upload, gcs=""))

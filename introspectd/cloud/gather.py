@@ -7,6 +7,7 @@ checked against the plan: a missing shard or trial is named (the CLI then exits 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import tempfile
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
-from introspectd.output.records import completed_records, write_jsonl
+from introspectd.output.records import completed_records, write_atomic, write_jsonl
 from introspectd.protocol.controls import num_factual
 from introspectd.protocol.plan import ENV_STAMP, Plan, env_experiment_id, env_stamp
 from introspectd.protocol.trials import expand_trials
@@ -36,6 +37,7 @@ class Gathered:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # id → record
     num_unfinished: int = 0
     plan_order: dict[str, int] = field(default_factory=dict)  # planned id → its place in the plan
+    adaptive_cells: list[dict[str, Any]] = field(default_factory=list)  # shards' adaptive.json
 
     @property
     def missing_ids(self) -> list[str]:
@@ -51,6 +53,7 @@ class _Source:
     model_name: str
     records: list[dict[str, Any]]
     num_unfinished: int
+    adaptive_cells: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -97,6 +100,7 @@ def _gather(plan: Plan, uri: str) -> Gathered:
     out = Gathered(run_dir, stamp=stamp)
     out.shards_missing = _missing_shards(f"{uri}/{run_dir}", [s.sub for s in chosen if s.sub])
     _merge(chosen, out)
+    out.adaptive_cells = [cell for source in chosen for cell in source.adaptive_cells]
     spec = generation_spec(plan, ref, layers)
     planned = expand_trials(
         plan.sweep.concepts,
@@ -124,11 +128,23 @@ def _read_source(uri: str, run_dir: str, sub: str, plan: Plan) -> _Source | None
                 return None
             counts = store.counts()
             by_concept = completed_records(store, run.model_name, plan.sweep, list(counts))
+            decisions = _decisions(plan, store)
         finally:
             store.close()
     unfinished = sum(c.get("pending", 0) + c.get("generated", 0) for c in counts.values())
     records = [r for rs in by_concept.values() for r in rs]
-    return _Source(sub, run.stamp, run.model_name, records, unfinished)
+    return _Source(sub, run.stamp, run.model_name, records, unfinished, decisions)
+
+
+def _decisions(plan: Plan, store: Store) -> list[dict[str, Any]]:
+    """A shard's cells' adaptive decisions (each shard adapts its own cells)."""
+    if not plan.adds_trials_as_it_goes:
+        return []
+    from introspectd.run.adaptive_run import decisions_summary
+
+    cells = {r.spec.cell for r in store.trials()}
+    summary = decisions_summary(plan, store.outcomes(), cells)
+    return list(summary["cells"])  # type: ignore[call-overload]
 
 
 def _choose_stamp(plan: Plan, where: str, found: list[_Source]) -> str:
@@ -235,6 +251,11 @@ def export_from_gcs(plan: Plan, uri: str, out_dir: Path | None) -> Exported:
         by_concept.setdefault(g.records[trial_id]["concept"], []).append(g.records[trial_id])
     for concept, records in by_concept.items():
         write_jsonl(target / f"{concept}.jsonl", records)
+    if g.adaptive_cells:  # the shards' decisions, for the report's stop reasons
+        from introspectd.output.adaptive import FILE_NAME
+
+        text = json.dumps({"cells": g.adaptive_cells}, indent=2) + "\n"
+        write_atomic(target / FILE_NAME, text.encode())
     return Exported(target, len(g.records), len(g.shards_found), _summary(g))
 
 

@@ -99,6 +99,10 @@ class Exporter:
     def export_all(self) -> None:
         """Every file rewritten whole, in plan order, from the database."""
         self._export_all(reconciling=False)
+        if self.ctx.plan.adds_trials_as_it_goes:
+            from introspectd.output.adaptive import write_decisions
+
+            write_decisions(self.ctx)
 
     def reconcile(self) -> None:
         """`export_all` at a run's start: a file already equal to the database's records is

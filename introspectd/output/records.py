@@ -25,7 +25,7 @@ def record(
 ) -> dict[str, Any]:
     """One trial as DESIGN.md's output record; keys may be added, never renamed or dropped."""
     spec = row.spec
-    return {
+    rec: dict[str, Any] = {
         "id": row.id,
         "timestamp": row.generated_at,
         "concept": spec.concept,
@@ -46,6 +46,9 @@ def record(
         "judge_error": row.judge_error,
         **control_keys(row),
     }
+    if spec.is_confirmation:  # fresh trials of a chosen cell (report/adaptive.py)
+        rec["config"] = {**rec["config"], "confirmation": True}
+    return rec
 
 
 def record_line(

@@ -19,6 +19,7 @@ from typing import Any
 from introspectd.errors import BadInput
 from introspectd.protocol import controls
 from introspectd.protocol import plan_checks as rules
+from introspectd.protocol.plan_adaptive import AdaptiveConfig, read_adaptive
 from introspectd.protocol.plan_checks import (
     ENV_EXPERIMENT_ID,
     ENV_STAMP,
@@ -132,6 +133,7 @@ class Plan:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
 
     def generation_spec(self) -> dict[str, Any]:
         """What decides the trials and their generations; judge/upload/batch settings do not."""
@@ -142,12 +144,27 @@ class Plan:
             "model": {"name": self.model.name, "dtype": self.model.dtype},
             "sweep": sweep,
             "seed": self.run.seed,
-        }
+        } | self._adaptive_spec()
+
+    def _adaptive_spec(self) -> dict[str, Any]:
+        """Adaptive settings decide which trials exist, so they are hashed; absent when off, so
+        a fixed-grid run's hash is what it always was."""
+        if not self.adaptive.enabled:
+            return {}
+        # Confirmation adds trials and never changes exploration's: `confirm` may set it later.
+        settings = dataclasses.asdict(self.adaptive)
+        del settings["confirm_top"], settings["confirm_trials"]
+        return {"adaptive": settings}
+
+    @property
+    def adds_trials_as_it_goes(self) -> bool:
+        """Adaptive rounds or confirmation: the run decides some trials from judged results."""
+        return self.adaptive.enabled or self.adaptive.confirm_top > 0
 
     def to_json(self) -> str:
         data = {
             name: dataclasses.asdict(getattr(self, name))
-            for name in ("run", "model", "sweep", "judge", "upload")
+            for name in ("run", "model", "sweep", "judge", "upload", "adaptive")
         }
         return json.dumps(data, sort_keys=True)
 
@@ -186,16 +203,18 @@ def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) 
     top = Table(file, "", data)
     sections = {
         name: Table(file, name, top.data.pop(name, {}))
-        for name in ("run", "model", "sweep", "judge", "upload")
+        for name in ("run", "model", "sweep", "judge", "upload", "adaptive")
     }
     top.finish()
+    sweep = _read_sweep(sections["sweep"])
     plan = Plan(
         path=path or Path(file),
         run=_read_run(sections["run"]),
         model=_read_model(sections["model"]),
-        sweep=_read_sweep(sections["sweep"]),
+        sweep=sweep,
         judge=_read_judge(sections["judge"]),
         upload=_read_upload(sections["upload"]),
+        adaptive=read_adaptive(sections["adaptive"], sweep),
     )
     for table in sections.values():
         table.finish()

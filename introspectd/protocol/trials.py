@@ -35,17 +35,26 @@ class TrialSpec:
     # None: the plan's own (introspection) question; i: factual control question i
     # (protocol/factual.py), asked under the same steering.
     question: int | None = None
+    # Confirmation trials (`…_c0`) re-run a chosen cell on fresh trials: their own ids, hence
+    # their own seeds, so the rates they give were not used to choose the cell.
+    is_confirmation: bool = False
 
     @property
     def is_injected(self) -> bool:
         """Something was added to the residual stream (the concept's vector or a random one)."""
         return self.kind is not Kind.CONTROL
 
+    @property
+    def cell(self) -> tuple[str, int, float]:
+        """(concept, layer, strength): what an adaptive sweep decides on."""
+        return self.concept, self.layer, self.strength
+
     def trial_id(self, stamp: str) -> str:
         question = "" if self.question is None else f"_factual{self.question}"
+        marker = "c" if self.is_confirmation else "t"
         return (
             f"{stamp}_{self.concept}_{self.kind.value}{question}_L{self.layer}"
-            f"_S{self.strength!r}_t{self.trial}"
+            f"_S{self.strength!r}_{marker}{self.trial}"
         )
 
 
@@ -95,6 +104,23 @@ def expand_trials(
                     for kind in kinds
                 )
     return out
+
+
+def cell_trials(
+    cell: tuple[str, int, float],
+    indices: range,
+    is_confirmation: bool = False,
+    arms: tuple[str, ...] | list[str] = DEFAULT_ARMS,
+) -> list[TrialSpec]:
+    """Trial indices `indices` of one cell, one trial per arm each (an adaptive round: every
+    arm grows with its cell)."""
+    concept, layer, strength = cell
+    kinds = [Kind(arm) for arm in arms]
+    return [
+        TrialSpec(concept, kind, layer, strength, t, is_confirmation=is_confirmation)
+        for t in indices
+        for kind in kinds
+    ]
 
 
 def trial_seed(run_seed: int, trial_id_without_stamp: str) -> int:

@@ -52,6 +52,9 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         "",
         *_layer_strength_tables(summary["by_model_layer_strength"]),
     ]
+    from introspectd.report.adaptive import render_adaptive  # it uses this module's formats
+
+    lines += ["", *render_adaptive(summary.get("adaptive"))]
     if figures:
         lines += ["", "## Figures", ""]
         lines += [f"![{f.stem}]({f.as_posix()})" for f in figures]
@@ -120,23 +123,34 @@ def significance_note(num_ranked: int) -> list[str]:
 
 def _layer_strength_tables(cells: list[dict[str, Any]]) -> list[str]:
     """Per model, net detection over layer (rows) × strength (columns), all concepts pooled."""
-    out = ["## Net detection by layer × strength (all concepts)", "",
-           "Cell: net detection (injection trials / control trials); — where there are none."]
+    out = [
+        "## Net detection by layer × strength (all concepts)",
+        "",
+        "Cell: net detection (injection trials / control trials); — where there are none.",
+    ]
     models: dict[str, dict[tuple[int, float], dict[str, Any]]] = {}
     for c in cells:
         models.setdefault(c["model"], {})[(c["layer"], c["strength"])] = c
     for model, grid in models.items():
         layers = sorted({k[0] for k in grid})
         strengths = sorted({k[1] for k in grid})
-        out += ["", f"### `{model}`", "",
-                _row(["layer \\ strength", *(f"{s:g}" for s in strengths)]),
-                _row(["---"] * (len(strengths) + 1))]
+        out += [
+            "",
+            f"### `{model}`",
+            "",
+            _row(["layer \\ strength", *(f"{s:g}" for s in strengths)]),
+            _row(["---"] * (len(strengths) + 1)),
+        ]
         for layer in layers:
             row = [str(layer)]
             for s in strengths:
                 cell = grid.get((layer, s))
-                row.append("—" if cell is None else f"{_signed_pct(cell['net_detection'])}"
-                           f" ({cell['n_injection']}/{cell['n_control']})")
+                row.append(
+                    "—"
+                    if cell is None
+                    else f"{_signed_pct(cell['net_detection'])}"
+                    f" ({cell['n_injection']}/{cell['n_control']})"
+                )
             out.append(_row(row))
     return out
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
+from introspectd.report.adaptive import adaptive_summary, load_decisions, split_confirmation
 from introspectd.report.calibration import Calibration, load_calibration_file, parse_calibration
 from introspectd.report.controls import (
     controls_markdown,
@@ -32,7 +33,7 @@ from introspectd.report.judges import JudgeSelection, select_judge
 from introspectd.report.markdown import render_markdown
 from introspectd.report.metrics import compute_metrics, group_by
 
-Record = dict[str, Any]   # flat: id, model, concept, layer, strength, was_injected, judge
+Record = dict[str, Any]  # flat: id, model, concept, layer, strength, was_injected, judge
 
 _ID_LAYER_RE = re.compile(r"_L(\d+)_")
 _ID_STRENGTH_RE = re.compile(r"_S(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)_")
@@ -51,7 +52,7 @@ class ReportPaths:
 class Loaded:
     files: tuple[Path, ...]
     records: list[Record]
-    num_duplicates: int      # same (model, id) seen again, e.g. shard files beside the merge
+    num_duplicates: int  # same (model, id) seen again, e.g. shard files beside the merge
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -78,14 +79,19 @@ def write_report(inputs: list[Path], out_dir: Path, calibration: Path | None = N
     loaded = load_inputs(inputs)
     everything = loaded.records
     selection = select_judge(everything, loaded.files, judge)
-    # Random-arm records and logit read-outs have their own section (report/controls.py).
-    loaded = dataclasses.replace(loaded, records=[r for r in everything if is_main(r)])
+    # Random-arm records and logit read-outs have their own section (report/controls.py);
+    # confirmation trials theirs (report/adaptive.py).
+    explore, confirm = split_confirmation([r for r in everything if is_main(r)])
+    loaded = dataclasses.replace(loaded, records=explore)
     summary = build_summary(loaded)
     summary["inputs"]["n_records"] = len(everything)
     add_inference(summary, selection, given)
     controls = controls_summary(everything)
     if controls is not None:
         summary["controls"] = controls
+    adaptive = adaptive_summary(explore, confirm, load_decisions(inputs))
+    if adaptive is not None:
+        summary["adaptive"] = adaptive
     out_dir.mkdir(parents=True, exist_ok=True)
     figures: list[Path] = []
     for model, records in sorted_items(group_by(loaded.records, lambda r: r["model"])):
@@ -158,10 +164,11 @@ def read_records(path: Path) -> list[Record]:
             if not text.strip():
                 continue
             try:
-                obj = json.loads(text.rstrip("\r\n"))   # so the column is on this line
+                obj = json.loads(text.rstrip("\r\n"))  # so the column is on this line
             except json.JSONDecodeError as e:
-                raise BadInput(f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})") \
-                    from None
+                raise BadInput(
+                    f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})"
+                ) from None
             records.append(parse_record(obj, fallback_model, f"{path}:{lineno}"))
     return records
 
@@ -194,6 +201,7 @@ def parse_record(obj: Any, fallback_model: str, where: str) -> Record:
         "was_injected": injected,
         "judge": judge,
         **record_fields(obj),
+        "confirmation": config.get("confirmation") is True,  # report/adaptive.py
     }
 
 
@@ -210,7 +218,7 @@ def _layer(config: dict[str, Any], trial_id: str | None, where: str) -> int:
 def _strength(config: dict[str, Any], trial_id: str | None, where: str) -> float:
     value = config.get("strength")
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)   # JSON writes 3 and 3.0 alike for some writers; group them together
+        return float(value)  # JSON writes 3 and 3.0 alike for some writers; group them together
     match = _ID_STRENGTH_RE.search(trial_id or "")
     if value is None and match:
         return float(match.group(1))
@@ -245,9 +253,17 @@ def build_summary(loaded: Loaded) -> dict[str, Any]:
     groups = []
     by_cell = group_by(records, lambda r: (r["model"], r["concept"], r["layer"], r["strength"]))
     for (model, concept, layer, strength), members in sorted(
-            by_cell.items(), key=lambda kv: tuple(natural_key(k) for k in kv[0])):
-        groups.append({"model": model, "concept": concept, "layer": layer, "strength": strength,
-                       **compute_metrics(members)})
+        by_cell.items(), key=lambda kv: tuple(natural_key(k) for k in kv[0])
+    ):
+        groups.append(
+            {
+                "model": model,
+                "concept": concept,
+                "layer": layer,
+                "strength": strength,
+                **compute_metrics(members),
+            }
+        )
     return {
         "inputs": {
             "files": [str(f) for f in loaded.files],
@@ -255,10 +271,14 @@ def build_summary(loaded: Loaded) -> dict[str, Any]:
             "n_duplicates_dropped": loaded.num_duplicates,
         },
         "overall": compute_metrics(records),
-        "by_model": {m: compute_metrics(rs)
-                     for m, rs in sorted_items(group_by(records, lambda r: r["model"]))},
-        "by_concept": {c: compute_metrics(rs)
-                       for c, rs in sorted_items(group_by(records, lambda r: r["concept"]))},
+        "by_model": {
+            m: compute_metrics(rs)
+            for m, rs in sorted_items(group_by(records, lambda r: r["model"]))
+        },
+        "by_concept": {
+            c: compute_metrics(rs)
+            for c, rs in sorted_items(group_by(records, lambda r: r["concept"]))
+        },
         "by_model_layer_strength": _model_layer_strength(records),
         "groups": groups,
     }
@@ -282,9 +302,12 @@ def add_inference(summary: dict[str, Any], selection: JudgeSelection,
 def _model_layer_strength(records: list[Record]) -> list[dict[str, Any]]:
     """All concepts pooled per model × layer × strength: the report's layer × strength tables."""
     cells = group_by(records, lambda r: (r["model"], r["layer"], r["strength"]))
-    return [{"model": m, "layer": layer, "strength": s, **compute_metrics(rs)}
-            for (m, layer, s), rs in sorted(cells.items(),
-                                            key=lambda kv: tuple(natural_key(k) for k in kv[0]))]
+    return [
+        {"model": m, "layer": layer, "strength": s, **compute_metrics(rs)}
+        for (m, layer, s), rs in sorted(
+            cells.items(), key=lambda kv: tuple(natural_key(k) for k in kv[0])
+        )
+    ]
 
 
 def _rounded(value: Any) -> Any:

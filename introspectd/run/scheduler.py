@@ -32,6 +32,10 @@ class Scheduler:
             out.append(ticket)
         return out
 
+    def add(self, tickets: list[Trial]) -> None:
+        """More trials to generate (an adaptive sweep's next round), after those waiting."""
+        self._waiting.extend(sorted(tickets, key=_mix_key))
+
     def complete(self, trial_ids: list[str]) -> list[Trial]:
         """Mark trials generated; returns the tickets that were in flight."""
         done = [t for t in (self._in_flight.pop(i, None) for i in trial_ids) if t is not None]

@@ -63,6 +63,7 @@ class RunContext:
     selected_ids: set[str]  # every trial this process is responsible for
     notes: list[str] = field(default_factory=list)
     lock_fd: int | None = None  # held while this process runs the directory (rundir.py)
+    cells: set[tuple[str, int, float]] = field(default_factory=set)  # selected cells (adaptive)
 
     @property
     def db_path(self) -> Path:
@@ -131,6 +132,10 @@ def _extension_problem(old: dict[str, Any], new: dict[str, Any]) -> str | None:
         return f"model: {old['model']} → {new['model']}"
     if old["seed"] != new["seed"]:
         return f"run.seed: {old['seed']} → {new['seed']}"
+    if old.get("adaptive") != new.get("adaptive"):
+        return f"adaptive: {old.get('adaptive')} → {new.get('adaptive')}"
+    if "adaptive" in new and old["sweep"]["trials"] != new["sweep"]["trials"]:
+        return "sweep.trials (an adaptive run's first round) changed"
     for key, old_value in old["sweep"].items():
         new_value = new["sweep"].get(key)
         if old_value == new_value:
@@ -197,17 +202,24 @@ class RunClaim:
             num_factual(sweep),
         )
         shard = self.narrowing.shard
-        added = store.add_trials(run.stamp, _shard_of(all_specs, shard)) if create else 0
+        by_cell = plan.adaptive.enabled  # each shard adapts its own cells
+        added = store.add_trials(run.stamp, _shard_of(all_specs, shard, by_cell)) if create else 0
         if added and notes:
             notes.append(f"added {added} new trials to the run")
-        selected_ids = {s.trial_id(run.stamp) for s in _narrow(all_specs, self.narrowing)}
+        chosen = _narrow(all_specs, self.narrowing, by_cell)
+        selected_ids = {s.trial_id(run.stamp) for s in chosen}
+        cells = {s.cell for s in chosen}
+        if plan.adds_trials_as_it_goes:  # later rounds and confirmation trials of these cells
+            selected_ids |= {r.id for r in store.trials() if r.spec.cell in cells}
         pending = [
             Trial(r.id, r.spec) for r in store.trials(Status.PENDING) if r.id in selected_ids
         ]
         lock, self.lock_fd = self.lock_fd, None
-        return RunContext(
+        ctx = RunContext(
             plan, self.ref, self.layers, out_dir, store, run, pending, selected_ids, notes, lock
         )
+        ctx.cells = cells
+        return ctx
 
 
 def claim_run(plan: Plan, narrowing: Narrowing | None = None, lock: bool = True) -> RunClaim:
@@ -245,6 +257,8 @@ def _check_narrowing(plan: Plan, narrowing: Narrowing, file: str) -> None:
             f"--concept: {unknown[0]!r} is not a concept of {file} "
             f"({', '.join(plan.sweep.concepts)})"
         )
+    if narrowing.num_trials is not None and plan.adaptive.enabled:
+        raise BadInput(f"--trials: {file} has [adaptive] enabled, which decides the trials")
     if narrowing.num_trials is not None and not 1 <= narrowing.num_trials <= plan.sweep.trials:
         raise BadInput(
             f"--trials: must be between 1 and the plan's trials ({plan.sweep.trials}) "
@@ -252,16 +266,18 @@ def _check_narrowing(plan: Plan, narrowing: Narrowing, file: str) -> None:
         )
 
 
-def _shard_of(specs: list[TrialSpec], shard: Shard | None) -> list[TrialSpec]:
+def _shard_of(
+    specs: list[TrialSpec], shard: Shard | None, by_cell: bool = False
+) -> list[TrialSpec]:
     if shard is None:
         return specs
-    from introspectd.run.shard import select_shard
+    from introspectd.run.shard import select_shard, select_shard_by_cell
 
-    return select_shard(specs, shard)
+    return select_shard_by_cell(specs, shard) if by_cell else select_shard(specs, shard)
 
 
-def _narrow(specs: list[TrialSpec], narrowing: Narrowing) -> list[TrialSpec]:
-    chosen = _shard_of(specs, narrowing.shard)
+def _narrow(specs: list[TrialSpec], narrowing: Narrowing, by_cell: bool) -> list[TrialSpec]:
+    chosen = _shard_of(specs, narrowing.shard, by_cell)
     if narrowing.concepts:
         chosen = [s for s in chosen if s.concept in narrowing.concepts]
     if narrowing.num_trials is not None:

@@ -166,3 +166,12 @@ def _ranks(values: Iterable[Hashable]) -> dict[Hashable, int]:
     for value in values:
         ranks.setdefault(value, len(ranks))
     return ranks
+
+
+def select_shard_by_cell(specs: Sequence[TrialSpec], shard: Shard) -> list[TrialSpec]:
+    """Shard `shard`'s trials when whole cells must stay together (an adaptive sweep decides
+    per cell): cell i of the plan's order goes to shard i mod N, every trial of it."""
+    order: dict[tuple[str, int, float], int] = {}
+    for spec in specs:
+        order.setdefault(spec.cell, len(order))
+    return [s for s in specs if order[s.cell] % shard.count == shard.index]

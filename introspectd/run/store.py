@@ -98,10 +98,21 @@ class Judgement:
     judge_fingerprint: str = ""
 
 
+@dataclass(frozen=True)
+class Outcome:
+    cell: tuple[str, int, float]
+    is_injected: bool
+    trial: int
+    is_confirmation: bool
+    status: Status
+    answer: str | None  # the judge's verdict; None until judged
+    coherent: bool | None
+
+
 _TRIAL_COLUMNS = (
     "id, ordinal, concept, kind, layer, strength, trial, status, response, "
     "num_new_tokens, generated_at, judge_json, judge_error, arm, question, p_yes, prob_yes, "
-    "prob_no"
+    "prob_no, is_confirmation"
 )
 
 
@@ -123,7 +134,15 @@ def _get_run(conn: sqlite3.Connection) -> RunRow | None:
 
 def _trial_row(r: sqlite3.Row) -> TrialRow:
     kind = Kind(r["arm"] or r["kind"])
-    spec = TrialSpec(r["concept"], kind, r["layer"], r["strength"], r["trial"], r["question"])
+    spec = TrialSpec(
+        r["concept"],
+        kind,
+        r["layer"],
+        r["strength"],
+        r["trial"],
+        r["question"],
+        bool(r["is_confirmation"]),
+    )
     judge = json.loads(r["judge_json"]) if r["judge_json"] else None
     readout = None
     if r["p_yes"] is not None:
@@ -217,13 +236,14 @@ class Store:
                     s.trial,
                     s.kind.value,
                     s.question,
+                    int(s.is_confirmation),
                 )
                 for s in specs
                 if s.trial_id(stamp) not in known
             ]
             conn.executemany(
                 "INSERT INTO trials (id, ordinal, concept, kind, layer, strength, trial, arm, "
-                "question) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "question, is_confirmation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(r[0], start + i, *r[1:]) for i, r in enumerate(rows)],
             )
         return len(rows)
@@ -352,6 +372,29 @@ class Store:
                     (status.value, result_json, j.error, now, j.trial_id),
                 )
         return kept
+
+    def outcomes(self) -> list[Outcome]:
+        """Every trial's cell, index, status and verdict, lightly (no answers): what an
+        adaptive sweep decides from (run/adaptive_run.py)."""
+        sql = (
+            "SELECT concept, layer, strength, kind, trial, is_confirmation, status, "
+            "json_extract(judge_json, '$.answer') AS answer, "
+            "json_extract(judge_json, '$.coherent') AS coherent FROM trials "
+            # Decisions rest on the injection and control arms of the plan's own question.
+            "WHERE question IS NULL AND COALESCE(arm, kind) != 'random'"
+        )
+        return [
+            Outcome(
+                (r["concept"], r["layer"], r["strength"]),
+                r["kind"] == Kind.INJECTION.value,
+                r["trial"],
+                bool(r["is_confirmation"]),
+                Status(r["status"]),
+                str(r["answer"]) if r["answer"] is not None else None,
+                bool(r["coherent"]) if r["coherent"] is not None else None,
+            )
+            for r in self.conn.execute(sql)
+        ]
 
     # --- summaries -------------------------------------------------------------------------
 
