@@ -4,7 +4,7 @@ The judge is tests/judge_server.py's `labelled_judge`: it grades exactly like th
 except for the records named with --flip, so the printed confusion matrix and kappa are known
 in advance and check the whole path (blind requests, verdict rule, agreement figures, storage).
 
-    python bench/calibrate_scripted.py [--split test] [--flip ID ...]
+    python bench/calibrate_scripted.py [--split test] [--flip ID ...] [--out cal.json]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def main() -> int:
     parser.add_argument("--labels", default=str(LABELS))
     parser.add_argument("--split", default="test")
     parser.add_argument("--flip", nargs="*", default=None, help="ids the judge grades wrongly")
+    parser.add_argument("--out", help="keep the calibration JSON here (for report --calibration)")
     args = parser.parse_args()
     records = [json.loads(line) for line in Path(args.labels).read_text().splitlines() if line]
     chosen = [r for r in records if r["split"] == args.split]
@@ -74,7 +75,7 @@ def main() -> int:
             "--split",
             args.split,
             "--out",
-            f"{tmp}/cal.json",
+            str(Path(args.out).resolve()) if args.out else f"{tmp}/cal.json",
         ]
         done = subprocess.run(cmd, cwd=REPO, env=os.environ, text=True, capture_output=True)
         print(done.stdout, done.stderr, sep="")

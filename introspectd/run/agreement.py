@@ -8,23 +8,17 @@ so TPR is how many human passes the judge keeps and TNR how many human fails it 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
+from introspectd.protocol.intervals import wilson_interval as wilson
 
 
-def wilson_interval(k: int, n: int, z: float = Z95) -> list[float] | None:
-    """The Wilson score interval of k successes in n trials, as [lo, hi]; None when n = 0."""
-    if n <= 0:
-        return None
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+def wilson_interval(k: int, n: int) -> list[float] | None:
+    """The 95% Wilson interval (protocol/intervals.py) as a JSON-ready [lo, hi]; None at n = 0."""
+    interval = wilson(k, n)
+    return None if interval is None else list(interval)
 
 
 @dataclass(frozen=True)
