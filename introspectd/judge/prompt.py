@@ -26,7 +26,8 @@ from introspectd.judge.prompt_v2 import (
     validate_v2,
 )
 from introspectd.judge.verdict import record_judge
-from introspectd.protocol.plan import JUDGE_APIS, JudgeConfig
+from introspectd.protocol.plan import JudgeConfig
+from introspectd.protocol.plan_judge import JUDGE_APIS
 
 _V1_SYSTEM = """\
 You grade single trials of an experiment on introspection in language models.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -29,17 +28,21 @@ from introspectd.protocol.plan_checks import (
     env_experiment_id,
     env_stamp,
 )
+from introspectd.protocol.plan_judge import JudgeConfig, read_judge
 from introspectd.protocol.prompts import PROMPT_VERSIONS
 
 INJECT_STYLES = ("generation", "all", "from_marker")
-JUDGE_APIS = ("chat", "responses")
 VECTOR_PROMPTS = ("plain", "chat")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 GCS_URI_RE = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,221}[a-z0-9](/\S*)?")
-__all__ = [  # re-exported: the rules live in plan_checks.py
+# Re-exported: the rules live in plan_checks.py, the [judge] and [adaptive] tables in
+# plan_judge.py and plan_adaptive.py.
+__all__ = [
     "ENV_EXPERIMENT_ID",
     "ENV_STAMP",
     "STAMP_RE",
+    "AdaptiveConfig",
+    "JudgeConfig",
     "check_env_overrides",
     "env_experiment_id",
     "env_stamp",
@@ -85,35 +88,6 @@ class SweepConfig:
     arms: tuple[str, ...] = controls.DEFAULT_ARM_NAMES  # protocol/controls.py
     measure: str = "generate"  # or "logit": P(yes) from one forward pass
     factual_controls: bool = False
-
-
-@dataclass(frozen=True)
-class JudgeConfig:
-    model: str = "gpt-5-mini"
-    base_url: str = ""
-    api_key_env: str = "OPENAI_API_KEY"
-    api: str = "chat"
-    prompt_version: str = "v2"  # v2: the blind prompt (judge/prompt_v2.py); v1 stays selectable
-    fewshot: str = ""
-    fewshot_n: int = 0
-    concurrency: int = 32
-    max_attempts: int = 3
-    backoff_s: float = 1.0
-    timeout_s: float = 60.0
-    fewshot_select: str = ""  # "flagged": the labelled records whose label.use_as_fewshot is true
-    # The spending cap (judge/budget.py): user-set prices in USD per million tokens; no
-    # built-in prices. budget_usd = 0 means no cap.
-    price_in_per_mtok: float = 0.0
-    price_out_per_mtok: float = 0.0
-    budget_usd: float = 0.0
-
-    def api_key(self) -> str | None:
-        """The key from the variable `api_key_env` names; never stored anywhere."""
-        return os.environ.get(self.api_key_env) or None
-
-    def is_enabled(self, api_key: str | None) -> bool:
-        """No key and no base_url means judging is off (the offline quickstart)."""
-        return bool(api_key) or bool(self.base_url)
 
 
 @dataclass(frozen=True)
@@ -212,7 +186,7 @@ def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) 
         run=_read_run(sections["run"]),
         model=_read_model(sections["model"]),
         sweep=sweep,
-        judge=_read_judge(sections["judge"]),
+        judge=read_judge(sections["judge"]),
         upload=_read_upload(sections["upload"]),
         adaptive=read_adaptive(sections["adaptive"], sweep),
     )
@@ -397,55 +371,6 @@ def _read_layers(t: Table) -> str | tuple[int | float, ...]:
                 "layers", f"each layer must be an index >= 0 or a fraction in [0, 1); got {layer!r}"
             )
     return tuple(layers)
-
-
-def _read_judge(t: Table) -> JudgeConfig:
-    model = t.text("model", JudgeConfig.model)
-    if not model:
-        t.fail("model", "must not be empty")
-    return JudgeConfig(
-        model=model,
-        base_url=t.url("base_url"),
-        api_key_env=_read_api_key_env(t),
-        api=t.text("api", "chat", JUDGE_APIS),
-        prompt_version=t.text("prompt_version", JudgeConfig.prompt_version),
-        fewshot=t.text("fewshot", ""),
-        fewshot_n=t.integer("fewshot_n", 0, minimum=0, maximum=rules.MAX_FEWSHOT),
-        concurrency=t.integer("concurrency", 32, minimum=1, maximum=rules.MAX_JUDGE_CONCURRENCY),
-        max_attempts=t.integer("max_attempts", 3, minimum=1, maximum=rules.MAX_ATTEMPTS),
-        backoff_s=t.number("backoff_s", 1.0, minimum=0.0, maximum=rules.MAX_BACKOFF_S),
-        timeout_s=t.number(
-            "timeout_s", 60.0, minimum=0.0, maximum=rules.MAX_TIMEOUT_S, positive=True
-        ),
-        fewshot_select=_read_fewshot_select(t),
-        price_in_per_mtok=t.number("price_in_per_mtok", 0.0, minimum=0.0, maximum=MAX_PRICE),
-        price_out_per_mtok=t.number("price_out_per_mtok", 0.0, minimum=0.0, maximum=MAX_PRICE),
-        budget_usd=t.number("budget_usd", 0.0, minimum=0.0, maximum=MAX_BUDGET_USD),
-    )
-
-
-FEWSHOT_SELECTS = ("", "flagged")
-MAX_PRICE = 10_000.0  # USD per million tokens: far above any real price, below a typo's 1e308
-MAX_BUDGET_USD = 1e9
-
-
-def _read_fewshot_select(t: Table) -> str:
-    value = t.text("fewshot_select", "")
-    if value not in FEWSHOT_SELECTS:
-        t.fail("fewshot_select", f'must be "flagged" (or left out); got {value!r}')
-    return value
-
-
-def _read_api_key_env(t: Table) -> str:
-    """The NAME of the variable holding the key. A pasted key fails here, and is never echoed:
-    it would end up in the stored plan, in every record's judge_error and on stderr."""
-    name = t.take("api_key_env", JudgeConfig.api_key_env, (str,), "a string")
-    if not rules.ENV_NAME_RE.fullmatch(name):
-        t.fail(
-            "api_key_env",
-            "must name an environment variable (letters, digits, _), not hold a key",
-        )
-    return str(name)
 
 
 def _read_upload(t: Table) -> UploadConfig:

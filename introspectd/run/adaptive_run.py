@@ -25,7 +25,7 @@ from introspectd.run.adaptive import (
     net_lower_bound,
     replay,
 )
-from introspectd.run.store import Outcome
+from introspectd.run.outcomes import Outcome
 
 _FINISHED = (Status.JUDGED, Status.JUDGE_FAILED)
 

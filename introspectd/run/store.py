@@ -1,4 +1,5 @@
-"""The run's SQLite state. The only module that holds SQL.
+"""The run's SQLite state. With its parts run/judge_history.py and run/outcomes.py (mixed into
+`Store`) and the explorer's read-only run/browse.py, the only place that holds SQL.
 
 One writer connection in WAL mode; every write is a short `BEGIN IMMEDIATE` transaction, so a
 crash loses at most what was not yet handed to `record_*`. Migrations in `migrations/NNNN_*.sql`
@@ -29,6 +30,8 @@ from introspectd.run.dbfile import (  # noqa: F401  (re-exported: the store's pu
     now_iso,
     write_transaction,
 )
+from introspectd.run.judge_history import JudgeHistory
+from introspectd.run.outcomes import OutcomeQueries
 
 # The store's errors, for callers that report them without touching SQLite themselves.
 StoreError = sqlite3.Error
@@ -98,17 +101,6 @@ class Judgement:
     judge_fingerprint: str = ""
 
 
-@dataclass(frozen=True)
-class Outcome:
-    cell: tuple[str, int, float]
-    is_injected: bool
-    trial: int
-    is_confirmation: bool
-    status: Status
-    answer: str | None  # the judge's verdict; None until judged
-    coherent: bool | None
-
-
 _TRIAL_COLUMNS = (
     "id, ordinal, concept, kind, layer, strength, trial, status, response, "
     "num_new_tokens, generated_at, judge_json, judge_error, arm, question, p_yes, prob_yes, "
@@ -161,7 +153,7 @@ def _trial_row(r: sqlite3.Row) -> TrialRow:
     )
 
 
-class Store:
+class Store(JudgeHistory, OutcomeQueries):
     def __init__(self, path: Path, read_only: bool = False) -> None:
         """`read_only`: never write the file, nor migrate it (`status`, `export`; the run may
         sit on read-only storage)."""
@@ -373,29 +365,6 @@ class Store:
                 )
         return kept
 
-    def outcomes(self) -> list[Outcome]:
-        """Every trial's cell, index, status and verdict, lightly (no answers): what an
-        adaptive sweep decides from (run/adaptive_run.py)."""
-        sql = (
-            "SELECT concept, layer, strength, kind, trial, is_confirmation, status, "
-            "json_extract(judge_json, '$.answer') AS answer, "
-            "json_extract(judge_json, '$.coherent') AS coherent FROM trials "
-            # Decisions rest on the injection and control arms of the plan's own question.
-            "WHERE question IS NULL AND COALESCE(arm, kind) != 'random'"
-        )
-        return [
-            Outcome(
-                (r["concept"], r["layer"], r["strength"]),
-                r["kind"] == Kind.INJECTION.value,
-                r["trial"],
-                bool(r["is_confirmation"]),
-                Status(r["status"]),
-                str(r["answer"]) if r["answer"] is not None else None,
-                bool(r["coherent"]) if r["coherent"] is not None else None,
-            )
-            for r in self.conn.execute(sql)
-        ]
-
     # --- summaries -------------------------------------------------------------------------
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -426,55 +395,6 @@ class Store:
             "completion_tokens": r["c"],
             "failures_by_reason": failures,
         }
-
-    def graded_history(self) -> list[tuple[str, str, str, str, dict[str, Any]]]:
-        """Every judgement that gave a grade, oldest first, as (trial_id, judge_model,
-        prompt_version, fewshot_hash, result): what `report --judge` picks a judge's grades from."""
-        rows = self.conn.execute(
-            "SELECT trial_id, judge_model, prompt_version, fewshot_hash, result_json "
-            "FROM judgements WHERE result_json IS NOT NULL ORDER BY id"
-        )
-        return [(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
-
-    # --- judge provenance and calibrations (issue 13) ------------------------------------------
-
-    def judge_fingerprints(self) -> list[str]:
-        """The fingerprints of the judges that graded rows of this run, the most recently used
-        last (so `[-1]` is the latest judge). Judgements made before fingerprints were stored
-        are left out."""
-        rows = self.conn.execute(
-            "SELECT judge_fingerprint, MAX(id) AS last FROM judgements "
-            "WHERE judge_fingerprint != '' AND result_json IS NOT NULL "
-            "GROUP BY judge_fingerprint ORDER BY last"
-        )
-        return [r["judge_fingerprint"] for r in rows]
-
-    def judgements_by(self, fingerprint: str) -> dict[str, dict[str, Any]]:
-        """{trial_id: judge object}: the latest successful grade of each trial by that judge."""
-        rows = self.conn.execute(
-            "SELECT trial_id, result_json FROM judgements WHERE id IN ("
-            "SELECT MAX(id) FROM judgements WHERE judge_fingerprint = ? "
-            "AND result_json IS NOT NULL GROUP BY trial_id)",
-            (fingerprint,),
-        )
-        return {r["trial_id"]: json.loads(r["result_json"]) for r in rows}
-
-    def save_calibration(self, fingerprint: str, calibration: dict[str, Any]) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO calibrations (judge_fingerprint, calibration_json, created_at) "
-                "VALUES (?, ?, ?)",
-                (fingerprint, json.dumps(calibration, sort_keys=True), now_iso()),
-            )
-
-    def latest_calibration(self, fingerprint: str) -> dict[str, Any] | None:
-        """The judge's most recent calibration (`introspectd calibrate`), or None."""
-        row = self.conn.execute(
-            "SELECT calibration_json FROM calibrations WHERE judge_fingerprint = ? "
-            "ORDER BY id DESC LIMIT 1",
-            (fingerprint,),
-        ).fetchone()
-        return json.loads(row[0]) if row else None
 
     def generated_tokens(self) -> int:
         row = self.conn.execute("SELECT COALESCE(SUM(num_new_tokens), 0) FROM trials").fetchone()
