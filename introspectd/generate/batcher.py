@@ -144,7 +144,10 @@ def attention_shape(model: torch.nn.Module) -> tuple[int, int, int, int]:
     return int(text.num_hidden_layers), kv_heads, head_dim, heads // kv_heads
 
 
-class Batcher:
+class BatcherBase:
+    """What both generation paths hold: the model and where its inputs go, the prompt, the stop
+    tokens, the steering state and the sampler (`Batcher` here, `CacheBatcher` in fallback.py)."""
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -157,16 +160,27 @@ class Batcher:
         param = next(model.parameters())
         self.device, self.dtype = input_device(model), param.dtype
         self.prompt_len = len(prompt_ids)
-        self.shared_len = shared_prompt_len(self.prompt_len, config)
         self.prompt = torch.tensor([prompt_ids], device=self.device)
         self.eos_set = set(eos_ids)
         self.eos = torch.tensor(sorted(self.eos_set) or [-1], device=self.device)
         model_config: Any = model.config
         self.hidden_size = int(model_config.get_text_config().hidden_size)
-        self.num_layers, self.kv_heads, self.head_dim, self.groups = attention_shape(model)
         self.state = SteeringState()
         self.sample = DeviceSampler(self.device)
         self.num_decode_steps = 0
+
+
+class Batcher(BatcherBase):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        prompt_ids: list[int],
+        eos_ids: list[int],
+        config: BatcherConfig,
+    ) -> None:
+        super().__init__(model, prompt_ids, eos_ids, config)
+        self.shared_len = shared_prompt_len(self.prompt_len, config)
+        self.num_layers, self.kv_heads, self.head_dim, self.groups = attention_shape(model)
 
     def run(self, source: RowSource, layers: list[int]) -> bool:
         """Generate until `source` runs dry; returns False if stopped early (rows abandoned)."""

@@ -16,14 +16,18 @@ refill), so it is several times slower on a GPU.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import torch
 
-from introspectd.generate.batcher import Batcher, BatcherConfig, Finished, RowSource, WorkItem
-from introspectd.generate.placement import input_device
-from introspectd.generate.sampling import DeviceSampler
-from introspectd.generate.steering import SteeringState, steering
+from introspectd.generate.batcher import (
+    Batcher,
+    BatcherBase,
+    BatcherConfig,
+    Finished,
+    RowSource,
+    WorkItem,
+)
+from introspectd.generate.steering import steering
 
 log = logging.getLogger("introspectd")
 
@@ -38,29 +42,8 @@ def fallback_tokens_per_row(prompt_len: int, config: BatcherConfig) -> int:
     return prompt_len + config.max_new_tokens
 
 
-class CacheBatcher:
+class CacheBatcher(BatcherBase):
     """Same interface as `Batcher` (run, check_against_plain_forward), on the model's cache."""
-
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        prompt_ids: list[int],
-        eos_ids: list[int],
-        config: BatcherConfig,
-    ) -> None:
-        self.model = model
-        self.config = config
-        param = next(model.parameters())
-        self.device, self.dtype = input_device(model), param.dtype
-        self.prompt = torch.tensor([prompt_ids], device=self.device)
-        self.prompt_len = len(prompt_ids)
-        self.eos_set = set(eos_ids)
-        self.eos = torch.tensor(sorted(self.eos_set) or [-1], device=self.device)
-        model_config: Any = model.config
-        self.hidden_size = int(model_config.get_text_config().hidden_size)
-        self.state = SteeringState()
-        self.sample = DeviceSampler(self.device)
-        self.num_decode_steps = 0
 
     def run(self, source: RowSource, layers: list[int]) -> bool:
         """Generate until `source` runs dry; False if stopped early (rows abandoned)."""
