@@ -20,16 +20,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
-from helpers import write_plan  # noqa: E402
+from helpers import KeptWork, write_plan  # noqa: E402
 
 from introspectd.generate.generator import Generator  # noqa: E402
 from introspectd.generate.interface import GeneratorSpec  # noqa: E402
 from introspectd.generate.logit import LogitGenerator  # noqa: E402
 from introspectd.protocol.plan import load_plan  # noqa: E402
-from introspectd.protocol.trials import Trial  # noqa: E402
 from introspectd.run.scheduler import Scheduler  # noqa: E402
 from introspectd.run.session import open_run  # noqa: E402
-from introspectd.run.store import Generation  # noqa: E402
 
 PLAN = """
 [model]
@@ -47,25 +45,6 @@ inject_style = "all"
 """
 
 
-class _Work:
-    def __init__(self, trials: list[Trial]) -> None:
-        self.scheduler = Scheduler(trials)
-        self.generations: list[Generation] = []
-
-    def take(self, n: int) -> list[Trial]:
-        return self.scheduler.take(n)
-
-    def done(self, generations: list[Generation]) -> None:
-        self.generations.extend(generations)
-        self.scheduler.complete([g.trial_id for g in generations])
-
-    def requeue(self) -> int:
-        return self.scheduler.requeue_in_flight()
-
-    def should_stop(self) -> bool:
-        return False
-
-
 def timed(
     directory: Path, model: str, trials: int, extra: str, logit: bool, repeats: int = 1
 ) -> dict[str, float]:
@@ -79,12 +58,12 @@ def timed(
         generator = LogitGenerator(spec) if logit else Generator(spec)
         table = generator.compute_vectors(Scheduler.vectors_needed(ctx.tickets))
         generator.load_vectors({k: (data, norm) for k, (data, _, norm) in table.items()})
-        generator.run(_Work(list(ctx.tickets)[: generator.batch_size]))
+        generator.run(KeptWork(list(ctx.tickets)[: generator.batch_size]))
         times = []
         for _ in range(repeats):
             if isinstance(generator, LogitGenerator):
                 generator.known.clear()  # each pass starts cold: reuse only within the pass
-            work = _Work(list(ctx.tickets))
+            work = KeptWork(list(ctx.tickets))
             start = time.perf_counter()
             generator.run(work)
             times.append(time.perf_counter() - start)

@@ -8,8 +8,34 @@ import sys
 import textwrap
 from pathlib import Path
 
+from introspectd.protocol.trials import Trial
+from introspectd.run.scheduler import Scheduler
+from introspectd.run.store import Generation
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+class KeptWork:
+    """A WorkSource over a real scheduler that keeps every generation it is handed (for driving
+    a generator directly, without the run loop)."""
+
+    def __init__(self, trials: list[Trial]) -> None:
+        self.scheduler = Scheduler(trials)
+        self.generations: list[Generation] = []
+
+    def take(self, n: int) -> list[Trial]:
+        return self.scheduler.take(n)
+
+    def done(self, generations: list[Generation]) -> None:
+        self.generations.extend(generations)
+        self.scheduler.complete([g.trial_id for g in generations])
+
+    def requeue(self) -> int:
+        return self.scheduler.requeue_in_flight()
+
+    def should_stop(self) -> bool:
+        return False
 
 
 def write_plan(directory: Path, body: str, name: str = "plan.toml") -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_PLAN, write_plan
+from helpers import TINY_PLAN, KeptWork, write_plan
 
 from introspectd.cli import main
 from introspectd.generate.builtin import BUILTIN_SPECS, build
@@ -19,35 +19,14 @@ from introspectd.generate.interface import GeneratorSpec
 from introspectd.generate.steering import decoder_layers
 from introspectd.protocol.models import resolve_model
 from introspectd.protocol.plan import load_plan
-from introspectd.protocol.trials import Trial
 from introspectd.run.scheduler import Scheduler
 from introspectd.run.session import open_run
-from introspectd.run.store import Generation
-
-
-class _Work:
-    """A WorkSource over a real scheduler that keeps every generation it is handed."""
-
-    def __init__(self, trials: list[Trial]) -> None:
-        self.scheduler = Scheduler(trials)
-        self.generations: list[Generation] = []
-
-    def take(self, n: int) -> list[Trial]:
-        return self.scheduler.take(n)
-
-    def done(self, generations: list[Generation]) -> None:
-        self.generations.extend(generations)
-        self.scheduler.complete([g.trial_id for g in generations])
-
-    def requeue(self) -> int:
-        return self.scheduler.requeue_in_flight()
-
-    def should_stop(self) -> bool:
-        return False
 
 
 @contextmanager
-def _generator(tmp_path: Path, batch_size: int, max_rows: int) -> Iterator[tuple[Generator, _Work]]:
+def _generator(
+    tmp_path: Path, batch_size: int, max_rows: int
+) -> Iterator[tuple[Generator, KeptWork]]:
     """A real generator on the tiny model whose forward passes over more than `max_rows` rows
     "run out of memory" — fault injection in the torch model, as a too-large batch on a GPU."""
     plan = load_plan(
@@ -66,7 +45,7 @@ def _generator(tmp_path: Path, batch_size: int, max_rows: int) -> Iterator[tuple
 
         handle = decoder_layers(generator.runner.model)[0].register_forward_pre_hook(too_big)
         try:
-            yield generator, _Work(ctx.tickets)
+            yield generator, KeptWork(ctx.tickets)
         finally:
             handle.remove()
     finally:
