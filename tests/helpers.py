@@ -7,7 +7,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
+import torch
+
+from introspectd.generate.batcher import WorkItem
+from introspectd.generate.steering import SteeringState, steering
 from introspectd.protocol.trials import Trial
 from introspectd.run.scheduler import Scheduler
 from introspectd.run.store import Generation
@@ -97,3 +102,31 @@ def start_run(
         text=True,
         env={**os.environ, **(env or {})},
     )
+
+
+def hf_reference(
+    runner: Any,
+    prompt: list[int],
+    item: WorkItem,
+    eos: list[int],
+    n: int,
+    steer_from: int | None = None,
+) -> list[int]:
+    """HF generate, one trial, greedy; the hook steers decode steps, and the prompt from
+    `steer_from` on when given."""
+    state = SteeringState()
+    if item.delta is not None:
+        state.deltas = {item.layer: item.delta[None].clone()}
+        if steer_from is not None:
+            state.position_mask = torch.zeros(1, len(prompt))
+            state.position_mask[:, steer_from:] = 1
+    with torch.inference_mode(), steering(runner.model, state, [item.layer]):
+        out = runner.model.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=n,
+            do_sample=False,
+            eos_token_id=eos or None,
+            pad_token_id=0,
+        )
+    toks = out[0, len(prompt) :].tolist()
+    return toks[:-1] if toks and eos and toks[-1] in eos else toks

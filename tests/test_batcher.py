@@ -6,10 +6,10 @@ from collections import Counter
 
 import pytest
 import torch
+from helpers import hf_reference
 
 from introspectd.generate.batcher import Batcher, BatcherConfig, Finished, WorkItem
 from introspectd.generate.sampling import sample
-from introspectd.generate.steering import SteeringState, steering
 from introspectd.protocol.prompts import baseline_words, introspection_messages
 
 LAYERS = [1, 3]
@@ -42,41 +42,13 @@ def _setup(tiny_runner):  # type: ignore[no-untyped-def]
         items.append(WorkItem(f"t{i}", 1000 + i, layer, delta))
     # An end-of-turn token that greedy decoding actually emits, so rows finish at different
     # steps and refill/compaction are exercised.
-    plain = {it.trial_id: _reference(tiny_runner, prompt, it, [], MAX_NEW) for it in items}
+    plain = {it.trial_id: hf_reference(tiny_runner, prompt, it, [], MAX_NEW) for it in items}
     counts = Counter(tok for toks in plain.values() for tok in toks[2:12])
     eos = [counts.most_common(1)[0][0]]
-    refs = {it.trial_id: _reference(tiny_runner, prompt, it, eos, MAX_NEW) for it in items}
+    refs = {it.trial_id: hf_reference(tiny_runner, prompt, it, eos, MAX_NEW) for it in items}
     lengths = {len(v) for v in refs.values()}
     assert len(lengths) > 2, f"want rows finishing at different steps, got {lengths}"
     return tiny_runner, prompt, items, eos, refs
-
-
-def _reference(
-    runner,
-    prompt: list[int],
-    item: WorkItem,
-    eos: list[int],
-    n: int,  # type: ignore[no-untyped-def]
-    steer_from: int | None = None,
-) -> list[int]:
-    """HF generate, one trial, greedy; the hook steers decode steps, and the prompt from
-    `steer_from` on when given."""
-    state = SteeringState()
-    if item.delta is not None:
-        state.deltas = {item.layer: item.delta[None].clone()}
-        if steer_from is not None:
-            state.position_mask = torch.zeros(1, len(prompt))
-            state.position_mask[:, steer_from:] = 1
-    with torch.inference_mode(), steering(runner.model, state, [item.layer]):
-        out = runner.model.generate(
-            torch.tensor([prompt]),
-            max_new_tokens=n,
-            do_sample=False,
-            eos_token_id=eos or None,
-            pad_token_id=0,
-        )
-    toks = out[0, len(prompt) :].tolist()
-    return toks[:-1] if toks and eos and toks[-1] in eos else toks
 
 
 def _run(
@@ -132,7 +104,7 @@ class _Rows:
         {"batch_size": 1},
     ],
 )
-def test_greedy_tokens_equal_reference(setup, flags: dict[str, object]) -> None:  # type: ignore[no-untyped-def]
+def test_greedy_tokens_equalhf_reference(setup, flags: dict[str, object]) -> None:  # type: ignore[no-untyped-def]
     runner, prompt, items, eos, refs = setup
     assert _run(runner, prompt, items, eos, **flags) == refs
 
@@ -147,11 +119,11 @@ def test_all_style_steers_the_prompt_too(setup) -> None:  # type: ignore[no-unty
 
 
 @pytest.mark.parametrize("steer_from", [0, 40])
-def test_prompt_steering_equals_reference(setup, steer_from: int) -> None:  # type: ignore[no-untyped-def]
+def test_prompt_steering_equalshf_reference(setup, steer_from: int) -> None:  # type: ignore[no-untyped-def]
     """ "all" (0) and "from_marker" (a later position) steer the prompt from that position on."""
     runner, prompt, items, eos, _ = setup
     expected = {
-        it.trial_id: _reference(runner, prompt, it, eos, MAX_NEW, steer_from) for it in items
+        it.trial_id: hf_reference(runner, prompt, it, eos, MAX_NEW, steer_from) for it in items
     }
     assert _run(runner, prompt, items, eos, prompt_steer_from=steer_from) == expected
 

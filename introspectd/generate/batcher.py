@@ -211,16 +211,11 @@ class Batcher(BatcherBase):
         row. ValueError if the model needs attention the engine does not have (sliding windows
         shorter than a trial, soft-capping) or the two disagree: a wrong cache or position
         layout would otherwise give plausible-looking but wrong answers."""
-        with torch.inference_mode(), slot_attention(self.model):
-            cache, prefix_logits = self._new_cache(num_slots=1)
-            rows = _Rows(1, self.config.max_new_tokens, self.hidden_size, cache.keys[0])
-            first_logits = self._admit(cache, rows, [WorkItem("check", 0, 0, None)], prefix_logits)
-            second_logits = self._decode_step(cache, rows)
-        assert first_logits is not None
-        ids = torch.cat([self.prompt, rows.tokens[:1, :1]], dim=1)
+        logits, first = self.first_answer_logits([WorkItem("check", 0, 0, None)], [])
+        ids = torch.cat([self.prompt, first[:, None]], dim=1)
         with torch.inference_mode():
             plain = self.model(input_ids=ids, logits_to_keep=2).logits[0].float().to(self.device)
-        ours = torch.cat([first_logits, second_logits]).float()
+        ours = logits[0].float()
         difference = float((ours - plain).abs().max() / plain.abs().max().clamp(min=1e-6))
         # In float32 the two agree to ~1e-6. In bfloat16 rounding alone moves the model's own
         # forward pass by up to 0.23 of the largest logit from its float32 value (random
@@ -234,6 +229,25 @@ class Batcher(BatcherBase):
                 "introspectd supports Llama/Qwen/Mistral-style decoders"
             )
         return difference
+
+    def first_answer_logits(
+        self, items: list[WorkItem], layers: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This engine's logits for each item's first two answer tokens `[k, 2, V]`, steered as
+        in a run, and the first tokens it drew `[k]`: what the start-up check and the
+        real-weights tests compare with the model's own forward pass."""
+        with (
+            torch.inference_mode(),
+            slot_attention(self.model),
+            steering(self.model, self.state, layers),
+        ):
+            cache, prefix_logits = self._new_cache(num_slots=len(items))
+            rows = _Rows(len(items), self.config.max_new_tokens, self.hidden_size, cache.keys[0])
+            first_logits = self._admit(cache, rows, items, prefix_logits)
+            second_logits = self._decode_step(cache, rows)
+        assert first_logits is not None
+        first = rows.tokens[: len(items), 0].clone()
+        return torch.stack([first_logits, second_logits], dim=1), first
 
     # --- the shared prompt and admission ---------------------------------------------------
 

@@ -16,6 +16,7 @@ from transformers.utils import logging as hf_logging
 
 from introspectd.generate.batcher import Batcher, BatcherConfig, attention_shape, tokens_per_row
 from introspectd.generate.builtin import BUILTIN_SPECS, build
+from introspectd.generate.gguf import dequantize_once
 from introspectd.generate.layers import decoder_layers
 from introspectd.generate.loading import load_causal_lm
 from introspectd.generate.placement import Placement, input_device, layers_per_device
@@ -88,10 +89,18 @@ class Runner:
         hf_logging.set_verbosity_error()
         if ref.builtin is not None:
             build(BUILTIN_SPECS[ref.builtin], Path(ref.source))
+        if ref.gguf is not None:
+            dequantize_once(ref)
         placement = placement or Placement()
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(ref.source)
+        if not self.tokenizer.chat_template:
+            # ValueError: the generator words it as one line naming the plan and the model.
+            raise ValueError(
+                "the tokenizer has no chat template: introspectd asks its questions as a "
+                "conversation (a base model cannot be swept yet)"
+            )
         self.model = load_causal_lm(ref.source, self.dtype, placement.load_kwargs(self.device))
         self.model.eval()
         self.device = input_device(self.model)

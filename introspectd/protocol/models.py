@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
+from introspectd.protocol import gguf_source as gguf
 
 PRESETS: dict[str, str] = {
     "0.5b": "Qwen/Qwen2.5-0.5B-Instruct",
@@ -30,6 +31,9 @@ class ModelRef:
     source: str  # what from_pretrained receives: hub id or directory
     slug: str
     builtin: str | None  # "tiny", "small", ... for built-in random models
+    # A GGUF file, de-quantized once into `source` (protocol/gguf_source.py), and its hash.
+    gguf: Path | None = None
+    gguf_sha256: str = ""
 
 
 def cache_root() -> Path:
@@ -37,16 +41,31 @@ def cache_root() -> Path:
     return Path(root)
 
 
-def resolve_model(name: str, slug: str, file: str) -> ModelRef:
-    """Map a plan's model name to a hub id, a local directory or a built-in model."""
+def resolve_model(name: str, slug: str, file: str, gguf_file: str = "") -> ModelRef:
+    """Map a plan's model name to a hub id, a local directory, a GGUF file (local, or
+    `gguf_file` in hub repository `name`) or a built-in model."""
     from introspectd.protocol.builtin_specs import BUILTIN_SPECS
 
+    if gguf_file:
+        if not HUB_ID_RE.match(name):
+            raise BadInput(
+                f"{file}: [model] gguf_file: names a file in a hub repository; "
+                f"name must then be a hub id like 'org/name', got {name!r}"
+            )
+        path = gguf.hub_gguf_path(name, gguf_file, file)
+        return _gguf_ref(f"{name}/{gguf_file}", path, slug or _slugify(path.stem), file)
+    if name.lower().endswith(".gguf"):
+        path = gguf.local_gguf_path(name, file)
+        return _gguf_ref(str(path), path, slug or _slugify(path.stem), file)
     if name.startswith(BUILTIN_PREFIX):
         key = name[len(BUILTIN_PREFIX) :]
+        if key in gguf.BUILTIN_GGUF:
+            path = gguf.packaged_gguf_path(key, file)
+            return _gguf_ref(name, path, slug or key, file)
         if key not in BUILTIN_SPECS:
             raise BadInput(
                 f"{file}: [model] name: unknown built-in model {name!r}; known: "
-                + ", ".join(BUILTIN_PREFIX + k for k in BUILTIN_SPECS)
+                + ", ".join(BUILTIN_PREFIX + k for k in [*BUILTIN_SPECS, *gguf.BUILTIN_GGUF])
             )
         source = str(cache_root() / f"builtin-{key}-{BUILTIN_SPECS[key].version}")
         return ModelRef(name, source, slug or key, key)
@@ -67,8 +86,14 @@ def resolve_model(name: str, slug: str, file: str) -> ModelRef:
     raise BadInput(
         f"{file}: [model] name: {name!r} is neither a preset ("
         f"{', '.join(PRESETS)}), a built-in model, a hub id like 'org/name', "
-        "nor an existing directory"
+        "an existing directory, nor a .gguf file"
     )
+
+
+def _gguf_ref(name: str, path: Path, slug: str, file: str) -> ModelRef:
+    sha256 = gguf.gguf_sha256(path, file)
+    source = gguf.dequantized_dir(path, sha256, cache_root())
+    return ModelRef(name, str(source), slug, None, gguf=path, gguf_sha256=sha256)
 
 
 def _slugify(text: str) -> str:
@@ -82,6 +107,8 @@ def read_model_config(ref: ModelRef, file: str) -> dict[str, Any]:
 
         return BUILTIN_SPECS[ref.builtin].config_dict()
     path = Path(ref.source) / "config.json"
+    if ref.gguf is not None and not path.is_file():
+        return gguf.gguf_config(ref.gguf, file)  # not de-quantized yet
     if not path.is_file():
         try:
             from huggingface_hub import hf_hub_download

@@ -68,6 +68,7 @@ class ModelConfig:
     device_map: str = ""
     max_memory: tuple[tuple[str, str], ...] = ()
     offload_folder: str = ""
+    gguf_file: str = ""  # a GGUF file in hub repository `name` (protocol/gguf_source.py)
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,11 @@ def _read_model(t: Table) -> ModelConfig:
     if not rules.DEVICE_RE.fullmatch(device):
         t.fail("device", f"must be auto, cpu, mps, cuda or cuda:N; got {device!r}")
     dtype = t.text("dtype", "auto", DTYPES)
-    return ModelConfig(name, slug, dtype, device, *_read_placement(t, device))
+    placement = _read_placement(t, device)
+    gguf_file = t.text("gguf_file", "")
+    if gguf_file and not gguf_file.lower().endswith(".gguf"):
+        t.fail("gguf_file", f"must name a .gguf file in the repository; got {gguf_file!r}")
+    return ModelConfig(name, slug, dtype, device, *placement, gguf_file=gguf_file)
 
 
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")

@@ -78,7 +78,7 @@ class RunContext:
 
 def model_and_layers(plan: Plan) -> tuple[ModelRef, list[int]]:
     file = str(plan.path)
-    ref = resolve_model(plan.model.name, plan.model.slug, file)
+    ref = resolve_model(plan.model.name, plan.model.slug, file, plan.model.gguf_file)
     config = read_model_config(ref, file)
     check_context(config, plan.sweep.max_new_tokens, ref.name, file)
     total = num_layers(config)
@@ -95,6 +95,8 @@ def model_and_layers(plan: Plan) -> tuple[ModelRef, list[int]]:
 def generation_spec(plan: Plan, ref: ModelRef, layers: list[int]) -> dict[str, Any]:
     spec = plan.generation_spec()
     spec["model"]["name"] = ref.name
+    if ref.gguf_sha256:  # the file's content decides the weights, not its path
+        spec["model"]["gguf_sha256"] = ref.gguf_sha256
     spec["sweep"]["layers"] = layers
     return spec
 
