@@ -22,7 +22,7 @@ install: $(STAMP)
 
 quickstart: $(STAMP)
 	$(BIN)/introspectd run --plan examples/quickstart.toml --local --no-progress
-	$(BIN)/introspectd report data/sweeps/quickstart/tiny --out data/sweeps/quickstart/tiny/report
+	$(BIN)/introspectd report data/sweeps/quickstart/smollm2 --out data/sweeps/quickstart/smollm2/report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

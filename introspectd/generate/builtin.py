@@ -1,18 +1,16 @@
 """Small random-weights models with a real byte-level BPE tokenizer and chat template.
 
 They let the quickstart, the tests and the CPU benchmark run offline. A build is deterministic
-(fixed corpus, fixed seed) and cached on first use; concurrent builders race safely because
-each writes a private directory and renames it into place.
+(fixed corpus, fixed seed) and cached on first use; concurrent builders race safely
+(cache_dir.write_once).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from introspectd.generate.cache_dir import write_once
 from introspectd.protocol.builtin_specs import (  # noqa: F401  (BUILTIN_SPECS re-exported)
     BUILTIN_SPECS,
     QWEN_SPLIT,
@@ -36,21 +34,12 @@ _CORPUS = [
 
 def build(spec: BuiltinSpec, dest: Path) -> Path:
     """Build the model into `dest` unless it is already there; returns `dest`."""
-    if (dest / "model.safetensors").is_file():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-    try:
+
+    def write(work: Path) -> None:
         _write_tokenizer(spec, work)
         _write_model(spec, work)
-        try:
-            os.rename(work, dest)
-        except OSError:
-            if not (dest / "model.safetensors").is_file():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return dest
+
+    return write_once(dest, write)
 
 
 def _write_tokenizer(spec: BuiltinSpec, out: Path) -> None:

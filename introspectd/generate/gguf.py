@@ -3,15 +3,13 @@
 transformers' GGUF loader de-quantizes every tensor to float32 on each load and then refuses
 to save the model (it still carries a GGUF quantizer). The tensors it produced are plain float
 weights, so the quantizer is dropped before saving: later runs load the checkpoint in under a
-second. Concurrent runs race safely: each writes a private directory and renames it into place.
+second. Concurrent runs race safely (cache_dir.write_once).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from contextlib import redirect_stderr
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
+from introspectd.generate.cache_dir import DONE_MARKER, write_once
 from introspectd.protocol.gguf_source import gguf_config
 from introspectd.protocol.models import ModelRef
 
@@ -29,29 +28,19 @@ log = logging.getLogger("introspectd")
 def dequantize_once(ref: ModelRef) -> Path:
     """`ref.source`, de-quantized from `ref.gguf` unless that was done before. ValueError
     for a file transformers cannot load (the generator words it as one line for the plan)."""
-    assert ref.gguf is not None
+    gguf = ref.gguf
+    assert gguf is not None
     dest = Path(ref.source)
-    if (dest / "model.safetensors").is_file():
+    if (dest / DONE_MARKER).is_file():
         return dest
-    arch = str(gguf_config(ref.gguf, str(ref.gguf)).get("model_type") or "?")
+    arch = str(gguf_config(gguf, str(gguf)).get("model_type") or "?")
     if arch not in GGUF_SUPPORTED_ARCHITECTURES:
         raise ValueError(
             f"GGUF architecture {arch!r} is not one transformers can load "
             f"(it loads: {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))})"
         )
-    log.warning("de-quantizing %s once into %s (about 30 s per 100M parameters)", ref.gguf, dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-    try:
-        _convert(ref.gguf, work)
-        try:
-            os.rename(work, dest)
-        except OSError:
-            if not (dest / "model.safetensors").is_file():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return dest
+    log.warning("de-quantizing %s once into %s (about 30 s per 100M parameters)", gguf, dest)
+    return write_once(dest, lambda work: _convert(gguf, work))
 
 
 def _convert(path: Path, out: Path) -> None:
