@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -31,6 +32,7 @@ from introspectd.run.pass_grid import PassGrid
 from introspectd.run.stats import RecentAnswer, RunStats
 
 HEADER_MARK = "introspectd  run "
+GRID_TITLE = "injection pass rate (n judged), layer × strength"
 # The judge names the concept with a colour escape, a bell and a carriage return in it.
 NASTY_CONCEPT = "ocean\x1b[31mred\x07bell\x1b]0;title\x07x"
 SHOWN_CONCEPT = f"oceanred{REPLACEMENT}bellx"
@@ -130,18 +132,131 @@ def test_one_copy_of_the_view_through_refreshes_and_resizes(tmp_path: Path) -> N
         assert repr_bit not in text, text
     assert "trials/s" in text and "tokens/s" in text and "batch 8" in text
     judge = next(line for line in figures if line.startswith("judge"))
-    num_429 = int(judge.split(" × 429")[0].rsplit("·", 1)[1].strip())
-    assert num_429 == sum(s == 429 for s in server.statuses()) > 0, judge
-    assert "64 judged" in judge
+    assert "64 judged" in judge and "0 waiting" in judge, judge
+    counters = next(line for line in figures if " × 429" in line)
+    num_429 = int(counters.split(" × 429")[0].rsplit("·", 1)[1].strip())
+    assert num_429 == sum(s == 429 for s in server.statuses()) > 0, counters
 
     answers = [a for a in _section(lines, "last answers") if a and not a.startswith("done:")]
     assert answers and all(SHOWN_CONCEPT in line for line in answers), "\n".join(answers)
     assert "[31m" not in term.text() and "]0;" not in term.text()
 
     # The grid filled in: every judged injection trial passed (the judge said "pass").
-    grid = _section(lines, "injection pass rate, layer × strength (32 judged)")
+    grid = _section(lines, GRID_TITLE + " · 32 judged")
     assert grid[0].split() == ["layer", "×2", "×4"]
-    assert [row.split() for row in grid[1:]] == [["L1", "100%", "100%"], ["L3", "100%", "100%"]]
+    # 2 concepts × 4 trials: 8 judged injection trials per cell, each shown with its rate.
+    cells = ["100%", "(8)", "100%", "(8)"]
+    assert [row.split() for row in grid[1:]] == [["L1", *cells], ["L3", *cells]]
+
+
+FIVE_CONCEPTS = """
+[model]
+name = "builtin:tiny"
+
+[sweep]
+concepts = ["ocean", "fear", "silence", "music", "light"]
+layers = [1, 3]
+strengths = [2.0, 4.0]
+trials = 2
+max_new_tokens = 24  # answers longer than 80 columns: the answer column must shrink
+batch_size = 8
+"""
+# Fixed columns of "last answers": concept 0-11, arm 13-15, verdict 17-24, "named …" 26-43.
+ARM, VERDICT, NAMED = slice(13, 16), slice(17, 25), slice(26, 32)
+
+
+def _judge_naming_concepts() -> JudgeServer:
+    """Every answer passes; the concept it names changes length from answer to answer."""
+    named = itertools.cycle(["ocean", "a much longer concept name than most", None, "fear"])
+    lock = threading.Lock()
+
+    def respond(_: Recorded) -> Action:
+        with lock:
+            concept = next(named)
+        return ok({**GOOD_RESULT, "detected_concept": concept}, delay_s=0.05)
+
+    return JudgeServer(responder=respond)
+
+
+def _check_answers(lines: list[str]) -> int:
+    """Every answer line has its columns where they always are; how many there were. A line
+    shorter than the fixed columns and some answer is one a draw has not finished writing."""
+    if not _count(lines, "last answers ─"):
+        return 0
+    answers = [a for a in _section(lines, "last answers") if len(a) > 46]
+    for line in answers:
+        assert line[12] == " " and line[ARM] in ("inj", "ctl"), "\n".join(lines)
+        assert line[VERDICT].strip() in ("pass", "fail", "unjudged"), "\n".join(lines)
+        assert line[NAMED] == "named ", "\n".join(lines)
+    return len(answers)
+
+
+def _check_concept_rows(lines: list[str]) -> None:
+    """Concepts at equal progress show equal ETAs; a folded row counts trials, not concepts."""
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("progress · "))
+    end = next(i for i, ln in enumerate(lines) if ln.startswith("figures ─"))
+    rows = [ln for ln in lines[start + 2 : end]]  # below the rule and the "all" row
+    by_progress: dict[str, set[str]] = {}
+    for row in rows:
+        count = re.search(r"(\d+)/(\d+)", row)
+        assert count, row
+        by_progress.setdefault(count[0], set()).add(row.split("%", 1)[1].strip())
+    assert all(len(etas) == 1 for etas in by_progress.values()), "\n".join(rows)
+    assert not any("done)" in ln or ln.startswith("…") for ln in rows), "\n".join(rows)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (150, 45)])
+def test_live_figures_at_80_and_150_columns(tmp_path: Path, size: tuple[int, int]) -> None:
+    with _judge_naming_concepts() as server:
+        plan = write_plan(
+            tmp_path,
+            FIVE_CONCEPTS
+            + f"""
+[judge]
+base_url = "{server.base_url}"
+api_key_env = "TEST_JUDGE_KEY"
+prompt_version = "v1"
+concurrency = 2
+""",
+        )
+        argv = [sys.executable, "-m", "introspectd.cli", "run", "--plan", str(plan), "--local"]
+        term = Terminal(argv, *size, _terminal_env(), REPO)
+        num_answers = 0
+        folded: list[str] = []
+        waiting: list[str] = []
+        generation: list[str] = []
+        try:
+            while term.pump(0.1):
+                lines = term.lines()
+                if not _count(lines, "figures ─") or "done:" in term.text():
+                    continue
+                num_answers += _check_answers(lines)
+                _check_concept_rows(lines)
+                folded += [ln for ln in lines if " more concepts " in ln]
+                waiting += [ln for ln in lines if ln.startswith("judge ") and " waiting" in ln]
+                generation += [ln for ln in lines if ln.startswith("generation ")]
+                assert any(re.match(r"^progress · .* elapsed ─", ln) for ln in lines), term.text()
+            code = term.finish()
+        finally:
+            term.close()
+    text = term.text()
+    assert code == 0, text
+    assert num_answers > 0, text
+    assert waiting, text  # the judge's backlog is on screen
+    if size == (80, 24):  # 5 concepts do not fit: 3 rows, one for the other 2's (or 3's) trials
+        pattern = r"^(2 more concepts .* \d+/32|3 more concepts .* \d+/48) "
+        assert folded and all(re.search(pattern, f) for f in folded), folded
+    else:
+        assert not folded
+    # After generation: its totals and averages, not the last window's rates frozen.
+    assert any(re.match(r"generation finished: 80/80 generated in \d", g) for g in generation)
+    if size == (150, 45):  # the grid: each cell's rate and its n (5 concepts × 2 trials)
+        grid = _section(term.lines(), GRID_TITLE + " · 40 judged")
+        assert [row.split() for row in grid[1:]] == [
+            ["L1", *["100%", "(10)"] * 2],
+            ["L3", *["100%", "(10)"] * 2],
+        ]
+    assert "done: 80/80 trials" in text.replace("\n", ""), text
 
 
 # --- the parts ------------------------------------------------------------------------------
@@ -182,6 +297,23 @@ def test_spend_shows_only_with_prices() -> None:
     assert spend_figure(capped, 1.5, 10.0) == "spend $1.50 of $10.00 budget"
 
 
+def test_judge_pause_is_rounded_up_and_the_backlog_shown() -> None:
+    """A pause with 0.3 s left read "paused 0 s"; the figures come from a real JudgeProcess's
+    stats, replaced as the child's reports replace them."""
+    import dataclasses
+
+    from introspectd.app.live_figures import judge_figures
+    from introspectd.judge.process import JudgeProcess
+
+    stats = RunStats()
+    stats.judge = JudgeProcess(JudgeConfig(), None)
+    stats.judge.stats = dataclasses.replace(stats.judge.stats, paused_s=0.3, in_flight=2)
+    stats.num_left_generated, stats.num_generated, stats.num_judged = 3, 10, 5
+    first, _ = judge_figures(stats, JudgeConfig())
+    assert first[:2] == ["5 judged", "8 waiting"]
+    assert first[-1] == "paused by Retry-After, 1 s left"
+
+
 def test_grid_counts_injected_judgements_per_cell() -> None:
     grid = PassGrid()
     for trial_id, layer, strength in [("a", 1, 2.0), ("b", 1, 2.0), ("c", 3, 4.0), ("d", 3, 2.0)]:
@@ -209,22 +341,29 @@ def test_run_stats_feed_the_grid_and_the_answers() -> None:
     assert [(r.verdict, r.detected) for r in stats.recent] == [("pass", "fear"), ("unjudged", None)]
 
 
-def test_concept_eta_is_each_concepts_own_rate() -> None:
+def test_concept_etas_share_the_runs_rate() -> None:
+    """Every batch mixes the unfinished concepts (scheduler.py): concepts at equal progress get
+    equal ETAs, however their own recent rates wobble; fewer trials left, sooner; none after
+    the run."""
     stats = RunStats()
-    stats.by_concept_total.update({"fast": 100, "slow": 100, "done": 10})
-    stats.by_concept_done.update({"fast": 0, "slow": 0, "done": 10})
+    stats.by_concept_total.update({"a": 100, "b": 100, "small": 20, "done": 10})
+    stats.by_concept_done.update({"a": 0, "b": 0, "small": 0, "done": 10})
+    stats.num_selected, stats.num_done_before = 230, 10
     rates = ConceptRates(window_s=30)
     rates.observe(stats, now=0.0)
-    assert rates.eta_s(stats, "fast") is None  # one sample: no rate yet
-    stats.by_concept_done.update({"fast": 20, "slow": 2})  # in 10 s: 2/s and 0.2/s
+    assert rates.eta_s(stats, ["a"]) is None  # one sample: no rate yet
+    assert rates.eta_s(stats, ["done"]) == 0.0
+    stats.by_concept_done.update({"a": 20, "small": 10})  # in 10 s: 50 trials, 5/s
+    stats.num_done_before = 60
+    rates.observe(stats, now=5.0)
+    stats.by_concept_done.update({"b": 20})  # b's trials came in a later batch of the window
     rates.observe(stats, now=10.0)
-    assert rates.eta_s(stats, "fast") == pytest.approx(80 / 2.0)
-    assert rates.eta_s(stats, "slow") == pytest.approx(98 / 0.2)
-    assert rates.eta_s(stats, "done") == 0.0
-    stats.num_selected, stats.num_done_before = 210, 32  # the run: 22 done in 10 s, 178 left
-    assert rates.eta_s(stats, None) == pytest.approx(178 / 2.2)
+    assert rates.eta_s(stats, None) == pytest.approx(170 / 5.0)
+    assert rates.eta_s(stats, ["a"]) == rates.eta_s(stats, ["b"]) == pytest.approx(170 / 5.0)
+    assert rates.eta_s(stats, ["small"]) == pytest.approx(10 * 3 / 5.0)  # 1/3 of the rate
+    assert rates.eta_s(stats, ["small", "done"]) == pytest.approx(6.0)  # the group: its last
     rates.observe(stats, now=100.0)  # nothing finished for 90 s: the old samples age out
-    assert rates.eta_s(stats, "fast") is None
+    assert rates.eta_s(stats, ["a"]) is None
 
 
 def _busy_stats(num_concepts: int, num_layers: int, num_strengths: int) -> RunStats:

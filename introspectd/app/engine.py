@@ -100,6 +100,7 @@ class Engine:
                 judging_done = anyio.Event()
                 tg.start_soon(self._judge, judging_done)
                 await self._generate()
+                self.stats.generation_finished_at = time.monotonic()
                 self.judges.close_input()
                 # Trials the judges still hold when the drain time is up stay `generated`.
                 await self._unless_stopped(judging_done.wait, DRAIN_JUDGES_S)
@@ -257,6 +258,7 @@ class Engine:
             ctx.store.put_vectors(computed[0])
         stored = ctx.store.get_vectors()
         generator.load_vectors({key: stored[key] for key in needed})
+        self.stats.generation_started_at = time.monotonic()
         if await anyio.to_thread.run_sync(generator.run, self):
             log.info("generation finished: %d trials", self.scheduler.num_done)
 

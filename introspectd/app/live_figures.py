@@ -6,6 +6,7 @@ limited, 1 timed out"), never a Python repr (`failed_by_reason={}`, `tripped=Fal
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import unicodedata
@@ -137,35 +138,60 @@ class Header:
         ]
 
 
-def generation_figures(stats: RunStats) -> list[str]:
-    trials_per_s, tokens_per_s = stats.rates()
+def generation_figures(stats: RunStats, now: float | None = None) -> list[str]:
+    """Rates while generating; once generation has ended, its totals and averages (the last
+    window's rates would stay on screen, frozen, while the judge finishes)."""
+    now = time.monotonic() if now is None else now
+    if stats.num_to_generate == 0:
+        return ["nothing to generate: every selected trial was generated earlier"]
+    if stats.generation_started_at is None:
+        if stats.generation_finished_at is not None:
+            return ["stopped before the model had loaded"]
+        return [f"loading the model · {count(stats.num_to_generate)} trials to generate"]
+    done = f"{count(stats.num_generated)}/{count(stats.num_to_generate)} generated"
+    if stats.generation_finished_at is None:
+        trials_per_s, tokens_per_s = stats.rates()
+        return [
+            done,
+            f"ETA {duration(stats.eta_s())}",
+            f"{trials_per_s:.1f} trials/s",
+            f"{tokens_per_s:,.0f} tokens/s",
+            f"batch {stats.batch_size}" if stats.batch_size else "batch –",
+        ]
+    took = max(stats.generation_finished_at - stats.generation_started_at, 1e-9)
+    ended = "finished" if stats.num_generated >= stats.num_to_generate else "stopped"
     return [
-        f"{trials_per_s:.1f} trials/s",
-        f"{tokens_per_s:,.0f} tokens/s",
+        f"{ended}: {done} in {duration(took)}",
+        f"on average {stats.num_generated / took:.1f} trials/s",
+        f"{stats.num_new_tokens / took:,.0f} tokens/s",
         f"batch {stats.batch_size}" if stats.batch_size else "batch –",
-        f"{count(stats.num_generated)} generated",
-        f"ETA {duration(stats.eta_s())}",
     ]
 
 
 def judge_figures(stats: RunStats, judge_cfg: JudgeConfig) -> list[list[str]]:
-    """Lines of judge figures; one line saying judging is off when it is."""
+    """Lines of judge figures; one line saying judging is off when it is. The first line holds
+    what a person watches (judged, waiting, in flight); the counters that only explain it come
+    second, where a narrow terminal cuts them first."""
     if stats.judge is None:
         return [["off (no API key and no [judge] base_url)"]]
     js = stats.judge.stats
     first = [
-        f"{js.in_flight} in flight / limit {js.current_concurrency} (max {js.max_concurrency})",
         f"{count(stats.num_judged)} judged",
-        f"{count(js.num_429)} × 429",
-        f"{count(js.retries)} retries",
+        f"{count(stats.judge_backlog)} waiting",
+        f"{js.in_flight} in flight (limit {js.current_concurrency} of {js.max_concurrency})",
     ]
     if js.tripped:
         first.append("STOPPED: quota exhausted")
     elif js.paused_s > 0:
-        first.append(f"paused {js.paused_s:.0f} s")
-    tokens = f"tokens {count(js.prompt_tokens)} in / {count(js.completion_tokens)} out"
+        # Rounded up: a pause with 0.3 s left read "paused 0 s".
+        first.append(f"paused by Retry-After, {math.ceil(js.paused_s)} s left")
+    second = [
+        f"failed {failures_in_words(js.failed_by_reason, stats.num_judge_failed)}",
+        f"{count(js.num_429)} × 429",
+        f"{count(js.retries)} {'retry' if js.retries == 1 else 'retries'}",
+        f"tokens {count(js.prompt_tokens)} in / {count(js.completion_tokens)} out",
+    ]
     spend = spend_figure(judge_cfg, js.spend_usd, js.budget_usd)
-    second = [f"failed {failures_in_words(js.failed_by_reason, stats.num_judge_failed)}", tokens]
     if spend is not None:
         second.append(spend)
     return [first, second]
@@ -190,9 +216,8 @@ def snapshot_figure(stats: RunStats, now: float | None = None) -> str:
 
 
 class ConceptRates:
-    """Each concept's recent completion rate, from the done counts seen at each draw, for its
-    ETA. Measured per concept because the engine interleaves concepts (plan order is not the
-    order trials finish in)."""
+    """The run's recent completion rate, from the done counts seen at each draw, for the ETAs
+    of the run, of each concept, and of the concepts a narrow view folds into one row."""
 
     def __init__(self, window_s: float = 30.0) -> None:
         self.window_s = window_s
@@ -203,19 +228,35 @@ class ConceptRates:
         while len(self._seen) > 2 and now - self._seen[1][0] >= self.window_s:
             self._seen.popleft()
 
-    def eta_s(self, stats: RunStats, concept: str | None) -> float | None:
-        """Seconds until `concept` (None: the whole run) is done at its recent rate; 0 when
-        done, None while there is no rate."""
-        if concept is None:
-            left = stats.num_selected - stats.num_done
-        else:
-            left = stats.by_concept_total[concept] - stats.by_concept_done[concept]
-        if left <= 0:
+    def eta_s(self, stats: RunStats, concepts: list[str] | None) -> float | None:
+        """Seconds until `concepts` (None: the whole run) are all done; 0 when done, None while
+        there is no rate.
+
+        The run's ETA is its trials left at its recent rate, and no sooner than generation's.
+        A concept's is NOT its own recent rate: the scheduler gives every unfinished concept an
+        equal share of each batch (trial index first, scheduler.py), so per-concept rates over
+        a few seconds are noise (8 min vs 3 min at equal progress). A concept with L trials
+        left gets 1/U of the run's rate (U unfinished concepts) and cannot finish after the
+        run: min(run ETA, L·U / rate). Equal progress, equal ETA; fewer trials left, sooner."""
+        left_all = stats.num_selected - stats.num_done
+        total, done = stats.by_concept_total, stats.by_concept_done
+        lefts = [left_all] if concepts is None else [total[c] - done[c] for c in concepts]
+        if max(lefts, default=0) <= 0:
             return 0.0
-        if len(self._seen) < 2:
+        rate = self._rate()
+        if not rate:
             return None
+        # Nothing is done before it is generated: the run ends no sooner than generation.
+        run_eta = max(max(left_all, max(lefts)) / rate, stats.eta_s() or 0.0)
+        if concepts is None:
+            return run_eta
+        num_unfinished = max(1, sum(1 for c in total if done[c] < total[c]))
+        return min(run_eta, max(lefts) * num_unfinished / rate)
+
+    def _rate(self) -> float:
+        """Trials finished per second over the window (0 without two samples)."""
+        if len(self._seen) < 2:
+            return 0.0
         (t0, done0), (t1, done1) = self._seen[0], self._seen[-1]
-        names = list(done1) if concept is None else [concept]
-        num_done = sum(done1.get(c, 0) - done0.get(c, 0) for c in names)
-        rate = num_done / max(t1 - t0, 1e-9)
-        return left / rate if rate > 0 else None
+        num_done = sum(done1.get(c, 0) - done0.get(c, 0) for c in done1)
+        return max(num_done, 0) / max(t1 - t0, 1e-9)

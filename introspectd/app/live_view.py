@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
@@ -44,6 +43,9 @@ from introspectd.run.stats import RunStats
 # that the decode thread waits for (one GIL), so the view redraws at most twice a second.
 DRAW_EVERY_S = 0.5
 _SEP = " · "
+_CELL_WIDTH = 9  # "100% (40)": a grid cell's pass rate and its number of judged trials
+_CONCEPT_CELLS = 12  # last answers' fixed columns
+_NAMED_CELLS = 18
 
 
 class LiveView:
@@ -77,7 +79,8 @@ class LiveView:
         and the figures first, then concepts, the grid and the answers; drawn top to bottom."""
         stats, grid = self.stats, self.stats.grid
         header, figures = self.header_lines(), self.figure_lines()
-        overall: list[RenderableType] = [_rule("progress"), self.progress_rows(["all"], width)]
+        elapsed = f"progress · {duration(stats.elapsed_s())} elapsed"
+        overall: list[RenderableType] = [_rule(elapsed), self.progress_rows(["all"], width)]
         left = budget
         sizes: dict[str, int] = {}
         num_concepts = len(stats.by_concept_total)
@@ -104,7 +107,7 @@ class LiveView:
             out += [self.grid_title(grid), self.grid_table(grid, width, sizes["grid"] - 2)]
         if sizes["answers"]:
             answers = list(stats.recent)[-(sizes["answers"] - 1) :]
-            out += [_rule("last answers"), self.answer_rows(answers)]
+            out += [_rule("last answers"), *(answer_line(r, width) for r in answers)]
         return out
 
     def header_lines(self) -> list[RenderableType]:
@@ -126,37 +129,43 @@ class LiveView:
 
     def progress_rows(self, names: list[str], width: int, max_rows: int | None = None) -> Table:
         """One bar per name ("all" is the whole run); past `max_rows`, unfinished concepts
-        first, and one line counting the rest."""
+        first, and one row for the rest together: their trials, and how many are finished."""
         stats = self.stats
-        if names == ["all"]:
-            rows = [("all", stats.num_selected, stats.num_done, self.rates.eta_s(stats, None))]
-        else:
-            rows = [
-                (c, stats.by_concept_total[c], stats.by_concept_done[c], self.rates.eta_s(stats, c))
-                for c in names
-            ]
-        hidden: list[tuple[str, int, int, float | None]] = []
-        if max_rows is not None and len(rows) > max_rows:
-            unfinished = [r for r in rows if r[2] < r[1]] or rows
-            shown = unfinished[: max(0, max_rows - 1)]
-            hidden = [r for r in rows if r not in shown]
-            rows = shown
+        groups: list[tuple[str, list[str] | None]] = [("all", None)]
+        if names != ["all"]:
+            total, done = stats.by_concept_total, stats.by_concept_done
+            shown = names
+            if max_rows is not None and len(names) > max_rows:
+                unfinished = [c for c in names if done[c] < total[c]]
+                shown = (unfinished or names)[: max(0, max_rows - 1)]
+            groups = [(c, [c]) for c in shown]
+            hidden = [c for c in names if c not in set(shown)]
+            if hidden:
+                groups.append((_folded_label(len(hidden)), hidden))
+        rows = [(label, *self._counts(group)) for label, group in groups]
         table = Table.grid(padding=(0, 1))
         for column in ("name", "bar", "count", "pct", "eta"):
             table.add_column(column, no_wrap=True, overflow="ellipsis")
         bar_width = max(5, min(40, width - 52))
-        for name, total, done, eta in rows:
+        for name, total_n, done_n, eta in rows:
             table.add_row(
                 Text(printable(name)[:16].ljust(16), style="bold" if name == "all" else ""),
-                ProgressBar(total=max(total, 1), completed=done, width=bar_width),
-                f"{done:>7,}/{total:,}",
-                f"{100 * done / total if total else 100:5.1f} %",
-                "done" if done >= total else f"ETA {duration(eta)}",
+                ProgressBar(total=max(total_n, 1), completed=done_n, width=bar_width),
+                f"{done_n:>7,}/{total_n:,}",
+                f"{100 * done_n / total_n if total_n else 100:5.1f} %",
+                "done" if done_n >= total_n else f"ETA {duration(eta)}",
             )
-        if hidden:
-            num_done = sum(1 for r in hidden if r[2] >= r[1])
-            table.add_row(Text(f"… {len(hidden)} more", style="dim"), "", f"({num_done} done)")
         return table
+
+    def _counts(self, concepts: list[str] | None) -> tuple[int, int, float | None]:
+        """(trials, finished, ETA) of these concepts; None: the whole run."""
+        stats = self.stats
+        if concepts is None:
+            total, done = stats.num_selected, stats.num_done
+        else:
+            total = sum(stats.by_concept_total[c] for c in concepts)
+            done = sum(stats.by_concept_done[c] for c in concepts)
+        return total, done, self.rates.eta_s(stats, concepts)
 
     def figure_lines(self) -> list[RenderableType]:
         rows: list[tuple[str, list[str]]] = [("generation", generation_figures(self.stats))]
@@ -172,17 +181,19 @@ class LiveView:
         return lines
 
     def grid_title(self, grid: PassGrid) -> Rule:
-        return _rule(f"injection pass rate, layer × strength ({grid.num_judged:,} judged)")
+        return _rule(
+            f"injection pass rate (n judged), layer × strength · {grid.num_judged:,} judged"
+        )
 
     def grid_table(self, grid: PassGrid, width: int, num_rows: int) -> Table:
         layers, strengths = grid.layers, grid.strengths
-        max_columns = max(1, (width - 12) // 7)
+        max_columns = max(1, (width - 6) // (_CELL_WIDTH + 1))
         more_strengths = len(strengths) > max_columns
         strengths = strengths[: max_columns - 1] if more_strengths else strengths
         table = Table(box=None, padding=(0, 1), show_edge=False, pad_edge=False)
         table.add_column("layer", justify="right", no_wrap=True, style="dim")
         for strength in strengths:
-            table.add_column(f"×{strength:g}", justify="right", no_wrap=True, min_width=5)
+            table.add_column(f"×{strength:g}", justify="right", no_wrap=True, min_width=_CELL_WIDTH)
         if more_strengths:
             table.add_column("…", no_wrap=True)
         shown = layers if len(layers) <= num_rows else layers[: max(0, num_rows - 1)]
@@ -193,25 +204,34 @@ class LiveView:
             table.add_row(f"+{len(layers) - len(shown)}", *["…" for _ in strengths])
         return table
 
-    def answer_rows(self, answers: Iterable[Any]) -> Table:
-        table = Table.grid(padding=(0, 1))
-        table.add_column(no_wrap=True, overflow="ellipsis", max_width=14)
-        table.add_column(no_wrap=True)
-        table.add_column(no_wrap=True)
-        table.add_column(no_wrap=True, overflow="ellipsis", max_width=20)
-        table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
-        for r in answers:
-            verdict = printable(r.verdict)
-            style = {"pass": "green", "fail": "yellow"}.get(verdict, "red")
-            named = printable(r.detected) if r.detected else "–"
-            table.add_row(
-                printable(r.concept),
-                "inj" if r.is_injected else "ctl",
-                Text(f"{verdict:<8}", style=style),
-                Text(f"named {named}", style="dim"),
-                Text(printable(r.text[:400])),
-            )
-        return table
+
+def answer_line(answer: Any, width: int) -> Text:
+    """One judged answer: concept, arm, verdict and the concept the judge heard, each in a
+    column of fixed width, then the answer in what is left. Only the answer shrinks, so the
+    columns stay put from frame to frame (a table sized to its contents let the arm and the
+    verdict go first at 80 columns, and moved every column as the answers changed)."""
+    verdict = printable(answer.verdict)
+    named = printable(answer.detected) if answer.detected else "–"
+    line = Text(no_wrap=True, overflow="ellipsis")
+    for words, cells, style in (
+        (printable(answer.concept), _CONCEPT_CELLS, ""),
+        ("inj" if answer.is_injected else "ctl", 3, ""),
+        (verdict, 8, {"pass": "green", "fail": "yellow"}.get(verdict, "red")),
+        (f"named {named}", _NAMED_CELLS, "dim"),
+    ):
+        cell = Text(words, style=style)
+        cell.truncate(cells, overflow="ellipsis", pad=True)
+        line.append_text(cell)
+        line.append(" ")
+    text = Text(printable(answer.text[:400]))
+    text.truncate(max(1, width - line.cell_len), overflow="ellipsis")
+    line.append_text(text)
+    return line
+
+
+def _folded_label(num_concepts: int) -> str:
+    label = f"{num_concepts} more concepts"
+    return label if len(label) <= 16 else f"+{num_concepts} concepts"
 
 
 def _rule(title: str) -> Rule:
@@ -224,7 +244,7 @@ def _rate_cell(grid: PassGrid, layer: int, strength: float) -> Text:
     if rate is None:
         return Text("·", style="dim")
     style = "bold green" if rate >= 0.5 else "green" if rate >= 0.2 else "yellow" if rate else ""
-    return Text(f"{rate:.0%}", style=style)
+    return Text(f"{rate:.0%} ({counts.num_judged})", style=style)
 
 
 class _ConsoleLogs:

@@ -37,12 +37,18 @@ class RunStats:
     num_new_tokens: int = 0
     num_judged: int = 0
     num_judge_failed: int = 0
+    num_read_out: int = 0  # logit-mode trials: finished as generated, nothing to judge
+    num_left_generated: int = 0  # rows an earlier run left `generated`: judged first
     failed_by_reason: Counter[str] = field(default_factory=Counter)
     batch_size: int = 0
     device: str = ""  # where generation runs, once the model is loaded ("cuda:0", "cpu")
     grid: PassGrid = field(default_factory=PassGrid)  # pass rate per (layer, strength)
     judge: Any = None  # the Judge (its `.stats` are live figures), when judging is on
     uploads: Any = None  # the Uploader (its `.stats` are live figures), when uploads are on
+    # When generation began (the model loaded, vectors ready) and ended: after the end the view
+    # shows the totals and averages, not the last window's rates frozen in place.
+    generation_started_at: float | None = None
+    generation_finished_at: float | None = None
     recent: deque[RecentAnswer] = field(default_factory=lambda: deque(maxlen=5))
     _rate_window: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=64))
     _num_done_now: int = 0  # selected trials finished by this run
@@ -62,6 +68,8 @@ class RunStats:
             # have their own measures (report/controls.py) and stay out of it.
             if row.spec.kind is not Kind.RANDOM and row.spec.question is None:
                 self.grid.place(row.id, row.spec.layer, row.spec.strength)
+            if row.status is Status.GENERATED:
+                self.num_left_generated += 1  # the judge pool takes every one, selected or not
             if row.status is Status.JUDGED:
                 self.grid.add(row.id, row.spec.is_injected, row.judge)
             if row.id in ctx.selected_ids:
@@ -115,9 +123,23 @@ class RunStats:
 
     def on_read_out(self, concept: str, trial_id: str) -> None:
         """A logit-mode trial finished without a judge (see `on_judged` for the selection)."""
+        self.num_read_out += 1
         if self._selected is None or trial_id in self._selected:
             self._num_done_now += 1
             self.by_concept_done[concept] += 1
+
+    @property
+    def judge_backlog(self) -> int:
+        """Generated answers still waiting for (or at) the judge."""
+        handed = self.num_left_generated + self.num_generated - self.num_read_out
+        return max(0, handed - self.num_judged - self.num_judge_failed)
+
+    def elapsed_s(self, now: float | None = None) -> float:
+        """Seconds since the run began (until it finished)."""
+        if not self.started_at:
+            return 0.0
+        end = self.finished_at or (now if now is not None else time.monotonic())
+        return end - self.started_at
 
     @property
     def num_done(self) -> int:
