@@ -256,7 +256,11 @@ concurrency = 2
             ["L1", *["100%", "(10)"] * 2],
             ["L3", *["100%", "(10)"] * 2],
         ]
-    assert "done: 80/80 trials" in text.replace("\n", ""), text
+    # The end: counts, files, next commands (the screen wraps lines at 80 columns).
+    flat = text.replace("\n", "")
+    assert "done: 80/80 trials" in flat and "80 generated, 80 judged" in flat, text
+    assert f"introspectd explore --plan {plan}" in flat, text
+    assert "next: introspectd report " in flat, text
 
 
 # --- the parts ------------------------------------------------------------------------------

@@ -30,8 +30,10 @@ def cmd_confirm(args: argparse.Namespace, narrowing: Narrowing) -> int:
     plan = dataclasses.replace(plan, adaptive=adaptive)
     live = not args.no_progress and sys.stderr.isatty()
     done = run_sweep(plan, narrowing, local=args.local, live=live)
+    summary = done.summary()
     print(
         f"confirmed the {args.top} best cells with {args.trials} fresh trials each: "
         f"{done.num_done}/{done.num_selected} trials; results in {done.out_dir}"
     )
+    print("\n".join(summary[1:]))  # the counts, the files and the next commands, as `run`
     return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from introspectd import stopping
+from introspectd.app.summary import RunCounts, run_summary
 from introspectd.cloud.durability import (
     UploadTrigger,
     require_fixed_experiment,
@@ -33,9 +34,25 @@ log = logging.getLogger("introspectd")
 
 @dataclass(frozen=True)
 class SweepDone:
-    num_done: int
-    num_selected: int
+    counts: RunCounts
     out_dir: Path
+    plan: str  # the plan as the user named it: the next commands repeat it
+    files: tuple[Path, ...]  # the run's JSONL files
+    database: Path
+    key_env: str  # where the judge key is read from, for "set $X, then rejudge"
+
+    @property
+    def num_done(self) -> int:
+        return self.counts.num_done
+
+    @property
+    def num_selected(self) -> int:
+        return self.counts.num_selected
+
+    def summary(self) -> list[str]:
+        return run_summary(
+            self.counts, self.out_dir, self.plan, self.files, self.database, self.key_env
+        )
 
 
 def run_sweep(plan: Plan, narrowing: Narrowing, local: bool, live: bool) -> SweepDone:
@@ -48,11 +65,11 @@ def run_sweep(plan: Plan, narrowing: Narrowing, local: bool, live: bool) -> Swee
     from introspectd.app.progress import progress_for
 
     ctx, snapshots = open_for_run(plan, narrowing, local)
+    files = [ctx.out_dir / f"{c}.jsonl" for c in ctx.plan.sweep.concepts]
     uploads = None
     if snapshots is not None:
         from introspectd.cloud.uploader import Uploader
 
-        files = [ctx.out_dir / f"{c}.jsonl" for c in ctx.plan.sweep.concepts]
         uploads = UploadTrigger(
             Uploader(snapshots, ctx.db_path), ctx.plan, files, ctx.run.spec_hash
         )
@@ -68,7 +85,14 @@ def run_sweep(plan: Plan, narrowing: Narrowing, local: bool, live: bool) -> Swee
                 if uploads is not None:
                     uploads.uploader.close()
                 ctx.close()
-    return SweepDone(engine.stats.num_done, engine.stats.num_selected, ctx.out_dir)
+    return SweepDone(
+        RunCounts.of(engine.stats),
+        ctx.out_dir,
+        str(plan.path),
+        tuple(f for f in files if f.is_file()),
+        ctx.db_path,
+        plan.judge.api_key_env,
+    )
 
 
 def require_judge_for_adaptive(plan: Plan) -> None:
