@@ -1,10 +1,11 @@
 """Requested stops: SIGTERM and a GCE preemption notice drain the run and exit 75; the
-progress log line carries the live figures as JSON."""
+progress lines carry the live figures as JSON on stdout."""
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import subprocess
 import threading
@@ -75,7 +76,9 @@ def test_preemption_notice_drains_like_sigterm(tmp_path: Path) -> None:
         server.server_close()
 
 
-def test_progress_log_line_is_structured(tmp_path: Path) -> None:
+def test_progress_lines_are_pure_json_on_stdout(tmp_path: Path) -> None:
+    """Without a terminal each progress line is one JSON object on stdout (Cloud Logging files
+    it as jsonPayload, with its severity); the human log lines stay on stderr."""
     plan = write_plan(tmp_path, KILL_PLAN)
     proc = run_cli(
         "run",
@@ -86,14 +89,17 @@ def test_progress_log_line_is_structured(tmp_path: Path) -> None:
         env={"INTROSPECTD_LOG_EVERY_S": "0.2"},
     )
     assert proc.returncode == 0, proc.stderr
-    lines = [
-        line.split("progress ", 1)[1] for line in proc.stderr.splitlines() if " progress {" in line
-    ]
-    assert lines, proc.stderr
-    figures = json.loads(lines[-1])
-    assert figures["total"] == 128
+    out = proc.stdout.splitlines()
+    summary_at = next(i for i, line in enumerate(out) if line.startswith("done: "))
+    progress = [json.loads(line) for line in out[:summary_at]]  # every line before: JSON
+    assert progress, proc.stdout
+    assert all(p["severity"] == "INFO" and p["message"].startswith("progress ") for p in progress)
+    figures = progress[-1]
+    assert figures["total"] == 128 and figures["done"] == 128
     assert {"generated", "trials_per_s", "tokens_per_s", "batch_size"} <= set(figures["generation"])
-    assert {"judged", "failed", "failed_by_reason"} <= set(figures["judge"])
+    assert {"judged", "waiting", "failed", "failed_by_reason"} <= set(figures["judge"])
+    assert " INFO progress" not in proc.stderr, proc.stderr
+    assert all(re.match(r"\d{4}-\d\d-\d\d .* introspectd ", ln) for ln in proc.stderr.splitlines())
 
 
 def test_second_signal_exits_at_once(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """What a person watching a run sees: a `Display`. On a terminal it is the rich live view
-(live_view.py); otherwise a periodic structured log line (`progress {...}`), whose format tools
-and tests read, so it does not change with the live view.
+(live_view.py); otherwise a periodic progress line, one JSON object, whose fields tools and
+tests read, so it does not change with the live view.
 
 A display only reads `RunStats`; it never drives work. The engine calls `update` on its tick
 (4 times a second) and once more with `is_final` at the end.
@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from introspectd.run.session import RunContext
 from introspectd.run.stats import RunStats
 
-log = logging.getLogger("introspectd")
 LOG_EVERY_S = float(os.environ.get("INTROSPECTD_LOG_EVERY_S", "10"))
 
 
@@ -33,7 +33,20 @@ class Display(Protocol):
 
 
 class LogDisplay:
-    """No terminal: one `progress {json}` log line every LOG_EVERY_S, and one at the end."""
+    """No terminal: one progress line every LOG_EVERY_S, and one at the end.
+
+    Each line is one JSON object and nothing else, so Cloud Logging (Cloud Batch's task logs,
+    GKE, Cloud Run) stores it as a structured entry, `jsonPayload`, with `severity` and
+    `message` as its own fields. A JSON object after a timestamp and a level in a text log
+    line, as before, is a `textPayload` nobody can filter on.
+
+    Why stdout: Cloud Logging's convention files an unstructured stderr line as an error (GKE
+    gives it severity ERROR), and a progress line is the run's output, not an error; a pipe
+    (`| jq`) reads stdout too. `severity` is set all the same, so the stream cannot matter to
+    a reader that honours it. The human log lines (warnings, "computing 12 concept vectors")
+    stay on stderr; stdout otherwise carries only the end-of-run summary (summary.py), as
+    text, after the last progress line.
+    """
 
     def __init__(self) -> None:
         self.stats = RunStats()
@@ -43,7 +56,20 @@ class LogDisplay:
         now = time.monotonic()
         if is_final or now - self._last_log >= LOG_EVERY_S:
             self._last_log = now
-            log.info("progress %s", json.dumps(snapshot(stats), sort_keys=True))
+            sys.stdout.write(progress_line(stats) + "\n")
+            sys.stdout.flush()  # a pipe is block-buffered: the line is due now, not at exit
+
+
+def progress_line(stats: RunStats) -> str:
+    """The progress line: `snapshot`'s figures with the fields Cloud Logging reads itself."""
+    figures = snapshot(stats)
+    entry = {
+        "severity": "INFO",
+        "message": f"progress {stats.num_done}/{stats.num_selected} trials",
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        **figures,
+    }
+    return json.dumps(entry, sort_keys=True)
 
 
 def snapshot(stats: RunStats) -> dict[str, Any]:
@@ -53,15 +79,18 @@ def snapshot(stats: RunStats) -> dict[str, Any]:
     out: dict[str, Any] = {
         "done": stats.num_done,
         "total": stats.num_selected,
+        "elapsed_s": round(stats.elapsed_s()),
         "generation": {
             "generated": stats.num_generated,
             "trials_per_s": round(trials_per_s, 2),
             "tokens_per_s": round(tokens_per_s, 1),
             "batch_size": stats.batch_size,
             "eta_s": round(eta) if eta is not None else None,
+            "finished": stats.generation_finished_at is not None,
         },
         "judge": {
             "judged": stats.num_judged,
+            "waiting": stats.judge_backlog,
             "failed": stats.num_judge_failed,
             "failed_by_reason": dict(stats.failed_by_reason),
         },

@@ -262,11 +262,7 @@ def test_resume_counts_generated_rows_once(run_copy: tuple[Path, Path]) -> None:
     again = run_cli("run", "--plan", str(plan), "--local", "--no-progress")
     assert again.returncode == 0, again.stderr
     assert "done: 32/32 trials" in again.stdout
-    progress = [
-        json.loads(line.split("progress ", 1)[1])
-        for line in again.stderr.splitlines()
-        if " progress {" in line
-    ]
+    progress = [json.loads(line) for line in again.stdout.splitlines() if line.startswith("{")]
     assert progress and all(p["done"] <= p["total"] == 32 for p in progress)
     assert progress[-1]["done"] == 32
 
