@@ -20,3 +20,17 @@ def configure_logging() -> None:
     # Without credentials google.auth warns about the metadata server before it fails; the
     # failure itself is reported as one line (fs_errors.NO_CREDENTIALS).
     logging.getLogger("google.auth").setLevel(logging.ERROR)
+
+
+def route_library_logs(name: str) -> None:
+    """Send library `name`'s log records through the root handler only. huggingface_hub adds
+    its own stderr handler when imported, so each of its warnings printed twice, the second
+    time in our format; without the extra handler it is printed once, in our format, and above
+    the live view (which only redirects the root handler). Call after importing the library;
+    a no-op before `configure_logging` (then the library's handler is the only one)."""
+    if not logging.getLogger().handlers:
+        return
+    logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        if type(handler) is logging.StreamHandler:
+            logger.removeHandler(handler)

@@ -1,10 +1,13 @@
 """The command line itself, as a person meets it: `--help` and `--version`, one-line refusals,
-and the end-of-run summary."""
+the end-of-run summary, and a hub id that cannot be fetched."""
 
 from __future__ import annotations
 
 import argparse
+import socket
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,65 @@ def test_run_ends_with_counts_files_and_next_commands(tmp_path: Path) -> None:
         f"next: introspectd report {out} --out {out / 'report'}",
         f"      introspectd explore --plan {plan}",
     ]
+
+
+# --- a hub id that cannot be fetched ---------------------------------------------------------
+
+TYPO = "Qwen/Qwen2.5-0.5B-Instructt"
+
+
+def _hub_plan(tmp_path: Path) -> Path:
+    return write_plan(tmp_path, TINY_PLAN.replace('"builtin:tiny"', f'"{TYPO}"'))
+
+
+def _hub_env(tmp_path: Path, endpoint: str, offline: bool = False) -> dict[str, str]:
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": endpoint}
+    env["HF_HUB_OFFLINE"] = "1" if offline else ""
+    return env
+
+
+def _closed_port() -> int:
+    """A port nothing listens on: a connection there is refused, as with no network."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _refused(tmp_path: Path, env: dict[str, str]) -> str:
+    shown = run_cli("run", "--plan", str(_hub_plan(tmp_path)), "--local", env=env, timeout=120)
+    assert shown.returncode == 2, shown.stderr
+    assert shown.stderr.count("\n") == 1, shown.stderr  # one line, no retry warnings
+    assert TYPO in shown.stderr, shown.stderr
+    return shown.stderr
+
+
+def test_unreachable_hub_is_one_line_naming_what_to_check(tmp_path: Path) -> None:
+    line = _refused(tmp_path, _hub_env(tmp_path, f"http://127.0.0.1:{_closed_port()}"))
+    assert "cannot reach" in line and "network" in line and "HF_HUB_OFFLINE=1" in line, line
+
+
+def test_offline_hub_is_one_line(tmp_path: Path) -> None:
+    line = _refused(tmp_path, _hub_env(tmp_path, "http://127.0.0.1:9", offline=True))
+    assert "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set" in line, line
+
+
+class _NoSuchRepo(BaseHTTPRequestHandler):
+    def do_HEAD(self) -> None:  # what the hub answers for a repository it does not have
+        self.send_response(401)
+        self.send_header("X-Error-Code", "RepoNotFound")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_unknown_hub_id_is_one_line(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NoSuchRepo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        line = _refused(tmp_path, _hub_env(tmp_path, endpoint))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "(HTTP 401): check the id" in line and "HF_TOKEN" in line, line

@@ -62,15 +62,9 @@ def packaged_gguf_path(key: str, file: str) -> Path:
 
 def hub_gguf_path(repo_id: str, gguf_file: str, file: str) -> Path:
     """`gguf_file` from hub repository `repo_id`, fetched into the hub cache."""
-    try:
-        from huggingface_hub import hf_hub_download
+    from introspectd.protocol.hub import hub_file
 
-        return Path(hf_hub_download(repo_id, gguf_file))
-    except Exception as exc:  # network, auth, missing file: all one line for the user
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BadInput(
-            f"{file}: [model] gguf_file: cannot fetch {gguf_file!r} from {repo_id!r}: {reason}"
-        ) from None
+    return hub_file(repo_id, gguf_file, f"{file}: [model] gguf_file: {repo_id!r}")
 
 
 def local_gguf_path(name: str, file: str) -> Path:

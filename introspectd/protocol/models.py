@@ -11,6 +11,7 @@ from typing import Any
 
 from introspectd.errors import BadInput
 from introspectd.protocol import gguf_source as gguf
+from introspectd.protocol import hub
 
 PRESETS: dict[str, str] = {
     "0.5b": "Qwen/Qwen2.5-0.5B-Instruct",
@@ -110,15 +111,7 @@ def read_model_config(ref: ModelRef, file: str) -> dict[str, Any]:
     if ref.gguf is not None and not path.is_file():
         return gguf.gguf_config(ref.gguf, file)  # not de-quantized yet
     if not path.is_file():
-        try:
-            from huggingface_hub import hf_hub_download
-
-            path = Path(hf_hub_download(ref.source, "config.json"))
-        except Exception as exc:  # network, auth, missing repo: all one line for the user
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise BadInput(
-                f"{file}: [model] name: cannot fetch config.json for {ref.source!r}: {reason}"
-            ) from None
+        path = hub.hub_file(ref.source, "config.json", f"{file}: [model] name: {ref.source!r}")
     try:
         config: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
