@@ -36,6 +36,8 @@ GRID_TITLE = "injection pass rate (n judged), layer × strength"
 # The judge names the concept with a colour escape, a bell and a carriage return in it.
 NASTY_CONCEPT = "ocean\x1b[31mred\x07bell\x1b]0;title\x07x"
 SHOWN_CONCEPT = f"oceanred{REPLACEMENT}bellx"
+# Fixed columns of "last answers": concept 0-11, arm 13-15, verdict 17-24, "named …" 26-43.
+ARM, VERDICT, NAMED = slice(13, 16), slice(17, 25), slice(26, 32)
 
 
 def _judge_with_429s() -> JudgeServer:
@@ -137,8 +139,10 @@ def test_one_copy_of_the_view_through_refreshes_and_resizes(tmp_path: Path) -> N
     num_429 = int(counters.split(" × 429")[0].rsplit("·", 1)[1].strip())
     assert num_429 == sum(s == 429 for s in server.statuses()) > 0, counters
 
-    answers = [a for a in _section(lines, "last answers") if a and not a.startswith("done:")]
-    assert answers and all(SHOWN_CONCEPT in line for line in answers), "\n".join(answers)
+    # The answers, above the end-of-run summary; the named concept fills its fixed column.
+    answers = [a for a in _section(lines, "last answers") if a[ARM] in ("inj", "ctl")]
+    shown = f"named {SHOWN_CONCEPT}"[:17] + "…"
+    assert answers and all(line[26:44] == shown for line in answers), "\n".join(answers)
     assert "[31m" not in term.text() and "]0;" not in term.text()
 
     # The grid filled in: every judged injection trial passed (the judge said "pass").
@@ -161,8 +165,6 @@ trials = 2
 max_new_tokens = 24  # answers longer than 80 columns: the answer column must shrink
 batch_size = 8
 """
-# Fixed columns of "last answers": concept 0-11, arm 13-15, verdict 17-24, "named …" 26-43.
-ARM, VERDICT, NAMED = slice(13, 16), slice(17, 25), slice(26, 32)
 
 
 def _judge_naming_concepts() -> JudgeServer:
