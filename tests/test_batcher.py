@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-import torch
 from helpers import hf_reference
 
 from introspectd.generate.batcher import Batcher, BatcherConfig, Finished, WorkItem
