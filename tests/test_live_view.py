@@ -17,11 +17,9 @@ from rich.console import Console
 from terminal import Terminal
 
 from introspectd.app.live_figures import (
-    REPLACEMENT,
     ConceptRates,
     Header,
     failures_in_words,
-    printable,
     reason_words,
     spend_figure,
 )
@@ -29,6 +27,7 @@ from introspectd.app.live_view import LiveView
 from introspectd.protocol.plan import JudgeConfig
 from introspectd.run.pass_grid import PassGrid
 from introspectd.run.stats import RecentAnswer, RunStats
+from introspectd.text import REPLACEMENT, printable
 
 HEADER_MARK = "introspectd  run "
 # The judge names the concept with a colour escape, a bell and a carriage return in it.

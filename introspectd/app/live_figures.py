@@ -6,9 +6,7 @@ limited, 1 timed out"), never a Python repr (`failed_by_reason={}`, `tripped=Fal
 
 from __future__ import annotations
 
-import re
 import time
-import unicodedata
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,16 +14,7 @@ from dataclasses import dataclass
 from introspectd.protocol.plan import JudgeConfig
 from introspectd.run.session import RunContext
 from introspectd.run.stats import RunStats
-
-# ANSI/VT escape sequences: CSI (ESC [ ... final), OSC (ESC ] ... BEL or ESC \), and the
-# two-character escapes. They are removed whole: replacing only the ESC would leave "[31m".
-_ESCAPES = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC
-    r"|\x1b[@-Z\\-_]"  # two-character escapes
-    r"|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
-)
-REPLACEMENT = "\ufffd"
+from introspectd.text import printable
 
 # The judge client's failure kinds (judge/retry.py `describe`), in words.
 _REASON_WORDS = {
@@ -41,21 +30,6 @@ _REASON_WORDS = {
     "unexpected": "unexpected error",
     "judge process": "judge process died",
 }
-
-
-def printable(text: str) -> str:
-    """`text` safe to put on one terminal line: escape sequences removed, every whitespace run
-    (newlines, tabs, \\r) one space, and any other unprintable character (controls, format
-    characters such as bidi overrides, unpaired surrogates) shown as U+FFFD."""
-    out = []
-    for ch in _ESCAPES.sub("", text):
-        if ch.isspace():
-            out.append(" ")
-        elif ch.isprintable() and unicodedata.category(ch) != "Co":
-            out.append(ch)
-        else:
-            out.append(REPLACEMENT)
-    return " ".join("".join(out).split())
 
 
 def reason_words(kind: str) -> str:

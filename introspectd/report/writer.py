@@ -31,9 +31,10 @@ from introspectd.report.figures import render_model_figures
 from introspectd.report.inference import add_corrections, add_significance
 from introspectd.report.judges import JudgeSelection, select_judge
 from introspectd.report.markdown import render_markdown
+from introspectd.report.mentions import mentions_summary, run_lexicon
 from introspectd.report.metrics import compute_metrics, group_by
 
-Record = dict[str, Any]  # flat: id, model, concept, layer, strength, was_injected, judge
+Record = dict[str, Any]  # flat: id, model, concept, layer, strength, was_injected, judge, ...
 
 _ID_LAYER_RE = re.compile(r"_L(\d+)_")
 _ID_STRENGTH_RE = re.compile(r"_S(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)_")
@@ -89,6 +90,9 @@ def write_report(inputs: list[Path], out_dir: Path, calibration: Path | None = N
     controls = controls_summary(everything)
     if controls is not None:
         summary["controls"] = controls
+    mentions = mentions_summary(explore, run_lexicon(loaded.files))
+    if mentions is not None:
+        summary["mentions"] = mentions
     adaptive = adaptive_summary(explore, confirm, load_decisions(inputs))
     if adaptive is not None:
         summary["adaptive"] = adaptive
@@ -200,6 +204,8 @@ def parse_record(obj: Any, fallback_model: str, where: str) -> Record:
         "strength": _strength(config, trial_id, where),
         "was_injected": injected,
         "judge": judge,
+        # The answer, for the mention counts (report/mentions.py); null for logit read-outs.
+        "response": obj["response"] if isinstance(obj.get("response"), str) else None,
         **record_fields(obj),
         "confirmation": config.get("confirmation") is True,  # report/adaptive.py
     }
