@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, run_cli, start_run, write_plan
+from helpers import REPO, jsonl_lines, run_cli, start_run, write_plan
 
 from introspectd.generate.arms import arm_delta, random_direction
 from introspectd.generate.interface import GeneratorSpec
@@ -214,7 +214,7 @@ def _records(run_dir: Path) -> list[dict[str, object]]:
     return [
         json.loads(line)
         for f in sorted(run_dir.glob("*.jsonl"))
-        for line in f.read_text().splitlines()
+        for line in jsonl_lines(f.read_text())
     ]
 
 
