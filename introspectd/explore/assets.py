@@ -3,10 +3,11 @@ server's page and the static explorer.html are the same source and the page need
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from importlib import resources
 from typing import Any
+
+from introspectd.text import json_text
 
 
 @cache
@@ -17,7 +18,7 @@ def _asset(name: str) -> str:
 def embed_json(data: Any) -> str:
     """JSON safe inside <script type="application/json">: no `<`, `>` or `&` can end the
     element or open a comment, and U+2028/2029 stay escaped."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    text = json_text(data, separators=(",", ":"))
     for raw, escaped in (
         ("<", "\\u003c"),
         (">", "\\u003e"),

@@ -21,6 +21,7 @@ from introspectd.report.writer import find_input_files, natural_key
 from introspectd.run import browse
 from introspectd.run.session import open_run
 from introspectd.run.store import RunRow, Store, now_iso
+from introspectd.text import loads_text
 
 
 @dataclass
@@ -100,7 +101,7 @@ def iter_jsonl_rows(inputs: list[Path]) -> Iterator[tuple[dict[str, Any], dict[s
                     continue
                 where = f"{path}:{lineno}"
                 try:
-                    obj = json.loads(raw.decode("utf-8"))
+                    obj = loads_text(raw.decode("utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError) as e:
                     raise BadInput(f"{where}: not a JSON line ({e})") from None
                 yield _row(obj, parse_record(obj, fallback, where), where)

@@ -12,6 +12,7 @@ from introspectd.explore.assets import page_html
 from introspectd.explore.sources import iter_jsonl_rows
 from introspectd.output.records import write_atomic
 from introspectd.report.writer import natural_key
+from introspectd.text import utf8
 
 MAX_RECORDS = 20_000
 
@@ -54,5 +55,5 @@ def write_static_explorer(inputs: list[Path], out_dir: Path) -> StaticExplorer:
     if num_records > MAX_RECORDS:
         return StaticExplorer(None, num_records)
     path = out_dir / "explorer.html"
-    write_atomic(path, page_html(embedded=data).encode("utf-8"))
+    write_atomic(path, utf8(page_html(embedded=data)))
     return StaticExplorer(path, num_records)

@@ -33,6 +33,7 @@ from introspectd.report.judges import JudgeSelection, select_judge
 from introspectd.report.markdown import render_markdown
 from introspectd.report.mentions import mentions_summary, run_lexicon
 from introspectd.report.metrics import compute_metrics, group_by
+from introspectd.text import loads_text
 
 Record = dict[str, Any]  # flat: id, model, concept, layer, strength, was_injected, judge, ...
 
@@ -168,7 +169,7 @@ def read_records(path: Path) -> list[Record]:
             if not text.strip():
                 continue
             try:
-                obj = json.loads(text.rstrip("\r\n"))  # so the column is on this line
+                obj = loads_text(text.rstrip("\r\n"))  # so the column is on this line
             except json.JSONDecodeError as e:
                 raise BadInput(
                     f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})"

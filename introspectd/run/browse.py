@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from introspectd.run.store import Store
+from introspectd.text import loads_text
 
 # A judge's "answer"; JSON true/false arrive from json_extract as 1/0.
 _ANSWER = "json_extract(judge_json, '$.answer')"
@@ -87,7 +88,7 @@ def _row_dict(r: Any) -> dict[str, Any]:
         "trial": r["trial"],
         "status": r["status"],
         "response": r["response"],
-        "judge": json.loads(r["judge_json"]) if r["judge_json"] else None,
+        "judge": loads_text(r["judge_json"]) if r["judge_json"] else None,
         "judge_error": r["judge_error"],
     }
 
