@@ -235,28 +235,47 @@ def _cell_points(records: list[dict], concept: str) -> dict[tuple[str, str], flo
     return out
 
 
+def _heat_cells(driver: Any) -> list[dict[str, str]]:
+    """Each cell's layer, strength, value line and computed background, read in one script:
+    the server's page redraws its heatmap every 3 s, so element handles go stale."""
+    return list(
+        driver.execute_script(
+            "return [...document.querySelectorAll('td.cell')].map((td) => ({"
+            "layer: td.dataset.layer, strength: td.dataset.strength,"
+            "value: td.firstChild.textContent, background: getComputedStyle(td).backgroundColor}))"
+        )
+    )
+
+
+def _legend(driver: Any) -> tuple[str, str]:
+    """The legend's text and its bar's gradient (one script, as `_heat_cells`)."""
+    text, gradient = driver.execute_script(
+        "const l = document.getElementById('legend');"
+        "return [l.innerText, getComputedStyle(l.querySelector('.bar')).backgroundImage]"
+    )
+    return str(text), str(gradient)
+
+
 def _check_colours(driver: Any, url: str, records: list[dict]) -> None:
     """One scale (report/scale.py) and one unit (points), with a legend saying so."""
-    from selenium.webdriver.common.by import By
 
     driver.get(url + "#concept=ocean")
     _rendered(driver)
     expected = _cell_points(records, "ocean")
     assert {v > 0 for v in expected.values()} == {True, False} and min(expected.values()) < 0
-    for td in driver.find_elements(By.CSS_SELECTOR, "td.cell"):
-        value = expected[(td.get_attribute("data-layer"), td.get_attribute("data-strength"))]
-        assert td.text.splitlines()[0] == scale.fmt_points(value)
-        shown = td.value_of_css_property("background-color")
+    cells = _heat_cells(driver)
+    assert len(cells) == len(expected)
+    for cell in cells:
+        value = expected[(cell["layer"], cell["strength"])]
+        assert cell["value"] == scale.fmt_points(value)
+        shown = cell["background"]
         r, g, b = (int(x) for x in shown[shown.index("(") + 1 : shown.index(")")].split(",")[:3])
         want = scale.colour_at(value)
         assert max(abs(x - y) for x, y in zip((r, g, b), want, strict=True)) <= 1, (value, shown)
         if value != 0:
             assert (b > r) == (value > 0), (value, shown)  # blue: positive, as the figures
-    legend = driver.find_element(By.ID, "legend")
-    assert scale.UNIT in legend.text and "+100" in legend.text and "-100" in legend.text
-    gradient = legend.find_element(By.CSS_SELECTOR, ".bar").value_of_css_property(
-        "background-image"
-    )
+    legend, gradient = _legend(driver)
+    assert scale.UNIT in legend and "+100" in legend and "-100" in legend
     assert gradient.count("rgb(") == len(scale.STOPS)
     assert f"rgb({', '.join(map(str, scale.colour_at(-scale.LIMIT)))})" in gradient
 
@@ -317,20 +336,21 @@ def _check_logit(driver: Any, url: str, folder: Path) -> None:
     records = [r for r in read_jsonl(folder) if "factual" not in r]
     driver.get(url + "#concept=ocean")
     _rendered(driver)
-    assert driver.find_element(By.CSS_SELECTOR, "table.heat").get_attribute("data-measure") == (
-        "logit"
+    measure, title = driver.execute_script(  # one script: the heatmap is redrawn every 3 s
+        "return [document.querySelector('table.heat').dataset.measure,"
+        "document.getElementById('heatmap-title').textContent]"
     )
-    assert "p_yes" in driver.find_element(By.ID, "heatmap-title").text
-    for td in driver.find_elements(By.CSS_SELECTOR, "td.cell"):
-        cell = [r for r in records if str(r["config"]["layer"]) == td.get_attribute("data-layer")]
+    assert measure == "logit" and "p_yes" in title
+    cells = _heat_cells(driver)
+    assert len(cells) == 2
+    for shown in cells:
+        cell = [r for r in records if str(r["config"]["layer"]) == shown["layer"]]
 
         def mean(arm: str, cell: list[dict] = cell) -> float:
             ps = [r["p_yes"] for r in cell if r["arm"] == arm]
             return sum(ps) / len(ps)
 
-        assert td.text.splitlines()[0] == scale.fmt_points(
-            100 * (mean("injection") - mean("control"))
-        )
+        assert shown["value"] == scale.fmt_points(100 * (mean("injection") - mean("control")))
     driver.execute_script("document.querySelector('td.cell[data-layer=\"4\"]').click()")
     _rendered(driver, "layer=4")
     by_id = {r["id"]: r for r in read_jsonl(folder)}
