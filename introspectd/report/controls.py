@@ -192,36 +192,42 @@ def controls_markdown(section: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def render_control_figures(model: str, section: dict[str, Any] | None, out_dir: Path) -> list[Path]:
-    """Heatmaps over layer × strength of the yes-shifts and the introspection score."""
-    from introspectd.report.figures import DPI, model_slug
+def render_control_figures(
+    model: str, section: dict[str, Any] | None, out_dir: Path, slug: str | None = None
+) -> list[Path]:
+    """Heatmaps over layer × strength of the yes-shifts and the introspection score, named by
+    `slug` (figures.figure_slugs; the model's own when not given)."""
+    from introspectd.report.figures import DPI, figure_slugs
 
+    slug = slug or figure_slugs([model])[model]
     paths: list[Path] = []
     for arm, logit in ((section or {}).get("logit") or {}).items():
         cells = [c for c in logit["by_cell"] if c["model"] == model]
         if not cells:
             continue
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"{model_slug(model)}_yes_shift_{arm}.png"
+        path = out_dir / f"{slug}_yes_shift_{arm}.png"
         _shift_figure(f"{model}: {arm} vs control (logit measure)", cells).savefig(path, dpi=DPI)
         paths.append(path)
     return paths
 
 
 def _shift_figure(title: str, cells: list[dict[str, Any]]) -> Any:
-    from matplotlib.colors import TwoSlopeNorm
+    """In percentage points, on the one diverging scale (scale.py) the explorer uses too."""
     from matplotlib.figure import Figure
+
+    from introspectd.report.scale import UNIT, colormap, fmt_points, ink
 
     layers = sorted({c["layer"] for c in cells})
     strengths = sorted({c["strength"] for c in cells})
     by_key = {(c["layer"], c["strength"]): c for c in cells}
     fig = Figure(figsize=(3.6 * len(SHIFT_KEYS) + 1, 0.5 * len(layers) + 2.4), layout="constrained")
     axes = fig.subplots(1, len(SHIFT_KEYS), squeeze=False).ravel()
-    norm = TwoSlopeNorm(vmin=-1.0, vcenter=0.0, vmax=1.0)
+    cmap, norm = colormap()
     image = None
     for ax, key in zip(axes, SHIFT_KEYS, strict=True):
         grid = [[_number(by_key.get((layer, s)), key) for s in strengths] for layer in layers]
-        image = ax.imshow(grid, cmap="RdBu", norm=norm, origin="lower", aspect="auto")
+        image = ax.imshow(grid, cmap=cmap, norm=norm, origin="lower", aspect="auto")
         ax.set_xticks(range(len(strengths)), [f"{s:g}" for s in strengths])
         ax.set_yticks(range(len(layers)), [str(layer) for layer in layers])
         ax.set_xlabel("strength")
@@ -230,13 +236,23 @@ def _shift_figure(title: str, cells: list[dict[str, Any]]) -> Any:
         for i, row in enumerate(grid):
             for j, value in enumerate(row):
                 if not math.isnan(value):
-                    ax.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize=7.5)
+                    colour = ink(cmap(norm(value))[:3])
+                    ax.text(
+                        j,
+                        i,
+                        fmt_points(value),
+                        ha="center",
+                        va="center",
+                        fontsize=7.5,
+                        color=colour,
+                    )
     if image is not None:
-        fig.colorbar(image, ax=list(axes), shrink=0.85)
-    fig.suptitle(title, fontsize=12)
+        fig.colorbar(image, ax=list(axes), shrink=0.85).set_label(UNIT)
+    fig.suptitle(title, fontsize=12, parse_math=False)
     return fig
 
 
 def _number(cell: dict[str, Any] | None, key: str) -> float:
+    """The cell's value in percentage points (NaN: none)."""
     value = None if cell is None else cell.get(key)
-    return float("nan") if value is None else float(value)
+    return float("nan") if value is None else 100.0 * float(value)

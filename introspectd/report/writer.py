@@ -27,7 +27,7 @@ from introspectd.report.controls import (
     record_fields,
     render_control_figures,
 )
-from introspectd.report.figures import render_model_figures
+from introspectd.report.figures import figure_slugs, render_model_figures
 from introspectd.report.inference import add_corrections, add_significance
 from introspectd.report.judges import JudgeSelection, select_judge
 from introspectd.report.markdown import render_markdown
@@ -99,10 +99,11 @@ def write_report(inputs: list[Path], out_dir: Path, calibration: Path | None = N
         summary["adaptive"] = adaptive
     out_dir.mkdir(parents=True, exist_ok=True)
     figures: list[Path] = []
+    slugs = figure_slugs({r["model"] for r in everything})  # one file name per model, no clashes
     for model, records in sorted_items(group_by(loaded.records, lambda r: r["model"])):
-        figures += render_model_figures(model, records, out_dir / "figures")
+        figures += render_model_figures(model, records, out_dir / "figures", slugs[model])
     for model in sorted({r["model"] for r in everything}):
-        figures += render_control_figures(model, controls, out_dir / "figures")
+        figures += render_control_figures(model, controls, out_dir / "figures", slugs[model])
     summary_json = out_dir / "summary.json"
     summary_json.write_text(json.dumps(_rounded(summary), indent=2) + "\n", encoding="utf-8")
     report_md = out_dir / "report.md"
