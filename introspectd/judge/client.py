@@ -159,7 +159,7 @@ class Judge:
         # requests take turns over clients of at most REQUESTS_PER_CLIENT connections.
         # (Local servers often need no key, but the SDK insists on one.)
         self._clients = [
-            openai.AsyncOpenAI(api_key=api_key or "no-key", base_url=cfg.base_url or None,
+            openai.AsyncOpenAI(api_key=api_key or "no-key", base_url=cfg.endpoint(),
                                max_retries=0, timeout=cfg.timeout_s,
                                http_client=capped_http_client())
             for _ in range(-(-cfg.concurrency // REQUESTS_PER_CLIENT))]

@@ -137,10 +137,13 @@ class Plan:
         return self.adaptive.enabled or self.adaptive.confirm_top > 0
 
     def to_json(self) -> str:
+        """The plan as the run's database stores it, with the judge endpoint's host (which may
+        come from $OPENAI_BASE_URL, not the plan): where this run's answers were sent."""
         data = {
             name: dataclasses.asdict(getattr(self, name))
             for name in ("run", "model", "sweep", "judge", "upload", "adaptive")
         }
+        data["judge"]["endpoint_host"] = self.judge.endpoint_host()
         return json.dumps(data, sort_keys=True)
 
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+from introspectd.errors import BadInput
 from introspectd.protocol import plan_checks as rules
 from introspectd.protocol.plan_checks import Table
 
 JUDGE_APIS = ("chat", "responses")
+OPENAI_URL = "https://api.openai.com/v1"
+# The openai SDK follows this variable when given no base_url; we resolve it ourselves
+# (`JudgeConfig.endpoint`) so that where requests go is said at start and stored.
+BASE_URL_ENV = "OPENAI_BASE_URL"
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,31 @@ class JudgeConfig:
     def is_enabled(self, api_key: str | None) -> bool:
         """No key and no base_url means judging is off (the offline quickstart)."""
         return bool(api_key) or bool(self.base_url)
+
+    def endpoint(self) -> str:
+        """Where judge requests go: [judge] base_url, else $OPENAI_BASE_URL, else OpenAI.
+        A malformed $OPENAI_BASE_URL is BadInput (one line), not a run of connection errors."""
+        if self.base_url:
+            return self.base_url
+        from_env = os.environ.get(BASE_URL_ENV, "")
+        if from_env and not rules.URL_RE.fullmatch(from_env):
+            # Not echoed: a URL may carry a password.
+            raise BadInput(f"${BASE_URL_ENV}: must be an http:// or https:// URL")
+        return from_env or OPENAI_URL
+
+    def endpoint_source(self) -> str:
+        """Which setting `endpoint` came from, in words for the start line."""
+        if self.base_url:
+            return "from [judge] base_url"
+        return f"from ${BASE_URL_ENV}" if os.environ.get(BASE_URL_ENV) else "the default endpoint"
+
+    def endpoint_host(self) -> str:
+        """The endpoint's host[:port] alone, safe to log and store: a URL may carry a user and
+        password, or a token in its path. "" when $OPENAI_BASE_URL is malformed."""
+        try:
+            return urlsplit(self.endpoint()).netloc.rpartition("@")[2]
+        except BadInput:
+            return ""
 
 
 def read_judge(t: Table) -> JudgeConfig:
