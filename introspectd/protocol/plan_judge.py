@@ -28,6 +28,9 @@ class JudgeConfig:
     fewshot: str = ""
     fewshot_n: int = 0
     concurrency: int = 32
+    # The adaptive limiter never goes below this many requests in flight, whatever the 429s
+    # (judge/limiter.py): for an endpoint known to allow it, whose 429s are someone else's.
+    min_concurrency: int = 1
     max_attempts: int = 3
     backoff_s: float = 1.0
     timeout_s: float = 60.0
@@ -76,6 +79,7 @@ def read_judge(t: Table) -> JudgeConfig:
     model = t.text("model", JudgeConfig.model)
     if not model:
         t.fail("model", "must not be empty")
+    concurrency = t.integer("concurrency", 32, minimum=1, maximum=rules.MAX_JUDGE_CONCURRENCY)
     return JudgeConfig(
         model=model,
         base_url=t.url("base_url"),
@@ -84,7 +88,8 @@ def read_judge(t: Table) -> JudgeConfig:
         prompt_version=t.text("prompt_version", JudgeConfig.prompt_version),
         fewshot=t.text("fewshot", ""),
         fewshot_n=t.integer("fewshot_n", 0, minimum=0, maximum=rules.MAX_FEWSHOT),
-        concurrency=t.integer("concurrency", 32, minimum=1, maximum=rules.MAX_JUDGE_CONCURRENCY),
+        concurrency=concurrency,
+        min_concurrency=_read_min_concurrency(t, concurrency),
         max_attempts=t.integer("max_attempts", 3, minimum=1, maximum=rules.MAX_ATTEMPTS),
         backoff_s=t.number("backoff_s", 1.0, minimum=0.0, maximum=rules.MAX_BACKOFF_S),
         timeout_s=t.number(
@@ -100,6 +105,13 @@ def read_judge(t: Table) -> JudgeConfig:
 FEWSHOT_SELECTS = ("", "flagged")
 MAX_PRICE = 10_000.0  # USD per million tokens: far above any real price, below a typo's 1e308
 MAX_BUDGET_USD = 1e9
+
+
+def _read_min_concurrency(t: Table, concurrency: int) -> int:
+    value = t.integer("min_concurrency", 1, minimum=1, maximum=rules.MAX_JUDGE_CONCURRENCY)
+    if value > concurrency:
+        t.fail("min_concurrency", f"must be <= concurrency ({concurrency}), got {value}")
+    return value
 
 
 def _read_fewshot_select(t: Table) -> str:
