@@ -18,7 +18,6 @@ import pytest
 from helpers import run_cli, write_plan
 from judge_server import JudgeServer
 
-from introspectd.app.start import log_judging
 from introspectd.judge.client import Judge
 from introspectd.protocol.plan import JudgeConfig, load_plan
 
@@ -137,6 +136,8 @@ def test_the_start_line_names_the_endpoint(
         SIX_TRIALS.replace('api_key_env = "MY_MISSING_KEY"', 'api_key_env = "TEST_JUDGE_KEY"')
         .replace("[judge]\n", f'[judge]\nmodel = "m"\nbase_url = "{base_url}"\n'),
     )
+    from introspectd.app.start import log_judging
+
     with caplog.at_level(logging.INFO, logger="introspectd"):
         log_judging(load_plan(plan))
     assert expected in caplog.text
