@@ -286,7 +286,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     live = not args.no_progress and sys.stderr.isatty()
     done = run_sweep(load_plan(args.plan), _narrowing(args), local=args.local, live=live)
-    print(f"done: {done.num_done}/{done.num_selected} trials; results in {done.out_dir}")
+    print(done.line())
     return EXIT_OK
 
 

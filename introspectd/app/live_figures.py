@@ -10,11 +10,15 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from introspectd.protocol.plan import JudgeConfig
 from introspectd.run.session import RunContext
 from introspectd.run.stats import RunStats
 from introspectd.text import printable
+
+if TYPE_CHECKING:
+    from introspectd.judge.client import JudgeStats  # loads the openai SDK
 
 # The judge client's failure kinds (judge/retry.py `describe`), in words.
 _REASON_WORDS = {
@@ -142,7 +146,20 @@ def judge_figures(stats: RunStats, judge_cfg: JudgeConfig) -> list[list[str]]:
     second = [f"failed {failures_in_words(js.failed_by_reason, stats.num_judge_failed)}", tokens]
     if spend is not None:
         second.append(spend)
-    return [first, second]
+    low = low_limit_figure(js)
+    return [first, second] + ([[low]] if low else [])
+
+
+def low_limit_figure(js: JudgeStats) -> str | None:
+    """Why judging is slow, when the limiter holds the limit far below `concurrency`: a line
+    of its own, so a narrow terminal does not cut it off."""
+    if js.limit_low_s <= 0:
+        return None
+    return (
+        f"SLOW: limit {js.current_concurrency} of {js.max_concurrency} for "
+        f"{duration(js.limit_low_s)}: bursts of 429s ({js.share_429:.0%} of recent requests); "
+        "[judge] min_concurrency sets a floor"
+    )
 
 
 def snapshot_figure(stats: RunStats, now: float | None = None) -> str:

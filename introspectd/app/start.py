@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,8 @@ from introspectd.cloud.durability import (
 from introspectd.errors import BadInput
 from introspectd.fs_errors import require_writable_dir
 from introspectd.protocol.plan import Plan, check_env_overrides, env_experiment_id
+from introspectd.protocol.plan_judge import BASE_URL_ENV
+from introspectd.run.outcomes import JudgingCounts
 from introspectd.run.session import Narrowing, RunContext, claim_run
 
 if TYPE_CHECKING:
@@ -36,6 +39,23 @@ class SweepDone:
     num_done: int
     num_selected: int
     out_dir: Path
+    plan: Plan
+    counts: JudgingCounts  # of this process's selected trials
+
+    def line(self) -> str:
+        """The run's last line: generated, judged, and what grades the rest."""
+        from introspectd.app.status import not_judged_line
+
+        c = self.counts
+        parts = [f"{c.generated}/{c.total} trials generated"]
+        if c.read_out:
+            parts.append(f"{c.read_out} read out")
+        if c.judged or not c.read_out:
+            parts.append(f"{c.judged} judged")
+        hint = not_judged_line(c, self.plan)
+        if hint:
+            parts.append(hint)
+        return f"done: {', '.join(parts)}; results in {self.out_dir}"
 
 
 def run_sweep(plan: Plan, narrowing: Narrowing, local: bool, live: bool) -> SweepDone:
@@ -64,11 +84,13 @@ def run_sweep(plan: Plan, narrowing: Narrowing, local: bool, live: bool) -> Swee
         with stopping.deferred():
             try:
                 anyio.run(engine.run)
+                counts = ctx.store.judging_counts(ctx.selected_ids)
             finally:
                 if uploads is not None:
                     uploads.uploader.close()
                 ctx.close()
-    return SweepDone(engine.stats.num_done, engine.stats.num_selected, ctx.out_dir)
+    stats = engine.stats
+    return SweepDone(stats.num_done, stats.num_selected, ctx.out_dir, ctx.plan, counts)
 
 
 def require_judge_for_adaptive(plan: Plan) -> None:
@@ -89,6 +111,8 @@ def open_for_run(
     without [upload] gcs, or with `local`)."""
     check_env_overrides()  # they name directories: checked before any is created
     require_judge_for_adaptive(plan)
+    if plan.judge.is_enabled(plan.judge.api_key()):
+        plan.judge.endpoint()  # a malformed $OPENAI_BASE_URL is one line, before any work
     require_writable_dir(Path(plan.run.output_dir), f"{plan.path}: [run] output_dir")
     if local:
         plan = dataclasses.replace(plan, upload=dataclasses.replace(plan.upload, gcs=""))
@@ -115,4 +139,37 @@ def open_for_run(
         len(ctx.selected_ids),
         ctx.out_dir,
     )
+    log_judging(ctx.plan)
     return ctx, snapshots
+
+
+def log_judging(plan: Plan) -> None:
+    """Say at start where answers are sent to be graded, or that judging is off and why: a run
+    that grades nothing must not look like one that grades everything."""
+    cfg = plan.judge
+    api_key = cfg.api_key()
+    if not cfg.is_enabled(api_key):
+        from introspectd.judge.client import judging_off
+
+        also = (
+            f" (${BASE_URL_ENV} alone does not turn it on)" if os.environ.get(BASE_URL_ENV) else ""
+        )
+        log.warning(
+            "judging is OFF: %s%s; answers are generated but not graded — set $%s (or [judge] "
+            "base_url) and run again, or `introspectd rejudge --plan %s`",
+            judging_off(cfg).split(": ", 1)[1],
+            also,
+            cfg.api_key_env,
+            plan.path,
+        )
+        return
+    key = f"key from ${cfg.api_key_env}" if api_key else f"no key (${cfg.api_key_env} unset)"
+    log.info(
+        "judge: %s at %s (%s; %s API, %s, up to %d requests in flight)",
+        cfg.model,
+        cfg.endpoint_host(),
+        cfg.endpoint_source(),
+        cfg.api,
+        key,
+        cfg.concurrency,
+    )

@@ -143,10 +143,13 @@ class Plan:
         return self.adaptive.enabled or self.adaptive.confirm_top > 0
 
     def to_json(self) -> str:
+        """The plan as the run's database stores it, with the judge endpoint's host (which may
+        come from $OPENAI_BASE_URL, not the plan): where this run's answers were sent."""
         data: dict[str, Any] = {
             name: dataclasses.asdict(getattr(self, name)) for name in TABLES if name != "mentions"
         }
         data["mentions"] = self.mentions.as_dict()  # {concept: words}, as the plan wrote it
+        data["judge"]["endpoint_host"] = self.judge.endpoint_host()
         return json.dumps(data, sort_keys=True)
 
 
