@@ -8,6 +8,9 @@ slice (extrapolated); and a roofline estimate beside them.
 
     python bench/gpu.py                 # the real thing, on one CUDA GPU (< 8 minutes)
     python bench/gpu.py --smoke         # a tiny shape on CPU, to check the script itself
+
+The sampler's own GPU check (ms per step, exactness, batch independence) is
+bench/gpu_sampler.py; bench/gpu.sh runs it first.
 """
 
 from __future__ import annotations
@@ -286,7 +289,7 @@ def main() -> None:
         "max_new_tokens": max_new,
     }
     # One short pass first: CUDA context, cuBLAS handles and the one-time torch.compile of the
-    # sampler, which a run pays once per process, are reported apart from the sweep.
+    # sampler's hash, which a run pays once per process, are reported apart from the sweep.
     warmup = run_engine(model, items[: min(batch, 64)], layers, prompt, batch, 8)
     result["warmup_seconds"] = warmup["seconds"]
     result["introspectd"] = run_engine(model, items, layers, prompt, batch, max_new)

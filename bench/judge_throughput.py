@@ -6,12 +6,19 @@ workers call Judge.grade back to back for `seconds`, as the pipeline's pool woul
 the rate of successful judgements after a warm-up, as a fraction of R, and the share of all
 requests answered 429. Goal (issue 3): >= 90% of R with at most a few percent 429s.
 
+With `--random-429 P` the server has no bucket: it answers a share P of requests 429 at random
+(`retry-after: --retry-after`), as a shared endpoint does whatever one sends, and the ideal is
+`concurrency / mean latency`. Goal (issue 22 item 9): the limit stays near `concurrency`.
+
     .venv/bin/python bench/judge_throughput.py --rate 50
+    .venv/bin/python bench/judge_throughput.py --random-429 0.08 --concurrency 8 \
+        --latency 0.5 1.1 --seconds 60
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import time
 from collections import Counter
@@ -22,7 +29,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from judge_server import JudgeServer
+from judge_server import Action, JudgeServer, Recorded, ok, rate_limited
 
 from introspectd.judge.client import Judge
 from introspectd.protocol.plan import JudgeConfig
@@ -41,11 +48,28 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-attempts", type=int, default=3)
     p.add_argument("--trace", action="store_true", help="print the limit every 0.1 s")
     p.add_argument("--api", choices=("chat", "responses"), default="chat")
+    p.add_argument("--random-429", type=float, default=0.0, metavar="P",
+                   help="no bucket: answer this share of requests 429 at random")
+    p.add_argument("--retry-after", type=float, default=0.5, help="seconds, with --random-429")
     return p.parse_args()
 
 
+def make_server(args: argparse.Namespace) -> JudgeServer:
+    if not args.random_429:
+        return JudgeServer(rate_limit=args.rate, burst=args.burst, latency_s=tuple(args.latency))
+    rng = random.Random(0)
+
+    def respond(_: Recorded) -> Action:
+        # One server thread per request: random.Random is safe enough for a share.
+        if rng.random() < args.random_429:
+            return rate_limited(retry_after_s=args.retry_after)
+        return ok()
+
+    return JudgeServer(responder=respond, latency_s=tuple(args.latency))
+
+
 async def run(args: argparse.Namespace) -> None:
-    server = JudgeServer(rate_limit=args.rate, burst=args.burst, latency_s=tuple(args.latency))
+    server = make_server(args)
     cfg = JudgeConfig(model="bench", base_url=server.base_url, api=args.api,
                       concurrency=args.concurrency, max_attempts=args.max_attempts,
                       backoff_s=0.05, timeout_s=10.0)
@@ -88,11 +112,16 @@ def report(args: argparse.Namespace, server: JudgeServer, start: float, deadline
     ok_all = sum(1 for r in server.requests if r.status == 200 and r.arrival < deadline)
     late = [r for r in server.requests if r.arrival >= t0]
     late429 = sum(1 for r in late if r.status == 429)
-    print(f"limit R={args.rate:g} req/s, burst {args.burst:g}, latency {args.latency[0]:g}-"
+    ideal = args.rate   # R, or what `concurrency` slots allow at the mean latency
+    if args.random_429:
+        ideal = args.concurrency / (sum(args.latency) / 2)
+        print(f"random 429s: {args.random_429:.0%} (retry-after {args.retry_after:g} s), "
+              f"so R = concurrency / mean latency = {ideal:.1f} req/s")
+    print(f"limit R={ideal:g} req/s, burst {args.burst:g}, latency {args.latency[0]:g}-"
           f"{args.latency[1]:g} s, concurrency {args.concurrency}, api {args.api}")
-    print(f"sustained throughput: {rate:.1f} req/s = {rate / args.rate:.1%} of R "
+    print(f"sustained throughput: {rate:.1f} req/s = {rate / ideal:.1%} of R "
           f"(after {args.warmup:g} s warm-up, {args.seconds:g} s run); whole run incl. warm-up "
-          f"{ok_all / args.seconds / args.rate:.1%}")
+          f"{ok_all / args.seconds / ideal:.1%}")
     print(f"429 share: {n429}/{total} = {n429 / max(total, 1):.1%} of requests; "
           f"after warm-up {late429}/{len(late)} = {late429 / max(len(late), 1):.1%}")
     print(f"judge failures: {dict(failures) or 'none'}; "

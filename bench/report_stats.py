@@ -3,8 +3,10 @@
 Each repetition draws a calibration (human-pass and human-fail labels graded by a judge with
 true TPR/TNR) and a cell of n trials whose true pass share is π, graded by the same judge; it
 then asks whether the corrected interval (`corrected_pass_rate`: Rogan–Gladen, Jeffreys-draw
-bootstrap) and the raw Wilson interval of the judge's pass share contain π. Also times one
-corrected rate (two per metrics row in a report).
+bootstrap) and the raw Wilson interval of the judge's pass share contain π. Coverage of the
+corrected interval is over the repetitions where it is estimable; how often it is not (the
+calibration cannot rule out a chance-level judge) is its own column. Also times one corrected
+rate (two per metrics row in a report).
 
     .venv/bin/python bench/report_stats.py [--reps 1000]
 """
@@ -42,10 +44,11 @@ def coverage(
     pi: float,
     reps: int,
     rng: np.random.Generator,
-) -> tuple[float, float, float, float]:
-    """(corrected coverage, raw Wilson coverage, mean corrected width, unstable share)."""
+) -> tuple[float, float, float, float, float]:
+    """(corrected coverage where estimable, raw Wilson coverage, mean corrected width, unstable
+    share, not-estimable share)."""
     p_obs = tpr * pi + (1 - tnr) * (1 - pi)
-    hits = raw_hits = unstable = 0
+    hits = raw_hits = unstable = not_estimable = 0
     widths = []
     for _ in range(reps):
         tp = int(rng.binomial(n_pos, tpr))
@@ -53,12 +56,15 @@ def coverage(
         k = int(rng.binomial(n, p_obs))
         c = corrected_pass_rate(k, n, JudgeErrorRates(tp, n_pos - tp, tn, n_neg - tn))
         unstable += c.is_unstable
+        not_estimable += not c.is_estimable
         if c.ci is not None:
             hits += c.ci[0] <= pi <= c.ci[1]
             widths.append(c.ci[1] - c.ci[0])
         lo, hi = wilson_interval(k, n) or (0.0, 1.0)
         raw_hits += lo <= pi <= hi
-    return hits / reps, raw_hits / reps, float(np.mean(widths)), unstable / reps
+    estimable = max(reps - not_estimable, 1)
+    width = float(np.mean(widths)) if widths else float("nan")
+    return hits / estimable, raw_hits / reps, width, unstable / reps, not_estimable / reps
 
 
 def main() -> None:
@@ -67,15 +73,15 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(7)
     print(
-        f"| scenario | corrected 95% CI covers π | raw Wilson covers π | mean corrected width"
-        f" | unstable | ({args.reps} reps)"
+        f"| scenario | corrected 95% CI covers π (where estimable) | raw Wilson covers π"
+        f" | mean corrected width | unstable | not estimable | ({args.reps} reps)"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for name, tpr, tnr, n_pos, n_neg, n, pi in SCENARIOS:
-        cov, raw, width, unstable = coverage(tpr, tnr, n_pos, n_neg, n, pi, args.reps, rng)
+        cov, raw, width, unstable, absent = coverage(tpr, tnr, n_pos, n_neg, n, pi, args.reps, rng)
         print(
             f"| {name} | {100 * cov:.1f}% | {100 * raw:.1f}% | {width:.3f} |"
-            f" {100 * unstable:.0f}% |"
+            f" {100 * unstable:.0f}% | {100 * absent:.0f}% |"
         )
     judge = JudgeErrorRates(30, 0, 16, 5)
     start = time.perf_counter()

@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # run from a checkout without installing
 
-from introspectd.figures import DPI, model_heatmap  # noqa: E402
-from introspectd.report import load_inputs  # noqa: E402
+from introspectd.report.figures import DPI, model_heatmap  # noqa: E402
+from introspectd.report.writer import load_inputs  # noqa: E402
 
 DEFAULT_INPUT = ROOT.parent / "shared" / "data" / "labelled_responses.jsonl"
 OUTPUT = ROOT / "docs" / "sample-heatmap.png"

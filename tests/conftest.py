@@ -26,6 +26,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def no_judge_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never see a real key; judge tests set their own."""
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)  # the judge endpoint's fallback
     monkeypatch.delenv("BATCH_TASK_INDEX", raising=False)
     monkeypatch.delenv("BATCH_TASK_COUNT", raising=False)
 

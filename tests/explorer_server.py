@@ -1,10 +1,12 @@
-"""Test helpers for the explorer: seed-format records with a known grid, and a real
-`introspectd explore` subprocess on a free port."""
+"""Test helpers for the explorer: seed-format records with a known grid, a real
+`introspectd explore` subprocess on a free port, a real logit-measure run, and headless
+Chromium."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from helpers import REPO
+from helpers import REPO, run_cli, write_plan
 
 LAYERS = [1, 3]
 STRENGTHS = [2.0, 4.0, 8.0]
@@ -72,6 +74,28 @@ def _record(
     }
 
 
+def study_records() -> list[dict[str, Any]]:
+    """The grid with answers that name their concept in trial 0 only, one reasoning word
+    ("seaweed", injection trial 3) found nowhere else, and grades that give positive, zero and
+    negative net detection: injection passes below (layer + strength) % 6, controls claim a
+    detection (fail) on trials 0 and 1."""
+    records = grid_records()
+    for r in records:
+        cfg, judge = r["config"], r["judge"]
+        if cfg["trial"] != 0:
+            r["response"] = r["response"].replace(f"about {r['concept']}", "about it")
+        if judge is None:
+            continue
+        if r["was_injected"]:
+            passed = cfg["trial"] < (cfg["layer"] + int(cfg["strength"])) % 6
+            if cfg["trial"] == 3:
+                judge["reasoning"] = "reasoning for t3 mentions seaweed"
+        else:
+            passed = cfg["trial"] >= 2
+        judge["answer"] = "pass" if passed else "fail"
+    return records
+
+
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -79,14 +103,26 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
 
 
 class Explorer:
-    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
+    """`url`: where to reach it from this machine (127.0.0.1 when it serves the network, the
+    printed URL then naming the machine); `token`: the one its printed URL carries, if any."""
+
+    def __init__(self, proc: subprocess.Popen[str], printed: str) -> None:
         self.proc = proc
-        self.url = url
+        self.printed = printed
+        parts = urllib.parse.urlsplit(printed)
+        self.port = parts.port
+        self.token = urllib.parse.parse_qs(parts.query).get("token", [None])[0]
+        host = "127.0.0.1" if self.token else parts.hostname
+        self.url = f"http://{host if host and ':' not in host else f'[{host}]'}:{self.port}"
 
     def get(self, path: str, **params: Any) -> Any:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=30) as r:
             return json.loads(r.read())
+
+    def get_text(self, path: str) -> str:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as r:
+            return str(r.read().decode())
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
@@ -111,8 +147,68 @@ def explorer(*args: str) -> Iterator[Explorer]:
         if "http://" not in line:
             proc.wait(timeout=30)
             raise AssertionError(f"explore did not start: {line!r} {proc.stderr.read()!r}")
-        yield Explorer(proc, line.split()[2].rstrip("/"))
+        yield Explorer(proc, line.split()[2])
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
+
+
+LOGIT_PLAN = """
+[model]
+name = "builtin:tiny"
+
+[sweep]
+concepts = ["ocean"]
+layers = [2, 4]
+strengths = [4.0]
+trials = 2
+arms = ["injection", "control"]
+measure = "logit"
+factual_controls = true
+prompt_version = "yesno"
+inject_style = "from_marker"
+batch_size = 64
+"""
+
+
+def logit_run(directory: Path) -> tuple[Path, Path]:
+    """A real logit-measure run on builtin:tiny (2 cells × (2 trials + 20 factual questions)
+    × 2 arms): its plan, and its run folder (JSONL files beside state.sqlite)."""
+    plan = write_plan(directory, LOGIT_PLAN)
+    done = run_cli("run", "--plan", str(plan), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    return plan, next((directory / "out").rglob("state.sqlite")).parent
+
+
+def read_jsonl(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for f in sorted(folder.glob("*.jsonl")) for line in f.open()]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@contextmanager
+def chrome(*flags: str) -> Iterator[Any]:
+    """Debian's headless Chromium through its chromedriver (nothing downloaded)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1000",
+        "--disable-gpu",
+        *flags,
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -43,6 +43,14 @@ class KeptWork:
         return False
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """A JSONL file's lines, each with its newline. Split on "\n" only: str.splitlines() also
+    splits at U+0085 or U+2028, which json.dumps(ensure_ascii=False) leaves raw inside a
+    sampled answer (the random test models emit them)."""
+    lines = text.split("\n")
+    return [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+
+
 def write_plan(directory: Path, body: str, name: str = "plan.toml") -> Path:
     """A plan file whose output_dir is inside `directory` unless the body sets [run]."""
     text = textwrap.dedent(body)

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-import torch
 from helpers import hf_reference
 
 from introspectd.generate.batcher import Batcher, BatcherConfig, Finished, WorkItem
-from introspectd.generate.sampling import sample
 from introspectd.protocol.prompts import baseline_words, introspection_messages
 
 LAYERS = [1, 3]
@@ -142,37 +140,6 @@ def test_stop_abandons_rows_without_reporting_them(setup) -> None:  # type: igno
     rows = _Rows(items, num_checks=3)
     assert batcher.run(rows, LAYERS) is False
     assert len(rows.got) < len(items)
-
-
-def test_sampling_depends_on_seed_step_and_logits_only() -> None:
-    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(1))
-    seeds = torch.tensor([11, 22, 33])
-    steps = torch.tensor([0, 5, 9])
-    alone = [
-        int(sample(logits[i : i + 1], seeds[i : i + 1], steps[i : i + 1], 1.0)) for i in range(3)
-    ]
-    together = sample(logits, seeds, steps, 1.0).tolist()
-    reordered = sample(logits[[2, 0, 1]], seeds[[2, 0, 1]], steps[[2, 0, 1]], 1.0).tolist()
-    assert together == alone
-    assert reordered == [alone[2], alone[0], alone[1]]
-    many = torch.zeros(64, 50)
-    by_seed = sample(
-        many, torch.arange(64, dtype=torch.int64), torch.zeros(64, dtype=torch.int64), 1.0
-    )
-    assert len(set(by_seed.tolist())) > 10, "different seeds must give different draws"
-
-
-def test_sampling_follows_the_softmax() -> None:
-    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1]]))
-    n = 4000
-    draws = sample(
-        logits.expand(n, -1),
-        torch.arange(n, dtype=torch.int64),
-        torch.zeros(n, dtype=torch.int64),
-        1.0,
-    )
-    freq = torch.bincount(draws, minlength=3).float() / n
-    assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.03)
 
 
 def test_sampled_tokens_do_not_depend_on_batch_mates(setup) -> None:  # type: ignore[no-untyped-def]

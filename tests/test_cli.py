@@ -82,9 +82,10 @@ def test_run_ends_with_counts_files_and_next_commands(tmp_path: Path) -> None:
     out = tmp_path / "out" / "exp" / "tiny"
     summary = done.stdout.splitlines()[-5:]
     assert summary == [
-        f"done: 32/32 trials; results in {out}",
-        "32 generated, 0 judged, 32 not judged (32 judge not configured): set $OPENAI_API_KEY "
-        f"or [judge] base_url, then introspectd rejudge --plan {plan}",
+        f"done: 32/32 trials generated, 0 judged; results in {out}",
+        "32 not judged (judging not configured: no API key in $OPENAI_API_KEY and no [judge] "
+        "base_url): set $OPENAI_API_KEY (or [judge] "
+        f"base_url), then: introspectd rejudge --plan {plan} (or run again)",
         f"files in {out}: ocean.jsonl, fear.jsonl, database state.sqlite",
         f"next: introspectd report {out} --out {out / 'report'}",
         f"      introspectd explore --plan {plan}",

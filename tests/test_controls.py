@@ -12,10 +12,12 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
-from helpers import REPO, run_cli, start_run, write_plan
+from helpers import REPO, jsonl_lines, run_cli, start_run, write_plan
 
 from introspectd.generate.arms import arm_delta, random_direction
 from introspectd.generate.interface import GeneratorSpec
@@ -23,7 +25,8 @@ from introspectd.generate.logit import LogitGenerator
 from introspectd.generate.steering import SteeringState, steering
 from introspectd.protocol.plan import load_plan, parse_plan
 from introspectd.protocol.trials import Kind, Trial, TrialSpec, expand_trials, trial_seed
-from introspectd.report.controls import random_arm_metrics, yes_shift_metrics
+from introspectd.report.controls import random_arm_metrics
+from introspectd.report.yes_shift import yes_shift_metrics
 from introspectd.run.scheduler import Scheduler
 from introspectd.run.session import open_run
 
@@ -214,7 +217,7 @@ def _records(run_dir: Path) -> list[dict[str, object]]:
     return [
         json.loads(line)
         for f in sorted(run_dir.glob("*.jsonl"))
-        for line in f.read_text().splitlines()
+        for line in jsonl_lines(f.read_text())
     ]
 
 
@@ -277,6 +280,42 @@ def test_example_controls_plan_runs_offline_and_reports(tmp_path: Path) -> None:
     assert "## Controls" in (tmp_path / "report/report.md").read_text()
 
 
+def _example_summary(tmp_path: Path, trials: int) -> dict[str, Any]:
+    """examples/controls.toml with `trials` changed (and no random arm, whose trials are
+    distinct inputs and would only cost time here): run, report, summary.json."""
+    text = (REPO / "examples/controls.toml").read_text()
+    text = text.replace('output_dir = "data/sweeps"', f'output_dir = "{tmp_path}/out"')
+    text = text.replace("trials = 4", f"trials = {trials}")
+    text = text.replace('arms = ["injection", "control", "random"]', "")
+    tmp_path.mkdir()
+    plan = tmp_path / "controls.toml"
+    plan.write_text(text)
+    result = run_cli("run", "--plan", str(plan), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    report = run_cli("report", str(tmp_path / "out"), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    return dict(json.loads((tmp_path / "report/summary.json").read_text()))
+
+
+def test_logit_intervals_do_not_depend_on_trials(tmp_path: Path) -> None:
+    # Without sampling every trial of a cell reads the same p_yes: 16 trials are 16 copies of
+    # the 1, and must not narrow any interval (before, the score's went from ±24 to ±8 points).
+    one = _example_summary(tmp_path / "t1", 1)["controls"]["logit"]["injection"]
+    many = _example_summary(tmp_path / "t16", 16)["controls"]["logit"]["injection"]
+    assert many["overall"]["n"]["detection"] == [16 * 8, 16 * 8]
+    for a, b in zip(
+        [one["overall"], *one["by_cell"]], [many["overall"], *many["by_cell"]], strict=True
+    ):
+        assert a["resampled"] == b["resampled"] == {"concepts": 2, "questions": 20}
+        for key in ("detection_yes_shift", "factual_yes_shift", "introspection_score"):
+            # Batches differ between the runs, so read-outs agree to float32 rounding only.
+            assert b[key] == pytest.approx(a[key], abs=1e-4)
+            assert b[key + "_ci"] == pytest.approx(a[key + "_ci"], abs=1e-4)
+    # Random weights cannot introspect: the score's interval holds 0.
+    lo, hi = many["overall"]["introspection_score_ci"]
+    assert lo < 0 < hi
+
+
 # --- report math on hand-made records --------------------------------------------------------
 
 
@@ -312,30 +351,44 @@ def test_concept_specificity_and_random_claim_rate() -> None:
     assert lo < 0.4 < hi
 
 
-def _read(arm: str, p_yes: float, factual: bool) -> dict[str, object]:
+def _read(
+    arm: str, p_yes: float, factual: bool, concept: str = "fear", question: int = 0, layer: int = 1
+) -> dict[str, object]:
     return {
         "arm": arm,
         "was_injected": arm != "control",
         "p_yes": p_yes,
         "is_factual": factual,
+        "factual_index": f"#{question}" if factual else None,
+        "concept": concept,
         "judge": None,
         "model": "m",
-        "layer": 1,
+        "layer": layer,
         "strength": 2.0,
     }
 
 
 def test_yes_shifts_and_introspection_score() -> None:
+    # Two concepts; each read-out is one distinct input (its own concept and question).
     records = (
-        [_read("injection", p, False) for p in (0.9, 0.7, 0.8)]
-        + [_read("control", p, False) for p in (0.2, 0.4)]
-        + [_read("injection", p, True) for p in (0.6, 0.5)]
-        + [_read("control", p, True) for p in (0.5, 0.4, 0.3)]
+        [_read("injection", p, False, c) for c, p in (("fear", 0.9), ("ocean", 0.7))]
+        + [_read("control", 0.3, False, c) for c in ("fear", "ocean")]
+        + [
+            _read("injection", p, True, c, q)
+            for c in ("fear", "ocean")
+            for q, p in enumerate((0.6, 0.5, 0.2))
+        ]
+        + [
+            _read("control", p, True, c, q)
+            for c in ("fear", "ocean")
+            for q, p in enumerate((0.5, 0.4, 0.3))
+        ]
     )
     m = yes_shift_metrics(records)
     assert m["detection_yes_shift"] == pytest.approx(0.8 - 0.3)
-    assert m["factual_yes_shift"] == pytest.approx(0.55 - 0.4)
-    assert m["introspection_score"] == pytest.approx(0.5 - 0.15)
+    assert m["factual_yes_shift"] == pytest.approx((0.1 + 0.1 - 0.1) / 3)
+    assert m["introspection_score"] == pytest.approx(0.5 - 0.1 / 3)
+    assert m["resampled"] == {"concepts": 2, "questions": 3}
     for key in ("detection_yes_shift", "factual_yes_shift", "introspection_score"):
         lo, hi = m[key + "_ci"]
         assert lo <= m[key] <= hi and hi > lo
@@ -343,3 +396,67 @@ def test_yes_shifts_and_introspection_score() -> None:
     no_factual = yes_shift_metrics([r for r in records if not r["is_factual"]])
     assert no_factual["introspection_score"] is None and no_factual["factual_yes_shift_ci"] is None
     assert not math.isnan(no_factual["detection_yes_shift"])
+    # One concept: nothing to resample between concepts, so no interval (not a zero-width one).
+    one = yes_shift_metrics([r for r in records if r["concept"] == "fear"])
+    assert one["detection_yes_shift"] == pytest.approx(0.6)
+    assert one["detection_yes_shift_ci"] is None and one["introspection_score_ci"] is None
+
+
+def _sweep(
+    num_concepts: int, copies: int, seed: int = 1, questions: int = 20
+) -> list[dict[str, object]]:
+    """Logit read-outs as a run writes them: per concept, 2 layers × `copies` trials of one
+    deterministic detection read-out (each a copy), and one read-out per factual question."""
+    rng = np.random.default_rng(seed)
+    control = rng.uniform(0.2, 0.8, questions)
+    records: list[dict[str, object]] = []
+    for i in range(num_concepts):
+        concept = f"c{i}"
+        for layer in (1, 3):
+            p = float(rng.uniform(0.3, 0.9))
+            records += [_read("injection", p, False, concept, layer=layer)] * copies
+            records += [_read("control", 0.4, False, concept, layer=layer)] * copies
+            for q in range(questions):
+                shifted = float(np.clip(control[q] + rng.normal(0.05, 0.1), 0, 1))
+                records.append(_read("injection", shifted, True, concept, q, layer))
+                records.append(_read("control", float(control[q]), True, concept, q, layer))
+    return records
+
+
+def _width(ci: list[float]) -> float:
+    return ci[1] - ci[0]
+
+
+def test_intervals_do_not_shrink_when_only_copies_are_added() -> None:
+    once, many = yes_shift_metrics(_sweep(6, 1)), yes_shift_metrics(_sweep(6, 16))
+    assert many["n"]["detection"] == [16 * once["n"]["detection"][0]] * 2
+    for key in ("detection_yes_shift", "factual_yes_shift", "introspection_score"):
+        assert many[key] == pytest.approx(once[key])
+        assert many[key + "_ci"] == pytest.approx(once[key + "_ci"], abs=1e-12)
+    # ... but they do with more distinct inputs: 8× the concepts, about √8 narrower.
+    more = yes_shift_metrics(_sweep(48, 1))
+    for key in ("detection_yes_shift", "factual_yes_shift"):
+        assert _width(more[key + "_ci"]) < 0.6 * _width(once[key + "_ci"])
+
+
+def test_injection_and_control_are_resampled_as_pairs() -> None:
+    # Factual questions whose control p_yes differ widely, each shifted by exactly +0.1 under
+    # injection: paired, every draw's shift is 0.1; resampled apart, the questions' spread
+    # would leak into the interval.
+    records = [
+        r
+        for c in ("fear", "ocean", "tree")
+        for q, p in enumerate(np.linspace(0.05, 0.85, 12))
+        for r in (
+            _read("injection", float(p) + 0.1, True, c, q),
+            _read("control", float(p), True, c, q),
+        )
+    ] + [
+        _read(a, 0.5, False, c) for c in ("fear", "ocean", "tree") for a in ("injection", "control")
+    ]
+    m = yes_shift_metrics(records)
+    assert m["factual_yes_shift"] == pytest.approx(0.1)
+    assert m["factual_yes_shift_ci"] == pytest.approx([0.1, 0.1], abs=1e-9)
+    # The score subtracts that 0.1; the detection question is one question among equals, so it
+    # is no more precise than one question's shift (here every question strays by 0).
+    assert m["introspection_score_ci"] == pytest.approx([-0.1, -0.1], abs=1e-9)

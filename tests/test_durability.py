@@ -15,7 +15,7 @@ import pytest
 from gcs_emulator import BUCKET, FaultyProxy, GcsEmulator
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
-from helpers import TINY_PLAN, run_cli, start_run, write_plan
+from helpers import TINY_PLAN, jsonl_lines, run_cli, start_run, write_plan
 from test_engine import _planned_ids, _records, _stamp, _wait_for_progress
 
 GCS_PLAN = (
@@ -47,7 +47,7 @@ def _gcs_records(bucket: storage.Bucket) -> dict[str, dict]:  # type: ignore[typ
     for name, obj in manifest["objects"].items():
         if name.endswith(".jsonl"):
             text = bucket.blob(f"sweeps/{RUN_DIR}/{obj['object']}").download_as_bytes().decode()
-            for line in text.splitlines():
+            for line in jsonl_lines(text):
                 record = json.loads(line)
                 assert record["id"] not in out
                 out[record["id"]] = record

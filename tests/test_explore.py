@@ -18,9 +18,16 @@ from explorer_server import (
     STRENGTHS,
     explorer,
     grid_records,
+    logit_run,
+    read_jsonl,
+    study_records,
     write_jsonl,
 )
 from helpers import TINY_PLAN, run_cli, start_run, write_plan
+
+from introspectd.protocol.factual import FACTUAL_QUESTIONS
+from introspectd.protocol.trials import trial_seed
+from introspectd.run.store import Store
 
 
 def _ids(server, **params) -> list[str]:  # type: ignore[no-untyped-def]
@@ -82,7 +89,8 @@ def test_paging_filters_and_one_trial(tmp_path: Path) -> None:
         expect(failed="true")
         expect(q="LIGHTHOUSE", arm="injection")
         assert _ids(server, q="%") == []  # LIKE's wildcards are searched for as text
-        assert _ids(server, q="_L1_S2.0_t1") == [
+        assert _ids(server, q="_L1_S2.0_t1") == []  # ids are searched only with `id:`
+        assert _ids(server, q="id:_L1_S2.0_t1") == [
             r["id"] for r in records if "_L1_S2.0_t1" in r["id"]
         ]
 
@@ -123,6 +131,17 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _seed(db: Path, trial_id: str) -> int:
+    """The trial's sampling seed from its run's own seed and stamp."""
+    store = Store(db, read_only=True)
+    try:
+        run = store.get_run()
+    finally:
+        store.close()
+    assert run is not None
+    return trial_seed(run.spec["seed"], trial_id.removeprefix(f"{run.stamp}_"))
+
+
 def test_plan_run_read_only_while_a_run_writes(tmp_path: Path) -> None:
     """The explorer on a run's database: never writes it, and its counts follow a run that
     extends the database while it serves."""
@@ -138,7 +157,8 @@ def test_plan_run_read_only_while_a_run_writes(tmp_path: Path) -> None:
         assert num_done == 32
         assert len(_ids(server, concept="ocean")) == 16
         trial = server.get("/api/trial", id=_ids(server, concept="fear", arm="injection")[0])
-        assert isinstance(trial["seed"], int) and trial["config"]["model"] == "builtin:tiny"
+        assert trial["seed"] == str(_seed(db, trial["id"]))  # a string: 63 bits, exactly
+        assert trial["config"]["model"] == "builtin:tiny"
         assert server.stop() == 0
     assert _sha256(db) == before, "explore changed the database file"
     if wal_before is not None:
@@ -170,6 +190,7 @@ def _one_line_exit_2(*args: str) -> str:
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "http://" not in result.stdout  # refused before any URL is printed
     return lines[0]
 
 
@@ -184,6 +205,10 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"concept": "x"\n')
     assert f"{bad}:1" in _one_line_exit_2(str(bad))
+    empty = tmp_path / "empty" / "e.jsonl"
+    empty.parent.mkdir()
+    empty.write_text("\n\n")
+    assert f"{empty}: no records" in _one_line_exit_2(str(empty))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -210,7 +235,7 @@ def test_report_writes_a_self_contained_explorer(tmp_path: Path) -> None:
     data = _embedded(html)
     rows = data["sources"][0]["rows"]
     assert [r["response"] for r in rows] == [r["response"] for r in records]
-    assert html.count("</script>") == 2  # the data element's and the script's own
+    assert html.count("</script>") == 3  # the colour scale's, the data's and the script's
     assert "http://" not in html and "https://" not in html  # nothing fetched from a network
     assert "<script>window.pwned" not in html
 
@@ -232,6 +257,14 @@ def test_report_explorer_above_the_limit_points_to_explore(tmp_path: Path) -> No
     assert "introspectd explore" in line and str(len(many)) in line
 
 
+def test_report_explorer_without_records_writes_no_page(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", [])
+    result = run_cli("report", str(tmp_path / "in"), "--out", str(tmp_path / "r"), "--explorer")
+    assert result.returncode == 0, result.stderr
+    assert "explorer.html not written: the inputs hold no records" in result.stdout
+    assert not (tmp_path / "r" / "explorer.html").exists()
+
+
 def test_each_model_of_the_inputs_is_its_own_source(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "in" / "a.jsonl", grid_records("tiny-model"))
     other = [r for r in grid_records("other-model") if r["concept"] == "fear"][:6]
@@ -246,3 +279,72 @@ def test_each_model_of_the_inputs_is_its_own_source(tmp_path: Path) -> None:
             server.get("/api/meta", model="no-such-model")
         assert unknown.value.code == 404
         assert server.stop() == 0
+
+
+def test_search_reads_answers_and_reasoning_ids_only_with_id(tmp_path: Path) -> None:
+    records = study_records()  # only trial 0 names its concept; "seaweed" is in a reasoning
+    write_jsonl(tmp_path / "a.jsonl", records)
+    ocean = [r for r in records if r["concept"] == "ocean"]
+    with explorer(str(tmp_path / "a.jsonl")) as server:
+        assert _ids(server, concept="ocean", q="ocean") == [
+            r["id"] for r in ocean if r["config"]["trial"] == 0
+        ]
+        page = server.get("/api/trials", concept="ocean", q="SEAWEED")
+        assert [t["id"] for t in page["items"]] == [
+            r["id"] for r in ocean if r["was_injected"] and r["config"]["trial"] == 3
+        ]
+        assert {(t["excerpt_of"], t["excerpt"]) for t in page["items"]} == {
+            ("reasoning", "reasoning for t3 mentions seaweed")
+        }
+        assert _ids(server, concept="ocean", q=" id:OCEAN_control") == [
+            r["id"] for r in ocean if not r["was_injected"]
+        ]
+        assert server.stop() == 0
+
+
+def test_integers_past_64_bits_are_one_line_400s(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "a.jsonl", grid_records())
+    with explorer(str(tmp_path / "a.jsonl")) as server:
+        for name, value in (
+            ("layer", 2**64),
+            ("offset", 2**63),
+            ("limit", -(2**63) - 1),
+            ("layer", "9" * 5000),
+            ("strength", "1e999"),
+        ):
+            with pytest.raises(urllib.error.HTTPError) as bad:
+                server.get("/api/trials", **{name: value})
+            assert bad.value.code == 400, (name, value)
+            error = json.loads(bad.value.read())["error"]
+            assert error.startswith(f"{name}: ") and "\n" not in error and len(error) < 120
+        assert server.get("/api/trials", layer=2**63 - 1)["total"] == 0  # the largest is fine
+        assert server.stop() == 0
+        assert "Traceback" not in server.proc.stderr.read()
+
+
+def test_logit_runs_serve_p_yes_per_trial_and_per_cell(tmp_path: Path) -> None:
+    """A real logit-measure run, from its database and from its JSONL files."""
+    plan, folder = logit_run(tmp_path)
+    records = read_jsonl(folder)
+    by_id = {r["id"]: r for r in records}
+    for args in (("--plan", str(plan)), (str(folder),)):
+        with explorer(*args) as server:
+            for c in server.get("/api/cells", concept="ocean")["cells"]:
+                mine = [
+                    r["p_yes"]
+                    for r in records
+                    if r["config"]["layer"] == c["layer"]
+                    and r["arm"] == c["arm"]
+                    and "factual" not in r  # the detection question's read-outs only
+                ]
+                assert c["n_p_yes"] == len(mine) == 2
+                assert c["sum_p_yes"] == pytest.approx(sum(mine))
+            items = server.get("/api/trials", concept="ocean", limit=200)["items"]
+            assert len(items) == len(records)
+            assert all(t["p_yes"] == pytest.approx(by_id[t["id"]]["p_yes"]) for t in items)
+            factual = next(r for r in records if r.get("factual", {}).get("index") == 3)
+            one = server.get("/api/trial", id=factual["id"])
+            assert (one["question"], one["question_text"]) == (3, FACTUAL_QUESTIONS[3].text)
+            assert one["prob_yes"] == pytest.approx(factual["prob_yes"])
+            assert one["seed"] == str(_seed(folder / "state.sqlite", factual["id"]))
+            assert server.stop() == 0

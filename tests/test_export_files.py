@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import TINY_PLAN, run_cli, start_run, write_plan
+from helpers import TINY_PLAN, jsonl_lines, run_cli, start_run, write_plan
 
 from introspectd.output.exporter import Exporter
 from introspectd.output.records import record_line
@@ -46,7 +46,7 @@ def _expected(ctx: RunContext, concept: str) -> list[str]:
 
 
 def _lines(path: Path) -> list[str]:
-    return path.read_text().splitlines(keepends=True)
+    return jsonl_lines(path.read_text())
 
 
 @pytest.fixture

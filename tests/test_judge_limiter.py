@@ -1,5 +1,5 @@
-"""The adaptive limiter on its own: the cap, slow start, AIMD on 429s, the shared pause, and
-how waiters queue."""
+"""The adaptive limiter on its own: the cap, slow start, AIMD on bursts of 429s (not on a steady
+background of them), the shared pause, the floor, and how waiters queue."""
 
 from __future__ import annotations
 
@@ -70,22 +70,99 @@ def test_slow_start_grows_to_the_cap_only_when_the_limit_is_used() -> None:
     anyio.run(main)
 
 
-def test_a_429_shrinks_once_per_event_and_pauses_everyone() -> None:
+def test_a_burst_of_429s_shrinks_once_per_event_and_pauses_everyone() -> None:
     async def main() -> None:
         limiter = AdaptiveLimiter(10)
-        await grow_to(limiter, 10)
+        await grow_to(limiter, 10)   # 15 requests sent, all fine
         tickets = await fill(limiter)
-        limiter.release(tickets[0], Signal.RATE_LIMITED, pause_s=0.2)
-        assert limiter.limit == 7   # slow start ends with a deeper cut: 10 × 0.7
-        for t in tickets[1:]:       # sent before the decrease: the same congestion event
+        for t in tickets:   # the 10th 429 among 25 sends shows a burst (over 18% of 50)
             limiter.release(t, Signal.RATE_LIMITED, pause_s=0.2)
-        assert limiter.limit == 7
+        # One decrease: the 429s after the one that showed the burst were sent before the
+        # decrease, so they are the same congestion event. Slow start ends with a deeper cut.
+        assert limiter.limit == 7   # 10 × 0.7
         assert limiter.pause_left() > 0.15
         start = anyio.current_time()
         assert await limiter.acquire() is not None
         assert anyio.current_time() - start >= 0.19
 
     anyio.run(main)
+
+
+def test_a_lone_429_neither_shrinks_the_limit_nor_pauses_the_others() -> None:
+    async def main() -> None:
+        limiter = AdaptiveLimiter(8)
+        await grow_to(limiter, 8)
+        for _ in range(10):
+            for t in await fill(limiter):
+                limiter.release(t, Signal.OK)
+        tickets = await fill(limiter)
+        limiter.release(tickets[0], Signal.RATE_LIMITED, pause_s=30)
+        assert limiter.limit == 8 and limiter.pause_left() == 0
+        for t in tickets[1:]:
+            limiter.release(t, Signal.OK)
+
+    anyio.run(main)
+
+
+def test_steady_429s_keep_the_limit_and_a_burst_still_backs_off() -> None:
+    """8% of requests refused, spread evenly (every 12th), for 3,000 requests: the limit stays
+    at the cap; then every request refused: it backs off to the floor, and comes back."""
+
+    async def main() -> tuple[list[int], int, int]:
+        limiter = AdaptiveLimiter(16)
+        await grow_to(limiter, 16)
+        sent = itertools.count()
+        seen = []
+        for _ in range(3000 // 16):
+            for t in await fill(limiter):
+                refused = next(sent) % 12 == 5
+                limiter.release(t, Signal.RATE_LIMITED if refused else Signal.OK)
+            seen.append(limiter.limit)
+        for _ in range(40):
+            for t in await fill(limiter):
+                limiter.release(t, Signal.RATE_LIMITED)
+        floor = limiter.limit
+        for _ in range(100):
+            for t in await fill(limiter):
+                limiter.release(t, Signal.OK)
+        return seen, floor, limiter.limit
+
+    seen, floor, after = anyio.run(main)
+    assert min(seen) == 16, seen
+    assert floor == 1
+    assert after >= 12, "after a burst, the limit is won back within ~100 successes"
+
+
+def test_min_limit_is_the_floor_and_the_start() -> None:
+    async def main() -> None:
+        limiter = AdaptiveLimiter(8, min_limit=3)
+        assert limiter.limit == 3
+        await grow_to(limiter, 8)
+        for _ in range(40):
+            for t in await fill(limiter):
+                limiter.release(t, Signal.RATE_LIMITED)
+        assert limiter.limit == 3
+        assert limiter.low_for() == 0, "3 of 8 is not far below the cap"
+
+    anyio.run(main)
+    with pytest.raises(ValueError):
+        AdaptiveLimiter(4, min_limit=5)
+
+
+def test_low_for_says_how_long_the_limit_has_sat_far_below_the_cap() -> None:
+    async def main() -> tuple[float, float]:
+        limiter = AdaptiveLimiter(16)
+        assert limiter.low_for() == 0
+        await grow_to(limiter, 16)
+        for _ in range(40):
+            for t in await fill(limiter):
+                limiter.release(t, Signal.RATE_LIMITED)
+        first = limiter.low_for()
+        await anyio.sleep(0.01)
+        return first, limiter.low_for()
+
+    first, later = anyio.run(main)
+    assert 0 <= first < later
 
 
 def test_after_a_decrease_the_limit_grows_back_additively() -> None:
@@ -148,13 +225,13 @@ def test_invalid_settings_are_refused() -> None:
         AdaptiveLimiter(4, decrease=1.0)
 
 
-def test_an_early_429_pauses_without_ending_slow_start() -> None:
+def test_an_early_429_does_not_end_slow_start() -> None:
     async def main() -> None:
         limiter = AdaptiveLimiter(16)
         ticket = await limiter.acquire()
         assert ticket is not None
         limiter.release(ticket, Signal.RATE_LIMITED, pause_s=0.05)
-        assert limiter.limit == 1 and limiter.pause_left() > 0
+        assert limiter.limit == 1 and limiter.pause_left() == 0
         await grow_to(limiter, 16)   # still doubling: one success, one more slot
 
     anyio.run(main)

@@ -18,11 +18,10 @@ from rich.console import Console
 from terminal import Terminal
 
 from introspectd.app.live_figures import (
-    REPLACEMENT,
     ConceptRates,
     Header,
     failures_in_words,
-    printable,
+    judge_figures,
     reason_words,
     spend_figure,
 )
@@ -30,6 +29,7 @@ from introspectd.app.live_view import LiveView
 from introspectd.protocol.plan import JudgeConfig
 from introspectd.run.pass_grid import PassGrid
 from introspectd.run.stats import RecentAnswer, RunStats
+from introspectd.text import REPLACEMENT, printable
 
 HEADER_MARK = "introspectd  run "
 GRID_TITLE = "injection pass rate (n judged), layer × strength"
@@ -260,7 +260,7 @@ concurrency = 2
         ]
     # The end: counts, files, next commands (the screen wraps lines at 80 columns).
     flat = text.replace("\n", "")
-    assert "done: 80/80 trials" in flat and "80 generated, 80 judged" in flat, text
+    assert "done: 80/80 trials generated, 80 judged" in flat, text
     assert f"introspectd explore --plan {plan}" in flat, text
     assert "next: introspectd report " in flat, text
 
@@ -398,3 +398,34 @@ def test_view_fits_any_terminal(size: tuple[int, int], shape: tuple[int, int, in
     assert len(lines) <= max(1, height - 1)
     assert all(len(line) <= width for line in lines)
     assert HEADER_MARK.strip() in lines[0]
+
+
+def test_the_judge_figures_say_when_the_limit_sits_far_below_concurrency() -> None:
+    """Issue 22 item 9: a burst of 429s drove the limit to the floor; the view says so, and
+    why, on a line of its own (a healthy limiter adds no such line)."""
+    import anyio
+    from test_judge_limiter import fill, grow_to
+
+    from introspectd.judge.client import Judge
+    from introspectd.judge.grader import InProcessGrader
+    from introspectd.judge.limiter import AdaptiveLimiter, Signal
+
+    async def main() -> tuple[list[list[str]], list[list[str]]]:
+        limiter = AdaptiveLimiter(16)
+        cfg = JudgeConfig(concurrency=16, base_url="http://127.0.0.1:9/v1")
+        async with Judge(cfg, None, limiter=limiter) as judge:
+            stats = RunStats()
+            stats.judge = InProcessGrader(judge)
+            await grow_to(limiter, 16)
+            healthy = judge_figures(stats, cfg)
+            for _ in range(40):
+                for t in await fill(limiter):
+                    limiter.release(t, Signal.RATE_LIMITED)
+            await anyio.sleep(0.01)
+            return healthy, judge_figures(stats, cfg)
+
+    healthy, low = anyio.run(main)
+    assert len(healthy) == 2
+    assert low[0][0].startswith("0 in flight / limit 1 (max 16)")
+    assert low[2][0].startswith("SLOW: limit 1 of 16 for 0 s: bursts of 429s (")
+    assert low[2][0].endswith("[judge] min_concurrency sets a floor")

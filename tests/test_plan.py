@@ -67,6 +67,14 @@ def test_bad_sweep_key(
             '[model]\nname = "builtin:tiny"\n[judge]\nconcurrency = 0\n',
             "[judge] concurrency: must be >= 1",
         ),
+        (
+            '[model]\nname = "builtin:tiny"\n[judge]\nconcurrency = 4\nmin_concurrency = 8\n',
+            "[judge] min_concurrency: must be <= concurrency (4), got 8",
+        ),
+        (
+            '[model]\nname = "builtin:tiny"\n[judge]\nmin_concurrency = 0\n',
+            "[judge] min_concurrency: must be >= 1",
+        ),
         ('[model]\nname = "builtin:tiny"\n[judge]\napi = "soap"\n', "[judge] api: must be one of"),
         (
             '[model]\nname = "builtin:tiny"\n[upload]\ngcs = "s3://x"\n',

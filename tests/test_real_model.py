@@ -20,6 +20,9 @@ from introspectd.generate.batcher import Batcher, BatcherConfig, Finished, WorkI
 from introspectd.generate.steering import SteeringState, steering
 from introspectd.protocol.prompts import baseline_words, introspection_messages
 
+# The first test pays the one-off de-quantizing and vector extraction on 2 cores.
+pytestmark = pytest.mark.timeout(1800)
+
 LAYERS = [10, 20]
 MAX_NEW = 24
 

@@ -88,7 +88,23 @@ def test_unstable_marking() -> None:
     assert corrected_pass_rate(6, 10, JudgeErrorRates(8, 2, 3, 3)).is_unstable
     # J = 0.5 + 0.4 − 1 < 0: undefined, no rate, unstable.
     bad = corrected_pass_rate(6, 10, JudgeErrorRates(5, 5, 4, 6))
-    assert bad.rate is None and bad.is_unstable
+    assert bad.rate is None and bad.is_unstable and not bad.is_estimable
+
+
+def test_near_chance_judge_is_not_estimable() -> None:
+    # J = 11/21 + 10/20 − 1 = 0.024 on 41 labels: in about 45% of the draws the judge is no
+    # better than chance and there is no correction. Before, the interval came from the other
+    # draws alone and read "0.0% [0.0–0.0]".
+    near_chance = JudgeErrorRates(tp=11, fn=10, tn=10, fp=10)
+    for is_fail_share in (False, True):
+        c = corrected_pass_rate(0, 16, near_chance, is_fail_share=is_fail_share)
+        assert not c.is_estimable and c.rate is None and c.ci is None
+        assert 0.3 < c.failed_share < 0.6
+    # A few failed draws (under 2.5%) widen the interval instead: each could be any rate.
+    few = corrected_pass_rate(8, 16, JUDGE)
+    assert few.is_estimable and 0 < few.failed_share < 0.025
+    assert few.ci is not None and few.ci[0] == 0.0
+    assert corrected_pass_rate(8, 16, JudgeErrorRates(900, 100, 800, 200)).failed_share == 0.0
 
 
 # ------------------------------------------------------------------- tests and adjustments
@@ -321,11 +337,30 @@ def test_bad_calibration_file_is_one_line_and_exit_2(
 
 
 def test_unstable_cells_are_marked_in_the_report(two_judge_run: Path, tmp_path: Path) -> None:
-    cal = _calibration(tmp_path, {"tp": 6, "fn": 4, "tn": 5, "fp": 5})  # J = 0.1
+    # J = 0.15, measured on 2,000 labels: weak but well known, so estimable and marked.
+    cal = _calibration(tmp_path, {"tp": 575, "fn": 425, "tn": 575, "fp": 425})
     got = _report(tmp_path, two_judge_run, "--calibration", str(cal))
-    assert got["summary"]["overall"]["corrected"]["is_unstable"] is True
-    assert math.isclose(got["summary"]["calibration"]["youden_j"], 0.1, abs_tol=1e-9)
+    corrected = got["summary"]["overall"]["corrected"]
+    assert corrected["is_unstable"] is True and corrected["injection_pass_rate_estimable"]
+    assert math.isclose(got["summary"]["calibration"]["youden_j"], 0.15, abs_tol=1e-9)
     assert "⚠" in got["md"]
+
+
+def test_near_chance_judge_is_not_estimable_in_the_report(
+    two_judge_run: Path, tmp_path: Path
+) -> None:
+    cal = _calibration(tmp_path, {"tp": 11, "fn": 10, "tn": 10, "fp": 10})  # J = 0.024
+    got = _report(tmp_path, two_judge_run, "--calibration", str(cal))
+    s, md = got["summary"], got["md"]
+    for m in [s["overall"], *s["by_concept"].values(), *s["groups"]]:
+        c = m["corrected"]
+        for name in ("injection_pass_rate", "control_fp_rate"):
+            assert c[name] is None and c[name + "_ci"] is None
+            assert c[name + "_estimable"] is False and 0.3 < c[name + "_failed_share"] < 0.6
+    share = 100 * s["overall"]["corrected"]["injection_pass_rate_failed_share"]
+    assert f"| all records | 0.0% | not estimable ({share:.1f}% of draws failed) |" in md
+    assert "not estimable" in md.split("## Best cells")[1]  # the best-cells columns too
+    assert "[0.0–0.0]" not in md
 
 
 def test_v2_records_get_paper_rule_columns_and_heatmap(tmp_path: Path) -> None:

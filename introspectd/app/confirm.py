@@ -21,6 +21,7 @@ MAX_CONFIRM = 100_000
 def cmd_confirm(args: argparse.Namespace, narrowing: Narrowing) -> int:
     from introspectd.app.plans import load_plan
     from introspectd.app.start import run_sweep
+    from introspectd.app.summary import counts_words
 
     for flag, value in (("--top", args.top), ("--trials", args.trials)):
         if not 1 <= value <= MAX_CONFIRM:
@@ -33,7 +34,7 @@ def cmd_confirm(args: argparse.Namespace, narrowing: Narrowing) -> int:
     summary = done.summary()
     print(
         f"confirmed the {args.top} best cells with {args.trials} fresh trials each: "
-        f"{done.num_done}/{done.num_selected} trials; results in {done.out_dir}"
+        f"{counts_words(done.counts)}; results in {done.out_dir}"
     )
     print("\n".join(summary[1:]))  # the counts, the files and the next commands, as `run`
     return 0

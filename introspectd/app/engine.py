@@ -87,7 +87,7 @@ class Engine:
     async def run(self) -> None:
         """Generate and judge every selected trial; raises Interrupted after a requested stop,
         Transient when the final snapshot could not be uploaded."""
-        self.stats.start(self.ctx)
+        self.stats.start(self.ctx, rejudging=self.judges.requeued)
         self.exporter.reconcile()  # repairs what a crash or a hand left in the files
         try:
             async with anyio.create_task_group() as tg:

@@ -7,26 +7,19 @@ limited, 1 timed out"), never a Python repr (`failed_by_reason={}`, `tripped=Fal
 from __future__ import annotations
 
 import math
-import re
 import time
-import unicodedata
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from introspectd.protocol.plan import JudgeConfig
 from introspectd.run.session import RunContext
 from introspectd.run.stats import RunStats
+from introspectd.text import printable
 
-# ANSI/VT escape sequences: CSI (ESC [ ... final), OSC (ESC ] ... BEL or ESC \), and the
-# two-character escapes. They are removed whole: replacing only the ESC would leave "[31m".
-_ESCAPES = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC
-    r"|\x1b[@-Z\\-_]"  # two-character escapes
-    r"|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
-)
-REPLACEMENT = "\ufffd"
+if TYPE_CHECKING:
+    from introspectd.judge.client import JudgeStats  # loads the openai SDK
 
 # The judge client's failure kinds (judge/retry.py `describe`), in words.
 _REASON_WORDS = {
@@ -42,21 +35,6 @@ _REASON_WORDS = {
     "unexpected": "unexpected error",
     "judge process": "judge process died",
 }
-
-
-def printable(text: str) -> str:
-    """`text` safe to put on one terminal line: escape sequences removed, every whitespace run
-    (newlines, tabs, \\r) one space, and any other unprintable character (controls, format
-    characters such as bidi overrides, unpaired surrogates) shown as U+FFFD."""
-    out = []
-    for ch in _ESCAPES.sub("", text):
-        if ch.isspace():
-            out.append(" ")
-        elif ch.isprintable() and unicodedata.category(ch) != "Co":
-            out.append(ch)
-        else:
-            out.append(REPLACEMENT)
-    return " ".join("".join(out).split())
 
 
 def reason_words(kind: str) -> str:
@@ -194,7 +172,20 @@ def judge_figures(stats: RunStats, judge_cfg: JudgeConfig) -> list[list[str]]:
     spend = spend_figure(judge_cfg, js.spend_usd, js.budget_usd)
     if spend is not None:
         second.append(spend)
-    return [first, second]
+    low = low_limit_figure(js)
+    return [first, second] + ([[low]] if low else [])
+
+
+def low_limit_figure(js: JudgeStats) -> str | None:
+    """Why judging is slow, when the limiter holds the limit far below `concurrency`: a line
+    of its own, so a narrow terminal does not cut it off."""
+    if js.limit_low_s <= 0:
+        return None
+    return (
+        f"SLOW: limit {js.current_concurrency} of {js.max_concurrency} for "
+        f"{duration(js.limit_low_s)}: bursts of 429s ({js.share_429:.0%} of recent requests); "
+        "[judge] min_concurrency sets a floor"
+    )
 
 
 def snapshot_figure(stats: RunStats, now: float | None = None) -> str:

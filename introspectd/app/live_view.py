@@ -33,11 +33,11 @@ from introspectd.app.live_figures import (
     duration,
     generation_figures,
     judge_figures,
-    printable,
     snapshot_figure,
 )
 from introspectd.run.pass_grid import PassGrid
 from introspectd.run.stats import RunStats
+from introspectd.text import printable
 
 # The engine ticks 4 times a second; a full draw of a large run costs ~10-60 ms of Python
 # that the decode thread waits for (one GIL), so the view redraws at most twice a second.

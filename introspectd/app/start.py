@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from introspectd import stopping
-from introspectd.app.summary import RunCounts, run_summary
+from introspectd.app.summary import run_summary
 from introspectd.cloud.durability import (
     UploadTrigger,
     require_fixed_experiment,
@@ -24,6 +25,8 @@ from introspectd.cloud.durability import (
 from introspectd.errors import BadInput
 from introspectd.fs_errors import require_writable_dir
 from introspectd.protocol.plan import Plan, check_env_overrides, env_experiment_id
+from introspectd.protocol.plan_judge import BASE_URL_ENV
+from introspectd.run.outcomes import JudgingCounts
 from introspectd.run.session import Narrowing, RunContext, claim_run
 
 if TYPE_CHECKING:
@@ -34,25 +37,14 @@ log = logging.getLogger("introspectd")
 
 @dataclass(frozen=True)
 class SweepDone:
-    counts: RunCounts
+    counts: JudgingCounts  # of this process's selected trials, from the store
     out_dir: Path
-    plan: str  # the plan as the user named it: the next commands repeat it
+    plan: Plan
     files: tuple[Path, ...]  # the run's JSONL files
     database: Path
-    key_env: str  # where the judge key is read from, for "set $X, then rejudge"
-
-    @property
-    def num_done(self) -> int:
-        return self.counts.num_done
-
-    @property
-    def num_selected(self) -> int:
-        return self.counts.num_selected
 
     def summary(self) -> list[str]:
-        return run_summary(
-            self.counts, self.out_dir, self.plan, self.files, self.database, self.key_env
-        )
+        return run_summary(self.counts, self.plan, self.out_dir, self.files, self.database)
 
 
 def run_sweep(plan: Plan, narrowing: Narrowing, local: bool, live: bool) -> SweepDone:
@@ -81,17 +73,13 @@ def run_sweep(plan: Plan, narrowing: Narrowing, local: bool, live: bool) -> Swee
         with stopping.deferred():
             try:
                 anyio.run(engine.run)
+                counts = ctx.store.judging_counts(ctx.selected_ids)
             finally:
                 if uploads is not None:
                     uploads.uploader.close()
                 ctx.close()
     return SweepDone(
-        RunCounts.of(engine.stats),
-        ctx.out_dir,
-        str(plan.path),
-        tuple(f for f in files if f.is_file()),
-        ctx.db_path,
-        plan.judge.api_key_env,
+        counts, ctx.out_dir, ctx.plan, tuple(f for f in files if f.is_file()), ctx.db_path
     )
 
 
@@ -113,6 +101,8 @@ def open_for_run(
     without [upload] gcs, or with `local`)."""
     check_env_overrides()  # they name directories: checked before any is created
     require_judge_for_adaptive(plan)
+    if plan.judge.is_enabled(plan.judge.api_key()):
+        plan.judge.endpoint()  # a malformed $OPENAI_BASE_URL is one line, before any work
     require_writable_dir(Path(plan.run.output_dir), f"{plan.path}: [run] output_dir")
     if local:
         plan = dataclasses.replace(plan, upload=dataclasses.replace(plan.upload, gcs=""))
@@ -139,4 +129,37 @@ def open_for_run(
         len(ctx.selected_ids),
         ctx.out_dir,
     )
+    log_judging(ctx.plan)
     return ctx, snapshots
+
+
+def log_judging(plan: Plan) -> None:
+    """Say at start where answers are sent to be graded, or that judging is off and why: a run
+    that grades nothing must not look like one that grades everything."""
+    cfg = plan.judge
+    api_key = cfg.api_key()
+    if not cfg.is_enabled(api_key):
+        from introspectd.judge.client import judging_off
+
+        also = (
+            f" (${BASE_URL_ENV} alone does not turn it on)" if os.environ.get(BASE_URL_ENV) else ""
+        )
+        log.warning(
+            "judging is OFF: %s%s; answers are generated but not graded — set $%s (or [judge] "
+            "base_url) and run again, or `introspectd rejudge --plan %s`",
+            judging_off(cfg).split(": ", 1)[1],
+            also,
+            cfg.api_key_env,
+            plan.path,
+        )
+        return
+    key = f"key from ${cfg.api_key_env}" if api_key else f"no key (${cfg.api_key_env} unset)"
+    log.info(
+        "judge: %s at %s (%s; %s API, %s, up to %d requests in flight)",
+        cfg.model,
+        cfg.endpoint_host(),
+        cfg.endpoint_source(),
+        cfg.api,
+        key,
+        cfg.concurrency,
+    )

@@ -2,12 +2,14 @@
 
 Starlette answers a JSON API and the one page (assets/); uvicorn serves it on a socket bound
 here first, so a port in use is one line (BadInput) before anything starts. Uvicorn's own
-SIGINT/SIGTERM handling stops it cleanly; `serve` then returns.
+SIGINT/SIGTERM handling stops it cleanly; `serve` then returns. Every request passes guard.py's
+check (its Host, or a token when serving the network) first.
 """
 
 from __future__ import annotations
 
 import errno
+import math
 import socket
 import sys
 from collections.abc import Callable
@@ -21,11 +23,14 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from introspectd.errors import BadInput
-from introspectd.explore.assets import page_html
+from introspectd.explore.assets import browser_json, page_html
+from introspectd.explore.guard import Access, Guard, access_for, url_host
 from introspectd.explore.sources import Source
+from introspectd.protocol.factual import FACTUAL_QUESTIONS
 from introspectd.run import browse
 
 Handler = Callable[[Request], Response]
+SQL_INTEGER = range(-(2**63), 2**63)  # what SQLite binds; a larger int would be a 500
 
 
 class _BadQuery(ValueError):
@@ -48,9 +53,14 @@ def _number(request: Request, name: str, kind: type, default: Any = None) -> Any
     if value == "":
         return default
     try:
-        return kind(value)
+        number = kind(value)
     except ValueError:
-        raise _BadQuery(f"{name}: expected a number, got {value!r}") from None
+        raise _BadQuery(f"{name}: expected a number, got {value[:40]!r}") from None
+    if kind is int and number not in SQL_INTEGER:
+        raise _BadQuery(f"{name}: {value[:40]} is out of range (a 64-bit integer)")
+    if kind is float and not math.isfinite(number):
+        raise _BadQuery(f"{name}: expected a finite number, got {value[:40]!r}")
+    return number
 
 
 def trial_filter(request: Request) -> browse.TrialFilter:
@@ -64,8 +74,26 @@ def trial_filter(request: Request) -> browse.TrialFilter:
         coherent=_flag(request, "coherent"),
         refused=_flag(request, "refused"),
         is_failed=_flag(request, "failed"),
-        text=q.get("q") or None,
+        **browse.search_filter(q.get("q", "")),
     )
+
+
+class BrowserJSON(JSONResponse):
+    """JSON a browser reads exactly: big integers (seeds) as strings (assets.browser_json)."""
+
+    def render(self, content: Any) -> bytes:
+        return super().render(browser_json(content))
+
+
+def list_item(trial: dict[str, Any], text: str | None) -> dict[str, Any]:
+    """A trial as a list shows it: where searched for `text`, the excerpt around its first
+    match, from the answer or else the judge's reasoning (the page highlights it)."""
+    answer = trial["response"] or ""
+    reasoning = (trial["judge"] or {}).get("reasoning")
+    shown, of = browse.excerpt(answer, text), "answer"
+    if shown is None and isinstance(reasoning, str):
+        shown, of = browse.excerpt(reasoning, text), "reasoning"
+    return {**trial, "response": answer[:300], "excerpt": shown or answer[:300], "excerpt_of": of}
 
 
 class ExplorerApp:
@@ -89,7 +117,7 @@ class ExplorerApp:
             model = request.query_params.get("model") or self.default
             source = self.sources.get(model)
             if source is None:
-                return JSONResponse({"error": f"no model {model!r}"}, status_code=404)
+                return BrowserJSON({"error": f"no model {model!r}"}, status_code=404)
 
             def locked() -> Any:
                 with source.lock:
@@ -98,10 +126,10 @@ class ExplorerApp:
             try:
                 body = await run_in_threadpool(locked)
             except _BadQuery as e:
-                return JSONResponse({"error": str(e)}, status_code=400)
+                return BrowserJSON({"error": str(e)}, status_code=400)
             if body is None:
-                return JSONResponse({"error": "not found"}, status_code=404)
-            return JSONResponse(body, headers={"Cache-Control": "no-store"})
+                return BrowserJSON({"error": "not found"}, status_code=404)
+            return BrowserJSON(body, headers={"Cache-Control": "no-store"})
 
         return endpoint
 
@@ -133,17 +161,22 @@ class ExplorerApp:
         return {
             "total": browse.count_trials(source.store, where),
             "offset": offset,
-            "items": [{**t, "response": (t["response"] or "")[:300]} for t in items],
+            "items": [list_item(t, where.text) for t in items],
         }
 
     def trial(self, request: Request, source: Source) -> dict[str, Any] | None:
         found = browse.get_trial(source.store, request.query_params.get("id", ""))
         if found is None:
             return None
+        seed = source.seed(found["id"])
+        question = found["question"]
         return {
             **found,
             "model": source.model,
-            "seed": source.seed(found["id"]),
+            "seed": None if seed is None else str(seed),  # 63 bits: a browser would round it
+            "question_text": FACTUAL_QUESTIONS[question].text
+            if question is not None and 0 <= question < len(FACTUAL_QUESTIONS)
+            else None,
             "config": source.trial_config(found),
         }
 
@@ -178,15 +211,31 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
+def announce(host: str, port: int, access: Access) -> None:
+    """The URL (stdout, flushed); serving the network, a warning first (stderr)."""
+    shown = url_host(host)
+    query = ""
+    if access.token is not None:
+        print(
+            f"warning: --host {host}: every transcript is served to the network; only "
+            "requests with the token in the URL below are answered",
+            file=sys.stderr,
+            flush=True,
+        )
+        if access.hosts is None:  # 0.0.0.0 is no address to browse to: the machine's name is
+            shown = url_host(socket.gethostname())
+        query = f"?token={access.token}"
+    print(f"explorer at http://{shown}:{port}/{query} (Ctrl-C to stop)", flush=True)
+
+
 def serve(sources: list[Source], host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM; prints the URL first (stdout, flushed)."""
     sock = bind(host, port)
-    bound_port = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"explorer at http://{shown}:{bound_port}/ (Ctrl-C to stop)", flush=True)
-    config = uvicorn.Config(
-        ExplorerApp(sources).app, log_level="warning", access_log=False, lifespan="off"
-    )
+    address, bound_port = sock.getsockname()[:2]
+    access = access_for(host, address, bound_port)
+    announce(host, bound_port, access)
+    app = Guard(ExplorerApp(sources).app, access)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = _Server(config)
     try:
         server.run(sockets=[sock])

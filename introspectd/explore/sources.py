@@ -2,12 +2,14 @@
 
 A plan's run is opened in place (never written). Seed-format JSONL files are read (never
 written) into one scratch database per model in a temporary folder, so both are served by the
-same queries (run/browse.py).
+same queries (run/browse.py). A trial's sampling seed is known where its run's database is at
+hand: the plan's, or a `state.sqlite` beside the JSONL files (a run directory holds both).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,10 +19,13 @@ from typing import Any
 from introspectd.errors import BadInput
 from introspectd.protocol.plan import Plan
 from introspectd.protocol.trials import Status, trial_seed
+from introspectd.report.judges import run_databases
 from introspectd.report.writer import find_input_files, natural_key
 from introspectd.run import browse
+from introspectd.run.rundir import open_store
 from introspectd.run.session import open_run
 from introspectd.run.store import RunRow, Store, now_iso
+from introspectd.text import loads_text
 
 
 @dataclass
@@ -30,17 +35,13 @@ class Source:
 
     model: str
     store: Store
-    stamp: str
-    run_seed: int | None
+    run_seeds: dict[str, int]  # stamp → run seed, of the runs whose database is at hand
     config: dict[str, Any]  # run-wide settings shown with each trial (prompt version, ...)
     norms: dict[tuple[str, int], float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def seed(self, trial_id: str) -> int | None:
-        """The trial's sampling seed, as the generator derives it (protocol.trials)."""
-        if self.run_seed is None or not self.stamp:
-            return None
-        return trial_seed(self.run_seed, trial_id.removeprefix(f"{self.stamp}_"))
+        return seed_of(self.run_seeds, trial_id)
 
     def trial_config(self, trial: dict[str, Any]) -> dict[str, Any]:
         norm = self.norms.get((trial["concept"], trial["layer"]))
@@ -58,6 +59,29 @@ class Source:
         self.store.close()
 
 
+def seed_of(run_seeds: dict[str, int], trial_id: str) -> int | None:
+    """The trial's sampling seed, as the generator derives it (protocol.trials); None when its
+    run is not among `run_seeds`. Ids start with their run's stamp."""
+    for stamp, run_seed in run_seeds.items():
+        if stamp and trial_id.startswith(f"{stamp}_"):
+            return trial_seed(run_seed, trial_id.removeprefix(f"{stamp}_"))
+    return None
+
+
+def run_seeds_beside(inputs: list[Path]) -> dict[str, int]:
+    """stamp → run seed of each run database beside the input files."""
+    seeds = {}
+    for db in run_databases(tuple(find_input_files(inputs))):
+        store = open_store(db, read_only=True)
+        try:
+            run = store.get_run()
+        finally:
+            store.close()
+        if run is not None and isinstance(run.spec.get("seed"), int):
+            seeds[run.stamp] = run.spec["seed"]
+    return seeds
+
+
 def source_from_plan(plan: Plan) -> Source:
     """The plan's run database, read-only (a missing run is BadInput from open_run)."""
     ctx = open_run(plan, create=False, read_only=True, with_trials=False)
@@ -66,25 +90,34 @@ def source_from_plan(plan: Plan) -> Source:
     config = {
         k: sweep[k] for k in ("prompt_version", "inject_style", "max_new_tokens") if k in sweep
     }
-    return Source(
-        run.model_name, ctx.store, run.stamp, run.spec.get("seed"), config, ctx.store.vector_norms()
-    )
+    seed = run.spec.get("seed")
+    seeds = {run.stamp: seed} if isinstance(seed, int) else {}
+    return Source(run.model_name, ctx.store, seeds, config, ctx.store.vector_norms())
 
 
 def sources_from_jsonl(inputs: list[Path], scratch: Path) -> list[Source]:
-    """Seed-format files (folders searched for `*.jsonl`) → one scratch database per model."""
+    """Seed-format files (folders searched for `*.jsonl`) → one scratch database per model.
+    Files without a record are BadInput: there would be nothing to show."""
     by_model: dict[str, dict[str, dict[str, Any]]] = {}
     configs: dict[str, dict[str, Any]] = {}
     for row, config in iter_jsonl_rows(inputs):
         by_model.setdefault(row["model"], {})[row["id"]] = row  # a later copy replaces
         configs.setdefault(row["model"], config)
+    if not by_model:
+        raise BadInput(no_records(inputs))
+    seeds = run_seeds_beside(inputs)
     sources = []
     for i, model in enumerate(sorted(by_model, key=natural_key)):
         store = Store(scratch / f"model-{i}.sqlite3")
         store.save_run(RunRow("", "", model, "{}", {}, "", [], now_iso()))
         browse.import_trials(store, by_model[model].values())
-        sources.append(Source(model, store, "", None, configs[model]))
+        sources.append(Source(model, store, seeds, configs[model]))
     return sources
+
+
+def no_records(inputs: list[Path]) -> str:
+    files = ", ".join(str(f) for f in find_input_files(inputs))
+    return f"{files}: no records to explore (not one JSON line)"
 
 
 def iter_jsonl_rows(inputs: list[Path]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
@@ -100,10 +133,17 @@ def iter_jsonl_rows(inputs: list[Path]) -> Iterator[tuple[dict[str, Any], dict[s
                     continue
                 where = f"{path}:{lineno}"
                 try:
-                    obj = json.loads(raw.decode("utf-8"))
+                    obj = loads_text(raw.decode("utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError) as e:
                     raise BadInput(f"{where}: not a JSON line ({e})") from None
                 yield _row(obj, parse_record(obj, fallback, where), where)
+
+
+def _probability(obj: dict[str, Any], key: str) -> float | None:
+    value = obj.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def _row(obj: dict[str, Any], flat: dict[str, Any], where: str) -> tuple[dict, dict]:
@@ -115,6 +155,9 @@ def _row(obj: dict[str, Any], flat: dict[str, Any], where: str) -> tuple[dict, d
     if arm not in ("injection", "control", "random"):
         arm = "injection" if flat["was_injected"] else "control"
     trial = config.get("trial")
+    factual = obj.get("factual")  # a logit run's factual control question (control_keys.py)
+    factual = factual if isinstance(factual, dict) else {}
+    question, question_text = factual.get("index"), factual.get("text")
     row = {
         "id": flat["id"] or where,
         "model": flat["model"],
@@ -128,6 +171,9 @@ def _row(obj: dict[str, Any], flat: dict[str, Any], where: str) -> tuple[dict, d
         "judge": judge,
         "judge_error": judge_error if isinstance(judge_error, str) else None,
         "generated_at": obj.get("timestamp") if isinstance(obj.get("timestamp"), str) else None,
+        "question": question if isinstance(question, int) else None,
+        "question_text": question_text if isinstance(question_text, str) else None,
+        **{k: _probability(obj, k) for k in ("p_yes", "prob_yes", "prob_no")},
     }
     run_wide = {k: config[k] for k in ("prompt_version", "inject_style") if k in config}
     return row, run_wide

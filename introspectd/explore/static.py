@@ -9,19 +9,22 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.explore.assets import page_html
-from introspectd.explore.sources import iter_jsonl_rows
+from introspectd.explore.sources import iter_jsonl_rows, run_seeds_beside, seed_of
 from introspectd.output.records import write_atomic
 from introspectd.report.writer import natural_key
+from introspectd.text import utf8
 
 MAX_RECORDS = 20_000
 
 
 @dataclass(frozen=True)
 class StaticExplorer:
-    path: Path | None  # None: too many records, nothing written
+    path: Path | None  # None: no records, or too many; nothing written
     num_records: int
 
     def line(self) -> str:
+        if self.path is None and self.num_records == 0:
+            return "explorer.html not written: the inputs hold no records"
         if self.path is None:
             return (
                 f"explorer.html not written: {self.num_records} records is more than "
@@ -32,12 +35,16 @@ class StaticExplorer:
 
 def explorer_data(inputs: list[Path]) -> tuple[dict[str, Any], int]:
     """{"sources": [{model, config, rows}]} in the page's LocalBackend shape, and the count.
-    A later copy of the same (model, id) replaces the earlier, as in the report."""
+    A later copy of the same (model, id) replaces the earlier, as in the report. Seeds (where a
+    run database sits beside the files) are strings: a browser rounds 63-bit numbers."""
     by_model: dict[str, dict[str, dict[str, Any]]] = {}
     configs: dict[str, dict[str, Any]] = {}
+    run_seeds = run_seeds_beside(inputs)
     for row, config in iter_jsonl_rows(inputs):
         model = row.pop("model")
         row.pop("generated_at", None)
+        seed = seed_of(run_seeds, row["id"])
+        row["seed"] = None if seed is None else str(seed)
         by_model.setdefault(model, {})[row["id"]] = row
         configs.setdefault(model, config)
     sources = []
@@ -51,8 +58,8 @@ def explorer_data(inputs: list[Path]) -> tuple[dict[str, Any], int]:
 
 def write_static_explorer(inputs: list[Path], out_dir: Path) -> StaticExplorer:
     data, num_records = explorer_data(inputs)
-    if num_records > MAX_RECORDS:
+    if num_records > MAX_RECORDS or num_records == 0:  # the page needs one record to show
         return StaticExplorer(None, num_records)
     path = out_dir / "explorer.html"
-    write_atomic(path, page_html(embedded=data).encode("utf-8"))
+    write_atomic(path, utf8(page_html(embedded=data)))
     return StaticExplorer(path, num_records)

@@ -66,8 +66,9 @@ def batch_size_for(model: torch.nn.Module, row_tokens: int) -> int:
     fits = []
     for device, num_layers in layers_per_device(model).items():
         per_row = num_layers * layer_kv_bytes
-        # Sampling builds a few [B, V] int64/float32 temporaries.
-        per_row += 40 * vocab_size if device == sampling_device else 0
+        # Sampling holds at most two float32 [B, V] temporaries (logits / T and their softmax);
+        # 16 bytes a token leaves room for the model's own float32 logits beside them.
+        per_row += 16 * vocab_size if device == sampling_device else 0
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             budget, cap = free * 0.6, MAX_GPU_BATCH_SIZE

@@ -102,6 +102,8 @@ class JudgeStats:
     paused_s: float
     spend_usd: float = 0.0    # earlier judgements' spend plus this judge's (budget.py)
     budget_usd: float = 0.0   # the cap; 0 = none
+    limit_low_s: float = 0.0  # how long the limit has sat far below the cap (limiter.low_for)
+    share_429: float = 0.0    # of the recent requests (burst.py)
 
 
 # --- the client -----------------------------------------------------------------------------
@@ -159,12 +161,13 @@ class Judge:
         # requests take turns over clients of at most REQUESTS_PER_CLIENT connections.
         # (Local servers often need no key, but the SDK insists on one.)
         self._clients = [
-            openai.AsyncOpenAI(api_key=api_key or "no-key", base_url=cfg.base_url or None,
+            openai.AsyncOpenAI(api_key=api_key or "no-key", base_url=cfg.endpoint(),
                                max_retries=0, timeout=cfg.timeout_s,
                                http_client=capped_http_client())
             for _ in range(-(-cfg.concurrency // REQUESTS_PER_CLIENT))]
         self._client_turns = itertools.cycle(self._clients)
-        self._limiter = limiter or AdaptiveLimiter(cfg.concurrency)
+        self._limiter = limiter or AdaptiveLimiter(cfg.concurrency,
+                                                   min_limit=cfg.min_concurrency)
         self._tripped = False
         self._last_pause_log = -LOG_EVERY_S
         self._totals = _Totals()
@@ -182,7 +185,8 @@ class Judge:
             current_concurrency=self._limiter.limit, max_concurrency=self.cfg.concurrency,
             prompt_tokens=t.prompt_tokens, completion_tokens=t.completion_tokens,
             tripped=self._tripped, paused_s=self._limiter.pause_left(),
-            spend_usd=self.spend_usd, budget_usd=self.cfg.budget_usd)
+            spend_usd=self.spend_usd, budget_usd=self.cfg.budget_usd,
+            limit_low_s=self._limiter.low_for(), share_429=self._limiter.share_429())
 
     @property
     def spend_usd(self) -> float:
@@ -223,8 +227,8 @@ class Judge:
             self._totals.retries += 1
             log.debug("judge attempt %d failed (%s); retrying in %.2f s",
                       attempt, decision.reason, decision.delay_s)
-            if not decision.rate_limited:   # a 429's wait is the limiter's global pause
-                await anyio.sleep(decision.delay_s)
+            # A 429's Retry-After holds this retry; in a burst the limiter holds everyone too.
+            await anyio.sleep(decision.delay_s)
         raise AssertionError("unreachable: the last attempt never retries")
 
     async def _attempt(self, ticket: Ticket, messages: list[dict[str, str]],

@@ -1,12 +1,15 @@
 """The judge pool: generated rows stream to the run's `Grader` while the GPU works.
 
-Rows left `generated` by an earlier run go first. Results are buffered and written in one short
+Rows left `generated` by an earlier run go first, and, once a judge is configured, rows an
+earlier run recorded as failed only because judging was off then: setting the key and running
+again grades them (not only `rejudge`). Results are buffered and written in one short
 transaction per tick. A judge outage never blocks generation: the queue is unbounded and a
 failed judgement is recorded with its reason, for `rejudge` to finish later.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +18,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from introspectd.judge.budget import spend_usd
-from introspectd.judge.client import judging_off
+from introspectd.judge.client import JUDGING_OFF, judging_off
 from introspectd.judge.grader import Grader, ToJudge
 from introspectd.protocol.trials import Status
 from introspectd.run.store import Judgement, TrialRow
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
     from introspectd.output.exporter import Exporter
     from introspectd.run.session import RunContext
     from introspectd.run.stats import RunStats
+
+log = logging.getLogger("introspectd")
 
 
 def to_judge(row: TrialRow) -> ToJudge:
@@ -80,14 +85,30 @@ class JudgePool:
         send, receive = anyio.create_memory_object_stream[ToJudge](math.inf)
         self._send: MemoryObjectSendStream[ToJudge] = send
         self._receive: MemoryObjectReceiveStream[ToJudge] = receive
+        self.requeued: set[str] = set()  # judge_failed rows judged again (not yet finished)
         if rows is None:
             rows = [to_judge(r) for r in self.ctx.store.trials(Status.GENERATED)]
+            rows += self._left_without_judge()
         self.submit(rows)
+
+    def _left_without_judge(self) -> list[ToJudge]:
+        """Rows failed only because no judge was configured then, when one is now."""
+        if self.grader is None:
+            return []
+        rows = [
+            r
+            for r in self.ctx.store.trials(Status.JUDGE_FAILED)
+            if (r.judge_error or "").startswith(JUDGING_OFF) and r.readout is None
+        ]
+        if rows:
+            log.info("judging %d answers an earlier run left unjudged (judging was off)", len(rows))
+        self.requeued = {r.id for r in rows}
+        return [to_judge(r) for r in rows]
 
     def submit(self, items: list[ToJudge]) -> None:
         if self.grader is None:
             why = judging_off(self.ctx.plan.judge)
-            reason = f"{why}; run `introspectd rejudge` once one is set"
+            reason = f"{why}; run `introspectd rejudge` (or run again) once one is set"
             for item in items:
                 self._buffer.append(
                     (item, Judgement(item.trial_id, None, reason, "", "", "", 0, 0, 0))

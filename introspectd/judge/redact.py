@@ -4,13 +4,16 @@ Servers echo keys, whole or in part: OpenAI's "Incorrect API key provided: sk-..
 masked `ADVSEC****fXYZ`, a model that copies the Authorization header into its `reasoning`, or
 the key split into groups ("ADVS ECRE T123 ..."). `redact` is the one function that every judge
 text goes through before it is stored or logged (`scrub` for error lines, `redact_judgement`
-for the fields of a judgement).
+for the fields of a judgement), so it is also where judge text is made valid Unicode: a reply
+may JSON-escape a lone surrogate ("\\ud800"), which no UTF-8 writer could encode (text.py).
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
+
+from introspectd.text import valid, valid_text
 
 REDACTED = "[redacted]"
 MAX_ERROR_CHARS = 200
@@ -31,7 +34,8 @@ _TOKEN_RE = re.compile(r"[\w.*\-]+")
 
 def redact(text: str, secret: str = "") -> str:
     """`text` with anything that looks like (a piece of) the key replaced by [redacted];
-    everything else, whitespace included, is kept."""
+    everything else, whitespace included, is kept; lone surrogates become U+FFFD."""
+    text = valid_text(text)
     text = _TOKEN_RE.sub(_masked, _KEYLIKE_RE.sub(REDACTED, text))
     if secret:
         text = _redact_runs(text.replace(secret, REDACTED), secret)
@@ -77,7 +81,7 @@ def scrub(text: str, secret: str = "") -> str:
 
 def redact_judgement(result: dict[str, Any], secret: str) -> dict[str, Any]:
     """A judgement with its text fields bounded and redacted, as it may be stored."""
-    return {key: _bounded(value, secret) if isinstance(value, str) else value
+    return {valid_text(key): _bounded(value, secret) if isinstance(value, str) else valid(value)
             for key, value in result.items()}
 
 

@@ -24,6 +24,7 @@ from introspectd.errors import BadInput, Interrupted
 from introspectd.judge.client import Judge, JudgeOutcome
 from introspectd.judge.grader import grade_all
 from introspectd.output.records import write_atomic
+from introspectd.text import json_text, loads_text, utf8
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,8 @@ async def rejudge_file(input: Path, output: Path, judge: Judge,
             failures[outcome.error] += 1
             if record.get("judge") is not None:
                 continue   # keep the old judgement rather than replace it with nothing
-        out_lines[i] = json.dumps(_updated(record, outcome), ensure_ascii=False)
-    write_atomic(output, "".join(f"{line}\n" for line in out_lines).encode("utf-8"))
+        out_lines[i] = json_text(_updated(record, outcome))
+    write_atomic(output, utf8("".join(f"{line}\n" for line in out_lines)))
     failed = sum(failures.values())
     graded = sum(1 for outcome in outcomes if outcome is not None)
     counts = RejudgeCounts(total=sum(1 for line in lines if line.record is not None),
@@ -148,7 +149,7 @@ def _read(path: Path) -> list[_Line]:
             lines.append(_Line(lineno, raw, None))
             continue
         try:
-            record = json.loads(raw)
+            record = loads_text(raw)
         except json.JSONDecodeError as exc:
             raise BadInput(f"{path}:{lineno}: malformed JSON ({exc.msg} at column "
                            f"{exc.colno})") from None

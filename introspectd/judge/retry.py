@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 
 QUOTA_ERROR = "quota exhausted (insufficient_quota)"
 MAX_RETRY_AFTER_S = 120.0   # a server asking for longer is better served by `rejudge` later
-# ...and the others then pause only this long: enough that the senders queued behind the 429 do
-# not all fire at a server that just refused, short enough that a judge asking for an hour
-# fails rows every few seconds rather than stalling everyone MAX_RETRY_AFTER_S per row.
+# ...and the others then pause (when the 429s are a burst: limiter.py) only this long: enough
+# that the senders queued behind the 429 do not all fire at a server that just refused, short
+# enough that a judge asking for an hour fails rows every few seconds rather than stalling
+# everyone MAX_RETRY_AFTER_S per row.
 GIVE_UP_PAUSE_S = 2.0
 MAX_BACKOFF_S = 60.0
 _RETRY_STATUSES = frozenset({408, 409, 429})

@@ -26,6 +26,7 @@ from introspectd.output.records import append_lines, record_line, write_atomic
 from introspectd.protocol.plan import Plan
 from introspectd.run.session import RunContext, open_run
 from introspectd.run.store import Store
+from introspectd.text import utf8
 
 log = logging.getLogger("introspectd")
 FLUSH_INTERVAL_S = 2.0
@@ -122,7 +123,7 @@ class Exporter:
     ) -> None:
         rows = store.completed(concept)
         lines = [record_line(r, self.ctx.run.model_name, norms, self.ctx.plan.sweep) for r in rows]
-        data = "".join(lines).encode("utf-8")
+        data = utf8("".join(lines))
         path = self.path(concept)
         old = _read_or_none(path) if reconciling else None
         if old != data or not reconciling:  # `export` always writes: read-only storage says so

@@ -5,7 +5,6 @@ it short, which the exporter's reconciliation at the next start repairs."""
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 from introspectd.output.control_keys import control_keys, direction
 from introspectd.protocol.plan import SweepConfig
 from introspectd.run.store import Store, TrialRow
+from introspectd.text import json_text, utf8
 
 # Read once at import, before any thread starts: os.umask can only be read by setting it.
 _UMASK = os.umask(0o022)
@@ -57,7 +57,7 @@ def record_line(
     """One row as a JSONL line, newline included."""
     norm = norms.get((row.spec.concept, row.spec.layer), 0.0)
     rec = record(row, model_name, norm, sweep.prompt_version, sweep.inject_style)
-    return json.dumps(rec, ensure_ascii=False) + "\n"
+    return json_text(rec) + "\n"
 
 
 def completed_records(
@@ -105,13 +105,12 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    write_atomic(path, lines.encode("utf-8"))
+    write_atomic(path, utf8("".join(json_text(r) + "\n" for r in records)))
 
 
 def append_lines(path: Path, lines: list[str]) -> None:
     """Append whole lines to `path` (created with the user's umask if missing)."""
-    data = "".join(lines).encode("utf-8")
+    data = utf8("".join(lines))
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:

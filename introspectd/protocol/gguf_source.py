@@ -104,15 +104,23 @@ def dequantized_dir(path: Path, sha256: str, cache: Path) -> Path:
 
 def gguf_config(path: Path, file: str) -> dict[str, Any]:
     """A config.json-shaped view of the GGUF metadata: enough to check layers and context
-    before the first de-quantization (which writes the real config.json)."""
+    before the first de-quantization (which writes the real config.json). Read once per file
+    version: the plan check and the de-quantizer both ask, and parsing the metadata (the whole
+    vocabulary) takes seconds."""
     try:
-        from gguf import GGUFReader
-
-        reader = GGUFReader(str(path))
+        stat = path.stat()
+        return dict(_metadata_config(path, stat.st_size, stat.st_mtime_ns))
     except ImportError:
         raise BadInput("GGUF models need the gguf package: pip install gguf") from None
     except Exception as exc:  # a truncated or damaged file: gguf raises several kinds
         raise BadInput(f"{file}: [model] name: {path} is not a readable GGUF file: {exc}") from None
+
+
+@lru_cache(maxsize=8)
+def _metadata_config(path: Path, size: int, mtime_ns: int) -> dict[str, Any]:
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
 
     def field(key: str) -> Any:
         entry = reader.fields.get(key)

@@ -29,20 +29,23 @@ from introspectd.protocol.plan_checks import (
     env_stamp,
 )
 from introspectd.protocol.plan_judge import JudgeConfig, read_judge
+from introspectd.protocol.plan_mentions import MentionsConfig, read_mentions
 from introspectd.protocol.prompts import PROMPT_VERSIONS
 
 INJECT_STYLES = ("generation", "all", "from_marker")
 VECTOR_PROMPTS = ("plain", "chat")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 GCS_URI_RE = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,221}[a-z0-9](/\S*)?")
-# Re-exported: the rules live in plan_checks.py, the [judge] and [adaptive] tables in
-# plan_judge.py and plan_adaptive.py.
+TABLES = ("run", "model", "sweep", "judge", "upload", "adaptive", "mentions")
+# Re-exported: the rules live in plan_checks.py, the [judge], [adaptive] and [mentions]
+# tables in plan_judge.py, plan_adaptive.py and plan_mentions.py.
 __all__ = [
     "ENV_EXPERIMENT_ID",
     "ENV_STAMP",
     "STAMP_RE",
     "AdaptiveConfig",
     "JudgeConfig",
+    "MentionsConfig",
     "check_env_overrides",
     "env_experiment_id",
     "env_stamp",
@@ -109,6 +112,9 @@ class Plan:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
+    # Which words count as an answer mentioning its concept (the report's judge-free signal):
+    # it decides no trial, so generation_spec leaves it out.
+    mentions: MentionsConfig = field(default_factory=MentionsConfig)
 
     def generation_spec(self) -> dict[str, Any]:
         """What decides the trials and their generations; judge/upload/batch settings do not."""
@@ -137,10 +143,13 @@ class Plan:
         return self.adaptive.enabled or self.adaptive.confirm_top > 0
 
     def to_json(self) -> str:
-        data = {
-            name: dataclasses.asdict(getattr(self, name))
-            for name in ("run", "model", "sweep", "judge", "upload", "adaptive")
+        """The plan as the run's database stores it, with the judge endpoint's host (which may
+        come from $OPENAI_BASE_URL, not the plan): where this run's answers were sent."""
+        data: dict[str, Any] = {
+            name: dataclasses.asdict(getattr(self, name)) for name in TABLES if name != "mentions"
         }
+        data["mentions"] = self.mentions.as_dict()  # {concept: words}, as the plan wrote it
+        data["judge"]["endpoint_host"] = self.judge.endpoint_host()
         return json.dumps(data, sort_keys=True)
 
 
@@ -176,10 +185,7 @@ def _read_local_text(path: Path) -> str:
 
 def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) -> Plan:
     top = Table(file, "", data)
-    sections = {
-        name: Table(file, name, top.data.pop(name, {}))
-        for name in ("run", "model", "sweep", "judge", "upload", "adaptive")
-    }
+    sections = {name: Table(file, name, top.data.pop(name, {})) for name in TABLES}
     top.finish()
     sweep = _read_sweep(sections["sweep"])
     plan = Plan(
@@ -190,6 +196,7 @@ def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) 
         judge=read_judge(sections["judge"]),
         upload=_read_upload(sections["upload"]),
         adaptive=read_adaptive(sections["adaptive"], sweep),
+        mentions=read_mentions(sections["mentions"], sweep.concepts),
     )
     for table in sections.values():
         table.finish()

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+from introspectd.errors import BadInput
 from introspectd.protocol import plan_checks as rules
 from introspectd.protocol.plan_checks import Table
 
 JUDGE_APIS = ("chat", "responses")
+OPENAI_URL = "https://api.openai.com/v1"
+# The openai SDK follows this variable when given no base_url; we resolve it ourselves
+# (`JudgeConfig.endpoint`) so that where requests go is said at start and stored.
+BASE_URL_ENV = "OPENAI_BASE_URL"
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,9 @@ class JudgeConfig:
     fewshot: str = ""
     fewshot_n: int = 0
     concurrency: int = 32
+    # The adaptive limiter never goes below this many requests in flight, whatever the 429s
+    # (judge/limiter.py): for an endpoint known to allow it, whose 429s are someone else's.
+    min_concurrency: int = 1
     max_attempts: int = 3
     backoff_s: float = 1.0
     timeout_s: float = 60.0
@@ -40,11 +49,37 @@ class JudgeConfig:
         """No key and no base_url means judging is off (the offline quickstart)."""
         return bool(api_key) or bool(self.base_url)
 
+    def endpoint(self) -> str:
+        """Where judge requests go: [judge] base_url, else $OPENAI_BASE_URL, else OpenAI.
+        A malformed $OPENAI_BASE_URL is BadInput (one line), not a run of connection errors."""
+        if self.base_url:
+            return self.base_url
+        from_env = os.environ.get(BASE_URL_ENV, "")
+        if from_env and not rules.URL_RE.fullmatch(from_env):
+            # Not echoed: a URL may carry a password.
+            raise BadInput(f"${BASE_URL_ENV}: must be an http:// or https:// URL")
+        return from_env or OPENAI_URL
+
+    def endpoint_source(self) -> str:
+        """Which setting `endpoint` came from, in words for the start line."""
+        if self.base_url:
+            return "from [judge] base_url"
+        return f"from ${BASE_URL_ENV}" if os.environ.get(BASE_URL_ENV) else "the default endpoint"
+
+    def endpoint_host(self) -> str:
+        """The endpoint's host[:port] alone, safe to log and store: a URL may carry a user and
+        password, or a token in its path. "" when $OPENAI_BASE_URL is malformed."""
+        try:
+            return urlsplit(self.endpoint()).netloc.rpartition("@")[2]
+        except BadInput:
+            return ""
+
 
 def read_judge(t: Table) -> JudgeConfig:
     model = t.text("model", JudgeConfig.model)
     if not model:
         t.fail("model", "must not be empty")
+    concurrency = t.integer("concurrency", 32, minimum=1, maximum=rules.MAX_JUDGE_CONCURRENCY)
     return JudgeConfig(
         model=model,
         base_url=t.url("base_url"),
@@ -53,7 +88,8 @@ def read_judge(t: Table) -> JudgeConfig:
         prompt_version=t.text("prompt_version", JudgeConfig.prompt_version),
         fewshot=t.text("fewshot", ""),
         fewshot_n=t.integer("fewshot_n", 0, minimum=0, maximum=rules.MAX_FEWSHOT),
-        concurrency=t.integer("concurrency", 32, minimum=1, maximum=rules.MAX_JUDGE_CONCURRENCY),
+        concurrency=concurrency,
+        min_concurrency=_read_min_concurrency(t, concurrency),
         max_attempts=t.integer("max_attempts", 3, minimum=1, maximum=rules.MAX_ATTEMPTS),
         backoff_s=t.number("backoff_s", 1.0, minimum=0.0, maximum=rules.MAX_BACKOFF_S),
         timeout_s=t.number(
@@ -69,6 +105,13 @@ def read_judge(t: Table) -> JudgeConfig:
 FEWSHOT_SELECTS = ("", "flagged")
 MAX_PRICE = 10_000.0  # USD per million tokens: far above any real price, below a typo's 1e308
 MAX_BUDGET_USD = 1e9
+
+
+def _read_min_concurrency(t: Table, concurrency: int) -> int:
+    value = t.integer("min_concurrency", 1, minimum=1, maximum=rules.MAX_JUDGE_CONCURRENCY)
+    if value > concurrency:
+        t.fail("min_concurrency", f"must be <= concurrency ({concurrency}), got {value}")
+    return value
 
 
 def _read_fewshot_select(t: Table) -> str:

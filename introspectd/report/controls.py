@@ -7,8 +7,7 @@ logit measure").
   intervals.
 - Logit measure: *yes-shift* = mean p_yes(injection) − mean p_yes(control), for the detection
   question and for the factual questions, and the *introspection score* = detection yes-shift −
-  factual yes-shift, with percentile bootstrap intervals (fixed seed, so a report is
-  reproducible).
+  factual yes-shift (`yes_shift.py`: the numbers, and what their intervals resample).
 
 Records of the random arm and logit read-outs are kept out of the main tables (`is_main`).
 """
@@ -20,14 +19,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from introspectd.report.metrics import group_by, newcombe_interval, proportion, wilson_interval
+from introspectd.report.yes_shift import SHIFT_KEYS, yes_shift_metrics
 
 Record = dict[str, Any]
-BOOTSTRAP_SEED = 0
-NUM_BOOTSTRAP = 2000
-SHIFT_KEYS = ("detection_yes_shift", "factual_yes_shift", "introspection_score")
 
 
 def record_fields(obj: Mapping[str, Any]) -> Record:
@@ -38,7 +33,16 @@ def record_fields(obj: Mapping[str, Any]) -> Record:
         "arm": obj.get("arm") if isinstance(obj.get("arm"), str) else None,
         "p_yes": float(p_yes) if isinstance(p_yes, int | float) else None,
         "is_factual": isinstance(factual, Mapping),
+        # Which question: a unit the yes-shift intervals resample (yes_shift.py).
+        "factual_index": _question_key(factual) if isinstance(factual, Mapping) else None,
     }
+
+
+def _question_key(factual: Mapping[str, Any]) -> str | None:
+    index, text = factual.get("index"), factual.get("text")
+    if isinstance(index, int) and not isinstance(index, bool):
+        return f"#{index}"
+    return text if isinstance(text, str) else None
 
 
 def is_main(record: Mapping[str, Any]) -> bool:
@@ -95,68 +99,6 @@ def random_arm_metrics(records: Sequence[Record]) -> dict[str, Any]:
     }
 
 
-# --- logit measure ---------------------------------------------------------------------------
-
-
-def _p_yes(records: Iterable[Record], arm: str, factual: bool) -> np.ndarray:
-    return np.array(
-        [
-            r["p_yes"]
-            for r in records
-            if r.get("p_yes") is not None
-            and _arm(r) == arm
-            and bool(r.get("is_factual")) == factual
-        ],
-        dtype=np.float64,
-    )
-
-
-def _shift(injected: np.ndarray, control: np.ndarray) -> float | None:
-    if not len(injected) or not len(control):
-        return None
-    return float(injected.mean() - control.mean())
-
-
-def _bootstrap_means(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """NUM_BOOTSTRAP means of resamples (with replacement) of `values`."""
-    picks = rng.integers(0, len(values), size=(NUM_BOOTSTRAP, len(values)))
-    return values[picks].mean(axis=1)
-
-
-def _interval(samples: np.ndarray) -> list[float]:
-    lo, hi = np.percentile(samples, [2.5, 97.5])
-    return [float(lo), float(hi)]
-
-
-def yes_shift_metrics(records: Sequence[Record], arm: str = "injection") -> dict[str, Any]:
-    """Yes-shifts of `arm` against control and the introspection score, each with a 95%
-    percentile bootstrap interval (the four groups resampled independently)."""
-    det_inj, det_ctl = _p_yes(records, arm, False), _p_yes(records, "control", False)
-    fac_inj, fac_ctl = _p_yes(records, arm, True), _p_yes(records, "control", True)
-    detection, factual = _shift(det_inj, det_ctl), _shift(fac_inj, fac_ctl)
-    score = None if detection is None or factual is None else detection - factual
-    out: dict[str, Any] = {
-        "arm": arm,
-        "n": {"detection": [len(det_inj), len(det_ctl)], "factual": [len(fac_inj), len(fac_ctl)]},
-        "detection_yes_shift": detection,
-        "factual_yes_shift": factual,
-        "introspection_score": score,
-    }
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    boot: dict[str, np.ndarray] = {}
-    if detection is not None:
-        boot["detection_yes_shift"] = _bootstrap_means(det_inj, rng) - _bootstrap_means(
-            det_ctl, rng
-        )
-    if factual is not None:
-        boot["factual_yes_shift"] = _bootstrap_means(fac_inj, rng) - _bootstrap_means(fac_ctl, rng)
-    if score is not None:
-        boot["introspection_score"] = boot["detection_yes_shift"] - boot["factual_yes_shift"]
-    for key in SHIFT_KEYS:
-        out[key + "_ci"] = _interval(boot[key]) if key in boot else None
-    return out
-
-
 # --- summary, markdown, figures --------------------------------------------------------------
 
 
@@ -193,7 +135,7 @@ def controls_summary(records: list[Record]) -> dict[str, Any] | None:
 def _pp(value: float | None, ci: list[float] | None) -> str:
     if value is None:
         return "—"
-    interval = f" [{ci[0] * 100:+.1f}, {ci[1] * 100:+.1f}]" if ci else ""
+    interval = f" [{ci[0] * 100:+.1f}, {ci[1] * 100:+.1f}]" if ci else " (no interval)"
     return f"{value * 100:+.1f}{interval}"
 
 
@@ -224,53 +166,68 @@ def controls_markdown(section: dict[str, Any] | None) -> list[str]:
     for arm, logit in (section.get("logit") or {}).items():
         lines += [
             f"Logit measure, {arm} arm against control: yes-shift = mean p_yes({arm}) − mean "
-            "p_yes(control), in points; introspection score = detection − factual yes-shift; "
-            "95% bootstrap intervals.",
+            "p_yes(control), in points; introspection score = detection − factual yes-shift. "
+            "95% bootstrap intervals resample the distinct inputs, never trials (a read-out is "
+            "not sampled: its trials are copies): concepts, each with all its read-outs, "
+            "crossed with the factual questions, each arm paired with control; the "
+            "introspection score's also carries how far one question's shift strays from the "
+            "factual mean, the detection question being one question. With few concepts they "
+            "are rough; with fewer than 2 there is no interval.",
             "",
             "| model | layer | strength | detection yes-shift | factual yes-shift | "
-            "introspection score |",
-            "|---|---|---|---|---|---|",
+            "introspection score | resampled |",
+            "|---|---|---|---|---|---|---|",
         ]
         for c in [
             {"model": "all", "layer": "", "strength": "", **logit["overall"]},
             *logit["by_cell"],
         ]:
             cols = " | ".join(_pp(c[k], c[k + "_ci"]) for k in SHIFT_KEYS)
-            lines.append(f"| {c['model']} | {c['layer']} | {c['strength']} | {cols} |")
+            units = c["resampled"]
+            lines.append(
+                f"| {c['model']} | {c['layer']} | {c['strength']} | {cols} | "
+                f"{units['concepts']} concepts × {units['questions']} questions |"
+            )
         lines.append("")
     return lines
 
 
-def render_control_figures(model: str, section: dict[str, Any] | None, out_dir: Path) -> list[Path]:
-    """Heatmaps over layer × strength of the yes-shifts and the introspection score."""
-    from introspectd.report.figures import DPI, model_slug
+def render_control_figures(
+    model: str, section: dict[str, Any] | None, out_dir: Path, slug: str | None = None
+) -> list[Path]:
+    """Heatmaps over layer × strength of the yes-shifts and the introspection score, named by
+    `slug` (figures.figure_slugs; the model's own when not given)."""
+    from introspectd.report.figures import DPI, figure_slugs
 
+    slug = slug or figure_slugs([model])[model]
     paths: list[Path] = []
     for arm, logit in ((section or {}).get("logit") or {}).items():
         cells = [c for c in logit["by_cell"] if c["model"] == model]
         if not cells:
             continue
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"{model_slug(model)}_yes_shift_{arm}.png"
+        path = out_dir / f"{slug}_yes_shift_{arm}.png"
         _shift_figure(f"{model}: {arm} vs control (logit measure)", cells).savefig(path, dpi=DPI)
         paths.append(path)
     return paths
 
 
 def _shift_figure(title: str, cells: list[dict[str, Any]]) -> Any:
-    from matplotlib.colors import TwoSlopeNorm
+    """In percentage points, on the one diverging scale (scale.py) the explorer uses too."""
     from matplotlib.figure import Figure
+
+    from introspectd.report.scale import UNIT, colormap, fmt_points, ink
 
     layers = sorted({c["layer"] for c in cells})
     strengths = sorted({c["strength"] for c in cells})
     by_key = {(c["layer"], c["strength"]): c for c in cells}
     fig = Figure(figsize=(3.6 * len(SHIFT_KEYS) + 1, 0.5 * len(layers) + 2.4), layout="constrained")
     axes = fig.subplots(1, len(SHIFT_KEYS), squeeze=False).ravel()
-    norm = TwoSlopeNorm(vmin=-1.0, vcenter=0.0, vmax=1.0)
+    cmap, norm = colormap()
     image = None
     for ax, key in zip(axes, SHIFT_KEYS, strict=True):
         grid = [[_number(by_key.get((layer, s)), key) for s in strengths] for layer in layers]
-        image = ax.imshow(grid, cmap="RdBu", norm=norm, origin="lower", aspect="auto")
+        image = ax.imshow(grid, cmap=cmap, norm=norm, origin="lower", aspect="auto")
         ax.set_xticks(range(len(strengths)), [f"{s:g}" for s in strengths])
         ax.set_yticks(range(len(layers)), [str(layer) for layer in layers])
         ax.set_xlabel("strength")
@@ -279,13 +236,23 @@ def _shift_figure(title: str, cells: list[dict[str, Any]]) -> Any:
         for i, row in enumerate(grid):
             for j, value in enumerate(row):
                 if not math.isnan(value):
-                    ax.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize=7.5)
+                    colour = ink(cmap(norm(value))[:3])
+                    ax.text(
+                        j,
+                        i,
+                        fmt_points(value),
+                        ha="center",
+                        va="center",
+                        fontsize=7.5,
+                        color=colour,
+                    )
     if image is not None:
-        fig.colorbar(image, ax=list(axes), shrink=0.85)
-    fig.suptitle(title, fontsize=12)
+        fig.colorbar(image, ax=list(axes), shrink=0.85).set_label(UNIT)
+    fig.suptitle(title, fontsize=12, parse_math=False)
     return fig
 
 
 def _number(cell: dict[str, Any] | None, key: str) -> float:
+    """The cell's value in percentage points (NaN: none)."""
     value = None if cell is None else cell.get(key)
-    return float("nan") if value is None else float(value)
+    return float("nan") if value is None else 100.0 * float(value)

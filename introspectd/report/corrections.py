@@ -41,6 +41,8 @@ BOOTSTRAP_SEED = 20261202
 # MIN_YOUDEN_J: the calibration cannot rule out a judge too weak to correct with.
 MAX_SHARE_WEAK_DRAWS = 0.025
 ALPHA = 0.05
+# Each tail of a 95% interval: with this share of draws undefined, a bound is undefined too.
+TAIL = 0.025
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,13 @@ class JudgeErrorRates:
 
 @dataclass(frozen=True)
 class Corrected:
-    rate: float | None  # None when J <= 0 (undefined)
+    rate: float | None  # None with no trials, or when not estimable
     ci: tuple[float, float] | None  # 95% percentile bootstrap interval
     is_unstable: bool
+    # Share of bootstrap draws whose J* = TPR* + TNR* − 1 is <= 0: they have no correction.
+    failed_share: float = 0.0
+    # False when the judge may be no better than chance (J <= 0, or failed_share >= TAIL).
+    is_estimable: bool = True
 
 
 def rogan_gladen(p: float, tpr: float, tnr: float) -> float | None:
@@ -102,7 +108,12 @@ def corrected_pass_rate(
     `is_fail_share`: k counts judge *fails* (the control false-positive rate); TPR and TNR swap
     (see the module docstring). Parametric bootstrap: each draw resamples the cell's rate and the
     calibration's TPR and TNR, corrects and clips; the interval is the 2.5th–97.5th percentile
-    of the draws with J* > 0. A fixed seed makes the report reproducible.
+    of all draws. A draw with J* <= 0 has no correction (the judge it drew is no better than
+    chance): it counts as 0 for the lower bound and 1 for the upper, so the interval holds
+    whatever it stood for. When TAIL or more of the draws are such, the interval would be
+    [0, 1] and the point a division by noise: the rate is not estimable (rate and ci None,
+    `failed_share` says how many draws failed), never an interval from the draws that happened
+    to work. A fixed seed makes the report reproducible.
 
     Each proportion k/n is drawn from Beta(k + ½, n − k + ½) (Jeffreys), not Bin(n, k/n)/n: the
     binomial draw is degenerate at k = 0 or k = n, so a judge with TPR 30/30 (the seed's judge
@@ -123,16 +134,20 @@ def corrected_pass_rate(
     if is_fail_share:
         tpr_star, tnr_star = tnr_star, tpr_star
     j_star = tpr_star + tnr_star - 1
-    defined = j_star > 0
+    failed = j_star <= 0
+    failed_share = float(failed.mean())
     is_unstable = (
         judge.youden_j < MIN_YOUDEN_J
         or float(np.mean(j_star < MIN_YOUDEN_J)) > MAX_SHARE_WEAK_DRAWS
     )
-    if rate is None or not defined.any():
-        return Corrected(rate, None, True)
-    values = np.clip((p_star[defined] + tnr_star[defined] - 1) / j_star[defined], 0.0, 1.0)
-    lo, hi = np.percentile(values, [2.5, 97.5])
-    return Corrected(rate, (float(lo), float(hi)), is_unstable)
+    if rate is None or failed_share >= TAIL:
+        return Corrected(None, None, True, failed_share, is_estimable=False)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = np.clip((p_star + tnr_star - 1) / j_star, 0.0, 1.0)
+    # A draw without a correction could be any rate: the worst case for each bound.
+    lo = np.percentile(np.where(failed, 0.0, values), 100 * TAIL)
+    hi = np.percentile(np.where(failed, 1.0, values), 100 * (1 - TAIL))
+    return Corrected(rate, (float(lo), float(hi)), is_unstable, failed_share)
 
 
 def fisher_greater(k1: int, n1: int, k2: int, n2: int) -> float | None:

@@ -1,5 +1,9 @@
 """The report's PNG figures, per model: layer × strength heatmaps and rates against strength.
 
+Rates are drawn in percent and net detection in percentage points, as report.md prints them; net
+detection takes its colours from the one diverging scale the explorer uses too (scale.py). Names
+(models, concepts) are drawn as written: matplotlib would read `$…$` in them as mathtext.
+
 matplotlib is imported inside the drawing functions, and only its object-oriented API is used
 (`Figure`, rendered by Agg on save): no pyplot, no global backend switch, so drawing a report never
 changes the plotting state of a process that embeds introspectd, and needs no display.
@@ -7,13 +11,18 @@ changes the plotting state of a process that embeds introspectd, and needs no di
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from introspectd.report.metrics import compute_metrics, group_by
 from introspectd.report.rules import PAPER_FIELD
+from introspectd.report.scale import MISSING as MISSING_COLOUR
+from introspectd.report.scale import UNIT, colormap, fmt_points, ink
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -32,8 +41,8 @@ HEATMAPS = (
 # Drawn only when some record was graded for the paper rule (a v2 judge): else every cell is n/a.
 PAPER_HEATMAP = ("injection_pass_rate_paper", "injection pass rate, paper rule",
                  "injection_pass_paper")
-MISSING_COLOUR = "#e4e4e4"
 DPI = 130
+SLUG_LIMIT = 80  # characters of a model's name kept in its figures' file names
 
 
 def model_slug(model: str) -> str:
@@ -41,11 +50,25 @@ def model_slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_") or "model"
 
 
-def render_model_figures(model: str, records: list[Record], out_dir: Path) -> list[Path]:
-    """One model's figures (three heatmaps, one strength plot) written into `out_dir`."""
+def figure_slugs(models: Iterable[str]) -> dict[str, str]:
+    """Each model's file-name stem: its readable slug, cut to SLUG_LIMIT characters. Where it
+    was cut, or two of these models share it (compared ignoring case, as macOS and Windows file
+    systems do), a hash of the full name follows, so no model's figures overwrite another's and
+    no name is too long for the file system."""
+    readable = {m: model_slug(m) for m in models}
+    uses = Counter(s.lower() for s in readable.values())
+    return {m: s if len(s) <= SLUG_LIMIT and uses[s.lower()] == 1
+            else f"{s[:SLUG_LIMIT]}-{hashlib.sha256(m.encode()).hexdigest()[:10]}"
+            for m, s in readable.items()}
+
+
+def render_model_figures(model: str, records: list[Record], out_dir: Path,
+                         slug: str | None = None) -> list[Path]:
+    """One model's figures (three heatmaps, one strength plot) written into `out_dir`, named by
+    `slug` (figure_slugs; the model's own when not given)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     panels = concept_panels(records)
-    slug = model_slug(model)
+    slug = slug or figure_slugs([model])[model]
     paths = []
     has_paper = any(PAPER_FIELD in (r["judge"] or {}) for r in records)
     for key, _, stem in HEATMAPS + ((PAPER_HEATMAP,) if has_paper else ()):
@@ -100,22 +123,25 @@ def heatmap_figure(title: str, key: str, panels: list[tuple[str, Cells]], layers
         ax.set_visible(False)
     if image is not None:
         bar = fig.colorbar(image, ax=list(axes[:len(panels)]), shrink=0.85)
-        bar.set_label(key.replace("_", " "))
+        unit = UNIT if _is_difference(key) else "%"
+        bar.set_label(f"{key.replace('_', ' ')} ({unit})")
     counts = "injection/control trials" if key == "net_detection" else "k/n trials"
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(title, fontsize=12, parse_math=False)
     fig.supxlabel(f"cell: value and {counts}; grey: no data", fontsize=8, color="#555555")
     return fig
 
 
+def _is_difference(key: str) -> bool:
+    return key.startswith("net_detection")
+
+
 def _colour_scale(key: str) -> tuple[Colormap, Normalize]:
     from matplotlib import colormaps
-    from matplotlib.colors import Normalize, TwoSlopeNorm
+    from matplotlib.colors import Normalize
 
-    if key.startswith("net_detection"):
-        # Diverging and centred on 0: blue = detection above the false-positive rate, red = below.
-        return (colormaps["RdBu"].with_extremes(bad=MISSING_COLOUR),
-                TwoSlopeNorm(vmin=-1.0, vcenter=0.0, vmax=1.0))
-    return colormaps["viridis"].with_extremes(bad=MISSING_COLOUR), Normalize(0.0, 1.0)
+    if _is_difference(key):
+        return colormap()  # points, centred on 0: blue = detection above the control FP rate
+    return colormaps["viridis"].with_extremes(bad=MISSING_COLOUR), Normalize(0.0, 100.0)
 
 
 def _heatmap(ax: Axes, name: str, cells: Cells, key: str, layers: list[int],
@@ -128,7 +154,7 @@ def _heatmap(ax: Axes, name: str, cells: Cells, key: str, layers: list[int],
     ax.set_yticks(range(len(layers)), [str(layer) for layer in layers])
     ax.set_xlabel("strength")
     ax.set_ylabel("layer")
-    ax.set_title(name, fontsize=10)
+    ax.set_title(name, fontsize=10, parse_math=False)
     size = 7.5 if len(strengths) <= 7 else 6
     for i, layer in enumerate(layers):
         for j, s in enumerate(strengths):
@@ -136,28 +162,23 @@ def _heatmap(ax: Axes, name: str, cells: Cells, key: str, layers: list[int],
             if m is None:
                 continue
             value = grid[i][j]
-            colour = "black" if math.isnan(value) else _ink(cmap(norm(value)))
+            colour = "black" if math.isnan(value) else ink(cmap(norm(value))[:3])
             ax.text(j, i, _annotation(m, key, value), ha="center", va="center",
                     fontsize=size, color=colour)
     return image
 
 
 def _value(m: dict[str, Any] | None, key: str, missing: float) -> float:
-    return missing if m is None or m[key] is None else float(m[key])
+    """A cell's rate in percent, or its difference in percentage points."""
+    return missing if m is None or m[key] is None else 100.0 * float(m[key])
 
 
 def _annotation(m: dict[str, Any], key: str, value: float) -> str:
-    if key.startswith("net_detection"):
-        shown = "—" if math.isnan(value) else f"{value:+.2f}"
+    if _is_difference(key):
+        shown = fmt_points(None if math.isnan(value) else value)
         return f"{shown}\n{m['n_injection']}/{m['n_control']}"
     k, n = m["counts"][key]
-    return f"{'—' if math.isnan(value) else f'{value:.2f}'}\n{k}/{n}"
-
-
-def _ink(rgba: tuple[float, float, float, float]) -> str:
-    """Black text on light cells, white on dark (relative luminance, ITU-R BT.709)."""
-    r, g, b = rgba[:3]
-    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
+    return f"{'—' if math.isnan(value) else f'{value:.1f}%'}\n{k}/{n}"
 
 
 def strength_figure(model: str, records: list[Record]) -> Figure:
@@ -179,25 +200,25 @@ def strength_figure(model: str, records: list[Record]) -> Figure:
         _band(ax, injected, key, "injection, all layers", "black", "-")
         _band(ax, controls, key, "control (no injection)", "#888888", "--")
         ax.set_xticks(strengths, [f"{s:g}" for s in strengths])
-        ax.set_ylim(-0.03, 1.03)
+        ax.set_ylim(-3, 103)
         ax.set_xlabel("strength")
-        ax.set_ylabel(label)
+        ax.set_ylabel(f"{label} (%)")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(f"{model}: coherence and refusals against strength"
-                 " (bold: all layers, with 95% Wilson interval)", fontsize=11)
+                 " (bold: all layers, with 95% Wilson interval)", fontsize=11, parse_math=False)
     return fig
 
 
 def _series(records: list[Record], key: str) -> tuple[list[float], list[float], list[Any]]:
-    """Points (strength, rate, interval) where the rate exists."""
+    """Points (strength, rate, interval) where the rate exists, in percent."""
     xs, ys, cis = [], [], []
     for s, members in sorted(group_by(records, lambda r: r["strength"]).items()):
         m = compute_metrics(members)
         if m[key] is not None:
             xs.append(s)
-            ys.append(m[key])
-            cis.append(m[key + "_ci"])
+            ys.append(100.0 * m[key])
+            cis.append([100.0 * bound for bound in m[key + "_ci"]])
     return xs, ys, cis
 
 

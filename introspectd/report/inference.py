@@ -13,6 +13,8 @@ from introspectd.report.corrections import (
     ALPHA,
     BOOTSTRAP_DRAWS,
     MIN_YOUDEN_J,
+    TAIL,
+    Corrected,
     JudgeErrorRates,
     corrected_pass_rate,
     fisher_greater,
@@ -23,8 +25,11 @@ CORRECTION_METHOD = (
     f"Rogan–Gladen, clipped to [0, 1]; 95% percentile interval from a parametric bootstrap"
     f" ({BOOTSTRAP_DRAWS} draws, fixed seed) that draws the cell's rate and the calibration's"
     f" TPR and TNR each from its Jeffreys Beta(k + ½, n − k + ½), so the calibration's own"
-    f" uncertainty is carried (a binomial resample would freeze a 30/30 TPR at 1); unstable"
-    f" when TPR + TNR − 1 < {MIN_YOUDEN_J} or more than 2.5% of bootstrap draws fall below it"
+    f" uncertainty is carried (a binomial resample would freeze a 30/30 TPR at 1); a draw"
+    f" with TPR + TNR − 1 <= 0 has no correction and counts as 0 for the lower bound and 1 for"
+    f" the upper; with {100 * TAIL:g}% or more such draws (or TPR + TNR − 1 <= 0 itself) the"
+    f" rate is not estimable; unstable when TPR + TNR − 1 < {MIN_YOUDEN_J} or more than 2.5%"
+    f" of bootstrap draws fall below it"
 )
 SIGNIFICANCE_METHOD = (
     "one-sided Fisher exact test of injection pass rate > control false-positive rate per"
@@ -65,12 +70,21 @@ def add_corrections(
         inj = corrected_pass_rate(k_inj, n_inj, judge)
         ctl = corrected_pass_rate(k_fp, n_ctl, judge, is_fail_share=True)
         m["corrected"] = {
-            "injection_pass_rate": inj.rate,
-            "injection_pass_rate_ci": list(inj.ci) if inj.ci else None,
-            "control_fp_rate": ctl.rate,
-            "control_fp_rate_ci": list(ctl.ci) if ctl.ci else None,
+            **_corrected_fields("injection_pass_rate", inj),
+            **_corrected_fields("control_fp_rate", ctl),
             "is_unstable": inj.is_unstable or ctl.is_unstable,
         }
+
+
+def _corrected_fields(name: str, c: Corrected) -> dict[str, Any]:
+    """The rate and its interval (None when not estimable), whether it is, and the share of
+    bootstrap draws without a correction (J* <= 0), so the reader sees why."""
+    return {
+        name: c.rate,
+        name + "_ci": list(c.ci) if c.ci else None,
+        name + "_estimable": c.is_estimable,
+        name + "_failed_share": c.failed_share,
+    }
 
 
 def add_significance(groups: list[dict[str, Any]]) -> None:

@@ -52,8 +52,12 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         "",
         *_layer_strength_tables(summary["by_model_layer_strength"]),
     ]
-    from introspectd.report.adaptive import render_adaptive  # it uses this module's formats
+    # Imported here: they use this module's formats.
+    from introspectd.report.adaptive import render_adaptive
+    from introspectd.report.mentions import mentions_markdown
 
+    mentions = mentions_markdown(summary.get("mentions"))
+    lines += ["", *mentions] if mentions else []
     lines += ["", *render_adaptive(summary.get("adaptive"))]
     if figures:
         lines += ["", "## Figures", ""]

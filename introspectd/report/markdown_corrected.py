@@ -49,7 +49,10 @@ def corrected_section(summary: dict[str, Any]) -> list[str]:
         " *fail* class, so TPR and TNR swap: (q + TPR − 1) / (TPR + TNR − 1). Raw rates stay"
         " in every other table; the seed rule is corrected (the calibration measures it)."
         f" ⚠ marks an unstable correction (TPR + TNR − 1 < {MIN_YOUDEN_J}, or the bootstrap"
-        " cannot rule that out).",
+        " cannot rule that out). *Not estimable*: the judge may be no better than chance"
+        " (TPR + TNR − 1 <= 0 in the share of bootstrap draws given, or in the calibration"
+        " itself), so no rate or interval is given: an interval from the draws that happened"
+        " to work would look precise and mean nothing.",
         "",
         *_mismatch(judge.get("fingerprint"), summary.get("judge_selection")),
         _row(
@@ -95,8 +98,11 @@ def _mismatch(calibrated: Any, selection: dict[str, Any] | None) -> list[str]:
 
 
 def fmt_corrected(m: dict[str, Any], name: str) -> str:
-    """`38.2% [21.0–55.9]`, ⚠ when unstable; — with no data or no defined correction."""
+    """`38.2% [21.0–55.9]`, ⚠ when unstable; `not estimable (47.3% of draws failed)` when the
+    judge may be no better than chance; — with no data."""
     c = m.get("corrected")
+    if c is not None and c.get(name + "_estimable") is False:
+        return f"not estimable ({100 * c[name + '_failed_share']:.1f}% of draws failed)"
     if c is None or c[name] is None:
         return "—"
     ci = c[name + "_ci"]

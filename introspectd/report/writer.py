@@ -27,13 +27,15 @@ from introspectd.report.controls import (
     record_fields,
     render_control_figures,
 )
-from introspectd.report.figures import render_model_figures
+from introspectd.report.figures import figure_slugs, render_model_figures
 from introspectd.report.inference import add_corrections, add_significance
 from introspectd.report.judges import JudgeSelection, select_judge
 from introspectd.report.markdown import render_markdown
+from introspectd.report.mentions import mentions_summary, run_lexicon
 from introspectd.report.metrics import compute_metrics, group_by
+from introspectd.text import loads_text
 
-Record = dict[str, Any]  # flat: id, model, concept, layer, strength, was_injected, judge
+Record = dict[str, Any]  # flat: id, model, concept, layer, strength, was_injected, judge, ...
 
 _ID_LAYER_RE = re.compile(r"_L(\d+)_")
 _ID_STRENGTH_RE = re.compile(r"_S(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)_")
@@ -89,15 +91,19 @@ def write_report(inputs: list[Path], out_dir: Path, calibration: Path | None = N
     controls = controls_summary(everything)
     if controls is not None:
         summary["controls"] = controls
+    mentions = mentions_summary(explore, run_lexicon(loaded.files))
+    if mentions is not None:
+        summary["mentions"] = mentions
     adaptive = adaptive_summary(explore, confirm, load_decisions(inputs))
     if adaptive is not None:
         summary["adaptive"] = adaptive
     out_dir.mkdir(parents=True, exist_ok=True)
     figures: list[Path] = []
+    slugs = figure_slugs({r["model"] for r in everything})  # one file name per model, no clashes
     for model, records in sorted_items(group_by(loaded.records, lambda r: r["model"])):
-        figures += render_model_figures(model, records, out_dir / "figures")
+        figures += render_model_figures(model, records, out_dir / "figures", slugs[model])
     for model in sorted({r["model"] for r in everything}):
-        figures += render_control_figures(model, controls, out_dir / "figures")
+        figures += render_control_figures(model, controls, out_dir / "figures", slugs[model])
     summary_json = out_dir / "summary.json"
     summary_json.write_text(json.dumps(_rounded(summary), indent=2) + "\n", encoding="utf-8")
     report_md = out_dir / "report.md"
@@ -164,7 +170,7 @@ def read_records(path: Path) -> list[Record]:
             if not text.strip():
                 continue
             try:
-                obj = json.loads(text.rstrip("\r\n"))  # so the column is on this line
+                obj = loads_text(text.rstrip("\r\n"))  # so the column is on this line
             except json.JSONDecodeError as e:
                 raise BadInput(
                     f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})"
@@ -200,6 +206,8 @@ def parse_record(obj: Any, fallback_model: str, where: str) -> Record:
         "strength": _strength(config, trial_id, where),
         "was_injected": injected,
         "judge": judge,
+        # The answer, for the mention counts (report/mentions.py); null for logit read-outs.
+        "response": obj["response"] if isinstance(obj.get("response"), str) else None,
         **record_fields(obj),
         "confirmation": config.get("confirmation") is True,  # report/adaptive.py
     }

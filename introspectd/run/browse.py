@@ -1,6 +1,10 @@
 """The explorer's queries on a run's database: cell aggregates, filtered pages of trials, one
 trial, and loading seed-format records into a scratch database.
 
+Logit-measure runs (generate/logit.py) have no text to read: their trials carry p_yes (and the
+factual control question they asked, if any), and a cell sums p_yes of its detection-question
+trials so the page can show the mean yes-shift.
+
 The SQL lives here rather than in store.py to keep that module readable; like every module but
 store.py and dbfile.py it never imports sqlite3 and goes through a `Store`'s connection. Every
 read is one autocommit statement, so a reader of a live (WAL) run sees each new commit.
@@ -9,11 +13,13 @@ read is one autocommit statement, so a reader of a live (WAL) run sees each new 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from introspectd.run.store import Store
+from introspectd.text import loads_text
 
 # A judge's "answer"; JSON true/false arrive from json_extract as 1/0.
 _ANSWER = "json_extract(judge_json, '$.answer')"
@@ -23,9 +29,10 @@ _FLAGS = {
 }
 # A trial's arm: `arm` since 0004_controls.sql (NULL there, and before it, means `kind`).
 _ARM = "COALESCE(arm, kind)"
+_REASONING = "json_extract(judge_json, '$.reasoning')"
 _LIST_COLUMNS = (
     f"id, ordinal, concept, {_ARM} AS arm_of, layer, strength, trial, status, response, "
-    "judge_json, judge_error"
+    "judge_json, judge_error, question, p_yes"
 )
 MAX_PAGE = 200
 
@@ -42,7 +49,10 @@ class TrialFilter:
     coherent: bool | None = None
     refused: bool | None = None
     is_failed: bool | None = None  # judge_failed rows (True) or the others (False)
-    text: str | None = None  # a substring of the answer or the id
+    # A substring of the answer or the judge's reasoning. Not of the id: ids name the concept,
+    # arm and cell, so searching "ocean" within concept ocean would list every trial.
+    text: str | None = None
+    id_text: str | None = None  # a substring of the id (the page's `id:` search)
 
     def where(self) -> tuple[str, list[Any]]:
         """The WHERE clause (always excluding trials not yet generated) and its arguments."""
@@ -70,10 +80,38 @@ class TrialFilter:
                 "status = 'judge_failed'" if self.is_failed else "status != 'judge_failed'"
             )
         if self.text:
-            escaped = self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append("(response LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\')")
-            args += [f"%{escaped}%"] * 2
+            where.append(f"(response LIKE ? ESCAPE '\\' OR {_REASONING} LIKE ? ESCAPE '\\')")
+            args += [_like(self.text)] * 2
+        if self.id_text:
+            where.append("id LIKE ? ESCAPE '\\'")
+            args.append(_like(self.id_text))
         return " AND ".join(where), args
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its own % and _ searched for as characters."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def search_filter(query: str) -> dict[str, str | None]:
+    """The page's search box as TrialFilter fields: `id:TEXT` searches ids, anything else the
+    answers and the judge's reasoning (web/local.js `searchOf` reads it the same way)."""
+    if query.lstrip().lower().startswith("id:"):
+        return {"text": None, "id_text": query.lstrip()[3:].strip() or None}
+    return {"text": query or None, "id_text": None}
+
+
+def excerpt(text: str, needle: str | None, width: int = 300) -> str | None:
+    """Up to `width` characters of `text` around needle's first match (ignoring case), with
+    "…" where cut; None where it does not match. Without a needle: the start of `text`."""
+    if not needle:
+        return text[:width]
+    found = re.search(re.escape(needle), text, re.IGNORECASE)
+    if found is None:
+        return None
+    start = max(0, found.start() - width // 4)
+    return ("…" if start else "") + text[start : start + width]
 
 
 def _row_dict(r: Any) -> dict[str, Any]:
@@ -87,8 +125,10 @@ def _row_dict(r: Any) -> dict[str, Any]:
         "trial": r["trial"],
         "status": r["status"],
         "response": r["response"],
-        "judge": json.loads(r["judge_json"]) if r["judge_json"] else None,
+        "judge": loads_text(r["judge_json"]) if r["judge_json"] else None,
         "judge_error": r["judge_error"],
+        "question": r["question"],  # a factual control question's index, logit runs only
+        "p_yes": r["p_yes"],  # logit runs only
     }
 
 
@@ -115,7 +155,10 @@ def cells(store: Store, concept: str) -> list[dict[str, Any]]:
         "SUM(status != 'pending') AS n_generated, "
         f"SUM({_ANSWER} IS NOT NULL) AS n_judged, "
         f"SUM(lower({_ANSWER}) = 'pass') AS n_pass, "
-        "SUM(status = 'judge_failed') AS n_failed "
+        "SUM(status = 'judge_failed') AS n_failed, "
+        # The detection question's read-outs (factual controls have their own shift).
+        "SUM(CASE WHEN question IS NULL THEN p_yes END) AS sum_p_yes, "
+        "SUM(question IS NULL AND p_yes IS NOT NULL) AS n_p_yes "
         "FROM trials WHERE concept = ? GROUP BY layer, strength, arm_of ORDER BY layer, strength"
     )
     return [
@@ -128,6 +171,8 @@ def cells(store: Store, concept: str) -> list[dict[str, Any]]:
             "n_judged": r["n_judged"] or 0,
             "n_pass": r["n_pass"] or 0,
             "n_failed": r["n_failed"] or 0,
+            "n_p_yes": r["n_p_yes"] or 0,
+            "sum_p_yes": r["sum_p_yes"] or 0.0,
         }
         for r in store.conn.execute(sql, (concept,))
     ]
@@ -151,7 +196,8 @@ def page_trials(
 
 def get_trial(store: Store, trial_id: str) -> dict[str, Any] | None:
     r = store.conn.execute(
-        f"SELECT {_LIST_COLUMNS}, num_new_tokens, generated_at, judged_at FROM trials WHERE id = ?",
+        f"SELECT {_LIST_COLUMNS}, num_new_tokens, generated_at, judged_at, prob_yes, prob_no "
+        "FROM trials WHERE id = ?",
         (trial_id,),
     ).fetchone()
     if r is None:
@@ -161,6 +207,8 @@ def get_trial(store: Store, trial_id: str) -> dict[str, Any] | None:
         "num_new_tokens": r["num_new_tokens"],
         "generated_at": r["generated_at"],
         "judged_at": r["judged_at"],
+        "prob_yes": r["prob_yes"],
+        "prob_no": r["prob_no"],
     }
 
 
@@ -183,14 +231,18 @@ def import_trials(store: Store, rows: Iterable[dict[str, Any]]) -> int:
             json.dumps(row["judge"]) if row["judge"] is not None else None,
             row["judge_error"],
             row.get("generated_at"),
+            row.get("question"),
+            row.get("p_yes"),
+            row.get("prob_yes"),
+            row.get("prob_no"),
         )
         for ordinal, row in enumerate(rows)
     ]
     with store._write() as conn:
         conn.executemany(
             "INSERT INTO trials (id, ordinal, concept, kind, arm, layer, strength, trial, "
-            "status, response, judge_json, judge_error, generated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "status, response, judge_json, judge_error, generated_at, question, p_yes, prob_yes, "
+            "prob_no) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             values,
         )
     return len(values)

@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from introspectd.run.dbfile import now_iso
+from introspectd.text import loads_text
 
 
 class JudgeHistory:
@@ -28,7 +29,7 @@ class JudgeHistory:
             "SELECT trial_id, judge_model, prompt_version, fewshot_hash, result_json "
             "FROM judgements WHERE result_json IS NOT NULL ORDER BY id"
         )
-        return [(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+        return [(r[0], r[1], r[2], r[3], loads_text(r[4])) for r in rows]
 
     def judge_fingerprints(self) -> list[str]:
         """The fingerprints of the judges that graded rows of this run, the most recently used
@@ -49,7 +50,7 @@ class JudgeHistory:
             "AND result_json IS NOT NULL GROUP BY trial_id)",
             (fingerprint,),
         )
-        return {r["trial_id"]: json.loads(r["result_json"]) for r in rows}
+        return {r["trial_id"]: loads_text(r["result_json"]) for r in rows}
 
     def save_calibration(self, fingerprint: str, calibration: dict[str, Any]) -> None:
         with self._write() as conn:

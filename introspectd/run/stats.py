@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,9 +55,10 @@ class RunStats:
     _num_done_now: int = 0  # selected trials finished by this run
     _selected: set[str] | None = None  # None before start(): every judgement counts
 
-    def start(self, ctx: RunContext) -> None:
-        """Counts what is finished already. A row an earlier run left `generated` is not: it
-        is judged again now and counted then (counting it twice gave "done: 1413/720")."""
+    def start(self, ctx: RunContext, rejudging: Collection[str] = ()) -> None:
+        """Counts what is finished already. A row an earlier run left `generated` is not, nor
+        one in `rejudging` (failed for want of a judge, sent again): it is judged now and
+        counted then (counting it twice gave "done: 1413/720")."""
         self.started_at = time.monotonic()
         self._rate_window.append((self.started_at, 0, 0))
         self._selected = ctx.selected_ids
@@ -74,7 +76,7 @@ class RunStats:
                 self.grid.add(row.id, row.spec.is_injected, row.judge)
             if row.id in ctx.selected_ids:
                 self.by_concept_total[row.spec.concept] += 1
-                if row.status in finished:
+                if row.status in finished and row.id not in rejudging:
                     self.num_done_before += 1
                     self.by_concept_done[row.spec.concept] += 1
 

@@ -32,6 +32,7 @@ from introspectd.run.dbfile import (  # noqa: F401  (re-exported: the store's pu
 )
 from introspectd.run.judge_history import JudgeHistory
 from introspectd.run.outcomes import OutcomeQueries
+from introspectd.text import loads_text
 
 # The store's errors, for callers that report them without touching SQLite themselves.
 StoreError = sqlite3.Error
@@ -135,7 +136,7 @@ def _trial_row(r: sqlite3.Row) -> TrialRow:
         r["question"],
         bool(r["is_confirmation"]),
     )
-    judge = json.loads(r["judge_json"]) if r["judge_json"] else None
+    judge = loads_text(r["judge_json"]) if r["judge_json"] else None
     readout = None
     if r["p_yes"] is not None:
         readout = Readout(r["p_yes"], r["prob_yes"], r["prob_no"])

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 from gcs_emulator import BUCKET, GcsEmulator
-from helpers import REPO
+from helpers import REPO, jsonl_lines
 from judge_server import JudgeServer
 
 from introspectd.cli import main
@@ -314,7 +314,7 @@ def assert_disk_full(proc: subprocess.CompletedProcess[str]) -> None:
 
 def assert_complete(out: Path) -> None:
     for concept in ("ocean", "fear"):
-        lines = (out / f"{concept}.jsonl").read_text(encoding="utf-8").splitlines()
+        lines = jsonl_lines((out / f"{concept}.jsonl").read_text(encoding="utf-8"))
         ids = [json.loads(line)["id"] for line in lines]
         assert len(ids) == len(set(ids)) == 16, concept  # every trial, exactly once
 

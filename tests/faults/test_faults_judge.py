@@ -7,12 +7,16 @@
 - item 12: test_echoed_key_fragments_are_redacted, test_redact_forms
 - item 14: test_rejudge_refuses_while_run_holds_the_run
 - item 19 (part): test_non_json_200_body_is_retried_as_the_readme_says
+- issue 22 item 9: test_random_429s_keep_the_limit_near_concurrency,
+  test_a_burst_of_429s_still_backs_off
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import random
 import sqlite3
 import threading
 import time
@@ -24,6 +28,7 @@ import pytest
 from helpers import run_cli, start_run, write_plan
 from judge_server import (
     GOOD_RESULT,
+    Action,
     JudgeServer,
     Recorded,
     echo_key,
@@ -259,3 +264,64 @@ def test_non_json_200_body_is_retried_as_the_readme_says(body: bytes) -> None:
         [outcome] = _grade(_judge_config(server), 1)
     assert outcome.error is None and outcome.result is not None
     assert outcome.attempts == 2 and len(server.requests) == 2
+
+
+# --- issue 22 item 9: a steady background of 429s is not a reason to back off ----------------
+
+
+def _background_429s(share: float, burst: range = range(0)) -> JudgeServer:
+    """`share` of requests answered 429 (retry-after 0.5 s) at random, and every request whose
+    number is in `burst`; the rest judged after a short think."""
+    rng = random.Random(22)
+    count = itertools.count()
+    lock = threading.Lock()
+
+    def respond(rec: Recorded) -> Action:
+        with lock:
+            n, roll = next(count), rng.random()
+        if n in burst:
+            return rate_limited(retry_after_s=0.1)
+        return rate_limited(retry_after_s=0.5) if roll < share else ok(delay_s=0.03)
+
+    return JudgeServer(responder=respond)
+
+
+def _limits_while_grading(cfg: JudgeConfig, n: int) -> tuple[list[int], list[JudgeOutcome]]:
+    """Grade `n` rows; the limiter's limit as each row finishes."""
+    limits: list[int] = []
+    outcomes: list[JudgeOutcome] = []
+
+    async def main() -> None:
+        with anyio.fail_after(240):
+            async with Judge(cfg, SECRET) as judge, anyio.create_task_group() as tg:
+                async def one(i: int) -> None:
+                    outcomes.append(await judge.grade("ocean", i % 2 == 0, f"response {i}"))
+                    limits.append(judge.stats.current_concurrency)
+
+                for i in range(n):
+                    tg.start_soon(one, i)
+
+    anyio.run(main)
+    return limits, outcomes
+
+
+def test_random_429s_keep_the_limit_near_concurrency() -> None:
+    with _background_429s(0.08) as server:
+        limits, outcomes = _limits_while_grading(
+            _judge_config(server, concurrency=8, max_attempts=6), 400)
+        statuses = server.statuses()
+    assert all(o.error is None for o in outcomes)
+    share = statuses.count(429) / len(statuses)
+    assert 0.04 < share < 0.13, share   # the background the server was told to send
+    after_slow_start = sorted(limits[50:])
+    assert after_slow_start[len(after_slow_start) // 10] >= 7, after_slow_start   # 90% of the time
+
+
+def test_a_burst_of_429s_still_backs_off() -> None:
+    with _background_429s(0.08, burst=range(150, 230)) as server:
+        limits, outcomes = _limits_while_grading(
+            _judge_config(server, concurrency=8, max_attempts=20), 400)
+    assert all(o.error is None for o in outcomes)
+    assert max(limits[:100]) == 8
+    assert min(limits) <= 2, "100% 429s for 80 requests: backed off"
+    assert limits[-1] >= 6, "and won back once the burst ended"

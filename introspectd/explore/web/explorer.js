@@ -1,17 +1,21 @@
 // introspectd explorer: one page for the server (fetches /api/*) and for explorer.html (data
 // embedded, same queries done here). Every piece of data enters the DOM as text (textContent,
-// createTextNode), never as HTML.
+// createTextNode), never as HTML. Differences are shown in percentage points and coloured by
+// the report's own scale (report/scale.py, embedded as #colour-scale).
 "use strict";
 (function () {
   const PAGE = 20;
   const FILTERS = ["arm", "answer", "coherent", "refused", "failed", "q"];
+  // Serving the network, the explorer answers only requests carrying the token of its URL.
+  const TOKEN = new URLSearchParams(location.search).get("token");
 
   // ------------------------------------------------------------------ backends
   class ServerBackend {
     async get(path, params) {
       const qs = new URLSearchParams();
       for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "") qs.set(k, v);
-      const r = await fetch(path + "?" + qs.toString(), { cache: "no-store" });
+      const headers = TOKEN ? { "X-Introspectd-Token": TOKEN } : {};
+      const r = await fetch(path + "?" + qs.toString(), { cache: "no-store", headers });
       if (!r.ok) throw new Error((await r.json()).error || r.statusText);
       return r.json();
     }
@@ -21,69 +25,7 @@
     trial(model, id) { return this.get("/api/trial", { model, id }); }
   }
 
-  class LocalBackend {
-    constructor(data) {
-      this.sources = new Map(data.sources.map((s) => [s.model, s]));
-      this.first = data.sources[0].model;
-    }
-    src(model) { return this.sources.get(model) || this.sources.get(this.first); }
-    counts(s) {
-      const c = {};
-      for (const t of s.rows) c[t.status] = (c[t.status] || 0) + 1;
-      return c;
-    }
-    async meta(model) {
-      const s = this.src(model);
-      const concepts = [], arms = new Set();
-      for (const t of s.rows) { if (!concepts.includes(t.concept)) concepts.push(t.concept); arms.add(t.arm); }
-      return { models: [...this.sources.keys()], model: s.model, concepts, arms: [...arms].sort(), counts: this.counts(s) };
-    }
-    async cells(model, concept) {
-      const s = this.src(model), by = new Map();
-      for (const t of s.rows) {
-        if (t.concept !== concept) continue;
-        const key = t.layer + "|" + t.strength + "|" + t.arm;
-        let c = by.get(key);
-        if (!c) by.set(key, c = { layer: t.layer, strength: t.strength, arm: t.arm, n_planned: 0, n_generated: 0, n_judged: 0, n_pass: 0, n_failed: 0 });
-        c.n_planned++;
-        if (t.status !== "pending") c.n_generated++;
-        const a = answerOf(t);
-        if (a !== null) c.n_judged++;
-        if (a === "pass") c.n_pass++;
-        if (t.status === "judge_failed") c.n_failed++;
-      }
-      return { concept, cells: [...by.values()], counts: this.counts(s) };
-    }
-    async trials(model, p) {
-      const q = (p.q || "").toLowerCase();
-      const hit = this.src(model).rows.filter((t) =>
-        t.status !== "pending" &&
-        (!p.concept || t.concept === p.concept) &&
-        (p.layer === undefined || p.layer === null || p.layer === "" || t.layer === Number(p.layer)) &&
-        (p.strength === undefined || p.strength === null || p.strength === "" || t.strength === Number(p.strength)) &&
-        (!p.arm || t.arm === p.arm) &&
-        (!p.answer || (p.answer === "none" ? answerOf(t) === null : answerOf(t) === p.answer)) &&
-        flagOk(t, "coherent", p.coherent) && flagOk(t, "refused", p.refused) &&
-        (!p.failed || (t.status === "judge_failed") === (p.failed === "true")) &&
-        (!q || (t.response || "").toLowerCase().includes(q) || t.id.toLowerCase().includes(q)));
-      const offset = Number(p.offset || 0), limit = Number(p.limit || 50);
-      return { total: hit.length, offset, items: hit.slice(offset, offset + limit) };
-    }
-    async trial(model, id) {
-      const s = this.src(model), t = s.rows.find((r) => r.id === id);
-      if (!t) throw new Error("no trial " + id);
-      return { ...t, model: s.model, seed: null, config: { model: s.model, ...s.config, layer: t.layer, strength: t.strength, trial: t.trial } };
-    }
-  }
-
-  function answerOf(t) {
-    const a = t.judge && t.judge.answer;
-    return typeof a === "string" ? a.toLowerCase() : null;
-  }
-  function flagOk(t, name, want) {
-    if (!want) return true;
-    return t.judge !== null && t.judge[name] === (want === "true");
-  }
+  const { LocalBackend, searchOf, answerOf, isNum } = ExplorerData;
 
   // ------------------------------------------------------------------ DOM helpers
   function el(tag, attrs, ...children) {
@@ -97,21 +39,34 @@
     return node;
   }
   const $ = (id) => document.getElementById(id);
-  function fmt(x) { return x === null || x === undefined || Number.isNaN(x) ? "–" : (x >= 0 ? "+" : "") + x.toFixed(2); }
-  function color(net) {
-    if (net === null) return "#eeeeee";
-    const v = Math.max(-1, Math.min(1, net)), a = Math.abs(v);
-    const mix = (c) => Math.round(255 - (255 - c) * a);
-    return v >= 0 ? `rgb(${mix(198)},${mix(40)},${mix(40)})` : `rgb(${mix(30)},${mix(90)},${mix(200)})`;
+  const SCALE = JSON.parse($("colour-scale").textContent);
+  // A difference of proportions (−1..1) in percentage points, a proportion in percent.
+  function points(x) { return isNum(x) && !Number.isNaN(x) ? 100 * x : null; }
+  function fmtPoints(x) { const v = points(x); return v === null ? "–" : (v >= 0 ? "+" : "") + v.toFixed(1); }
+  function fmtPct(x) { const v = points(x); return v === null ? "–" : v.toFixed(1) + "%"; }
+  function rgb(hex) { return [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16)); }
+  // As report/scale.py colour_at: linear between evenly spaced stops, clipped at ±limit points.
+  function colour(value) {
+    if (value === null) return rgb(SCALE.missing);
+    const n = SCALE.stops.length, L = SCALE.limit;
+    const x = (Math.max(-L, Math.min(L, value)) + L) / (2 * L) * (n - 1);
+    const i = Math.min(Math.floor(x), n - 2), f = x - i;
+    const lo = rgb(SCALE.stops[i]), hi = rgb(SCALE.stops[i + 1]);
+    return lo.map((a, k) => Math.round(a + (hi[k] - a) * f));
   }
-  function highlighted(text, words) {
-    const pieces = words.filter(Boolean).map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
-    const out = el("pre", {});
-    if (!pieces.length) { out.append(text); return out; }
-    const re = new RegExp("(" + pieces.join("|") + ")", "gi");
+  function ink([r, g, b]) {
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255 > SCALE.ink_luminance ? "black" : "white";
+  }
+  // `words`: [text, mark class] pairs, earlier pairs winning where both match.
+  function highlighted(tag, text, words, attrs) {
+    const pairs = words.filter(([w]) => w);
+    const out = el(tag, attrs || {});
+    if (!pairs.length) { out.append(text); return out; }
+    const re = new RegExp("(" + pairs.map(([w]) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|") + ")", "gi");
     let last = 0;
     for (const m of text.matchAll(re)) {
-      out.append(text.slice(last, m.index), el("mark", {}, m[0]));
+      const [, cls] = pairs.find(([w]) => w.toLowerCase() === m[0].toLowerCase()) || ["", ""];
+      out.append(text.slice(last, m.index), el("mark", cls ? { class: cls } : {}, m[0]));
       last = m.index + m[0].length;
     }
     out.append(text.slice(last));
@@ -176,27 +131,65 @@
       if (!at.has(key)) at.set(key, {});
       at.get(key)[c.arm] = c;
     }
+    // A logit-measure run has read-outs (p_yes) and nothing judged: its cells show the yes-shift.
+    const measure = MEASURES[data.cells.some((c) => c.n_p_yes) && !data.cells.some((c) => c.n_judged) ? "logit" : "judged"];
     const head = el("tr", {}, el("th", {}, "layer \\ strength"), ...strengths.map((s) => el("th", {}, String(s))));
-    const rows = layers.map((layer) => el("tr", {}, el("th", {}, String(layer)), ...strengths.map((s) => cellTd(layer, s, at.get(layer + "|" + s) || {}))));
-    $("heatmap").replaceChildren(el("table", { class: "heat" }, head, ...rows));
+    const rows = layers.map((layer) => el("tr", {}, el("th", {}, String(layer)), ...strengths.map((s) => cellTd(layer, s, at.get(layer + "|" + s) || {}, measure))));
+    $("heatmap-title").textContent = measure.title;
+    $("heatmap").replaceChildren(el("table", { class: "heat", "data-measure": measure.name }, head, ...rows));
+    drawLegend(measure);
     // First heatmap drawn, in ms since navigation began: what bench/explore_paint.py reads.
     if (!document.body.dataset.heatmapMs) document.body.dataset.heatmapMs = Math.round(performance.now());
     document.body.dataset.heatmap = "ready";
   }
-  function cellTd(layer, strength, arms) {
-    const inj = arms.injection, ctl = arms.control;
-    const pass = inj && inj.n_judged ? inj.n_pass / inj.n_judged : null;
-    const fp = ctl && ctl.n_judged ? 1 - ctl.n_pass / ctl.n_judged : null;
-    const net = pass !== null && fp !== null ? pass - fp : null;
-    const n = Object.values(arms).map((a) => `${a.n_judged}/${a.n_planned}`).join(" · ");
+  // What a cell shows: its difference (a fraction; shown in points), counts and tooltip.
+  const MEASURES = {
+    judged: {
+      name: "judged", title: "Net detection (injection pass − control false positives)",
+      legend: "net detection = injection pass % − control false-positive %",
+      cell(inj, ctl, arms) {
+        const pass = inj && inj.n_judged ? inj.n_pass / inj.n_judged : null;
+        const fp = ctl && ctl.n_judged ? 1 - ctl.n_pass / ctl.n_judged : null;
+        const n = Object.values(arms).map((a) => `${a.n_judged}/${a.n_planned}`).join(" · ");
+        return { value: pass !== null && fp !== null ? pass - fp : null, n,
+          about: `injection pass ${fmtPct(pass)}, control FP ${fmtPct(fp)}; judged/planned per arm ${n}` };
+      },
+    },
+    logit: {
+      name: "logit", title: "Yes-shift (mean p_yes: injection − control), logit measure",
+      legend: "yes-shift = mean p_yes(injection) − mean p_yes(control), detection question",
+      cell(inj, ctl) {
+        const mean = (a) => (a && a.n_p_yes ? a.sum_p_yes / a.n_p_yes : null);
+        const pi = mean(inj), pc = mean(ctl), n = `${inj ? inj.n_p_yes : 0}/${ctl ? ctl.n_p_yes : 0}`;
+        return { value: pi !== null && pc !== null ? pi - pc : null, n,
+          about: `mean p_yes injection ${fmtPct(pi)}, control ${fmtPct(pc)}; injection/control read-outs ${n}` };
+      },
+    },
+  };
+  function cellTd(layer, strength, arms, measure) {
+    const shown = measure.cell(arms.injection, arms.control, arms);
     const selected = String(layer) === state.layer && String(strength) === state.strength;
     const td = el("td", {
       class: "cell" + (selected ? " selected" : ""), "data-layer": layer, "data-strength": strength,
-      title: `layer ${layer}, strength ${strength}: injection pass ${fmt(pass)}, control FP ${fmt(fp)}; judged/planned per arm ${n}`,
+      "data-points": points(shown.value) ?? "",
+      title: `layer ${layer}, strength ${strength}: ${fmtPoints(shown.value)} ${SCALE.unit}; ${shown.about}`,
       onclick: () => { Object.assign(state, { layer: String(layer), strength: String(strength), page: 0, trial: "" }); navigate(); render(); },
-    }, fmt(net), el("small", {}, n));
-    td.style.background = color(net);
+    }, fmtPoints(shown.value), el("small", {}, shown.n));
+    const bg = colour(points(shown.value));
+    td.style.background = `rgb(${bg.join(",")})`;
+    td.style.color = ink(bg);
     return td;
+  }
+  function drawLegend(measure) {
+    const L = SCALE.limit, ticks = [-L, -L / 2, 0, L / 2, L];
+    const bar = el("div", { class: "bar" });
+    bar.style.background = `linear-gradient(to right, ${SCALE.stops.join(", ")})`;
+    const missing = el("span", { class: "swatch" });
+    missing.style.background = SCALE.missing;
+    $("legend").replaceChildren(bar,
+      el("div", { class: "ticks" }, ...ticks.map((t) => el("span", {}, (t > 0 ? "+" : "") + t))),
+      el("p", { class: "muted" }, `${SCALE.unit}: ${measure.legend}. Blue: higher under injection, red: lower, white: no difference; `,
+        missing, " no data."));
   }
 
   function hasList() { return state.layer !== "" || FILTERS.some((k) => state.filters[k]); }
@@ -224,9 +217,14 @@
     markCurrent();
   }
   function itemDiv(t) {
-    const a = answerOf(t);
+    const a = answerOf(t), needle = searchOf(state.filters.q).text;
+    const tag = isNum(t.p_yes) ? `p_yes ${fmtPct(t.p_yes)}` : a || t.status;
+    const what = isNum(t.question) ? `t${t.trial} factual ${t.question} ` : `t${t.trial} `;
+    const text = needle ? t.excerpt : (t.excerpt || "").slice(0, 160);
     return el("div", { class: "item", "data-id": t.id, onclick: () => openTrial(t.id, false) },
-      el("span", { class: "tag " + (a || "") }, a || t.status), `t${t.trial} `, (t.response || "").slice(0, 160));
+      el("span", { class: "tag " + (a || "") }, tag), what,
+      ...(t.excerpt_of === "reasoning" ? [el("span", { class: "muted" }, "judge: ")] : []),
+      highlighted("span", text, [[needle, "hit"]]));
   }
   function markCurrent() {
     for (const node of document.querySelectorAll(".item")) node.classList.toggle("current", node.dataset.id === state.trial);
@@ -237,16 +235,21 @@
     if (!state.trial) { pane.replaceChildren(el("p", { class: "muted" }, "No transcript open.")); return; }
     let t;
     try { t = await backend.trial(state.model, state.trial); } catch (e) { pane.replaceChildren(el("p", {}, "Trial not found: " + state.trial)); return; }
-    const j = t.judge || {};
-    const words = [t.concept, typeof j.detected_concept === "string" ? j.detected_concept : ""];
+    const j = t.judge || {}, logit = isNum(t.p_yes);
+    const hit = [searchOf(state.filters.q).text, "hit"];
+    const words = [hit, [t.concept, ""], [typeof j.detected_concept === "string" ? j.detected_concept : "", ""]];
     const facts = [["trial id", t.id], ["arm", t.arm], ["concept", t.concept], ["layer", t.layer], ["strength", t.strength],
-      ["trial", t.trial], ["seed", t.seed === null ? "–" : t.seed], ["prompt version", t.config.prompt_version || "–"], ["status", t.status]];
+      ["trial", t.trial], ["seed", t.seed ?? "–"], ["prompt version", t.config.prompt_version || "–"], ["status", t.status],
+      ...(logit ? [["p_yes", fmtPct(t.p_yes)], ["P(yes), P(no)", [t.prob_yes, t.prob_no].map((x) => (isNum(x) ? x.toPrecision(3) : "–")).join(", ")],
+        ["question", isNum(t.question) ? `factual ${t.question}: ${t.question_text || ""}` : "the detection question"]] : [])];
     const judged = Object.entries(j).filter(([k]) => k !== "reasoning").map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]);
+    const answer = logit && !t.response ? el("p", { class: "muted" }, "logit measure: one forward pass read as P(yes); no text") : highlighted("pre", t.response || "", words);
+    const unjudged = t.judge_error ? "judge failed: " + t.judge_error : logit ? "nothing to judge (logit measure)" : "not judged";
     pane.replaceChildren(
       el("h2", {}, `${t.arm} · layer ${t.layer} · strength ${t.strength} · t${t.trial}`),
-      dl(facts), el("h3", {}, "Answer"), highlighted(t.response || "", words),
-      el("h3", {}, "Judge"), t.judge ? dl(judged) : el("p", { class: "muted" }, t.judge_error ? "judge failed: " + t.judge_error : "not judged"),
-      ...(j.reasoning ? [el("p", { class: "reasoning" }, String(j.reasoning))] : []),
+      dl(facts), el("h3", {}, "Answer"), answer,
+      el("h3", {}, "Judge"), t.judge ? dl(judged) : el("p", { class: "muted" }, unjudged),
+      ...(j.reasoning ? [highlighted("p", String(j.reasoning), [hit], { class: "reasoning" })] : []),
       el("h3", {}, "Config"), el("pre", {}, JSON.stringify(t.config, null, 2)));
   }
   function dl(pairs) { return el("dl", {}, ...pairs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))])); }
