@@ -57,7 +57,7 @@ def test_unset_key_is_said_at_start_end_and_status_then_a_run_with_the_key_grade
     proc = run_cli("run", "--plan", str(plan), "--local", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert f"WARNING judging is OFF: {OFF}; answers are generated but not graded" in proc.stderr
-    first, second = proc.stdout.splitlines()[:2]
+    first, second = _summary(proc.stdout)[:2]
     assert first.startswith("done: 6/6 trials generated, 0 judged; results in"), proc.stdout
     assert second == (
         f"6 not judged (judging not configured: {OFF}): set $MY_MISSING_KEY (or [judge] "
@@ -84,9 +84,9 @@ def test_unset_key_is_said_at_start_end_and_status_then_a_run_with_the_key_grade
     ) in proc.stderr
     assert "judging 6 answers an earlier run left unjudged" in proc.stderr
     assert KEY not in proc.stderr + proc.stdout
-    assert proc.stdout.startswith("done: 6/6 trials generated, 6 judged; results in")
-    progress = [line for line in proc.stderr.splitlines() if " progress {" in line]
-    assert json.loads(progress[-1].split(" progress ", 1)[1])["done"] == 6, "counted once"
+    assert _summary(proc.stdout)[0].startswith("done: 6/6 trials generated, 6 judged; results in")
+    progress = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert progress[-1]["done"] == 6, "counted once"
     assert all(r["judge"] is not None and r["judge_error"] is None for r in _records(tmp_path))
     with sqlite3.connect(tmp_path / "out" / "exp" / "tiny" / "state.sqlite") as conn:
         stored = json.loads(conn.execute("SELECT plan_json FROM run").fetchone()[0])
@@ -160,3 +160,9 @@ def test_malformed_openai_base_url_is_one_line(tmp_path: Path) -> None:
     expected = "introspectd: $OPENAI_BASE_URL: must be an http:// or https:// URL"
     assert proc.stderr.strip() == expected
     assert not (tmp_path / "out").exists(), "refused before anything is created"
+
+
+def _summary(stdout: str) -> list[str]:
+    """The end-of-run lines, after the JSON progress lines stdout gets without a terminal."""
+    lines = stdout.splitlines()
+    return lines[next(i for i, line in enumerate(lines) if line.startswith("done: ")) :]
