@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from gcs_emulator import BUCKET, GcsEmulator
 from helpers import REPO, run_cli, start_run, write_plan
-from judge_server import GOOD_RESULT, JudgeServer, Recorded, ok
+from judge_server import GOOD_RESULT, JudgeServer, Recorded, ok, status
 
 from introspectd.protocol.plan import AdaptiveConfig, parse_plan
 from introspectd.run.adaptive import CellCounts, Decision, StopReason, decide, replay
@@ -396,3 +396,65 @@ def test_sharded_adaptive_run_exports_merged(
             key = (r["config"]["layer"], r["config"]["strength"])
             by_cell[key] = by_cell.get(key, 0) + 1
     assert by_cell == {(c["layer"], c["strength"]): c["trials"] for c in decisions}
+
+
+class _Outage:
+    """The test's judge: HTTP 500 for every request while `down`, else `_verdict`."""
+
+    def __init__(self) -> None:
+        self.down = True
+
+    def __call__(self, rec: Recorded) -> Any:
+        return status(500, "outage") if self.down else _verdict(rec)
+
+
+def _trial_ids(out: Path) -> set[str]:
+    with sqlite3.connect(f"file:{out / 'state.sqlite'}?mode=ro", uri=True) as conn:
+        return {row[0].split("_", 2)[2] for row in conn.execute("SELECT id FROM trials")}
+
+
+def test_a_judge_outage_stops_an_adaptive_run_until_it_is_judged(tmp_path: Path) -> None:
+    """Issue 22 item 19: with every request failing, the run used to go on deciding from
+    nothing (every cell to its cap, arbitrary cells confirmed) and exit 0."""
+    outage = _Outage()
+    with JudgeServer(responder=outage) as server:
+        (tmp_path / "a").mkdir()
+        outage.down = False
+        ref_ids, ref_state = _state(_finish(_plan(tmp_path / "a", server, "confirm_top = 1\n")))
+        outage.down = True
+        (tmp_path / "b").mkdir()
+        plan = _plan(tmp_path / "b", server, "confirm_top = 1\n")
+        done = run_cli("run", "--plan", str(plan), "--no-progress", "--local")
+        assert done.returncode == 75, done.stderr
+        assert "the next round needs judged results" in done.stderr
+        assert "16 not judged (HTTP 500" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+        out = _run_dir(tmp_path / "b")
+        # Round 0 only (4 cells × 2 indices × 2 arms): nothing decided, nothing confirmed.
+        assert len(_trial_ids(out)) == 16
+        outage.down = False  # the judge is back: the same command re-judges and goes on
+        ids, state = _state(_finish(plan))
+    assert (ids, state) == (ref_ids, ref_state)
+    assert any(i.endswith("_c0") for i in ids)
+
+
+def test_confirm_needs_judged_results(tmp_path: Path) -> None:
+    """Issue 22 item 19: `confirm` on a run with nothing judged picked arbitrary cells."""
+    outage = _Outage()
+    with JudgeServer(responder=outage) as server:
+        plan = _plan(tmp_path, server)
+        plan.write_text(plan.read_text().replace("enabled = true", "enabled = false"))
+        done = run_cli("run", "--plan", str(plan), "--no-progress", "--local")
+        assert done.returncode == 0, done.stderr  # a fixed grid: its failures wait for rejudge
+        out = _run_dir(tmp_path)
+        before = _trial_ids(out)
+        confirm = ("confirm", "--plan", str(plan), "--top", "2", "--trials", "1", "--local")
+        done = run_cli(*confirm, "--no-progress")
+        assert done.returncode == 75, done.stderr
+        assert "choosing the cells to confirm needs judged results" in done.stderr
+        assert _trial_ids(out) == before
+        outage.down = False
+        done = run_cli(*confirm, "--no-progress")
+        assert done.returncode == 0, done.stderr
+    added = _trial_ids(out) - before
+    assert len(added) == 2 * 2 and all(i.endswith("_c0") for i in added)

@@ -82,7 +82,7 @@ def test_unset_key_is_said_at_start_end_and_status_then_a_run_with_the_key_grade
         f"judge: gpt-5-mini at {host} (from $OPENAI_BASE_URL; chat API, key from "
         "$MY_MISSING_KEY, up to 4 requests in flight)"
     ) in proc.stderr
-    assert "judging 6 answers an earlier run left unjudged" in proc.stderr
+    assert "judging again 6 answers an earlier run left unjudged" in proc.stderr
     assert KEY not in proc.stderr + proc.stdout
     assert _summary(proc.stdout)[0].startswith("done: 6/6 trials generated, 6 judged; results in")
     progress = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

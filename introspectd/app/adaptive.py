@@ -13,8 +13,9 @@ import logging
 import threading
 from collections.abc import Callable
 
+from introspectd.app.status import not_judged_words
 from introspectd.protocol.trials import Trial
-from introspectd.run.adaptive_run import missing_trials
+from introspectd.run.adaptive_run import blocked_by_failures, missing_trials
 from introspectd.run.scheduler import Scheduler
 from introspectd.run.session import RunContext
 from introspectd.run.stats import RunStats
@@ -33,6 +34,7 @@ class Rounds:
         self.stats = stats
         self.finished = threading.Event()  # no more trials will be added
         self._seen: tuple[int, int] | None = None  # progress at the last look
+        self.blocked = ""  # why the run cannot go on (answers the judge failed to grade)
 
     def has_work(self) -> bool:
         with self.lock:
@@ -47,9 +49,8 @@ class Rounds:
             return  # nothing judged since the last look: the answer cannot have changed
         self._seen = seen
         ctx = self.ctx
-        add, is_last = missing_trials(
-            ctx.plan, ctx.store.outcomes(), ctx.cells, ctx.plan.adaptive.enabled
-        )
+        outcomes = ctx.store.outcomes()
+        add, is_last = missing_trials(ctx.plan, outcomes, ctx.cells, ctx.plan.adaptive.enabled)
         if add:
             ctx.store.add_trials(ctx.run.stamp, add)
             trials = [Trial(spec.trial_id(ctx.run.stamp), spec) for spec in add]
@@ -69,6 +70,23 @@ class Rounds:
         elif is_last:
             log.info("adaptive: every cell has stopped; no more trials")
             self.finished.set()
+        elif self.stats.judge_backlog == 0 and blocked_by_failures(outcomes, ctx.cells):
+            self._block()
+
+    def _block(self) -> None:
+        """Stop adding trials: the next decision needs answers the judge failed to grade.
+        Deciding without them would run cells to their cap or confirm arbitrary ones."""
+        ctx = self.ctx
+        counts = ctx.store.judging_counts(ctx.selected_ids)
+        what = "the next round" if ctx.plan.adaptive.enabled else "choosing the cells to confirm"
+        self.blocked = (
+            f"{what} needs judged results, and the judge could not grade some: "
+            f"{not_judged_words(counts)}; nothing more was "
+            f"generated — once the judge works, run the same command again: it re-judges them "
+            "and goes on"
+        )
+        log.error("adaptive: %s", self.blocked)
+        self.finished.set()
 
     def wait_for_work(self, should_stop: Callable[[], bool]) -> None:
         """In the generator's thread: until there is work, no more will come, or a stop."""

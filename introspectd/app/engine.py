@@ -125,6 +125,8 @@ class Engine:
                 + ("" if upload_error is None else " locally (the final upload failed)")
                 + " — run the same command again to resume"
             )
+        if self.rounds is not None and self.rounds.blocked:
+            raise Transient(self.rounds.blocked)  # 75: Cloud Batch retries; a rerun re-judges
         if upload_error is not None:
             # Exit 0 here would let Cloud Batch delete the VM with GCS behind the local files.
             raise Transient(

@@ -97,6 +97,18 @@ def not_judged_line(counts: JudgingCounts, plan: Plan) -> str:
     A stored reason ends in its own advice ("; run `introspectd rejudge`"), replaced here."""
     if not counts.num_not_judged:
         return ""
+    cfg = plan.judge
+    fix = f"introspectd rejudge --plan {shlex.quote(str(plan.path))}"
+    if not cfg.is_enabled(cfg.api_key()):
+        fix = f"set ${cfg.api_key_env} (or [judge] base_url), then: {fix} (or run again)"
+    elif list(counts.not_judged) == [WAITING]:  # a run's drain left them queued
+        fix = f"introspectd run --plan {shlex.quote(str(plan.path))} judges them"
+    return f"{not_judged_words(counts)}: {fix}"
+
+
+def not_judged_words(counts: JudgingCounts) -> str:
+    """ "12 not judged (HTTP 500)": how many answers have no grade and why, without the
+    advice each stored reason ends in ("; run `introspectd rejudge`")."""
     reasons = list(counts.not_judged.items())
     named = [
         (why.split("; run `")[0] if len(reasons) == 1 else f"{n}× {why.split('; run `')[0]}")
@@ -104,10 +116,4 @@ def not_judged_line(counts: JudgingCounts, plan: Plan) -> str:
     ]
     if len(reasons) > MAX_REASONS:
         named.append(f"{len(reasons) - MAX_REASONS} more reasons: introspectd status")
-    cfg = plan.judge
-    fix = f"introspectd rejudge --plan {shlex.quote(str(plan.path))}"
-    if not cfg.is_enabled(cfg.api_key()):
-        fix = f"set ${cfg.api_key_env} (or [judge] base_url), then: {fix} (or run again)"
-    elif list(counts.not_judged) == [WAITING]:  # a run's drain left them queued
-        fix = f"introspectd run --plan {shlex.quote(str(plan.path))} judges them"
-    return f"{counts.num_not_judged} not judged ({'; '.join(named)}): {fix}"
+    return f"{counts.num_not_judged} not judged ({'; '.join(named)})"

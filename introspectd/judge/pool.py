@@ -2,9 +2,11 @@
 
 Rows left `generated` by an earlier run go first, and, once a judge is configured, rows an
 earlier run recorded as failed only because judging was off then: setting the key and running
-again grades them (not only `rejudge`). Results are buffered and written in one short
-transaction per tick. A judge outage never blocks generation: the queue is unbounded and a
-failed judgement is recorded with its reason, for `rejudge` to finish later.
+again grades them (not only `rejudge`). A run that decides trials from judged results
+(adaptive, confirmation) sends every failed row again: its decisions wait for them. Results
+are buffered and written in one short transaction per tick. A judge outage never blocks
+generation: the queue is unbounded and a failed judgement is recorded with its reason, for
+`rejudge` to finish later.
 """
 
 from __future__ import annotations
@@ -92,16 +94,21 @@ class JudgePool:
         self.submit(rows)
 
     def _left_without_judge(self) -> list[ToJudge]:
-        """Rows failed only because no judge was configured then, when one is now."""
+        """Rows failed only because no judge was configured then, when one is now; in a run
+        that decides trials from judged results (adaptive, confirmation), every failed row: its
+        decisions wait for them (run/adaptive_run.py), so a rerun must grade them again."""
         if self.grader is None:
             return []
+        every_failure = self.ctx.plan.adds_trials_as_it_goes
         rows = [
             r
             for r in self.ctx.store.trials(Status.JUDGE_FAILED)
-            if (r.judge_error or "").startswith(JUDGING_OFF) and r.readout is None
+            if r.readout is None
+            and (every_failure or (r.judge_error or "").startswith(JUDGING_OFF))
         ]
         if rows:
-            log.info("judging %d answers an earlier run left unjudged (judging was off)", len(rows))
+            why = "its decisions need them" if every_failure else "judging was off"
+            log.info("judging again %d answers an earlier run left unjudged (%s)", len(rows), why)
         self.requeued = {r.id for r in rows}
         return [to_judge(r) for r in rows]
 

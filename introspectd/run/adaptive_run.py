@@ -27,12 +27,16 @@ from introspectd.run.adaptive import (
 )
 from introspectd.run.outcomes import Outcome
 
-_FINISHED = (Status.JUDGED, Status.JUDGE_FAILED)
+# Decisions rest on judged answers only: a judge failure leaves its trial undecided (its round
+# waits), never counted as nothing. An adaptive run whose judge fails every request would
+# otherwise run each cell to its cap and confirm arbitrary cells (issue 22 item 19).
+_FINISHED = (Status.JUDGED,)
+_SETTLED = (Status.JUDGED, Status.JUDGE_FAILED)  # nothing more will happen to it this process
 
 
 @dataclass
 class _Cell:
-    """Per-index outcomes of one cell's exploration trials: index → (finished, pass, coherent)."""
+    """Per-index outcomes of one cell's exploration trials: index → (judged, pass, coherent)."""
 
     inj: dict[int, tuple[bool, bool | None, bool | None]]
     ctl: dict[int, tuple[bool, bool | None, bool | None]]
@@ -143,6 +147,17 @@ def best_cells(counts: Mapping[CellKey, CellCounts], k: int) -> list[CellKey]:
     """The `k` best cells: highest lower bound of the 95% Newcombe interval on injection pass
     rate − control FP rate (ties: plan order of concept, layer, strength)."""
     return sorted(counts, key=lambda key: (-net_lower_bound(counts[key]), key))[:k]
+
+
+def blocked_by_failures(outcomes: list[Outcome], chosen: set[CellKey]) -> int:
+    """How many of the chosen cells' exploration trials failed to be judged, once nothing else
+    is in flight (every trial judged or failed); 0 while any is still waiting for the judge.
+    Called when `missing_trials` adds nothing and the run is not over: a positive count means
+    the run cannot go on until those trials are judged."""
+    mine = [o for o in outcomes if not o.is_confirmation and o.cell in chosen]
+    if any(o.status not in _SETTLED for o in mine):
+        return 0
+    return sum(o.status is Status.JUDGE_FAILED for o in mine)
 
 
 def missing_trials(

@@ -40,6 +40,7 @@ class RunStats:
     num_judge_failed: int = 0
     num_read_out: int = 0  # logit-mode trials: finished as generated, nothing to judge
     num_left_generated: int = 0  # rows an earlier run left `generated`: judged first
+    num_rejudging: int = 0  # failed rows an earlier run left, sent to the judge again
     failed_by_reason: Counter[str] = field(default_factory=Counter)
     batch_size: int = 0
     device: str = ""  # where generation runs, once the model is loaded ("cuda:0", "cpu")
@@ -64,6 +65,7 @@ class RunStats:
         self._selected = ctx.selected_ids
         self.num_selected = len(ctx.selected_ids)
         self.num_to_generate = len(ctx.tickets)
+        self.num_rejudging = len(rejudging)
         finished = (Status.JUDGED, Status.JUDGE_FAILED)
         for row in ctx.store.trials():
             # The grid is the injection pass rate: random-arm and factual-question trials
@@ -133,7 +135,9 @@ class RunStats:
     @property
     def judge_backlog(self) -> int:
         """Generated answers still waiting for (or at) the judge."""
-        handed = self.num_left_generated + self.num_generated - self.num_read_out
+        handed = (
+            self.num_left_generated + self.num_rejudging + self.num_generated - self.num_read_out
+        )
         return max(0, handed - self.num_judged - self.num_judge_failed)
 
     def elapsed_s(self, now: float | None = None) -> float:
