@@ -239,10 +239,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     if args.out:  # before any grading, not after it
         from introspectd.fs_errors import require_output_file
+        from introspectd.run.rundir import refuse_run_file
 
+        refuse_run_file(Path(args.out), "--out")
         require_output_file(Path(args.out), "--out")
-    done = calibrate(load_plan(args.plan), Path(args.labels), args.split,
-                     Path(args.out) if args.out else None)
+    from introspectd.app.judging_view import judging_display
+
+    with judging_display(live=sys.stderr.isatty()) as display:
+        done = calibrate(load_plan(args.plan), Path(args.labels), args.split,
+                         Path(args.out) if args.out else None, display)
     render_calibration(done.calibration, Console(width=160))
     print(f"calibration written to {done.out} and stored in {done.db}")
     return EXIT_OK
@@ -254,21 +259,26 @@ def cmd_rejudge(args: argparse.Namespace) -> int:
 
     if args.output:  # before any grading, not after it
         from introspectd.fs_errors import require_output_file
+        from introspectd.run.rundir import refuse_run_file
 
+        refuse_run_file(Path(args.output), "--output")
         require_output_file(Path(args.output), "--output")
     if bool(args.input) != bool(args.output):
         raise BadInput("rejudge: --input and --output go together")
     if not (args.plan or args.input):
         raise BadInput("rejudge: give --plan P, or --input IN.jsonl --output OUT.jsonl")
+    from introspectd.app.judging_view import judging_display
+
     plan = load_plan(args.plan) if args.plan else None
-    print(
-        rejudge(
+    with judging_display(live=sys.stderr.isatty()) as display:
+        done = rejudge(
             plan,
             include_judged=args.all,
             input=Path(args.input) if args.input else None,
             output=Path(args.output) if args.output else None,
+            display=display,
         )
-    )
+    print(done)
     return EXIT_OK
 
 
@@ -372,8 +382,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _gathered_exit(exported.summary, show_gaps=True)
     from introspectd.output.exporter import export_run
 
-    out = export_run(plan, Path(args.out) if args.out else None)
-    print(f"exported to {out}")
+    print(export_run(plan, Path(args.out) if args.out else None).line())
     return EXIT_OK
 
 

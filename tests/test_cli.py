@@ -74,6 +74,51 @@ def test_bad_command_lines_are_one_line_with_one_prefix(argv: tuple[str, ...], s
     assert "introspectd: introspectd" not in shown.stderr and "--help" in shown.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"INTROSPECTD_LOG": "CHATTY"}, "$INTROSPECTD_LOG: must be one of DEBUG, INFO, WARNING"),
+        ({"INTROSPECTD_LOG_EVERY_S": "abc"}, "$INTROSPECTD_LOG_EVERY_S: must be a number"),
+        ({"INTROSPECTD_LOG_EVERY_S": "-1"}, "$INTROSPECTD_LOG_EVERY_S: must be a number"),
+    ],
+)
+def test_a_bad_log_setting_is_one_line_exit_2(env: dict[str, str], says: str) -> None:
+    shown = run_cli("status", "--plan", str(TINY_PLAN), env=env)
+    assert shown.returncode == 2, shown.stderr
+    assert shown.stderr.count("\n") == 1 and shown.stderr.startswith(f"introspectd: {says}")
+    assert "Traceback" not in shown.stderr
+
+
+def test_an_empty_plan_is_one_line_without_asking_the_hub(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("# nothing yet\n")
+    shown = run_cli("run", "--plan", str(empty), "--local")
+    assert shown.returncode == 2, shown.stderr
+    assert shown.stderr == (
+        f"introspectd: {empty}: the plan is empty; a plan names at least its [model] and "
+        "[sweep] (see examples/quickstart.toml)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("shard", "says"),
+    [
+        ("99999999999999999999/99999999999999999999999", "--shard: at most 100000 shards"),
+        ("0/41", "--shard 0/41: this shard holds none of"),
+    ],
+)
+def test_a_shard_that_cannot_hold_trials_is_refused_before_anything_is_made(
+    tmp_path: Path, shard: str, says: str
+) -> None:
+    plan = write_plan(tmp_path, TINY_PLAN)  # 32 trials
+    shown = run_cli("run", "--plan", str(plan), "--local", "--no-progress", "--shard", shard)
+    assert shown.returncode == 2, shown.stderr
+    assert shown.stderr.count("\n") == 1 and shown.stderr.startswith(f"introspectd: {says}")
+    assert not (tmp_path / "out").exists()
+    fits = run_cli("run", "--plan", str(plan), "--local", "--no-progress", "--shard", "31/32")
+    assert fits.returncode == 0, fits.stderr
+
+
 def test_run_ends_with_counts_files_and_next_commands(tmp_path: Path) -> None:
     """Judging off: the summary says so, and what to do about it."""
     plan = write_plan(tmp_path, TINY_PLAN)

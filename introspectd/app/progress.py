@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -18,10 +17,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from introspectd.logs import log_every_s
 from introspectd.run.session import RunContext
 from introspectd.run.stats import RunStats
-
-LOG_EVERY_S = float(os.environ.get("INTROSPECTD_LOG_EVERY_S", "10"))
 
 
 class Display(Protocol):
@@ -33,7 +31,7 @@ class Display(Protocol):
 
 
 class LogDisplay:
-    """No terminal: one progress line every LOG_EVERY_S, and one at the end.
+    """No terminal: one progress line every $INTROSPECTD_LOG_EVERY_S (logs.py), and one at the end.
 
     Each line is one JSON object and nothing else, so Cloud Logging (Cloud Batch's task logs,
     GKE, Cloud Run) stores it as a structured entry, `jsonPayload`, with `severity` and
@@ -50,11 +48,12 @@ class LogDisplay:
 
     def __init__(self) -> None:
         self.stats = RunStats()
+        self._every_s = log_every_s()
         self._last_log = time.monotonic()
 
     def update(self, stats: RunStats, is_final: bool = False) -> None:
         now = time.monotonic()
-        if is_final or now - self._last_log >= LOG_EVERY_S:
+        if is_final or now - self._last_log >= self._every_s:
             self._last_log = now
             sys.stdout.write(progress_line(stats) + "\n")
             sys.stdout.flush()  # a pipe is block-buffered: the line is due now, not at exit

@@ -20,6 +20,7 @@ from introspectd.output.records import completed_records, write_atomic, write_js
 from introspectd.protocol.controls import num_factual
 from introspectd.protocol.plan import ENV_STAMP, Plan, env_experiment_id, env_stamp
 from introspectd.protocol.trials import expand_trials
+from introspectd.run.rundir import refuse_other_run_dir
 from introspectd.run.session import generation_spec, model_and_layers
 from introspectd.run.store import Store
 
@@ -245,7 +246,10 @@ def export_from_gcs(plan: Plan, uri: str, out_dir: Path | None) -> Exported:
     """Merge the shards' snapshots into seed-layout JSONL files in `out_dir` (default: the
     run's local directory), in plan order."""
     g = gather(plan, uri)
-    target = out_dir or Path(plan.run.output_dir) / g.run_dir
+    own_dir = Path(plan.run.output_dir) / g.run_dir
+    if out_dir is not None:
+        refuse_other_run_dir(out_dir, own_dir, "--out")
+    target = out_dir or own_dir
     by_concept: dict[str, list[dict[str, Any]]] = {}
     for trial_id in sorted(g.records, key=lambda i: g.plan_order.get(i, len(g.plan_order))):
         by_concept.setdefault(g.records[trial_id]["concept"], []).append(g.records[trial_id])

@@ -79,6 +79,12 @@ def build_calibration(
         },
         "by_model": _grouped(graded, lambda r: r.model),
         "failed": {"n": len(failed), "ids": failed},
+        # What grading the labels cost: stored with the calibration, the run counts it against
+        # [judge] budget_usd like its own judgements (Store.judge_totals).
+        "usage": {
+            "prompt_tokens": judge.tokens[0],
+            "completion_tokens": judge.tokens[1],
+        },
     }
 
 

@@ -189,6 +189,11 @@ class Judge:
             limit_low_s=self._limiter.low_for(), share_429=self._limiter.share_429())
 
     @property
+    def tokens(self) -> tuple[int, int]:
+        """(prompt, completion) tokens this judge has used; readable outside its event loop."""
+        return self._totals.prompt_tokens, self._totals.completion_tokens
+
+    @property
     def spend_usd(self) -> float:
         t = self._totals
         return self._spent_before + spend_usd(self.cfg, t.prompt_tokens, t.completion_tokens)

@@ -19,7 +19,8 @@ import anyio
 from introspectd import stopping
 from introspectd.errors import BadInput, Interrupted
 from introspectd.judge.client import Judge, judging_off
-from introspectd.judge.pool import JudgePool, to_judge
+from introspectd.judge.pool import JudgePool, run_spend_usd, to_judge
+from introspectd.judge.progress import JudgingDisplay, Progress, nothing_graded
 from introspectd.judge.rejudge_file import RejudgeCounts, file_concepts, rejudge_file
 from introspectd.output.exporter import Exporter
 from introspectd.protocol.plan import JudgeConfig, Plan
@@ -60,14 +61,25 @@ class FileRejudged:
 
 
 def rejudge(plan: Plan | None, include_judged: bool = False, input: Path | None = None,
-            output: Path | None = None) -> RunRejudged | FileRejudged:
+            output: Path | None = None, display: JudgingDisplay | None = None
+            ) -> RunRejudged | FileRejudged:
     """Grade the unjudged (with `include_judged`: all) rows of `plan`'s run, or, given `input`
-    and `output`, the records of a seed-format file (judged with `plan`'s [judge], if any)."""
+    and `output`, the records of a seed-format file (judged with `plan`'s [judge], if any).
+    Raises `nothing_graded`'s error when rows were sent and not one came back graded."""
     if input is not None and output is not None:
-        return _rejudge_file(input, output, plan, include_judged)
-    if plan is None or input is not None or output is not None:
+        file_done = _rejudge_file(input, output, plan, include_judged, display)
+        counts = file_done.counts
+        sent, judged, what = counts.selected, counts.judged, "records"
+        failed = counts.failed_by_reason
+        done: RunRejudged | FileRejudged = file_done
+    elif plan is None or input is not None or output is not None:
         raise BadInput("rejudge: give a plan, or an input and an output file")
-    return _rejudge_run(plan, include_judged)
+    else:
+        done = _rejudge_run(plan, include_judged, display)
+        sent, judged, failed, what = done.rows, done.judged, done.failed_by_reason, "rows"
+    if sent and not judged:
+        raise nothing_graded("rejudge", sent, what, failed)
+    return done
 
 
 def _require_judge(cfg: JudgeConfig) -> str | None:
@@ -77,7 +89,8 @@ def _require_judge(cfg: JudgeConfig) -> str | None:
     return api_key
 
 
-def _rejudge_run(plan: Plan, include_judged: bool) -> RunRejudged:
+def _rejudge_run(plan: Plan, include_judged: bool, display: JudgingDisplay | None
+                 ) -> RunRejudged:
     _require_judge(plan.judge)
     ctx = open_run(plan, create=False, with_trials=False)  # rows are read by status below
     try:
@@ -97,11 +110,18 @@ def _rejudge_run(plan: Plan, include_judged: bool) -> RunRejudged:
         exporter = Exporter(ctx)
         pool = JudgePool(ctx, stats, exporter, rows=rows)
         pool.close_input()
+        grader = pool.grader
+        assert grader is not None  # _require_judge: judging is on
+        progress = Progress("rejudge", "rows", len(rows), lambda: grader.stats, display)
 
         async def judge_all() -> None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_flush_periodically, pool, exporter, tg.cancel_scope)
-                await pool.run()
+                tg.start_soon(progress.show)
+                try:
+                    await pool.run()
+                finally:
+                    progress.finish()  # the judge's figures are read in its event loop
                 tg.cancel_scope.cancel()
             await pool.flush()
             exporter.export_all()
@@ -127,17 +147,32 @@ async def _flush_periodically(pool: JudgePool, exporter: Exporter, scope: anyio.
     scope.cancel()   # grades in flight are lost; their rows keep their status for the next run
 
 
-def _rejudge_file(src: Path, dest: Path, plan: Plan | None, include_judged: bool
-                  ) -> FileRejudged:
+def _rejudge_file(src: Path, dest: Path, plan: Plan | None, include_judged: bool,
+                  display: JudgingDisplay | None) -> FileRejudged:
     cfg = plan.judge if plan is not None else JudgeConfig()
     api_key = _require_judge(cfg)
     base_dir = plan.path.parent if plan is not None and isinstance(plan.path, Path) else None
 
     concepts = set(file_concepts(src)) | set(plan.sweep.concepts if plan is not None else ())
+    spent = _run_spend(plan) if plan is not None else 0.0
 
     async def run() -> RejudgeCounts:
-        async with Judge(cfg, api_key, base_dir=base_dir,
-                         candidates=tuple(sorted(concepts))) as judge:
-            return await rejudge_file(src, dest, judge, all_records=include_judged)
+        async with Judge(cfg, api_key, base_dir=base_dir, candidates=tuple(sorted(concepts)),
+                         spent_usd=spent) as judge:
+            return await rejudge_file(src, dest, judge, all_records=include_judged,
+                                      display=display)
 
     return FileRejudged(dest, anyio.run(run))
+
+
+def _run_spend(plan: Plan) -> float:
+    """What the plan's run has spent on its judge (0 without a run): a file judged with the
+    plan's [judge] shares its budget_usd. (The file's own spend is not stored in the run.)"""
+    try:
+        ctx = open_run(plan, create=False, read_only=True, with_trials=False)
+    except BadInput:
+        return 0.0  # no run of this plan yet
+    try:
+        return run_spend_usd(ctx)
+    finally:
+        ctx.store.close()

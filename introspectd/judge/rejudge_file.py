@@ -23,6 +23,7 @@ from introspectd import stopping
 from introspectd.errors import BadInput, Interrupted
 from introspectd.judge.client import Judge, JudgeOutcome
 from introspectd.judge.grader import grade_all
+from introspectd.judge.progress import JudgingDisplay, Progress
 from introspectd.output.records import write_atomic
 from introspectd.text import json_text, loads_text, utf8
 
@@ -48,15 +49,17 @@ class _Line:
     record: dict[str, Any] | None  # None for a blank line
 
 
-async def rejudge_file(input: Path, output: Path, judge: Judge,
-                       all_records: bool = False) -> RejudgeCounts:
+async def rejudge_file(input: Path, output: Path, judge: Judge, all_records: bool = False,
+                       display: JudgingDisplay | None = None) -> RejudgeCounts:
     lines = _read(input)
     todo = [i for i, line in enumerate(lines) if line.record is not None
             and (all_records or line.record.get("judge") is None)]
     for i in todo:   # check every record before the first request is sent
         _check_judgeable(input, lines[i])
+    progress = Progress("rejudge", "records", len(todo), lambda: judge.stats, display)
     with stopping.deferred():   # SIGTERM/SIGINT: keep what was graded (below), then exit 75
-        outcomes = await _grade_all(judge, [lines[i] for i in todo])
+        outcomes = await _grade_all(judge, [lines[i] for i in todo], progress)
+    progress.finish()
     out_lines = [line.raw for line in lines]
     failures: Counter[str] = Counter()
     for i, outcome in zip(todo, outcomes, strict=True):
@@ -98,7 +101,8 @@ class _Todo:
     response: str
 
 
-async def _grade_all(judge: Judge, lines: list[_Line]) -> list[JudgeOutcome | None]:
+async def _grade_all(judge: Judge, lines: list[_Line], progress: Progress
+                     ) -> list[JudgeOutcome | None]:
     """One outcome per line, None for those not graded when a SIGTERM/SIGINT came."""
     results: list[JudgeOutcome | None] = [None] * len(lines)
     send, receive = anyio.create_memory_object_stream[_Todo](math.inf)
@@ -119,6 +123,7 @@ async def _grade_all(judge: Judge, lines: list[_Line]) -> list[JudgeOutcome | No
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(until_stopped, tg.cancel_scope)
+        tg.start_soon(progress.show)
         await grade_all(judge, receive, keep)
         tg.cancel_scope.cancel()
     return results

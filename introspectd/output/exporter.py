@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -24,6 +25,8 @@ import anyio
 from introspectd.errors import BadInput
 from introspectd.output.records import append_lines, record_line, write_atomic
 from introspectd.protocol.plan import Plan
+from introspectd.protocol.trials import Status
+from introspectd.run.rundir import lock_holder, refuse_other_run_dir
 from introspectd.run.session import RunContext, open_run
 from introspectd.run.store import Store
 from introspectd.text import utf8
@@ -162,12 +165,38 @@ def _unmatched_lines(old: bytes, expected: set[str]) -> int:
     return unmatched
 
 
-def export_run(plan: Plan, out: Path | None) -> Path:
+@dataclass(frozen=True)
+class LocalExport:
+    """What `export` wrote: where, how many of the planned trials were finished, and the pid
+    of a process still writing the run (its files are then a partial set)."""
+
+    out: Path
+    finished: int
+    planned: int
+    writer_pid: str | None
+
+    def line(self) -> str:
+        text = f"exported {self.finished} of {self.planned} planned trials to {self.out}"
+        if self.writer_pid is not None:
+            return text + (
+                f" — partial: a process (pid {self.writer_pid}) is still running "
+                "this run; export again when it ends"
+            )
+        if self.finished < self.planned:
+            left = self.planned - self.finished
+            return text + f" — partial: {left} not finished; `introspectd run` finishes them"
+        return text
+
+
+def export_run(plan: Plan, out: Path | None) -> LocalExport:
     """Write every finished trial of a run to `out` (default: the run's own directory).
 
     Reads the database read-only, so a run on read-only storage exports to `--out`."""
     ctx = open_run(plan, create=False, read_only=True, with_trials=False)
     try:
+        if out is not None:
+            refuse_other_run_dir(out, ctx.out_dir, "--out")
+        writer = lock_holder(ctx.out_dir)
         if out is not None:
             ctx.out_dir = out
         try:
@@ -176,6 +205,9 @@ def export_run(plan: Plan, out: Path | None) -> Path:
             raise BadInput(
                 f"{ctx.out_dir}: cannot write the export ({e.strerror or e}); choose another --out"
             ) from None
-        return ctx.out_dir
+        counts = ctx.store.counts().values()
+        planned = sum(sum(by_status.values()) for by_status in counts)
+        pending = sum(by_status.get(Status.PENDING.value, 0) for by_status in counts)
+        return LocalExport(ctx.out_dir, planned - pending, planned, writer)
     finally:
         ctx.store.close()

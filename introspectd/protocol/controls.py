@@ -7,14 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from introspectd.protocol.factual import FACTUAL_QUESTIONS
 from introspectd.protocol.plan_checks import Table
-from introspectd.protocol.trials import DEFAULT_ARMS, Kind
+from introspectd.protocol.trials import DEFAULT_ARM_NAMES, Kind
 
 if TYPE_CHECKING:
-    from introspectd.protocol.plan import SweepConfig
+    from introspectd.protocol.sweep import SweepConfig
 
 MEASURES = ("generate", "logit")
 ARM_NAMES = tuple(k.value for k in Kind)
-DEFAULT_ARM_NAMES: tuple[str, ...] = tuple(k.value for k in DEFAULT_ARMS)
 # What a run spec leaves out while it holds its default, so runs created before these keys
 # existed keep their hash (and resume).
 CONTROL_DEFAULTS: dict[str, Any] = {

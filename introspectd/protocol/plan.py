@@ -31,6 +31,7 @@ from introspectd.protocol.plan_checks import (
 from introspectd.protocol.plan_judge import JudgeConfig, read_judge
 from introspectd.protocol.plan_mentions import MentionsConfig, read_mentions
 from introspectd.protocol.prompts import PROMPT_VERSIONS
+from introspectd.protocol.sweep import SweepConfig
 
 INJECT_STYLES = ("generation", "all", "from_marker")
 VECTOR_PROMPTS = ("plain", "chat")
@@ -46,6 +47,7 @@ __all__ = [
     "AdaptiveConfig",
     "JudgeConfig",
     "MentionsConfig",
+    "SweepConfig",
     "check_env_overrides",
     "env_experiment_id",
     "env_stamp",
@@ -72,26 +74,6 @@ class ModelConfig:
     max_memory: tuple[tuple[str, str], ...] = ()
     offload_folder: str = ""
     gguf_file: str = ""  # a GGUF file in hub repository `name` (protocol/gguf_source.py)
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    concepts: tuple[str, ...] = ("celebration", "ocean", "fear", "silence")
-    layers: str | tuple[int | float, ...] = "default"
-    strengths: tuple[float, ...] = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
-    trials: int = 40
-    prompt_version: str = "v2"
-    prompt_system: str = ""
-    prompt_user: str = ""
-    inject_style: str = "generation"
-    marker: str = "Trial 1"
-    vector_prompt: str = "plain"
-    max_new_tokens: int = 200
-    temperature: float = 1.0
-    batch_size: str | int = "auto"
-    arms: tuple[str, ...] = controls.DEFAULT_ARM_NAMES  # protocol/controls.py
-    measure: str = "generate"  # or "logit": P(yes) from one forward pass
-    factual_controls: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,6 +153,11 @@ def plan_from_text(text: str, file: str, path: Path | str) -> Plan:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{file}: malformed TOML: {exc}") from None
+    if not data:  # every table has defaults, but an empty file is a mistake, not a sweep
+        raise BadInput(
+            f"{file}: the plan is empty; a plan names at least its [model] and [sweep] "
+            "(see examples/quickstart.toml)"
+        )
     return parse_plan(data, file, path)
 
 

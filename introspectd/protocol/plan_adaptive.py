@@ -10,7 +10,7 @@ from introspectd.protocol import plan_checks as rules
 from introspectd.protocol.plan_checks import Table
 
 if TYPE_CHECKING:
-    from introspectd.protocol.plan import SweepConfig
+    from introspectd.protocol.sweep import SweepConfig
 
 
 @dataclass(frozen=True)

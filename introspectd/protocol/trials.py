@@ -16,6 +16,7 @@ class Kind(StrEnum):
 
 
 DEFAULT_ARMS: tuple[Kind, ...] = (Kind.INJECTION, Kind.CONTROL)
+DEFAULT_ARM_NAMES: tuple[str, ...] = tuple(k.value for k in DEFAULT_ARMS)
 
 
 class Status(StrEnum):

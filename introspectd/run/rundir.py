@@ -17,6 +17,10 @@ from introspectd.run.store import Store, StoreError, database_damage, read_run
 
 DB_NAME = "state.sqlite"
 LOCK_NAME = ".introspectd.lock"
+DECISIONS_NAME = "adaptive.json"  # an adaptive run's decisions (output/adaptive.py)
+# SQLite's companions of the database: a file written over any of them damages the run.
+_DB_COMPANIONS = ("-wal", "-shm", "-journal")
+RUN_FILE_NAMES = (DB_NAME, *(DB_NAME + s for s in _DB_COMPANIONS), LOCK_NAME, DECISIONS_NAME)
 
 
 def no_run_found(file: str, out_dir: Path) -> BadInput:
@@ -41,6 +45,37 @@ def open_store(db: Path, read_only: bool) -> Store:
             raise  # a full disk is transient, not the user's input: cli.main says so, exit 75
         reason = e.strerror if isinstance(e, OSError) and e.strerror else e
         raise BadInput(f"{db}: cannot open the run database ({reason})") from None
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` is a run's directory: it holds a run database (or one of its files)."""
+    return any((path / name).exists() for name in RUN_FILE_NAMES[:4])
+
+
+def refuse_run_file(path: Path, flag: str) -> None:
+    """BadInput when writing `path` would overwrite a run's own file: its database (or the
+    database's -wal/-shm/-journal), its lock, its adaptive.json, or a JSONL file in a run's
+    directory (the run's results). Symbolic links are followed: the target is what is written.
+    An output of another name in a run's directory (a calibration JSON) is allowed."""
+    target = path.resolve()
+    name = target.name
+    in_run_dir = is_run_dir(target.parent)
+    if name in RUN_FILE_NAMES or (in_run_dir and name.endswith(".jsonl")):
+        what = "a run's results" if name.endswith(".jsonl") else f"a run's {name}"
+        raise BadInput(
+            f"{flag} {path}: is {what} (in {target.parent}); writing it would damage the run — "
+            "choose a path outside the run's files"
+        )
+
+
+def refuse_other_run_dir(out: Path, own_dir: Path | None, flag: str) -> None:
+    """BadInput when directory `out` is a run's directory other than `own_dir`: files written
+    there would replace that run's results."""
+    if is_run_dir(out) and (own_dir is None or out.resolve() != own_dir.resolve()):
+        raise BadInput(
+            f"{flag} {out}: is another run's directory; its result files would be overwritten "
+            "— choose an empty or new directory"
+        )
 
 
 def result_files(plan: Plan, out_dir: Path) -> list[str]:
@@ -79,6 +114,25 @@ def refuse_orphaned_results(plan: Plan, out_dir: Path) -> None:
             "missing or empty); restore the database, or move the results elsewhere to start "
             "a new run"
         )
+
+
+def lock_holder(out_dir: Path) -> str | None:
+    """The pid of the process holding `out_dir`'s run lock (a `run` or `rejudge` writing it),
+    or None when none does. Reads the lock file only; never creates or takes it."""
+    try:
+        fd = os.open(out_dir / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        return None
+    finally:
+        os.close(fd)  # releases the shared lock, if taken
 
 
 def lock_run_dir(out_dir: Path) -> int:

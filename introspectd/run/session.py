@@ -194,15 +194,7 @@ class RunClaim:
             raise
         if not (with_trials or create):
             return RunContext(plan, self.ref, self.layers, out_dir, store, run, [], set(), notes)
-        sweep = plan.sweep
-        all_specs = expand_trials(
-            sweep.concepts,
-            self.layers,
-            sweep.strengths,
-            sweep.trials,
-            sweep.arms,
-            num_factual(sweep),
-        )
+        all_specs = _all_specs(plan, self.layers)
         shard = self.narrowing.shard
         by_cell = plan.adaptive.enabled  # each shard adapts its own cells
         added = store.add_trials(run.stamp, _shard_of(all_specs, shard, by_cell)) if create else 0
@@ -234,6 +226,8 @@ def claim_run(plan: Plan, narrowing: Narrowing | None = None, lock: bool = True)
     if narrowing.shard is not None:
         out_dir = out_dir / narrowing.shard.dirname
     _check_narrowing(plan, narrowing, str(plan.path))
+    if narrowing.shard is not None:  # before its directory is made: an empty shard is a typo
+        _require_trials_in(narrowing.shard, plan, layers)
     lock_fd = lock_run_dir(out_dir) if lock else None
     return RunClaim(plan, narrowing, ref, layers, spec, out_dir, lock_fd)
 
@@ -266,6 +260,25 @@ def _check_narrowing(plan: Plan, narrowing: Narrowing, file: str) -> None:
             f"--trials: must be between 1 and the plan's trials ({plan.sweep.trials}) "
             f"in {file}, got {narrowing.num_trials}"
         )
+
+
+def _all_specs(plan: Plan, layers: list[int]) -> list[TrialSpec]:
+    sweep = plan.sweep
+    return expand_trials(
+        sweep.concepts, layers, sweep.strengths, sweep.trials, sweep.arms, num_factual(sweep)
+    )
+
+
+def _require_trials_in(shard: Shard, plan: Plan, layers: list[int]) -> None:
+    by_cell = plan.adaptive.enabled
+    specs = _all_specs(plan, layers)
+    if _shard_of(specs, shard, by_cell):
+        return
+    units = len({s.cell for s in specs}) if by_cell else len(specs)
+    raise BadInput(
+        f"--shard {shard}: this shard holds none of {plan.path}'s "
+        f"{units} {'cells' if by_cell else 'trials'}; split it into at most {units} shards"
+    )
 
 
 def _shard_of(

@@ -44,6 +44,7 @@ ENV_TASK_INDEX = "BATCH_TASK_INDEX"
 ENV_TASK_COUNT = "BATCH_TASK_COUNT"
 _SHARD_RE = re.compile(r"^([0-9]+)/([0-9]+)$")
 _INT_RE = re.compile(r"^[0-9]+$")
+MAX_SHARDS = 100_000  # far beyond any real job; bounds the numbers in a shard's directory name
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Shard:
     def __post_init__(self) -> None:
         if not 0 <= self.index < self.count:
             raise BadInput(f"shard: expected 0 <= I < N, got {self.index}/{self.count}")
+        if self.count > MAX_SHARDS:
+            raise BadInput(f"shard: at most {MAX_SHARDS} shards, got N = {self.count}")
 
     @property
     def dirname(self) -> str:
@@ -71,8 +74,10 @@ def parse_shard(text: str) -> Shard:
     match = _SHARD_RE.match(text.strip())
     if match is not None:
         index, count = int(match.group(1)), int(match.group(2))
-        if 0 <= index < count:
+        if 0 <= index < count <= MAX_SHARDS:
             return Shard(index, count)
+        if count > MAX_SHARDS:
+            raise BadInput(f"--shard: at most {MAX_SHARDS} shards, got N = {count}")
     raise BadInput(f"--shard: expected I/N with 0 <= I < N, got {text!r}")
 
 

@@ -383,6 +383,12 @@ class Store(JudgeHistory, OutcomeQueries):
             "SELECT COUNT(*) AS n, COALESCE(SUM(prompt_tokens), 0) AS p, "
             "COALESCE(SUM(completion_tokens), 0) AS c FROM judgements"
         ).fetchone()
+        # Grading human labels (`calibrate`) is spent on the same judge account and budget.
+        calibrations = self.conn.execute(
+            "SELECT COALESCE(SUM(json_extract(calibration_json, '$.usage.prompt_tokens')), 0), "
+            "COALESCE(SUM(json_extract(calibration_json, '$.usage.completion_tokens')), 0) "
+            "FROM calibrations"
+        ).fetchone()
         failures = {
             row["judge_error"]: row["n"]
             for row in self.conn.execute(
@@ -392,8 +398,8 @@ class Store(JudgeHistory, OutcomeQueries):
         }
         return {
             "judgements": r["n"],
-            "prompt_tokens": r["p"],
-            "completion_tokens": r["c"],
+            "prompt_tokens": r["p"] + calibrations[0],
+            "completion_tokens": r["c"] + calibrations[1],
             "failures_by_reason": failures,
         }
 

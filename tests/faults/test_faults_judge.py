@@ -124,12 +124,14 @@ def test_failed_regrades_keep_previous_grades(tmp_path: Path) -> None:
     with JudgeServer(default=status(401, "invalid key")) as refusing:
         plan = _plan(tmp_path, refusing, concurrency=1)
         proc = _cli("rejudge", "--plan", str(plan), "--all")
-        assert proc.returncode == 0, proc.stderr
+        # Not one re-grade came back: not "done" (exit 75, issue 22 item 23), grades kept.
+        assert proc.returncode == 75, proc.stderr
         assert len(refusing.requests) == 10
     after = _records(tmp_path)
     assert {r["id"]: r["judge"] for r in after} == before
     assert all(r["judge_error"] is None for r in after)
-    assert "10 re-grades failed; their previous grades are kept" in proc.stdout
+    assert "the judge graded none of 10 rows (10× HTTP 401" in proc.stderr
+    assert "no grade was stored or lost" in proc.stderr
     failures = [h for h in _history(tmp_path) if h[1] is None]
     assert len(failures) == 10 and all("401" in (h[2] or "") for h in failures)
 
