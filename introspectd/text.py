@@ -69,10 +69,20 @@ def valid(value: Any) -> Any:
 
 
 def loads_text(data: str | bytes) -> Any:
-    """`json.loads`, with lone surrogates in the result replaced (see module doc)."""
+    """`json.loads`, with lone surrogates in the result replaced (see module doc). Every way
+    the text can fail to load is a `json.JSONDecodeError`, which each reader turns into its
+    "malformed JSON" line: json's parser recurses per nesting level, so 100000 `[` would be a
+    RecursionError, and an integer of over 4300 digits is a plain ValueError."""
     text = data.decode("utf-8") if isinstance(data, bytes) else data
-    value = json.loads(text)
-    return valid(value) if _MAYBE_SURROGATE_RE.search(text) else value
+    try:
+        value = json.loads(text)
+        return valid(value) if _MAYBE_SURROGATE_RE.search(text) else value
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+    except ValueError:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise json.JSONDecodeError("number too long", text, 0) from None
 
 
 def json_text(value: Any, **kwargs: Any) -> str:

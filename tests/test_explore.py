@@ -205,6 +205,8 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"concept": "x"\n')
     assert f"{bad}:1" in _one_line_exit_2(str(bad))
+    bad.write_text("[" * 100_000 + "\n")  # was a RecursionError
+    assert f"{bad}:1: not a JSON line (nested too deeply" in _one_line_exit_2(str(bad))
     empty = tmp_path / "empty" / "e.jsonl"
     empty.parent.mkdir()
     empty.write_text("\n\n")

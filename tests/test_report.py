@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_cli
 
 from introspectd.errors import BadInput
 from introspectd.report.writer import ReportPaths, write_report
@@ -230,6 +231,20 @@ def test_bad_line_names_file_and_line(tmp_path: Path, bad_line: str, complaint: 
     message = one_line_error([f], tmp_path / "out")
     assert message.startswith(f"{f}:3: ")      # blank lines count: line numbers are the editor's
     assert complaint in message
+
+
+@pytest.mark.parametrize(("bad_line", "complaint"), [
+    ("[" * 100_000, "nested too deeply"),  # json recursed per level: a RecursionError
+    ('{"a": ' * 100_000, "nested too deeply"),
+    ('{"concept": ' + "9" * 5000 + "}", "number too long"),  # past int's 4300 digits
+], ids=["arrays", "objects", "long-integer"])
+def test_json_nested_too_deeply_is_one_line_and_exit_2(
+    tmp_path: Path, bad_line: str, complaint: str
+) -> None:
+    f = write_lines(tmp_path / "fear.jsonl", [seed_record(0, True, "pass", model="m"), bad_line])
+    result = run_cli("report", str(f), "--out", str(tmp_path / "r"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == f"introspectd: {f}:2: malformed JSON ({complaint}, column 1)"
 
 
 def test_cli_import_stays_light() -> None:

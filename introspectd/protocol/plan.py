@@ -171,6 +171,8 @@ def plan_from_text(text: str, file: str, path: Path | str) -> Plan:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{file}: malformed TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nesting level: `a = [[[[…`
+        raise BadInput(f"{file}: malformed TOML: nested too deeply") from None
     return parse_plan(data, file, path)
 
 
