@@ -324,6 +324,27 @@ def test_integers_past_64_bits_are_one_line_400s(tmp_path: Path) -> None:
         assert "Traceback" not in server.proc.stderr.read()
 
 
+def test_records_with_integers_past_64_bits_are_served_or_one_line(tmp_path: Path) -> None:
+    # JSON integers have any number of digits; SQLite stores 64 bits (an OverflowError past it).
+    records = grid_records()[:4]
+    records[0]["config"]["trial"] = 2**70  # optional fields: shown as absent
+    records[1]["factual"] = {"index": 2**80, "text": "Is the sky blue?"}
+    records[2]["p_yes"] = 10**400  # no float holds it
+    path = write_jsonl(tmp_path / "a.jsonl", records)
+    with explorer(str(path)) as server:
+        by_id = {t["id"]: t for t in server.get("/api/trials")["items"]}
+        assert len(by_id) == 4
+        assert by_id[records[0]["id"]]["trial"] == 0
+        assert by_id[records[2]["id"]]["p_yes"] is None
+        assert server.stop() == 0
+        assert "Traceback" not in server.proc.stderr.read()
+    for key, value in (("layer", 2**64), ("strength", 10**400)):
+        bad = grid_records()[:2]
+        bad[1]["config"][key] = value
+        write_jsonl(path, bad)
+        assert _one_line_exit_2(str(path)).startswith(f"introspectd: {path}:2: 'config.{key}' ")
+
+
 def test_logit_runs_serve_p_yes_per_trial_and_per_cell(tmp_path: Path) -> None:
     """A real logit-measure run, from its database and from its JSONL files."""
     plan, folder = logit_run(tmp_path)

@@ -247,6 +247,20 @@ def test_json_nested_too_deeply_is_one_line_and_exit_2(
     assert result.stderr.strip() == f"introspectd: {f}:2: malformed JSON ({complaint}, column 1)"
 
 
+def test_integers_too_large_for_a_float_are_one_line_or_absent(tmp_path: Path) -> None:
+    # JSON integers have any number of digits: float() of one past ~1e308 is an OverflowError.
+    logit = {**seed_record(1, True, None, model="m"), "p_yes": 10**400, "arm": "injection"}
+    f = write_lines(tmp_path / "fear.jsonl", [seed_record(0, True, "pass", model="m"), logit])
+    result = run_cli("report", str(f), "--out", str(tmp_path / "r"))
+    assert result.returncode == 0, result.stderr[-2000:]  # a p_yes no float holds: none
+    f = write_lines(f, [seed_record(0, True, "pass", model="m", strength=10**400)])
+    result = run_cli("report", str(f), "--out", str(tmp_path / "r2"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == (
+        f"introspectd: {f}:1: 'config.strength' missing or not a finite number"
+    )
+
+
 def test_cli_import_stays_light() -> None:
     # `import introspectd.report.writer` must not pull matplotlib in: it is imported when drawing.
     code = "import sys, introspectd.report.writer; print('matplotlib' in sys.modules)"
