@@ -237,12 +237,14 @@ def test_bad_line_names_file_and_line(tmp_path: Path, bad_line: str, complaint: 
     ("[" * 100_000, "nested too deeply"),  # json recursed per level: a RecursionError
     ('{"a": ' * 100_000, "nested too deeply"),
     ('{"concept": ' + "9" * 5000 + "}", "number too long"),  # past int's 4300 digits
-], ids=["arrays", "objects", "long-integer"])
+    # Loads, but recursion later (the explorer page's JSON) ran out of stack.
+    ('{"judge": {"reasoning": ' + "[" * 500 + "]" * 500 + "}}", "nested too deeply"),
+], ids=["arrays", "objects", "long-integer", "deep-but-loadable"])
 def test_json_nested_too_deeply_is_one_line_and_exit_2(
     tmp_path: Path, bad_line: str, complaint: str
 ) -> None:
     f = write_lines(tmp_path / "fear.jsonl", [seed_record(0, True, "pass", model="m"), bad_line])
-    result = run_cli("report", str(f), "--out", str(tmp_path / "r"))
+    result = run_cli("report", str(f), "--out", str(tmp_path / "r"), "--explorer")
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip() == f"introspectd: {f}:2: malformed JSON ({complaint}, column 1)"
 
