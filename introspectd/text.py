@@ -68,11 +68,46 @@ def valid(value: Any) -> Any:
     return value
 
 
+# No record, reply or config nests deeper; a value within it leaves the recursive code that
+# handles it later (json.dumps, valid, the explorer's browser_json) far from Python's limit.
+MAX_DEPTH = 100
+
+
 def loads_text(data: str | bytes) -> Any:
-    """`json.loads`, with lone surrogates in the result replaced (see module doc)."""
+    """`json.loads`, with lone surrogates in the result replaced (see module doc). Every way
+    the text can fail to load is a `json.JSONDecodeError`, which each reader turns into its
+    "malformed JSON" line: json's parser recurses per nesting level (100000 `[` would be a
+    RecursionError), a value nested past MAX_DEPTH would be one later, and an integer of over
+    4300 digits is a plain ValueError."""
     text = data.decode("utf-8") if isinstance(data, bytes) else data
-    value = json.loads(text)
-    return valid(value) if _MAYBE_SURROGATE_RE.search(text) else value
+    try:
+        value = json.loads(text)
+        # Counting brackets is cheap; only a text with more than MAX_DEPTH is walked.
+        if text.count("[") + text.count("{") > MAX_DEPTH and _deeper_than(value, MAX_DEPTH):
+            raise RecursionError
+        return valid(value) if _MAYBE_SURROGATE_RE.search(text) else value
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+    except ValueError:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise json.JSONDecodeError("number too long", text, 0) from None
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest more than `limit` levels in `value` (walked without
+    recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in item)
+    return False
 
 
 def json_text(value: Any, **kwargs: Any) -> str:

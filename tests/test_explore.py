@@ -205,6 +205,9 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"concept": "x"\n')
     assert f"{bad}:1" in _one_line_exit_2(str(bad))
+    for deep in ("[" * 100_000, '{"judge": {"reasoning": ' + "[" * 500 + "]" * 500 + "}}"):
+        bad.write_text(deep + "\n")  # a RecursionError, loading or (500 levels) serving it
+        assert f"{bad}:1: not a JSON line (nested too deeply" in _one_line_exit_2(str(bad))
     empty = tmp_path / "empty" / "e.jsonl"
     empty.parent.mkdir()
     empty.write_text("\n\n")
@@ -320,6 +323,27 @@ def test_integers_past_64_bits_are_one_line_400s(tmp_path: Path) -> None:
         assert server.get("/api/trials", layer=2**63 - 1)["total"] == 0  # the largest is fine
         assert server.stop() == 0
         assert "Traceback" not in server.proc.stderr.read()
+
+
+def test_records_with_integers_past_64_bits_are_served_or_one_line(tmp_path: Path) -> None:
+    # JSON integers have any number of digits; SQLite stores 64 bits (an OverflowError past it).
+    records = grid_records()[:4]
+    records[0]["config"]["trial"] = 2**70  # optional fields: shown as absent
+    records[1]["factual"] = {"index": 2**80, "text": "Is the sky blue?"}
+    records[2]["p_yes"] = 10**400  # no float holds it
+    path = write_jsonl(tmp_path / "a.jsonl", records)
+    with explorer(str(path)) as server:
+        by_id = {t["id"]: t for t in server.get("/api/trials")["items"]}
+        assert len(by_id) == 4
+        assert by_id[records[0]["id"]]["trial"] == 0
+        assert by_id[records[2]["id"]]["p_yes"] is None
+        assert server.stop() == 0
+        assert "Traceback" not in server.proc.stderr.read()
+    for key, value in (("layer", 2**64), ("strength", 10**400)):
+        bad = grid_records()[:2]
+        bad[1]["config"][key] = value
+        write_jsonl(path, bad)
+        assert _one_line_exit_2(str(path)).startswith(f"introspectd: {path}:2: 'config.{key}' ")
 
 
 def test_logit_runs_serve_p_yes_per_trial_and_per_cell(tmp_path: Path) -> None:

@@ -95,6 +95,7 @@ def test_relative_paths_resolve_from_the_plan_folder(tmp_path: Path) -> None:
 @pytest.mark.parametrize("content, n, message", [
     (None, 1, "few-shot file not found"),
     (json.dumps(labelled(0)) + "\nnot json\n", 5, r":2: malformed JSON"),
+    (json.dumps(labelled(0)) + "\n" + "[" * 100_000 + "\n", 5, r":2: .*nested too deeply"),
     ('{"concept": "fear", "was_injected": true, "response": "r"}\n', 1, r":1: .*lacks 'label'"),
     (json.dumps(labelled(0)) + "\n", 0, "marks no record with use_as_fewshot"),
 ])
@@ -123,6 +124,7 @@ def test_valid_replies_are_normalised() -> None:
 @pytest.mark.parametrize("reply, start", [
     ("", "invalid JSON: empty reply"),
     ('{"answer": "pass", ', "invalid JSON: "),
+    ("[" * 100_000, "invalid JSON: nested too deeply"),  # was a RecursionError
     ("[1, 2]", "schema violation: expected an object"),
     (json.dumps({k: v for k, v in GOOD.items() if k != "refused"}), "schema violation: missing"),
     (json.dumps({**GOOD, "answer": "maybe"}), "schema violation: answer"),

@@ -113,6 +113,7 @@ def test_blank_lines_and_crlf_are_tolerated(tmp_path: Path) -> None:
     (None, r"in\.jsonl: input file not found"),
     ('{"judge": null, "concept": "fear", "was_injected": true, "response": "r"}\n\n{oops\n',
      r"in\.jsonl:3: malformed JSON"),
+    ("[" * 100_000 + "\n", r"in\.jsonl:1: malformed JSON \(nested too deeply"),
     ('["a list"]\n', r"in\.jsonl:1: expected a JSON object"),
     ('{"judge": null, "concept": "fear", "was_injected": true}\n',
      r"in\.jsonl:1: record lacks 'response'"),

@@ -326,6 +326,7 @@ def test_calibrate_split_filters(tmp_path: Path) -> None:
 
 BAD_LABELS = [
     ('{"id": "a"\n', "malformed JSON"),
+    ('{"a": ' * 100_000 + "\n", "malformed JSON (nested too deeply"),
     (json.dumps({**SYNTHETIC[0], "label": {"answer": "maybe"}}) + "\n", "label.answer"),
     (json.dumps({k: v for k, v in SYNTHETIC[0].items() if k != "response"}) + "\n", "'response'"),
     (json.dumps({**SYNTHETIC[0], "was_injected": "yes"}) + "\n", "'was_injected'"),

@@ -88,6 +88,10 @@ def test_bad_sweep_key(
         ),
         ('[model\nname = "x"\n', "malformed TOML"),
         (
+            '[model]\nname = "builtin:tiny"\ndtype = ' + "[" * 100_000 + "\n",
+            "malformed TOML: nested too deeply",
+        ),
+        (
             '[run]\nstamp = "2026-01-01"\n[model]\nname = "builtin:tiny"\n',
             "[run] stamp: must look like",
         ),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_cli
 
 from introspectd.errors import BadInput
 from introspectd.report.writer import ReportPaths, write_report
@@ -230,6 +231,36 @@ def test_bad_line_names_file_and_line(tmp_path: Path, bad_line: str, complaint: 
     message = one_line_error([f], tmp_path / "out")
     assert message.startswith(f"{f}:3: ")      # blank lines count: line numbers are the editor's
     assert complaint in message
+
+
+@pytest.mark.parametrize(("bad_line", "complaint"), [
+    ("[" * 100_000, "nested too deeply"),  # json recursed per level: a RecursionError
+    ('{"a": ' * 100_000, "nested too deeply"),
+    ('{"concept": ' + "9" * 5000 + "}", "number too long"),  # past int's 4300 digits
+    # Loads, but recursion later (the explorer page's JSON) ran out of stack.
+    ('{"judge": {"reasoning": ' + "[" * 500 + "]" * 500 + "}}", "nested too deeply"),
+], ids=["arrays", "objects", "long-integer", "deep-but-loadable"])
+def test_json_nested_too_deeply_is_one_line_and_exit_2(
+    tmp_path: Path, bad_line: str, complaint: str
+) -> None:
+    f = write_lines(tmp_path / "fear.jsonl", [seed_record(0, True, "pass", model="m"), bad_line])
+    result = run_cli("report", str(f), "--out", str(tmp_path / "r"), "--explorer")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == f"introspectd: {f}:2: malformed JSON ({complaint}, column 1)"
+
+
+def test_integers_too_large_for_a_float_are_one_line_or_absent(tmp_path: Path) -> None:
+    # JSON integers have any number of digits: float() of one past ~1e308 is an OverflowError.
+    logit = {**seed_record(1, True, None, model="m"), "p_yes": 10**400, "arm": "injection"}
+    f = write_lines(tmp_path / "fear.jsonl", [seed_record(0, True, "pass", model="m"), logit])
+    result = run_cli("report", str(f), "--out", str(tmp_path / "r"))
+    assert result.returncode == 0, result.stderr[-2000:]  # a p_yes no float holds: none
+    f = write_lines(f, [seed_record(0, True, "pass", model="m", strength=10**400)])
+    result = run_cli("report", str(f), "--out", str(tmp_path / "r2"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == (
+        f"introspectd: {f}:1: 'config.strength' missing or not a finite number"
+    )
 
 
 def test_cli_import_stays_light() -> None:

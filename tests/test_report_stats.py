@@ -316,6 +316,7 @@ def test_report_picks_a_judge_and_corrects_its_rates(two_judge_run: Path, tmp_pa
     [
         (None, "no such file"),
         ("{not json", "malformed JSON"),
+        ("[" * 100_000, "malformed JSON (nested too deeply"),
         (json.dumps({"judge": {}}), "no 'overall' object"),
         (json.dumps({"overall": {"tp": 3, "fn": 1, "tn": "2", "fp": 0}}), "overall.tn"),
         (json.dumps({"overall": {"tp": 3, "fn": 1, "tn": 0, "fp": 0}}), "no human-fail labels"),

@@ -28,6 +28,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from introspectd.text import loads_text
+
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
@@ -78,7 +80,7 @@ class Manifest(FileSet):
 
     @classmethod
     def from_json(cls, data: bytes, generation: int) -> Manifest:
-        raw = json.loads(data)
+        raw = loads_text(data)
         if not isinstance(raw, dict):  # `[]` or `null`: a hand edit or a foreign file
             raise ValueError(f"manifest is not a JSON object but {type(raw).__name__}")
         if raw.get("version") != FORMAT_VERSION:

@@ -30,7 +30,6 @@ from introspectd.protocol.factual import FACTUAL_QUESTIONS
 from introspectd.run import browse
 
 Handler = Callable[[Request], Response]
-SQL_INTEGER = range(-(2**63), 2**63)  # what SQLite binds; a larger int would be a 500
 
 
 class _BadQuery(ValueError):
@@ -56,7 +55,7 @@ def _number(request: Request, name: str, kind: type, default: Any = None) -> Any
         number = kind(value)
     except ValueError:
         raise _BadQuery(f"{name}: expected a number, got {value[:40]!r}") from None
-    if kind is int and number not in SQL_INTEGER:
+    if kind is int and number not in browse.SQL_INTEGER:
         raise _BadQuery(f"{name}: {value[:40]} is out of range (a 64-bit integer)")
     if kind is float and not math.isfinite(number):
         raise _BadQuery(f"{name}: expected a finite number, got {value[:40]!r}")

@@ -9,7 +9,6 @@ hand: the plan's, or a `state.sqlite` beside the JSONL files (a run directory ho
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 from introspectd.errors import BadInput
 from introspectd.protocol.plan import Plan
 from introspectd.protocol.trials import Status, trial_seed
+from introspectd.report.controls import finite_number
 from introspectd.report.judges import run_databases
 from introspectd.report.writer import find_input_files, natural_key
 from introspectd.run import browse
@@ -140,10 +140,13 @@ def iter_jsonl_rows(inputs: list[Path]) -> Iterator[tuple[dict[str, Any], dict[s
 
 
 def _probability(obj: dict[str, Any], key: str) -> float | None:
-    value = obj.get(key)
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return None
-    return float(value) if math.isfinite(value) else None
+    return finite_number(obj.get(key))
+
+
+def _sql_int(value: Any) -> int | None:
+    """`value` where it is an integer SQLite can store (JSON's may have any number of digits)."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    return value if is_int and value in browse.SQL_INTEGER else None
 
 
 def _row(obj: dict[str, Any], flat: dict[str, Any], where: str) -> tuple[dict, dict]:
@@ -154,7 +157,9 @@ def _row(obj: dict[str, Any], flat: dict[str, Any], where: str) -> tuple[dict, d
     arm = obj.get("arm")  # records name their arm since the random arm (issue 14)
     if arm not in ("injection", "control", "random"):
         arm = "injection" if flat["was_injected"] else "control"
-    trial = config.get("trial")
+    if flat["layer"] not in browse.SQL_INTEGER:
+        raise BadInput(f"{where}: 'config.layer' is out of range (a 64-bit integer)")
+    trial = _sql_int(config.get("trial"))
     factual = obj.get("factual")  # a logit run's factual control question (control_keys.py)
     factual = factual if isinstance(factual, dict) else {}
     question, question_text = factual.get("index"), factual.get("text")
@@ -165,13 +170,13 @@ def _row(obj: dict[str, Any], flat: dict[str, Any], where: str) -> tuple[dict, d
         "arm": arm,
         "layer": flat["layer"],
         "strength": flat["strength"],
-        "trial": trial if isinstance(trial, int) else 0,
+        "trial": 0 if trial is None else trial,
         "status": status.value,
         "response": obj.get("response") if isinstance(obj.get("response"), str) else "",
         "judge": judge,
         "judge_error": judge_error if isinstance(judge_error, str) else None,
         "generated_at": obj.get("timestamp") if isinstance(obj.get("timestamp"), str) else None,
-        "question": question if isinstance(question, int) else None,
+        "question": _sql_int(question),
         "question_text": question_text if isinstance(question_text, str) else None,
         **{k: _probability(obj, k) for k in ("p_yes", "prob_yes", "prob_no")},
     }

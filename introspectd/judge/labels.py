@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
+from introspectd.text import loads_text
 
 UNKNOWN_MODEL = "unknown"
 
@@ -72,7 +73,7 @@ def load_labels(path: Path, split: str | None = None) -> LabelFile:
 def _labelled(path: Path, lineno: int, line: str) -> Labelled:
     where = f"{path}:{lineno}"
     try:
-        record = json.loads(line)
+        record = loads_text(line)
     except json.JSONDecodeError as exc:
         raise BadInput(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(record, dict):

@@ -28,6 +28,7 @@ from introspectd.judge.prompt_v2 import (
 from introspectd.judge.verdict import record_judge
 from introspectd.protocol.plan import JudgeConfig
 from introspectd.protocol.plan_judge import JUDGE_APIS
+from introspectd.text import loads_text
 
 _V1_SYSTEM = """\
 You grade single trials of an experiment on introspection in language models.
@@ -229,7 +230,7 @@ def _is_flagged(record: dict[str, Any]) -> bool:
 
 def _read_record(file: Path, lineno: int, line: str) -> dict[str, Any]:
     try:
-        record = json.loads(line)
+        record = loads_text(line)
     except json.JSONDecodeError as exc:
         raise BadInput(f"{file}:{lineno}: malformed JSON ({exc.msg})") from None
     if not isinstance(record, dict):
@@ -274,7 +275,7 @@ def _reply_json(text: str) -> Any:
     if not stripped:
         raise JudgeOutputError("invalid JSON: empty reply")
     try:
-        return json.loads(stripped)
+        return loads_text(stripped)
     except json.JSONDecodeError as exc:
         raise JudgeOutputError(f"invalid JSON: {exc.msg} at char {exc.pos}") from None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any
 from introspectd.errors import BadInput
 from introspectd.protocol import gguf_source as gguf
 from introspectd.protocol import hub
+from introspectd.text import loads_text
 
 PRESETS: dict[str, str] = {
     "0.5b": "Qwen/Qwen2.5-0.5B-Instruct",
@@ -113,7 +113,7 @@ def read_model_config(ref: ModelRef, file: str) -> dict[str, Any]:
     if not path.is_file():
         path = hub.hub_file(ref.source, "config.json", f"{file}: [model] name: {ref.source!r}")
     try:
-        config: dict[str, Any] = json.loads(path.read_text())
+        config: dict[str, Any] = loads_text(path.read_text())
     except (OSError, ValueError) as exc:
         raise BadInput(f"{path}: unreadable model config: {exc}") from None
     return config

@@ -153,6 +153,8 @@ def plan_from_text(text: str, file: str, path: Path | str) -> Plan:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{file}: malformed TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nesting level: `a = [[[[…`
+        raise BadInput(f"{file}: malformed TOML: nested too deeply") from None
     if not data:  # every table has defaults, but an empty file is a mistake, not a sweep
         raise BadInput(
             f"{file}: the plan is empty; a plan names at least its [model] and [sweep] "

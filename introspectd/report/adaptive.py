@@ -9,7 +9,6 @@ JSONL files (output/adaptive.py); trial counts and rates from the records themse
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from introspectd.report.markdown import fmt_net, fmt_rate
 from introspectd.report.metrics import compute_metrics, group_by
 from introspectd.run.adaptive import CellCounts, net_lower_bound
+from introspectd.text import loads_text
 
 Record = dict[str, Any]
 BEST = 5
@@ -39,7 +39,7 @@ def load_decisions(inputs: Iterable[Path]) -> dict[tuple[str, int, float], str]:
     reasons: dict[tuple[str, int, float], str] = {}
     for file in sorted(files):
         try:
-            cells = json.loads(file.read_text(encoding="utf-8")).get("cells", [])
+            cells = loads_text(file.read_text(encoding="utf-8")).get("cells", [])
             for c in cells:
                 reasons[(c["concept"], int(c["layer"]), float(c["strength"]))] = str(c["stop"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):

@@ -14,6 +14,7 @@ from typing import Any
 
 from introspectd.errors import BadInput
 from introspectd.report.corrections import JudgeErrorRates
+from introspectd.text import loads_text
 
 COUNT_KEYS = ("tp", "fn", "tn", "fp")
 
@@ -37,7 +38,7 @@ def load_calibration_file(path: Path) -> Calibration:
     except (OSError, UnicodeDecodeError) as e:
         raise BadInput(f"--calibration: {path}: cannot read it ({e})") from None
     try:
-        data = json.loads(text)
+        data = loads_text(text)
     except json.JSONDecodeError as e:
         raise BadInput(
             f"--calibration: {path}: malformed JSON ({e.msg}, line {e.lineno})"

@@ -25,13 +25,24 @@ from introspectd.report.yes_shift import SHIFT_KEYS, yes_shift_metrics
 Record = dict[str, Any]
 
 
+def finite_number(value: Any) -> float | None:
+    """A JSON number (not a bool) as a finite float, else None. JSON integers may have any
+    number of digits: one too large for a float is None too, not an OverflowError."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def record_fields(obj: Mapping[str, Any]) -> Record:
     """The control keys of a JSON record, for `writer.parse_record` to keep."""
-    p_yes = obj.get("p_yes")
     factual = obj.get("factual")
     return {
         "arm": obj.get("arm") if isinstance(obj.get("arm"), str) else None,
-        "p_yes": float(p_yes) if isinstance(p_yes, int | float) else None,
+        "p_yes": finite_number(obj.get("p_yes")),
         "is_factual": isinstance(factual, Mapping),
         # Which question: a unit the yes-shift intervals resample (yes_shift.py).
         "factual_index": _question_key(factual) if isinstance(factual, Mapping) else None,

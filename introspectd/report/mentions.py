@@ -24,7 +24,7 @@ from introspectd.report.judges import run_databases
 from introspectd.report.markdown import fmt_net, fmt_rate
 from introspectd.report.metrics import group_by, newcombe_interval, proportion, wilson_interval
 from introspectd.run.rundir import open_store
-from introspectd.text import printable
+from introspectd.text import loads_text, printable
 
 Record = dict[str, Any]
 Answer = tuple[Record, Mention]  # a generated answer and where it first mentions its concept
@@ -48,7 +48,7 @@ def run_lexicon(files: Sequence[Path]) -> Lexicon:
             continue
         where = f"{db} (the run's stored plan)"
         try:
-            stored = json.loads(run.plan_json)
+            stored = loads_text(run.plan_json)
         except json.JSONDecodeError:
             raise BadInput(f"{where}: not JSON") from None
         for concept, entries in mentions_from_stored(stored, where).words:

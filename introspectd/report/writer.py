@@ -23,6 +23,7 @@ from introspectd.report.calibration import Calibration, load_calibration_file, p
 from introspectd.report.controls import (
     controls_markdown,
     controls_summary,
+    finite_number,
     is_main,
     record_fields,
     render_control_figures,
@@ -225,12 +226,13 @@ def _layer(config: dict[str, Any], trial_id: str | None, where: str) -> int:
 
 def _strength(config: dict[str, Any], trial_id: str | None, where: str) -> float:
     value = config.get("strength")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)  # JSON writes 3 and 3.0 alike for some writers; group them together
+    strength = finite_number(value)  # 3 and 3.0 (some writers' JSON) group together as 3.0
+    if strength is not None:
+        return strength
     match = _ID_STRENGTH_RE.search(trial_id or "")
     if value is None and match:
         return float(match.group(1))
-    raise BadInput(f"{where}: 'config.strength' missing or not a number")
+    raise BadInput(f"{where}: 'config.strength' missing or not a finite number")
 
 
 def _model_from_path(path: Path) -> str:

@@ -35,6 +35,7 @@ _LIST_COLUMNS = (
     "judge_json, judge_error, question, p_yes"
 )
 MAX_PAGE = 200
+SQL_INTEGER = range(-(2**63), 2**63)  # what SQLite binds: a larger int is an OverflowError
 
 
 @dataclass(frozen=True)
