@@ -10,7 +10,7 @@ TORCH := torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 GPU ?= $(shell command -v nvidia-smi 2>/dev/null)
 
-.PHONY: install quickstart test lint bench-cpu clean
+.PHONY: install quickstart test test-all lint bench-cpu clean
 
 $(RUNTIME): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -40,11 +40,16 @@ quickstart: $(RUNTIME)
 	$(BIN)/introspectd run --plan examples/quickstart.toml --local
 	$(BIN)/introspectd report data/sweeps/quickstart/smollm2 --out data/sweeps/quickstart/smollm2/report
 
+# The fast tier (a few minutes); test-all adds the slow tier and is what .ci/run runs.
 test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check introspectd tests bench
+	$(BIN)/ruff format --check introspectd tests bench
 	$(BIN)/mypy introspectd
 	$(BIN)/lint-imports
 	$(BIN)/hadolint container/Dockerfile

@@ -33,8 +33,8 @@ LAYERS, STRENGTHS = [1, 3], [1.0, 2.0, 3.0, 4.0, 5.0]
 
 def build_run(tmp: Path, trials: int) -> Path:
     from introspectd.protocol.plan import load_plan
+    from introspectd.protocol.results import Generation, Judgement, now_iso
     from introspectd.run.session import open_run
-    from introspectd.run.store import Generation, Judgement, now_iso
 
     plan_path = tmp / "plan.toml"
     plan_path.write_text(

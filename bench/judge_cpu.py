@@ -60,8 +60,9 @@ async def grade_all(args: argparse.Namespace, base_url: str) -> tuple[float, flo
             nonlocal left
             while left > 0:
                 left -= 1
-                outcome = await judge.grade("ocean", left % 2 == 0,
-                                            f"I notice something about waves ({left}).")
+                outcome = await judge.grade(
+                    "ocean", left % 2 == 0, f"I notice something about waves ({left})."
+                )
                 if outcome.error:
                     raise SystemExit(f"judge failed: {outcome.error}")
 
@@ -83,6 +84,7 @@ def main() -> None:
         base_url = ours.recv()
         if args.profile:
             import cProfile
+
             with cProfile.Profile() as prof:
                 wall, cpu = anyio.run(grade_all, args, base_url)
             prof.dump_stats(args.profile)
@@ -91,9 +93,18 @@ def main() -> None:
     finally:
         ours.send("stop")
         child.join(timeout=5)
-    print(json.dumps({"n": args.n, "concurrency": args.concurrency, "api": args.api,
-                      "latency_s": args.latency, "wall_s": round(wall, 3),
-                      "client_cpu_ms_per_request": round(cpu / args.n * 1000, 3)}))
+    print(
+        json.dumps(
+            {
+                "n": args.n,
+                "concurrency": args.concurrency,
+                "api": args.api,
+                "latency_s": args.latency,
+                "wall_s": round(wall, 3),
+                "client_cpu_ms_per_request": round(cpu / args.n * 1000, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -232,7 +232,8 @@ async def _db_ab(mode: str, db: Path, rounds: int, batch: int) -> str:
     import anyio
     import torch
 
-    from introspectd.run.store import Generation, Judgement, Store, now_iso
+    from introspectd.protocol.results import Generation, Judgement, now_iso
+    from introspectd.run.store import Store
 
     store = Store(db)
     ids = [

@@ -87,12 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--plan", required=True, help=plan_help)
     status.add_argument("--json", action="store_true", help="the counts as JSON")
     status.add_argument("--shard", metavar="I/N", help="I/N: only shard I of N")
-    status.add_argument("--from", dest="from_uri", metavar="GS_URI", help="read the run from gs://bucket/prefix")
+    status.add_argument(
+        "--from", dest="from_uri", metavar="GS_URI", help="read the run from gs://bucket/prefix"
+    )
 
     export = _command(sub, "export")
     export.add_argument("--plan", required=True, help=plan_help)
     export.add_argument("--out", help="directory (default: the run's own directory)")
-    export.add_argument("--from", dest="from_uri", metavar="GS_URI", help="gather shards from gs://bucket/prefix")
+    export.add_argument(
+        "--from", dest="from_uri", metavar="GS_URI", help="gather shards from gs://bucket/prefix"
+    )
 
     rejudge = _command(sub, "rejudge")
     rejudge.add_argument("--plan", help=f"{plan_help}: its run and its [judge]")
@@ -121,7 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     batch = _command(sub, "batch")
     batch_sub = batch.add_subparsers(
-        dest="batch_command", title="commands", metavar="COMMAND", required=True,
+        dest="batch_command",
+        title="commands",
+        metavar="COMMAND",
+        required=True,
         parser_class=_Parser,
     )
     render = _command(batch_sub, "batch render")
@@ -246,8 +253,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from introspectd.app.judging_view import judging_display
 
     with judging_display(live=sys.stderr.isatty()) as display:
-        done = calibrate(load_plan(args.plan), Path(args.labels), args.split,
-                         Path(args.out) if args.out else None, display)
+        done = calibrate(
+            load_plan(args.plan),
+            Path(args.labels),
+            args.split,
+            Path(args.out) if args.out else None,
+            display,
+        )
     render_calibration(done.calibration, Console(width=160))
     print(f"calibration written to {done.out} and stored in {done.db}")
     return EXIT_OK

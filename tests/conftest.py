@@ -8,6 +8,37 @@ from pathlib import Path
 
 import pytest
 
+# The slow tier (`make test-all`, what CI runs): modules whose tests start real `introspectd`
+# processes (kills, signals, the judge child), the GCS emulator, a browser, a terminal, or real
+# weights. Everything else is the fast tier, `make test` (README "Development" gives both
+# durations). A new module is slow until it is shown to be fast: the fast tier stays fast.
+FAST_MODULES = frozenset(
+    {
+        "test_architecture",
+        "test_batcher",
+        "test_cascade",
+        "test_judge_limiter",
+        "test_judge_prompt",
+        "test_judge_rejudge_file",
+        "test_lexicon",
+        "test_metrics",
+        "test_plan",
+        "test_public_api",
+        "test_report_figures",
+        "test_sampling",
+        "test_shard",
+        "test_steering",
+        "test_store",
+        "test_vectors",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem not in FAST_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

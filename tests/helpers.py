@@ -13,9 +13,9 @@ import torch
 
 from introspectd.generate.batcher import WorkItem
 from introspectd.generate.steering import SteeringState, steering
+from introspectd.protocol.results import Generation
 from introspectd.protocol.trials import Trial
 from introspectd.run.scheduler import Scheduler
-from introspectd.run.store import Generation
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

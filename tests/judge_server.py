@@ -22,9 +22,13 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-GOOD_RESULT: dict[str, Any] = {"answer": "pass", "coherent": True, "detected_concept": "ocean",
-                               "reasoning": "The model reports noticing the ocean.",
-                               "refused": False}
+GOOD_RESULT: dict[str, Any] = {
+    "answer": "pass",
+    "coherent": True,
+    "detected_concept": "ocean",
+    "reasoning": "The model reports noticing the ocean.",
+    "refused": False,
+}
 
 
 @dataclass(frozen=True)
@@ -32,16 +36,16 @@ class Action:
     """How to answer one request."""
 
     status: int = 200
-    content: str | None = None        # the assistant text (200 only)
-    refusal: str | None = None        # a refusal instead of content (200 only)
+    content: str | None = None  # the assistant text (200 only)
+    refusal: str | None = None  # a refusal instead of content (200 only)
     error_type: str = ""
     error_code: str | None = None
     message: str = ""
     headers: tuple[tuple[str, str], ...] = ()
-    delay_s: float = 0.0              # sleep before answering (a hang when long)
-    echo_auth: bool = False           # put the Authorization header into the error message
-    echo_form: str = "plain"          # how to echo it: plain, groups ("ADVS ECRE ..."), masked
-    raw_body: bytes | None = None     # a 200 body sent as is, instead of an OpenAI reply
+    delay_s: float = 0.0  # sleep before answering (a hang when long)
+    echo_auth: bool = False  # put the Authorization header into the error message
+    echo_form: str = "plain"  # how to echo it: plain, groups ("ADVS ECRE ..."), masked
+    raw_body: bytes | None = None  # a 200 body sent as is, instead of an OpenAI reply
 
 
 def ok(result: dict[str, Any] | None = None, delay_s: float = 0.0) -> Action:
@@ -61,25 +65,36 @@ def refusal(message: str = "I'm sorry, I can't help with that.") -> Action:
     return Action(refusal=message)
 
 
-def rate_limited(retry_after_s: float | None = None,
-                 retry_after_ms: float | None = None) -> Action:
+def rate_limited(retry_after_s: float | None = None, retry_after_ms: float | None = None) -> Action:
     headers: list[tuple[str, str]] = []
     if retry_after_ms is not None:
         headers.append(("retry-after-ms", f"{retry_after_ms:g}"))
     if retry_after_s is not None:
         headers.append(("retry-after", f"{retry_after_s:g}"))
-    return Action(status=429, error_type="requests", error_code="rate_limit_exceeded",
-                  message="Rate limit reached for requests", headers=tuple(headers))
+    return Action(
+        status=429,
+        error_type="requests",
+        error_code="rate_limit_exceeded",
+        message="Rate limit reached for requests",
+        headers=tuple(headers),
+    )
 
 
 def quota() -> Action:
-    return Action(status=429, error_type="insufficient_quota", error_code="insufficient_quota",
-                  message="You exceeded your current quota, please check your plan.")
+    return Action(
+        status=429,
+        error_type="insufficient_quota",
+        error_code="insufficient_quota",
+        message="You exceeded your current quota, please check your plan.",
+    )
 
 
 def status(code: int, message: str = "") -> Action:
-    return Action(status=code, error_type="server_error" if code >= 500 else "invalid_request",
-                  message=message or f"status {code}")
+    return Action(
+        status=code,
+        error_type="server_error" if code >= 500 else "invalid_request",
+        message=message or f"status {code}",
+    )
 
 
 def hang(seconds: float) -> Action:
@@ -88,8 +103,13 @@ def hang(seconds: float) -> Action:
 
 def bad_key() -> Action:
     """401 echoing the key, as OpenAI does (partly masked there; in full here, to be harsh)."""
-    return Action(status=401, error_type="invalid_request_error", error_code="invalid_api_key",
-                  message="Incorrect API key provided: ", echo_auth=True)
+    return Action(
+        status=401,
+        error_type="invalid_request_error",
+        error_code="invalid_api_key",
+        message="Incorrect API key provided: ",
+        echo_auth=True,
+    )
 
 
 def huge_reasoning(size: int) -> Action:
@@ -102,8 +122,14 @@ def echo_key(form: str = "plain", code: int = 401) -> Action:
     reply, or, for 200, inside the `reasoning` of an otherwise valid judgement."""
     if code == 200:
         return Action(echo_auth=True, echo_form=form)
-    return Action(status=code, error_type="invalid_request_error", error_code="invalid_api_key",
-                  message="Incorrect API key provided: ", echo_auth=True, echo_form=form)
+    return Action(
+        status=code,
+        error_type="invalid_request_error",
+        error_code="invalid_api_key",
+        message="Incorrect API key provided: ",
+        echo_auth=True,
+        echo_form=form,
+    )
 
 
 def not_json(body: bytes = b"<html>502 Bad Gateway</html>") -> Action:
@@ -113,7 +139,7 @@ def not_json(body: bytes = b"<html>502 Bad Gateway</html>") -> Action:
 
 def _echoed(key: str, form: str) -> str:
     if form == "groups":
-        return " ".join(key[i:i + 4] for i in range(0, len(key), 4))
+        return " ".join(key[i : i + 4] for i in range(0, len(key), 4))
     if form == "masked":
         return f"{key[:6]}{'*' * 4}{key[-4:]}"
     return key
@@ -127,8 +153,8 @@ class Recorded:
     body: dict[str, Any]
     status: int = 0
     done: float = 0.0
-    retry_after_s: float | None = None   # what a 429 told the client to wait
-    raw: bytes = b""                      # the request body as sent
+    retry_after_s: float | None = None  # what a 429 told the client to wait
+    raw: bytes = b""  # the request body as sent
 
 
 @dataclass
@@ -149,9 +175,15 @@ class _Bucket:
 
 
 class JudgeServer:
-    def __init__(self, *, rate_limit: float | None = None, burst: float = 1.0,
-                 latency_s: float | tuple[float, float] = 0.0, default: Action | None = None,
-                 responder: Callable[[Recorded], Action | None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        rate_limit: float | None = None,
+        burst: float = 1.0,
+        latency_s: float | tuple[float, float] = 0.0,
+        default: Action | None = None,
+        responder: Callable[[Recorded], Action | None] | None = None,
+    ) -> None:
         self.default = default or ok()
         self.responder = responder
         self.latency_s = latency_s
@@ -166,8 +198,7 @@ class JudgeServer:
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
         # A short poll interval makes stop() quick (shutdown waits for the next poll).
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,),
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
 
     @property
     def base_url(self) -> str:
@@ -187,8 +218,8 @@ class JudgeServer:
         return self
 
     def stop(self) -> None:
-        self._stop.set()   # wakes handlers that are hanging
-        if self._thread.is_alive():   # shutdown() would wait forever for a loop never started
+        self._stop.set()  # wakes handlers that are hanging
+        if self._thread.is_alive():  # shutdown() would wait forever for a loop never started
             self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -216,8 +247,9 @@ class JudgeServer:
             return random.uniform(*self.latency_s)
         return self.latency_s
 
-    def _handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str],
-                                                                             bytes]:
+    def _handle(
+        self, path: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         body = json.loads(raw or b"{}")
         rec = Recorded(time.monotonic(), path, headers, body, raw=raw)
         with self._lock:
@@ -242,7 +274,7 @@ class JudgeServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"   # keep-alive, like real servers
+            protocol_version = "HTTP/1.1"  # keep-alive, like real servers
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length", "0")))
@@ -262,10 +294,10 @@ class JudgeServer:
                     self.end_headers()
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass   # the client gave up (a hang past its timeout)
+                    pass  # the client gave up (a hang past its timeout)
 
             def log_message(self, format: str, *args: Any) -> None:
-                pass   # keep test output clean
+                pass  # keep test output clean
 
         return Handler
 
@@ -279,18 +311,23 @@ def _retry_after(headers: dict[str, str]) -> float | None:
 
 
 def _error_body(kind: str, code: str | None, message: str) -> bytes:
-    return json.dumps({"error": {"message": message, "type": kind, "param": None,
-                                 "code": code}}).encode()
+    return json.dumps(
+        {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    ).encode()
 
 
-def _render(action: Action, path: str, body: dict[str, Any], raw: bytes,
-            headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+def _render(
+    action: Action, path: str, body: dict[str, Any], raw: bytes, headers: dict[str, str]
+) -> tuple[int, dict[str, str], bytes]:
     out_headers = dict(action.headers)
     key = _echoed(headers.get("authorization", "").removeprefix("Bearer "), action.echo_form)
     if action.status != 200:
         message = action.message + (key if action.echo_auth else "")
-        return action.status, out_headers, _error_body(action.error_type, action.error_code,
-                                                       message)
+        return (
+            action.status,
+            out_headers,
+            _error_body(action.error_type, action.error_code, message),
+        )
     if action.raw_body is not None:
         return 200, out_headers, action.raw_body
     if action.echo_auth:
@@ -308,28 +345,59 @@ def _render(action: Action, path: str, body: dict[str, Any], raw: bytes,
 
 
 def _chat_body(model: str, action: Action, p: int, c: int) -> dict[str, Any]:
-    message = {"role": "assistant", "content": None if action.refusal else action.content,
-               "refusal": action.refusal}
-    return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop",
-                         "logprobs": None}],
-            "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
+    message = {
+        "role": "assistant",
+        "content": None if action.refusal else action.content,
+        "refusal": action.refusal,
+    }
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
+        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
+    }
 
 
 def _responses_body(model: str, action: Action, p: int, c: int) -> dict[str, Any]:
     part: dict[str, Any] = (
-        {"type": "refusal", "refusal": action.refusal} if action.refusal
-        else {"type": "output_text", "text": action.content, "annotations": []})
-    return {"id": "resp_test", "object": "response", "created_at": int(time.time()),
-            "status": "completed", "model": model, "error": None, "incomplete_details": None,
-            "instructions": None, "metadata": {}, "parallel_tool_calls": True,
-            "temperature": 1.0, "tool_choice": "auto", "tools": [], "top_p": 1.0,
-            "output": [{"type": "message", "id": "msg_test", "status": "completed",
-                        "role": "assistant", "content": [part]}],
-            "usage": {"input_tokens": p, "input_tokens_details": {"cached_tokens": 0},
-                      "output_tokens": c, "output_tokens_details": {"reasoning_tokens": 0},
-                      "total_tokens": p + c}}
+        {"type": "refusal", "refusal": action.refusal}
+        if action.refusal
+        else {"type": "output_text", "text": action.content, "annotations": []}
+    )
+    return {
+        "id": "resp_test",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "completed",
+        "model": model,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "metadata": {},
+        "parallel_tool_calls": True,
+        "temperature": 1.0,
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_test",
+                "status": "completed",
+                "role": "assistant",
+                "content": [part],
+            }
+        ],
+        "usage": {
+            "input_tokens": p,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": c,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": p + c,
+        },
+    }
 
 
 # --- prompt v2 (blind) -----------------------------------------------------------------------
@@ -354,7 +422,7 @@ def as_blind_reply(body: dict[str, Any], content: str) -> str:
     answers with, when the request is a v2 one; anything else is sent as is. A v1 "pass" with a
     detected concept becomes a claim of that concept, a "fail" no claim; so existing scripts
     keep meaning "the model noticed the ocean"."""
-    if not is_blind_request(body) or len(content) > 1 << 20:   # a poison reply stays as is
+    if not is_blind_request(body) or len(content) > 1 << 20:  # a poison reply stays as is
         return content
     try:
         data = json.loads(content)
@@ -367,14 +435,16 @@ def as_blind_reply(body: dict[str, Any], content: str) -> str:
     schema = _schema_of(body) or {}
     allowed = schema["schema"]["properties"]["identified_concept"]["enum"]
     detected = detected if detected in allowed else "other"
-    return json.dumps({
-        "reasoning": data.get("reasoning", ""),
-        "claims_detection": claims,
-        "identified_concept": (detected or "other") if claims else None,
-        "detection_before_mention": True if claims else None,
-        "coherent": data.get("coherent", True),
-        "refused": data.get("refused", False),
-    })
+    return json.dumps(
+        {
+            "reasoning": data.get("reasoning", ""),
+            "claims_detection": claims,
+            "identified_concept": (detected or "other") if claims else None,
+            "detection_before_mention": True if claims else None,
+            "coherent": data.get("coherent", True),
+            "refused": data.get("refused", False),
+        }
+    )
 
 
 def answer_text(body: dict[str, Any]) -> str:
@@ -384,8 +454,9 @@ def answer_text(body: dict[str, Any]) -> str:
     return last.split("<<<RESPONSE\n", 1)[1].rsplit("\nRESPONSE>>>", 1)[0]
 
 
-def labelled_judge(records: list[dict[str, Any]], flipped: Collection[str] = (),
-                   fail_ids: Collection[str] = ()) -> Callable[[Recorded], Action | None]:
+def labelled_judge(
+    records: list[dict[str, Any]], flipped: Collection[str] = (), fail_ids: Collection[str] = ()
+) -> Callable[[Recorded], Action | None]:
     """A scripted blind judge that grades like the human labels, except for the records whose
     ids are in `flipped` (graded the other way) and `fail_ids` (answered with a 500). It keys
     on the answer text in the request; the v2 fields it sends give the wanted seed-rule grade:
@@ -401,9 +472,15 @@ def labelled_judge(records: list[dict[str, Any]], flipped: Collection[str] = (),
         is_pass = (record["label"]["answer"] == "pass") != (record["id"] in flipped)
         claims = is_pass if record["was_injected"] else not is_pass
         identified = (record["concept"] if record["was_injected"] else "other") if claims else None
-        return ok({"reasoning": "scripted from the human label", "claims_detection": claims,
-                   "identified_concept": identified,
-                   "detection_before_mention": True if claims else None,
-                   "coherent": True, "refused": False})
+        return ok(
+            {
+                "reasoning": "scripted from the human label",
+                "claims_detection": claims,
+                "identified_concept": identified,
+                "detection_before_mention": True if claims else None,
+                "coherent": True,
+                "refused": False,
+            }
+        )
 
     return respond

@@ -27,6 +27,7 @@ PLAN_URI = "gs://bucket/plans/sweep.toml"
 IMAGE = "us-central1-docker.pkg.dev/p/introspectd/introspectd:1"
 SECRET = "projects/p/secrets/openai-api-key/versions/latest"
 
+
 def batch_v1_errors(job: dict[str, Any]) -> str | None:
     """Why the official client's `batch_v1.Job` refuses `job` (unknown or mistyped fields), or
     None when it parses: the same protobuf descriptors the Batch API itself is generated from."""

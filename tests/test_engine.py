@@ -284,8 +284,9 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
 
 
 def test_from_marker_style_runs_end_to_end(tmp_path: Path) -> None:
-    body = TINY_PLAN.replace("trials = 2", 'trials = 1\nprompt_version = "v1"\n'
-                             'inject_style = "from_marker"')
+    body = TINY_PLAN.replace(
+        "trials = 2", 'trials = 1\nprompt_version = "v1"\ninject_style = "from_marker"'
+    )
     plan = write_plan(tmp_path, body)
     assert main(["run", "--plan", str(plan), "--local", "--no-progress"]) == 0
     records = _records(tmp_path / "out" / "exp" / "tiny")

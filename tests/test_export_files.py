@@ -26,8 +26,8 @@ from helpers import TINY_PLAN, jsonl_lines, run_cli, start_run, write_plan
 from introspectd.output.exporter import Exporter
 from introspectd.output.records import record_line
 from introspectd.protocol.plan import load_plan
+from introspectd.protocol.results import Generation, Judgement, now_iso
 from introspectd.run.session import RunContext, open_run
-from introspectd.run.store import Generation, Judgement, now_iso
 
 
 def _finish(ctx: RunContext, ids: list[str], result: dict[str, str] | None = None) -> None:

@@ -58,7 +58,7 @@ def test_slow_start_grows_to_the_cap_only_when_the_limit_is_used() -> None:
     async def main() -> None:
         limiter = AdaptiveLimiter(8)
         assert limiter.limit == 1
-        for _ in range(5):   # one request at a time: nothing is learnt beyond 2
+        for _ in range(5):  # one request at a time: nothing is learnt beyond 2
             ticket = await limiter.acquire()
             assert ticket is not None
             limiter.release(ticket, Signal.OK)
@@ -73,13 +73,13 @@ def test_slow_start_grows_to_the_cap_only_when_the_limit_is_used() -> None:
 def test_a_burst_of_429s_shrinks_once_per_event_and_pauses_everyone() -> None:
     async def main() -> None:
         limiter = AdaptiveLimiter(10)
-        await grow_to(limiter, 10)   # 15 requests sent, all fine
+        await grow_to(limiter, 10)  # 15 requests sent, all fine
         tickets = await fill(limiter)
-        for t in tickets:   # the 10th 429 among 25 sends shows a burst (over 18% of 50)
+        for t in tickets:  # the 10th 429 among 25 sends shows a burst (over 18% of 50)
             limiter.release(t, Signal.RATE_LIMITED, pause_s=0.2)
         # One decrease: the 429s after the one that showed the burst were sent before the
         # decrease, so they are the same congestion event. Slow start ends with a deeper cut.
-        assert limiter.limit == 7   # 10 × 0.7
+        assert limiter.limit == 7  # 10 × 0.7
         assert limiter.pause_left() > 0.15
         start = anyio.current_time()
         assert await limiter.acquire() is not None
@@ -232,7 +232,7 @@ def test_an_early_429_does_not_end_slow_start() -> None:
         assert ticket is not None
         limiter.release(ticket, Signal.RATE_LIMITED, pause_s=0.05)
         assert limiter.limit == 1 and limiter.pause_left() == 0
-        await grow_to(limiter, 16)   # still doubling: one success, one more slot
+        await grow_to(limiter, 16)  # still doubling: one success, one more slot
 
     anyio.run(main)
 
@@ -242,7 +242,8 @@ def test_an_early_429_does_not_end_slow_start() -> None:
 
 @pytest.mark.parametrize("signal", [Signal.NEUTRAL, Signal.OK])
 def test_waiters_are_woken_a_bounded_number_of_times_each(
-        signal: Signal, monkeypatch: pytest.MonkeyPatch) -> None:
+    signal: Signal, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Waking every waiter on every release (a thundering herd) costs O(n²) wake-ups for n
     waiters; the judge pool has dozens, and their CPU is taken from the decode loop."""
     n = 64
@@ -291,9 +292,9 @@ def test_waiters_get_slots_in_arrival_order_and_newcomers_queue_behind() -> None
         async with anyio.create_task_group() as tg:
             for i in range(5):
                 tg.start_soon(user, i)
-            await anyio.sleep(0.02)   # all five are waiting now
+            await anyio.sleep(0.02)  # all five are waiting now
             limiter.release(held, Signal.NEUTRAL)
-            tg.start_soon(user, 5)    # a slot is free, but five came first
+            tg.start_soon(user, 5)  # a slot is free, but five came first
         return order
 
     assert anyio.run(main) == [0, 1, 2, 3, 4, 5]
@@ -318,7 +319,7 @@ def test_a_cancelled_waiter_passes_its_turn_on() -> None:
         with anyio.fail_after(2):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(first, scope)
-                await anyio.sleep(0.01)   # first heads the queue
+                await anyio.sleep(0.01)  # first heads the queue
                 tg.start_soon(second)
                 await anyio.sleep(0.01)
                 scope.cancel()
@@ -335,14 +336,14 @@ def test_queued_waiters_are_paced_by_the_smoothed_round_trip() -> None:
         ticket = await limiter.acquire()
         assert ticket is not None
         await anyio.sleep(0.1)
-        limiter.release(ticket, Signal.OK)   # srtt >= 0.1 s, limit 2: sends >= 25 ms apart
+        limiter.release(ticket, Signal.OK)  # srtt >= 0.1 s, limit 2: sends >= 25 ms apart
         sent: list[float] = []
 
         async def user() -> None:
             t = await limiter.acquire()
             assert t is not None
             sent.append(t.sent_at)
-            limiter.release(t, Signal.NEUTRAL)   # neither the limit nor srtt changes
+            limiter.release(t, Signal.NEUTRAL)  # neither the limit nor srtt changes
 
         async with anyio.create_task_group() as tg:
             for _ in range(6):

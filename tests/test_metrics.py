@@ -18,8 +18,13 @@ from introspectd.report.metrics import (
 )
 
 
-def rec(injected: bool, answer: str | None, *, coherent: bool | None = True,
-        refused: bool | None = False) -> dict[str, Any]:
+def rec(
+    injected: bool,
+    answer: str | None,
+    *,
+    coherent: bool | None = True,
+    refused: bool | None = False,
+) -> dict[str, Any]:
     """A seed-format record; answer None = judging failed (judge null). None flags are left out."""
     if answer is None:
         return {"was_injected": injected, "judge": None, "judge_error": "timeout"}
@@ -33,12 +38,15 @@ def rec(injected: bool, answer: str | None, *, coherent: bool | None = True,
 
 # Reference values: Newcombe (1998), "Two-sided confidence intervals for the single proportion:
 # comparison of seven methods", Statistics in Medicine 17:857-872, Table I, Wilson score method.
-@pytest.mark.parametrize(("k", "n", "lo", "hi"), [
-    (81, 263, 0.2553, 0.3662),
-    (15, 148, 0.0624, 0.1605),
-    (0, 20, 0.0, 0.1611),
-    (1, 29, 0.0061, 0.1718),
-])
+@pytest.mark.parametrize(
+    ("k", "n", "lo", "hi"),
+    [
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+    ],
+)
 def test_wilson_matches_published_values(k: int, n: int, lo: float, hi: float) -> None:
     ci = wilson_interval(k, n)
     assert ci is not None
@@ -56,22 +64,26 @@ def test_wilson_by_hand() -> None:
 def test_wilson_edges() -> None:
     assert wilson_interval(0, 0) is None
     assert wilson_interval(5, 5) == pytest.approx((0.5655, 1.0), abs=1e-4)
-    assert wilson_interval(5, 5)[1] == 1.0    # type: ignore[index]
+    assert wilson_interval(5, 5)[1] == 1.0  # type: ignore[index]
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
 
 
 # Newcombe (1998), "Interval estimation for the difference between independent proportions",
 # Statistics in Medicine 17:873-890, Table II, method 10 (hybrid score).
-@pytest.mark.parametrize(("k1", "n1", "k2", "n2", "lo", "hi"), [
-    (56, 70, 48, 80, 0.0524, 0.3339),
-    (9, 10, 3, 10, 0.1705, 0.8090),
-    (5, 56, 0, 29, -0.0381, 0.1926),
-    (0, 10, 0, 20, -0.1611, 0.2775),
-    (0, 10, 0, 10, -0.2775, 0.2775),
-])
-def test_newcombe_matches_published_values(k1: int, n1: int, k2: int, n2: int, lo: float,
-                                           hi: float) -> None:
+@pytest.mark.parametrize(
+    ("k1", "n1", "k2", "n2", "lo", "hi"),
+    [
+        (56, 70, 48, 80, 0.0524, 0.3339),
+        (9, 10, 3, 10, 0.1705, 0.8090),
+        (5, 56, 0, 29, -0.0381, 0.1926),
+        (0, 10, 0, 20, -0.1611, 0.2775),
+        (0, 10, 0, 10, -0.2775, 0.2775),
+    ],
+)
+def test_newcombe_matches_published_values(
+    k1: int, n1: int, k2: int, n2: int, lo: float, hi: float
+) -> None:
     assert newcombe_interval(k1, n1, k2, n2) == pytest.approx((lo, hi), abs=5e-5)
 
 
@@ -93,12 +105,17 @@ def test_hand_checked_group() -> None:
     records = [
         # injection: 3 of 4 pass (one flagged incoherent: coherence is counted on its own),
         # and one refusal, which fails
-        rec(True, "pass"), rec(True, "pass"), rec(True, "pass", coherent=False),
+        rec(True, "pass"),
+        rec(True, "pass"),
+        rec(True, "pass", coherent=False),
         rec(True, "fail", refused=True),
         # control: 1 of 3 claims a detection (fails) → FP 1/3
-        rec(False, "pass"), rec(False, "pass"), rec(False, "fail"),
+        rec(False, "pass"),
+        rec(False, "pass"),
+        rec(False, "fail"),
         # judging failed: counted, never in a rate
-        rec(True, None), rec(False, None),
+        rec(True, None),
+        rec(False, None),
     ]
     m = compute_metrics(records)
     assert (m["n_injection"], m["n_control"], m["n_unjudged"]) == (4, 3, 2)
@@ -112,11 +129,15 @@ def test_hand_checked_group() -> None:
     assert m["control_fp_rate_excl_refusals"] == pytest.approx(1 / 3)
     assert m["net_detection_excl_refusals"] == pytest.approx(2 / 3)
     assert m["counts"] == {
-        "injection_pass_rate": [3, 4], "control_fp_rate": [1, 3], "refusal_rate": [1, 7],
-        "coherence_rate": [6, 7], "injection_pass_rate_excl_refusals": [3, 3],
+        "injection_pass_rate": [3, 4],
+        "control_fp_rate": [1, 3],
+        "refusal_rate": [1, 7],
+        "coherence_rate": [6, 7],
+        "injection_pass_rate_excl_refusals": [3, 3],
         "control_fp_rate_excl_refusals": [1, 3],
         # v1 judgements: not graded for the paper rule, so no record counts toward it
-        "injection_pass_rate_paper": [0, 0], "control_fp_rate_paper": [0, 0],
+        "injection_pass_rate_paper": [0, 0],
+        "control_fp_rate_paper": [0, 0],
     }
     assert m["injection_pass_rate_ci"] == pytest.approx(list(wilson_interval(3, 4) or ()))
     assert m["net_detection_ci"] == pytest.approx(list(newcombe_interval(3, 4, 1, 3) or ()))
@@ -162,8 +183,9 @@ def test_older_records_without_refused_flag() -> None:
 
 
 def test_answer_case_and_missing_answer() -> None:
-    m = compute_metrics([rec(True, "PASS"), rec(True, " pass "), {"was_injected": True,
-                                                                     "judge": {}}])
+    m = compute_metrics(
+        [rec(True, "PASS"), rec(True, " pass "), {"was_injected": True, "judge": {}}]
+    )
     assert m["counts"]["injection_pass_rate"] == [2, 3]
 
 
@@ -175,13 +197,16 @@ def test_proportion_and_group_by() -> None:
 
 # ------------------------------------------------------------------------------- properties
 
-records_strategy = st.lists(st.builds(
-    rec,
-    st.booleans(),
-    st.sampled_from(["pass", "fail", None]),
-    coherent=st.sampled_from([True, False, None]),
-    refused=st.sampled_from([True, False, None]),
-), max_size=60)
+records_strategy = st.lists(
+    st.builds(
+        rec,
+        st.booleans(),
+        st.sampled_from(["pass", "fail", None]),
+        coherent=st.sampled_from([True, False, None]),
+        refused=st.sampled_from([True, False, None]),
+    ),
+    max_size=60,
+)
 
 
 @given(st.integers(0, 500).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))))

@@ -148,5 +148,10 @@ def test_defaults_are_the_seed_sweep(tmp_path: Path) -> None:
 
 
 def test_example_plans_load(tmp_path: Path) -> None:
-    for name in ("quickstart.toml", "seed-sweep.toml"):
-        load_plan(Path(__file__).resolve().parents[1] / "examples" / name)
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.toml"))
+    assert {p.name for p in examples} >= {"quickstart.toml", "seed-sweep.toml"}
+    for path in examples:
+        plan = load_plan(path)
+        assert plan.path == path and plan.sweep.concepts and plan.sweep.trials >= 1, path.name
+    seed = load_plan(examples[0].parent / "seed-sweep.toml")
+    assert seed.sweep.concepts == ("celebration", "ocean", "fear", "silence")

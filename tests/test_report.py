@@ -16,10 +16,20 @@ from introspectd.errors import BadInput
 from introspectd.report.writer import ReportPaths, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-METRIC_KEYS = {"n_injection", "n_control", "n_unjudged", "injection_pass_rate", "control_fp_rate",
-               "net_detection", "refusal_rate", "coherence_rate",
-               "injection_pass_rate_excl_refusals", "control_fp_rate_excl_refusals",
-               "net_detection_excl_refusals", "counts"}
+METRIC_KEYS = {
+    "n_injection",
+    "n_control",
+    "n_unjudged",
+    "injection_pass_rate",
+    "control_fp_rate",
+    "net_detection",
+    "refusal_rate",
+    "coherence_rate",
+    "injection_pass_rate_excl_refusals",
+    "control_fp_rate_excl_refusals",
+    "net_detection_excl_refusals",
+    "counts",
+}
 M14 = "Qwen/Qwen2.5-14B-Instruct"
 
 
@@ -32,9 +42,17 @@ def shared_report(
 
 
 def counts(m: dict[str, Any]) -> dict[str, list[int]]:
-    return {k: m["counts"][k] for k in ("injection_pass_rate", "control_fp_rate", "refusal_rate",
-                                        "coherence_rate", "injection_pass_rate_excl_refusals",
-                                        "control_fp_rate_excl_refusals")}
+    return {
+        k: m["counts"][k]
+        for k in (
+            "injection_pass_rate",
+            "control_fp_rate",
+            "refusal_rate",
+            "coherence_rate",
+            "injection_pass_rate_excl_refusals",
+            "control_fp_rate_excl_refusals",
+        )
+    }
 
 
 # Expected numbers below were counted independently from the raw file with a throwaway script
@@ -43,13 +61,17 @@ def counts(m: dict[str, Any]) -> dict[str, list[int]]:
 # label.coherent over all trials, and the same two pass/fail counts over non-refused trials.
 # Wilson bounds were computed from the textbook formula with z = 1.959963984540054.
 
+
 def test_overall_numbers(shared_report: tuple[ReportPaths, dict[str, Any]]) -> None:
     _, summary = shared_report
     o = summary["overall"]
     assert (o["n_injection"], o["n_control"], o["n_unjudged"]) == (83, 40, 0)
     assert counts(o) == {
-        "injection_pass_rate": [52, 83], "control_fp_rate": [23, 40], "refusal_rate": [20, 123],
-        "coherence_rate": [94, 123], "injection_pass_rate_excl_refusals": [43, 74],
+        "injection_pass_rate": [52, 83],
+        "control_fp_rate": [23, 40],
+        "refusal_rate": [20, 123],
+        "coherence_rate": [94, 123],
+        "injection_pass_rate_excl_refusals": [43, 74],
         "control_fp_rate_excl_refusals": [13, 29],
     }
     assert o["injection_pass_rate"] == pytest.approx(52 / 83, abs=1e-6)
@@ -61,9 +83,13 @@ def test_overall_numbers(shared_report: tuple[ReportPaths, dict[str, Any]]) -> N
 
 def test_by_model_and_concept_numbers(shared_report: tuple[ReportPaths, dict[str, Any]]) -> None:
     _, summary = shared_report
-    assert list(summary["by_model"]) == [   # natural order: 0.5B < 3B < 7B < 14B < 32B
-        "Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-3B-Instruct", "Qwen/Qwen2.5-7B-Instruct",
-        M14, "Qwen/Qwen2.5-32B-Instruct"]
+    assert list(summary["by_model"]) == [  # natural order: 0.5B < 3B < 7B < 14B < 32B
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        "Qwen/Qwen2.5-3B-Instruct",
+        "Qwen/Qwen2.5-7B-Instruct",
+        M14,
+        "Qwen/Qwen2.5-32B-Instruct",
+    ]
     m14 = summary["by_model"][M14]
     assert counts(m14)["injection_pass_rate"] == [28, 36]
     assert counts(m14)["control_fp_rate"] == [5, 11]
@@ -76,20 +102,26 @@ def test_by_model_and_concept_numbers(shared_report: tuple[ReportPaths, dict[str
     assert counts(m32)["refusal_rate"] == [13, 22]
     assert m32["control_fp_rate_excl_refusals"] is None
     assert m32["net_detection_excl_refusals"] is None
-    by_concept = {c: (counts(m)["injection_pass_rate"], counts(m)["control_fp_rate"])
-                  for c, m in summary["by_concept"].items()}
+    by_concept = {
+        c: (counts(m)["injection_pass_rate"], counts(m)["control_fp_rate"])
+        for c, m in summary["by_concept"].items()
+    }
     assert by_concept == {
-        "celebration": ([10, 14], [3, 7]), "fear": ([15, 18], [4, 10]),
-        "ocean": ([12, 27], [1, 6]), "silence": ([15, 24], [15, 17]),
+        "celebration": ([10, 14], [3, 7]),
+        "fear": ([15, 18], [4, 10]),
+        "ocean": ([12, 27], [1, 6]),
+        "silence": ([15, 24], [15, 17]),
     }
 
 
 def test_groups(shared_report: tuple[ReportPaths, dict[str, Any]]) -> None:
     _, summary = shared_report
     groups = summary["groups"]
-    assert len(groups) == 59      # distinct (model, concept, layer, float(strength)) in the file
-    assert all(g.keys() >= METRIC_KEYS and {"model", "concept", "layer", "strength"} <= g.keys()
-               for g in groups)
+    assert len(groups) == 59  # distinct (model, concept, layer, float(strength)) in the file
+    assert all(
+        g.keys() >= METRIC_KEYS and {"model", "concept", "layer", "strength"} <= g.keys()
+        for g in groups
+    )
     cell = {(g["model"], g["concept"], g["layer"], g["strength"]): g for g in groups}
     g = cell[(M14, "silence", 28, 1.5)]
     assert counts(g)["injection_pass_rate"] == [1, 2]
@@ -112,8 +144,12 @@ def test_summary_shape(shared_report: tuple[ReportPaths, dict[str, Any]]) -> Non
 def test_report_md(shared_report: tuple[ReportPaths, dict[str, Any]]) -> None:
     paths, _ = shared_report
     text = paths.report_md.read_text()
-    for heading in ("## By model", "## By concept", "## Best cells by net detection",
-                    "## Net detection by layer × strength"):
+    for heading in (
+        "## By model",
+        "## By concept",
+        "## Best cells by net detection",
+        "## Net detection by layer × strength",
+    ):
         assert heading in text
     assert "| `fear` | 83.3% [60.8–94.2] (15/18) | n/a | 40.0% [16.8–68.7] (4/10) |" in text
     for fig in paths.figures:
@@ -122,7 +158,7 @@ def test_report_md(shared_report: tuple[ReportPaths, dict[str, Any]]) -> None:
 
 def test_figures_are_pngs(shared_report: tuple[ReportPaths, dict[str, Any]]) -> None:
     paths, _ = shared_report
-    assert len(paths.figures) == 5 * 4     # 5 models × (3 heatmaps + strength plot)
+    assert len(paths.figures) == 5 * 4  # 5 models × (3 heatmaps + strength plot)
     names = {f.name for f in paths.figures}
     assert "Qwen_Qwen2.5-14B-Instruct_net_detection.png" in names
     assert "Qwen_Qwen2.5-14B-Instruct_coherence_refusal.png" in names
@@ -145,12 +181,20 @@ def write_lines(path: Path, lines: list[Any]) -> Path:
 def seed_record(trial: int, injected: bool, answer: str | None, **config: Any) -> dict[str, Any]:
     kind = "injection" if injected else "control"
     return {
-        "id": f"20260123_143022_fear_{kind}_L24_S2.0_t{trial}", "concept": "fear",
-        "was_injected": injected, "response": "...",
-        "config": {"layer": 24, "strength": 2.0, "vector_norm": 40.0, "prompt_version": "v2",
-                   **config},
-        "judge": None if answer is None else {"answer": answer, "coherent": True,
-                                              "detected_concept": None, "reasoning": "."},
+        "id": f"20260123_143022_fear_{kind}_L24_S2.0_t{trial}",
+        "concept": "fear",
+        "was_injected": injected,
+        "response": "...",
+        "config": {
+            "layer": 24,
+            "strength": 2.0,
+            "vector_norm": 40.0,
+            "prompt_version": "v2",
+            **config,
+        },
+        "judge": None
+        if answer is None
+        else {"answer": answer, "coherent": True, "detected_concept": None, "reasoning": "."},
         **({"judge_error": "rate limited"} if answer is None else {}),
     }
 
@@ -159,26 +203,32 @@ def test_older_records_folders_and_duplicates(tmp_path: Path) -> None:
     # Seed layout `{experiment}/{slug}/{concept}.jsonl`, records without model/refused/trial/
     # magnitude/inject_style, and shard copies beside the merged file.
     run = tmp_path / "sweep" / "3b"
-    write_lines(run / "fear.jsonl", [seed_record(0, True, "pass"), seed_record(1, True, None),
-                                     seed_record(2, False, "pass")])
+    write_lines(
+        run / "fear.jsonl",
+        [seed_record(0, True, "pass"), seed_record(1, True, None), seed_record(2, False, "pass")],
+    )
     # The shard holds a judged copy of t1 (it wins) and an unjudged copy of t0 (it loses).
-    write_lines(run / "shard-0-of-2" / "fear.jsonl", [seed_record(1, True, "fail"),
-                                                      seed_record(0, True, None)])
+    write_lines(
+        run / "shard-0-of-2" / "fear.jsonl",
+        [seed_record(1, True, "fail"), seed_record(0, True, None)],
+    )
     paths = write_report([tmp_path / "sweep"], tmp_path / "out")
     summary = json.loads(paths.summary_json.read_text())
     assert summary["inputs"]["n_duplicates_dropped"] == 2
-    assert list(summary["by_model"]) == ["3b"]          # model taken from the folder
+    assert list(summary["by_model"]) == ["3b"]  # model taken from the folder
     m = summary["overall"]
     assert (m["n_injection"], m["n_control"], m["n_unjudged"]) == (2, 1, 0)
     assert m["counts"]["injection_pass_rate"] == [1, 2]
-    assert m["refusal_rate"] is None and m["refusal_rate_ci"] is None   # null in JSON
+    assert m["refusal_rate"] is None and m["refusal_rate_ci"] is None  # null in JSON
     assert m["net_detection"] == 0.5
     assert all(f.is_file() for f in paths.figures)
 
 
 def test_unjudged_records_are_counted_not_rated(tmp_path: Path) -> None:
-    f = write_lines(tmp_path / "fear.jsonl", [seed_record(0, True, None, model="m"),
-                                              seed_record(1, False, None, model="m")])
+    f = write_lines(
+        tmp_path / "fear.jsonl",
+        [seed_record(0, True, None, model="m"), seed_record(1, False, None, model="m")],
+    )
     summary = json.loads(write_report([f], tmp_path / "out").summary_json.read_text())
     o = summary["overall"]
     assert (o["n_injection"], o["n_control"], o["n_unjudged"]) == (0, 0, 2)
@@ -215,31 +265,45 @@ def test_no_jsonl_found(tmp_path: Path) -> None:
     assert "no *.jsonl files" in one_line_error([tmp_path / "empty"], tmp_path / "out")
 
 
-@pytest.mark.parametrize(("bad_line", "complaint"), [
-    ('{"id": "x", "concept": "fear", "was_injected": tr', "malformed JSON"),
-    ("[1, 2]", "expected a JSON object"),
-    ('{"concept": "fear", "config": {"layer": 1, "strength": 1.0}, "judge": null}',
-     "was_injected"),
-    ('{"concept": "fear", "was_injected": true, "config": {"strength": 1.0}, "judge": null}',
-     "config.layer"),
-    ('{"concept": "fear", "was_injected": true, "config": {"layer": 1, "strength": 1.0},'
-     ' "judge": "pass"}', "'judge'"),
-])
+@pytest.mark.parametrize(
+    ("bad_line", "complaint"),
+    [
+        ('{"id": "x", "concept": "fear", "was_injected": tr', "malformed JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        (
+            '{"concept": "fear", "config": {"layer": 1, "strength": 1.0}, "judge": null}',
+            "was_injected",
+        ),
+        (
+            '{"concept": "fear", "was_injected": true, "config": {"strength": 1.0}, "judge": null}',
+            "config.layer",
+        ),
+        (
+            '{"concept": "fear", "was_injected": true, "config": {"layer": 1, "strength": 1.0},'
+            ' "judge": "pass"}',
+            "'judge'",
+        ),
+    ],
+)
 def test_bad_line_names_file_and_line(tmp_path: Path, bad_line: str, complaint: str) -> None:
     good = seed_record(0, True, "pass", model="m")
     f = write_lines(tmp_path / "fear.jsonl", [good, "", bad_line, good])
     message = one_line_error([f], tmp_path / "out")
-    assert message.startswith(f"{f}:3: ")      # blank lines count: line numbers are the editor's
+    assert message.startswith(f"{f}:3: ")  # blank lines count: line numbers are the editor's
     assert complaint in message
 
 
-@pytest.mark.parametrize(("bad_line", "complaint"), [
-    ("[" * 100_000, "nested too deeply"),  # json recursed per level: a RecursionError
-    ('{"a": ' * 100_000, "nested too deeply"),
-    ('{"concept": ' + "9" * 5000 + "}", "number too long"),  # past int's 4300 digits
-    # Loads, but recursion later (the explorer page's JSON) ran out of stack.
-    ('{"judge": {"reasoning": ' + "[" * 500 + "]" * 500 + "}}", "nested too deeply"),
-], ids=["arrays", "objects", "long-integer", "deep-but-loadable"])
+@pytest.mark.parametrize(
+    ("bad_line", "complaint"),
+    [
+        ("[" * 100_000, "nested too deeply"),  # json recursed per level: a RecursionError
+        ('{"a": ' * 100_000, "nested too deeply"),
+        ('{"concept": ' + "9" * 5000 + "}", "number too long"),  # past int's 4300 digits
+        # Loads, but recursion later (the explorer page's JSON) ran out of stack.
+        ('{"judge": {"reasoning": ' + "[" * 500 + "]" * 500 + "}}", "nested too deeply"),
+    ],
+    ids=["arrays", "objects", "long-integer", "deep-but-loadable"],
+)
 def test_json_nested_too_deeply_is_one_line_and_exit_2(
     tmp_path: Path, bad_line: str, complaint: str
 ) -> None:

@@ -23,11 +23,11 @@ from introspectd.generate.interface import GeneratorSpec
 from introspectd.judge.grader import ToJudge
 from introspectd.judge.pool import JudgePool
 from introspectd.output.exporter import Exporter
+from introspectd.protocol.results import Generation
 from introspectd.protocol.trials import Trial
 from introspectd.run.scheduler import Scheduler
 from introspectd.run.session import RunContext
 from introspectd.run.stats import RunStats
-from introspectd.run.store import Generation
 
 if TYPE_CHECKING:
     from introspectd.generate.generator import Generator

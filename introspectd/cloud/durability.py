@@ -60,7 +60,6 @@ def restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
         with setup_errors(snapshots.uri):
             return _restore_at_start(snapshots, out_dir)
     except Exception as exc:
-
         reason = transient_reason(exc)
         if reason is None:
             raise

@@ -17,6 +17,7 @@ from typing import Any
 
 from introspectd.errors import BadInput
 from introspectd.protocol.plan import Plan
+from introspectd.protocol.results import RunRow, now_iso
 from introspectd.protocol.trials import Status, trial_seed
 from introspectd.report.controls import finite_number
 from introspectd.report.judges import run_databases
@@ -24,7 +25,7 @@ from introspectd.report.writer import find_input_files, natural_key
 from introspectd.run import browse
 from introspectd.run.rundir import open_store
 from introspectd.run.session import open_run
-from introspectd.run.store import RunRow, Store, now_iso
+from introspectd.run.store import Store
 from introspectd.text import loads_text
 
 

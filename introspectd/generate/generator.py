@@ -25,8 +25,8 @@ from introspectd.generate.interface import GeneratorSpec, WorkSource
 from introspectd.generate.placement import Placement
 from introspectd.generate.runner import Runner
 from introspectd.protocol.prompts import introspection_messages
+from introspectd.protocol.results import Generation, VectorTable, now_iso
 from introspectd.protocol.trials import Trial, trial_seed
-from introspectd.run.store import Generation, VectorTable, now_iso
 
 log = logging.getLogger("introspectd")
 

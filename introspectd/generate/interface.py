@@ -12,8 +12,8 @@ from typing import Protocol
 
 from introspectd.protocol.models import ModelRef
 from introspectd.protocol.plan import Plan, SweepConfig
+from introspectd.protocol.results import Generation
 from introspectd.protocol.trials import Trial
-from introspectd.run.store import Generation
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from introspectd.generate.runner import Runner, batch_size_for
 from introspectd.generate.steering import SteeringState, steering
 from introspectd.protocol.factual import FACTUAL_QUESTIONS, factual_user_text
 from introspectd.protocol.prompts import PROMPT_VERSIONS, introspection_messages
+from introspectd.protocol.results import Generation, Readout, now_iso
 from introspectd.protocol.trials import Kind, Trial, trial_seed
-from introspectd.run.store import Generation, Readout, now_iso
 
 log = logging.getLogger("introspectd")
 

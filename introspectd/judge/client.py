@@ -35,28 +35,37 @@ from introspectd.judge.provenance import judge_fingerprint
 from introspectd.judge.redact import redact_judgement
 from introspectd.judge.retry import QUOTA_ERROR, Decision, JudgeRefused, decide, final_reason
 from introspectd.protocol.plan import JudgeConfig
-from introspectd.run.store import Judgement
+from introspectd.protocol.results import Judgement
 
 log = logging.getLogger(__name__)
 
-JUDGING_OFF = "judging not configured"   # how every "judging is off" reason begins
-LOG_EVERY_S = 30.0          # at most one "pausing" warning per this interval
-REQUESTS_PER_CLIENT = 16   # concurrent requests per HTTP client (see Judge.__init__)
-
+JUDGING_OFF = "judging not configured"  # how every "judging is off" reason begins
+LOG_EVERY_S = 30.0  # at most one "pausing" warning per this interval
+REQUESTS_PER_CLIENT = 16  # concurrent requests per HTTP client (see Judge.__init__)
 
 
 def chat_format(prompt: JudgePrompt) -> dict[str, Any]:
     """`response_format` of a chat request: the prompt's strict JSON schema. Built once per
     Judge: we post the request body ourselves (see Judge._send_chat)."""
-    return {"type": "json_schema", "json_schema": {
-        "name": prompt.schema_name, "schema": prompt.schema, "strict": True}}
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": prompt.schema_name, "schema": prompt.schema, "strict": True},
+    }
 
 
 def responses_format(prompt: JudgePrompt) -> dict[str, Any]:
     """The same for the responses API (`text`)."""
-    return {"format": {"type": "json_schema", "name": prompt.schema_name,
-                       "schema": prompt.schema, "strict": True}}
-_BEARER_AUTH: openai.RequestOptions = {"security": {"bearer_auth": True}}   # as `create` asks
+    return {
+        "format": {
+            "type": "json_schema",
+            "name": prompt.schema_name,
+            "schema": prompt.schema,
+            "strict": True,
+        }
+    }
+
+
+_BEARER_AUTH: openai.RequestOptions = {"security": {"bearer_auth": True}}  # as `create` asks
 
 
 @dataclass(frozen=True)
@@ -71,14 +80,23 @@ class JudgeOutcome:
     fewshot_hash: str
     num_429: int
     num_retries: int
-    error_kind: str | None = None   # stable key for counting failures by reason
-    judge_fingerprint: str = ""     # provenance.judge_fingerprint of the judge that answered
+    error_kind: str | None = None  # stable key for counting failures by reason
+    judge_fingerprint: str = ""  # provenance.judge_fingerprint of the judge that answered
 
     def to_judgement(self, trial_id: str) -> Judgement:
         """What the run's database keeps of this outcome for `trial_id`."""
-        return Judgement(trial_id, self.result, self.error, self.judge_model,
-                         self.prompt_version, self.fewshot_hash, self.attempts,
-                         self.prompt_tokens, self.completion_tokens, self.judge_fingerprint)
+        return Judgement(
+            trial_id,
+            self.result,
+            self.error,
+            self.judge_model,
+            self.prompt_version,
+            self.fewshot_hash,
+            self.attempts,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.judge_fingerprint,
+        )
 
 
 def judging_off(cfg: JudgeConfig) -> str:
@@ -100,10 +118,10 @@ class JudgeStats:
     completion_tokens: int
     tripped: bool
     paused_s: float
-    spend_usd: float = 0.0    # earlier judgements' spend plus this judge's (budget.py)
-    budget_usd: float = 0.0   # the cap; 0 = none
+    spend_usd: float = 0.0  # earlier judgements' spend plus this judge's (budget.py)
+    budget_usd: float = 0.0  # the cap; 0 = none
     limit_low_s: float = 0.0  # how long the limit has sat far below the cap (limiter.low_for)
-    share_429: float = 0.0    # of the recent requests (burst.py)
+    share_429: float = 0.0  # of the recent requests (burst.py)
 
 
 # --- the client -----------------------------------------------------------------------------
@@ -142,9 +160,16 @@ class _Totals:
 class Judge:
     """Built once per run from the plan's [judge] table; `grade` is safe to call concurrently."""
 
-    def __init__(self, cfg: JudgeConfig, api_key: str | None, *,
-                 base_dir: Path | None = None, limiter: AdaptiveLimiter | None = None,
-                 candidates: tuple[str, ...] = (), spent_usd: float = 0.0) -> None:
+    def __init__(
+        self,
+        cfg: JudgeConfig,
+        api_key: str | None,
+        *,
+        base_dir: Path | None = None,
+        limiter: AdaptiveLimiter | None = None,
+        candidates: tuple[str, ...] = (),
+        spent_usd: float = 0.0,
+    ) -> None:
         """`candidates`: the sweep's concepts (prompt v2 lists them); `spent_usd`: what earlier
         judgements of the run cost, counted against [judge] budget_usd."""
         self.cfg = cfg
@@ -161,13 +186,17 @@ class Judge:
         # requests take turns over clients of at most REQUESTS_PER_CLIENT connections.
         # (Local servers often need no key, but the SDK insists on one.)
         self._clients = [
-            openai.AsyncOpenAI(api_key=api_key or "no-key", base_url=cfg.endpoint(),
-                               max_retries=0, timeout=cfg.timeout_s,
-                               http_client=capped_http_client())
-            for _ in range(-(-cfg.concurrency // REQUESTS_PER_CLIENT))]
+            openai.AsyncOpenAI(
+                api_key=api_key or "no-key",
+                base_url=cfg.endpoint(),
+                max_retries=0,
+                timeout=cfg.timeout_s,
+                http_client=capped_http_client(),
+            )
+            for _ in range(-(-cfg.concurrency // REQUESTS_PER_CLIENT))
+        ]
         self._client_turns = itertools.cycle(self._clients)
-        self._limiter = limiter or AdaptiveLimiter(cfg.concurrency,
-                                                   min_limit=cfg.min_concurrency)
+        self._limiter = limiter or AdaptiveLimiter(cfg.concurrency, min_limit=cfg.min_concurrency)
         self._tripped = False
         self._last_pause_log = -LOG_EVERY_S
         self._totals = _Totals()
@@ -180,13 +209,23 @@ class Judge:
     def stats(self) -> JudgeStats:
         t = self._totals
         return JudgeStats(
-            in_flight=self._limiter.in_flight, judged=t.judged, failed=sum(t.failed.values()),
-            failed_by_reason=dict(t.failed), retries=t.retries, num_429=t.num_429,
-            current_concurrency=self._limiter.limit, max_concurrency=self.cfg.concurrency,
-            prompt_tokens=t.prompt_tokens, completion_tokens=t.completion_tokens,
-            tripped=self._tripped, paused_s=self._limiter.pause_left(),
-            spend_usd=self.spend_usd, budget_usd=self.cfg.budget_usd,
-            limit_low_s=self._limiter.low_for(), share_429=self._limiter.share_429())
+            in_flight=self._limiter.in_flight,
+            judged=t.judged,
+            failed=sum(t.failed.values()),
+            failed_by_reason=dict(t.failed),
+            retries=t.retries,
+            num_429=t.num_429,
+            current_concurrency=self._limiter.limit,
+            max_concurrency=self.cfg.concurrency,
+            prompt_tokens=t.prompt_tokens,
+            completion_tokens=t.completion_tokens,
+            tripped=self._tripped,
+            paused_s=self._limiter.pause_left(),
+            spend_usd=self.spend_usd,
+            budget_usd=self.cfg.budget_usd,
+            limit_low_s=self._limiter.low_for(),
+            share_429=self._limiter.share_429(),
+        )
 
     @property
     def tokens(self) -> tuple[int, int]:
@@ -215,29 +254,38 @@ class Judge:
         messages = self.prompt.messages(concept, was_injected, response)
         for attempt in range(1, self.cfg.max_attempts + 1):
             ticket = await self._limiter.acquire()
-            if ticket is None:   # the breaker closed the limiter while we waited
+            if ticket is None:  # the breaker closed the limiter while we waited
                 return self._fail(call, "quota", QUOTA_ERROR)
-            if is_budget_reached(self.cfg, self.spend_usd):   # checked once a slot is ours
+            if is_budget_reached(self.cfg, self.spend_usd):  # checked once a slot is ours
                 self._limiter.release(ticket, Signal.NEUTRAL, 0.0)
                 return self._fail(call, "budget", budget_reason(self.cfg, self.spend_usd))
             call.attempts = attempt
-            decision = await self._attempt(ticket, messages, call,
-                                           lambda text: self.prompt.parse(text, concept,
-                                                                          was_injected))
+            decision = await self._attempt(
+                ticket, messages, call, lambda text: self.prompt.parse(text, concept, was_injected)
+            )
             if decision is None:
                 return self._succeed(call)
             if not decision.retry:
                 return self._fail(call, decision.kind, final_reason(decision, attempt))
             call.retries += 1
             self._totals.retries += 1
-            log.debug("judge attempt %d failed (%s); retrying in %.2f s",
-                      attempt, decision.reason, decision.delay_s)
+            log.debug(
+                "judge attempt %d failed (%s); retrying in %.2f s",
+                attempt,
+                decision.reason,
+                decision.delay_s,
+            )
             # A 429's Retry-After holds this retry; in a burst the limiter holds everyone too.
             await anyio.sleep(decision.delay_s)
         raise AssertionError("unreachable: the last attempt never retries")
 
-    async def _attempt(self, ticket: Ticket, messages: list[dict[str, str]],
-                       call: _Call, parse: Callable[[str], dict[str, Any]]) -> Decision | None:
+    async def _attempt(
+        self,
+        ticket: Ticket,
+        messages: list[dict[str, str]],
+        call: _Call,
+        parse: Callable[[str], dict[str, Any]],
+    ) -> Decision | None:
         """One request. None on success (call.result set), else what to do about the failure."""
         signal, pause = Signal.NEUTRAL, 0.0
         try:
@@ -246,13 +294,13 @@ class Judge:
             signal = Signal.OK
             call.prompt_tokens += reply.prompt_tokens
             call.completion_tokens += reply.completion_tokens
-            self._totals.prompt_tokens += reply.prompt_tokens   # live, for the progress view
+            self._totals.prompt_tokens += reply.prompt_tokens  # live, for the progress view
             self._totals.completion_tokens += reply.completion_tokens
             if reply.refusal:
                 raise JudgeRefused(reply.refusal)
             call.result = redact_judgement(parse(reply.text), self._secret)
             return None
-        except Exception as exc:   # every failure becomes a decision; cancellation propagates
+        except Exception as exc:  # every failure becomes a decision; cancellation propagates
             decision = decide(exc, call.attempts, self.cfg, self._secret)
             if decision.kind == "quota":
                 self._trip()
@@ -270,15 +318,22 @@ class Judge:
         now = time.monotonic()
         if now - self._last_pause_log >= LOG_EVERY_S:
             self._last_pause_log = now
-            log.warning("judge: %s; failing the row and pausing sends for %g s "
-                        "(run `introspectd rejudge` later)", decision.reason, decision.delay_s)
+            log.warning(
+                "judge: %s; failing the row and pausing sends for %g s "
+                "(run `introspectd rejudge` later)",
+                decision.reason,
+                decision.delay_s,
+            )
 
     def _trip(self) -> None:
         if not self._tripped:
             self._tripped = True
             self._limiter.close()
-            log.warning("judge: %s; no more judge requests will be sent in this run "
-                        "(generation continues; run `introspectd rejudge` later)", QUOTA_ERROR)
+            log.warning(
+                "judge: %s; no more judge requests will be sent in this run "
+                "(generation continues; run `introspectd rejudge` later)",
+                QUOTA_ERROR,
+            )
 
     async def _send(self, messages: list[dict[str, str]]) -> _Reply:
         try:
@@ -288,8 +343,9 @@ class Judge:
         except (json.JSONDecodeError, AttributeError, TypeError, IndexError) as exc:
             # A 200 whose body is not JSON (a proxy's error page) or not shaped like a reply:
             # invalid JSON, which the README promises to retry.
-            raise JudgeOutputError(f"invalid JSON: reply body is not an API reply "
-                                   f"({type(exc).__name__})") from None
+            raise JudgeOutputError(
+                f"invalid JSON: reply body is not an API reply ({type(exc).__name__})"
+            ) from None
 
     async def _send_chat(self, messages: list[dict[str, str]]) -> _Reply:
         # `chat.completions.create` is this same `post` after a pass that checks and rewrites
@@ -298,36 +354,72 @@ class Judge:
         # Errors (APIStatusError and kin, with the response's headers) and parsing are the
         # SDK's either way.
         completion = await next(self._client_turns).post(
-            "/chat/completions", cast_to=ChatCompletion, options=_BEARER_AUTH,
-            body={"model": self.cfg.model, "messages": messages,
-                  "response_format": self._chat_format})
+            "/chat/completions",
+            cast_to=ChatCompletion,
+            options=_BEARER_AUTH,
+            body={
+                "model": self.cfg.model,
+                "messages": messages,
+                "response_format": self._chat_format,
+            },
+        )
         usage = completion.usage
         if not completion.choices:
             raise JudgeOutputError("invalid JSON: reply has no choices")
         message = completion.choices[0].message
-        return _Reply(message.content or "", message.refusal,
-                      usage.prompt_tokens if usage else 0,
-                      usage.completion_tokens if usage else 0)
+        return _Reply(
+            message.content or "",
+            message.refusal,
+            usage.prompt_tokens if usage else 0,
+            usage.completion_tokens if usage else 0,
+        )
 
     async def _send_responses(self, messages: list[dict[str, str]]) -> _Reply:
         # The same shortcut as _send_chat, for `responses.create`.
         response = await next(self._client_turns).post(
-            "/responses", cast_to=Response, options=_BEARER_AUTH,
-            body={"model": self.cfg.model, "input": messages, "store": False,
-                  "text": self._responses_format})
-        refusal = next((part.refusal for item in response.output if item.type == "message"
-                        for part in item.content if part.type == "refusal"), None)
+            "/responses",
+            cast_to=Response,
+            options=_BEARER_AUTH,
+            body={
+                "model": self.cfg.model,
+                "input": messages,
+                "store": False,
+                "text": self._responses_format,
+            },
+        )
+        refusal = next(
+            (
+                part.refusal
+                for item in response.output
+                if item.type == "message"
+                for part in item.content
+                if part.type == "refusal"
+            ),
+            None,
+        )
         usage = response.usage
-        return _Reply(response.output_text, refusal,
-                      usage.input_tokens if usage else 0, usage.output_tokens if usage else 0)
+        return _Reply(
+            response.output_text,
+            refusal,
+            usage.input_tokens if usage else 0,
+            usage.output_tokens if usage else 0,
+        )
 
     def _outcome(self, call: _Call, error: str | None, kind: str | None) -> JudgeOutcome:
         return JudgeOutcome(
-            result=call.result if error is None else None, error=error, attempts=call.attempts,
-            prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens,
-            judge_model=self.cfg.model, prompt_version=self.cfg.prompt_version,
-            fewshot_hash=self.fewshot_hash, num_429=call.num_429, num_retries=call.retries,
-            error_kind=kind, judge_fingerprint=self.fingerprint)
+            result=call.result if error is None else None,
+            error=error,
+            attempts=call.attempts,
+            prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens,
+            judge_model=self.cfg.model,
+            prompt_version=self.cfg.prompt_version,
+            fewshot_hash=self.fewshot_hash,
+            num_429=call.num_429,
+            num_retries=call.retries,
+            error_kind=kind,
+            judge_fingerprint=self.fingerprint,
+        )
 
     def _succeed(self, call: _Call) -> JudgeOutcome:
         self._totals.judged += 1

@@ -53,7 +53,7 @@ async def grade_all(
     `on_outcome` with each as it comes back. Cancelling it drops the items in flight."""
 
     async def worker() -> None:
-        async for item in items:   # workers share one stream: each item is taken once
+        async for item in items:  # workers share one stream: each item is taken once
             on_outcome(item, await judge.grade(item.concept, item.is_injected, item.response))
 
     async with anyio.create_task_group() as tg:

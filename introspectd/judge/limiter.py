@@ -50,9 +50,9 @@ LOW_SHARE = 0.25  # a limit at most this share of max_concurrency "sits far belo
 
 
 class Signal(enum.Enum):
-    OK = "ok"                      # the server accepted the request (whatever the content)
+    OK = "ok"  # the server accepted the request (whatever the content)
     RATE_LIMITED = "rate_limited"  # 429 (not a quota error)
-    NEUTRAL = "neutral"            # errors that say nothing about the rate (5xx, timeouts, ...)
+    NEUTRAL = "neutral"  # errors that say nothing about the rate (5xx, timeouts, ...)
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,16 @@ class Ticket:
 
 
 class AdaptiveLimiter:
-    def __init__(self, max_concurrency: int, *, decrease: float = 0.9,
-                 exit_decrease: float = 0.7, probe_successes: int = 100,
-                 min_limit: int = 1, bursts: BurstDetector | None = None) -> None:
+    def __init__(
+        self,
+        max_concurrency: int,
+        *,
+        decrease: float = 0.9,
+        exit_decrease: float = 0.7,
+        probe_successes: int = 100,
+        min_limit: int = 1,
+        bursts: BurstDetector | None = None,
+    ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         if not (0 < decrease < 1 and 0 < exit_decrease < 1):
@@ -74,24 +81,24 @@ class AdaptiveLimiter:
             raise ValueError("min_limit must be between 1 and max_concurrency")
         self.max_concurrency = max_concurrency
         self._decrease = decrease
-        self._exit_decrease = exit_decrease   # slow start may overshoot further: cut deeper
+        self._exit_decrease = exit_decrease  # slow start may overshoot further: cut deeper
         self._probe = max(1, probe_successes)
-        self._since_step = 0   # successes since the step last changed
+        self._since_step = 0  # successes since the step last changed
         self._min_limit = float(min_limit)
         self._limit = self._min_limit
         self._slow_start = True
         self._step = 0.0
         self._bursts = bursts or BurstDetector()
-        self._sends_since_decrease = 1 << 62   # a decrease this many sends later: a new event
-        self._event_top = 0.0   # the limit the current congestion event started from
-        self._low_since: float | None = None   # since when the limit sits far below the cap
+        self._sends_since_decrease = 1 << 62  # a decrease this many sends later: a new event
+        self._event_top = 0.0  # the limit the current congestion event started from
+        self._low_since: float | None = None  # since when the limit sits far below the cap
         self._in_flight = 0
         self._srtt: float | None = None
         self._next_send = -math.inf
         self._paused_until = -math.inf
         self._last_decrease = -math.inf
         self._closed = False
-        self._queue: deque[_Turn] = deque()   # waiting acquirers, first come first served
+        self._queue: deque[_Turn] = deque()  # waiting acquirers, first come first served
 
     # --- what the progress view reads -----------------------------------------------------
 
@@ -128,7 +135,7 @@ class AdaptiveLimiter:
         None once the limiter is closed."""
         if self._closed:
             return None
-        if not self._queue:   # nobody ahead: no await at all when a send may go now
+        if not self._queue:  # nobody ahead: no await at all when a send may go now
             ticket = self._try_take(anyio.current_time())
             if ticket is not None:
                 return ticket
@@ -187,7 +194,7 @@ class AdaptiveLimiter:
         factor = self._exit_decrease if self._slow_start else self._decrease
         self._slow_start = False
         before = self._limit
-        if self._sends_since_decrease >= self._bursts.window:   # not the last event going on
+        if self._sends_since_decrease >= self._bursts.window:  # not the last event going on
             self._event_top = before
         self._sends_since_decrease = 0
         self._limit = max(self._min_limit, before * factor)
@@ -229,7 +236,7 @@ class AdaptiveLimiter:
                 if ticket is not None:
                     return ticket
                 not_before = max(self._paused_until, self._next_send)
-                if now < not_before:   # else all slots are taken: a release wakes us
+                if now < not_before:  # else all slots are taken: a release wakes us
                     timeout = not_before - now
             await self._wait(turn, timeout)
 
@@ -260,5 +267,5 @@ class _Turn:
         else:
             with anyio.move_on_after(timeout):
                 await self._event.wait()
-        if self._event.is_set():   # an Event cannot be cleared: arm a fresh one
+        if self._event.is_set():  # an Event cannot be cleared: arm a fresh one
             self._event = anyio.Event()

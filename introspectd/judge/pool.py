@@ -22,8 +22,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from introspectd.judge.budget import spend_usd
 from introspectd.judge.client import JUDGING_OFF, judging_off
 from introspectd.judge.grader import Grader, ToJudge
+from introspectd.protocol.results import Judgement, TrialRow
 from introspectd.protocol.trials import Status
-from introspectd.run.store import Judgement, TrialRow
 
 if TYPE_CHECKING:
     from introspectd.judge.client import JudgeOutcome

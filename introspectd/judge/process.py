@@ -54,8 +54,13 @@ class JudgeProcess:
     """Parent side, a `Grader` (grader.py): `serve` feeds a child judge and reports each
     outcome; `stats` are the child's latest figures, for the progress view."""
 
-    def __init__(self, cfg: JudgeConfig, base_dir: Path | None,
-                 candidates: tuple[str, ...] = (), spent_usd: float = 0.0) -> None:
+    def __init__(
+        self,
+        cfg: JudgeConfig,
+        base_dir: Path | None,
+        candidates: tuple[str, ...] = (),
+        spent_usd: float = 0.0,
+    ) -> None:
         self.cfg = cfg
         self.base_dir = base_dir
         self.candidates = candidates
@@ -112,8 +117,12 @@ class JudgeProcess:
         on_outcome: OnOutcome,
     ) -> None:
         assert process.stdin is not None
-        setup = {"config": dataclasses.asdict(self.cfg), "base_dir": str(self.base_dir or ""),
-                 "candidates": list(self.candidates), "spent_usd": self.spent_usd}
+        setup = {
+            "config": dataclasses.asdict(self.cfg),
+            "base_dir": str(self.base_dir or ""),
+            "candidates": list(self.candidates),
+            "spent_usd": self.spent_usd,
+        }
         await self._write(process, setup)
         number = 0
         async for item in items:
@@ -148,7 +157,7 @@ class JudgeProcess:
                 line = await lines.receive_until(b"\n", MAX_LINE_BYTES)
             except (anyio.EndOfStream, anyio.IncompleteRead):
                 break
-            except anyio.DelimiterNotFound:   # the stream cannot be resynchronised: stop the child
+            except anyio.DelimiterNotFound:  # the stream cannot be resynchronised: stop the child
                 self._exit_reason = f"judge process sent a line over {MAX_LINE_BYTES} bytes"
                 process.kill()
                 break

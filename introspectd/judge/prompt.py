@@ -71,7 +71,7 @@ Reply with a single JSON object with exactly these keys: "answer" ("pass" or "fa
 """
 
 JUDGE_PROMPT_VERSIONS: dict[str, str] = {"v1": _V1_SYSTEM, "v2": V2_SYSTEM}
-BLIND_VERSIONS = ("v2",)   # never told the trial type: the code grades (verdict.py)
+BLIND_VERSIONS = ("v2",)  # never told the trial type: the code grades (verdict.py)
 
 JUDGEMENT_KEYS = ("answer", "coherent", "detected_concept", "reasoning", "refused")
 
@@ -103,16 +103,18 @@ class FewShot:
     concept: str
     was_injected: bool
     response: str
-    label: dict[str, Any]   # normalised to JUDGEMENT_KEYS
-    note: str = ""          # the label's fewshot_note (fewshot_select = "flagged"): its reasoning
+    label: dict[str, Any]  # normalised to JUDGEMENT_KEYS
+    note: str = ""  # the label's fewshot_note (fewshot_select = "flagged"): its reasoning
 
 
 def trial_message(concept: str, was_injected: bool, response: str) -> str:
     """The user turn describing one trial. The response is fenced so its text cannot pose as
     instructions."""
     kind = "yes (injection trial)" if was_injected else "no (control trial)"
-    return (f"Concept: {concept}\nInjected: {kind}\n"
-            f"Model response (between the markers):\n<<<RESPONSE\n{response}\nRESPONSE>>>")
+    return (
+        f"Concept: {concept}\nInjected: {kind}\n"
+        f"Model response (between the markers):\n<<<RESPONSE\n{response}\nRESPONSE>>>"
+    )
 
 
 @dataclass(frozen=True)
@@ -121,13 +123,14 @@ class JudgePrompt:
 
     version: str
     examples: tuple[FewShot, ...] = ()
-    candidates: tuple[str, ...] = ()   # v2: the concepts the judge may identify, besides "other"
+    candidates: tuple[str, ...] = ()  # v2: the concepts the judge may identify, besides "other"
 
     def __post_init__(self) -> None:
         if self.version not in JUDGE_PROMPT_VERSIONS:
             known = ", ".join(sorted(JUDGE_PROMPT_VERSIONS))
-            raise BadInput(f"[judge] prompt_version: unknown judge prompt {self.version!r} "
-                           f"(known: {known})")
+            raise BadInput(
+                f"[judge] prompt_version: unknown judge prompt {self.version!r} (known: {known})"
+            )
 
     @property
     def fewshot_hash(self) -> str:
@@ -150,8 +153,9 @@ class JudgePrompt:
             return self._blind_messages(response)
         out = [{"role": "system", "content": JUDGE_PROMPT_VERSIONS[self.version]}]
         for ex in self.examples:
-            out.append({"role": "user",
-                        "content": trial_message(ex.concept, ex.was_injected, ex.response)})
+            out.append(
+                {"role": "user", "content": trial_message(ex.concept, ex.was_injected, ex.response)}
+            )
             out.append({"role": "assistant", "content": json.dumps(ex.label)})
         out.append({"role": "user", "content": trial_message(concept, was_injected, response)})
         return out
@@ -160,8 +164,9 @@ class JudgePrompt:
         """Nothing here depends on the trial type or its concept: that is the point."""
         out = [{"role": "system", "content": JUDGE_PROMPT_VERSIONS[self.version]}]
         for ex in self.examples:
-            fields = v2_example_fields(ex.concept, ex.was_injected, ex.label, self.candidates,
-                                       ex.note)
+            fields = v2_example_fields(
+                ex.concept, ex.was_injected, ex.label, self.candidates, ex.note
+            )
             out.append({"role": "user", "content": v2_trial_message(self.candidates, ex.response)})
             out.append({"role": "assistant", "content": v2_example_reply(fields)})
         out.append({"role": "user", "content": v2_trial_message(self.candidates, response)})
@@ -182,14 +187,23 @@ def fewshot_hash(examples: tuple[FewShot, ...] | list[FewShot]) -> str:
     """Stable across runs and machines: canonical JSON of exactly what the judge is shown."""
     if not examples:
         return NO_FEWSHOT_HASH
-    canon = [{"concept": e.concept, "was_injected": e.was_injected, "response": e.response,
-              "label": e.label, **({"note": e.note} if e.note else {})} for e in examples]
+    canon = [
+        {
+            "concept": e.concept,
+            "was_injected": e.was_injected,
+            "response": e.response,
+            "label": e.label,
+            **({"note": e.note} if e.note else {}),
+        }
+        for e in examples
+    ]
     text = json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def load_fewshot(path: str | Path, n: int = 0, base_dir: Path | None = None,
-                 select: str = "") -> tuple[FewShot, ...]:
+def load_fewshot(
+    path: str | Path, n: int = 0, base_dir: Path | None = None, select: str = ""
+) -> tuple[FewShot, ...]:
     """Examples from a labelled JSONL: the first `n` records when n > 0, otherwise the records
     marked `use_as_fewshot`. `select="flagged"`: the records whose `label.use_as_fewshot` is
     true (the shared labelled set's form), their `label.fewshot_note` as the reasoning, the
@@ -199,7 +213,7 @@ def load_fewshot(path: str | Path, n: int = 0, base_dir: Path | None = None,
     if base_dir is not None and not file.is_absolute():
         file = base_dir / file
     try:
-        lines = file.read_text(encoding="utf-8").split("\n")   # not splitlines(): see rejudge_file
+        lines = file.read_text(encoding="utf-8").split("\n")  # not splitlines(): see rejudge_file
     except FileNotFoundError:
         raise BadInput(f"{file}: few-shot file not found ([judge] fewshot)") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -217,8 +231,13 @@ def load_fewshot(path: str | Path, n: int = 0, base_dir: Path | None = None,
         if n > 0 and len(examples) >= n:
             break
     if not examples:
-        why = ("flags no label with use_as_fewshot" if select == "flagged"
-               else "has no records" if n > 0 else "marks no record with use_as_fewshot")
+        why = (
+            "flags no label with use_as_fewshot"
+            if select == "flagged"
+            else "has no records"
+            if n > 0
+            else "marks no record with use_as_fewshot"
+        )
         raise BadInput(f"{file}: few-shot file {why} (set [judge] fewshot_n to take the first N)")
     return tuple(examples)
 
@@ -238,20 +257,25 @@ def _read_record(file: Path, lineno: int, line: str) -> dict[str, Any]:
     return record
 
 
-def _to_example(file: Path, lineno: int, record: dict[str, Any],
-                with_note: bool = False) -> FewShot:
+def _to_example(
+    file: Path, lineno: int, record: dict[str, Any], with_note: bool = False
+) -> FewShot:
     try:
-        concept, injected, response = (record["concept"], record["was_injected"],
-                                       record["response"])
+        concept, injected, response = (
+            record["concept"],
+            record["was_injected"],
+            record["response"],
+        )
         label = validate_judgement(record["label"])
     except KeyError as exc:
         raise BadInput(f"{file}:{lineno}: few-shot record lacks {exc.args[0]!r}") from None
     except JudgeOutputError as exc:
         raise BadInput(f"{file}:{lineno}: few-shot label: {exc}") from None
-    if not (isinstance(concept, str) and isinstance(injected, bool)
-            and isinstance(response, str)):
-        raise BadInput(f"{file}:{lineno}: few-shot record needs string concept and response "
-                       "and boolean was_injected")
+    if not (isinstance(concept, str) and isinstance(injected, bool) and isinstance(response, str)):
+        raise BadInput(
+            f"{file}:{lineno}: few-shot record needs string concept and response "
+            "and boolean was_injected"
+        )
     note = record["label"].get("fewshot_note") if with_note else None
     return FewShot(concept, injected, response, label, note if isinstance(note, str) else "")
 
@@ -315,8 +339,9 @@ def _normalise_concept(value: Any) -> str | None:
     return None if word in ("", "null", "none", "n/a") else word
 
 
-def judge_prompt_for(cfg: JudgeConfig, base_dir: Path | None,
-                     candidates: tuple[str, ...] = ()) -> JudgePrompt:
+def judge_prompt_for(
+    cfg: JudgeConfig, base_dir: Path | None, candidates: tuple[str, ...] = ()
+) -> JudgePrompt:
     """The judge prompt a [judge] table asks for; BadInput names what is wrong with it.
     `candidates`: the sweep's concepts (v2 lists them, with the examples' concepts, sorted)."""
     if cfg.api not in JUDGE_APIS:
@@ -325,7 +350,10 @@ def judge_prompt_for(cfg: JudgeConfig, base_dir: Path | None,
         raise BadInput("[judge] fewshot_n: needs [judge] fewshot (a labelled JSONL file)")
     if cfg.fewshot_select and not cfg.fewshot:
         raise BadInput("[judge] fewshot_select: needs [judge] fewshot (a labelled JSONL file)")
-    examples = (load_fewshot(cfg.fewshot, cfg.fewshot_n, base_dir, cfg.fewshot_select)
-                if cfg.fewshot else ())
+    examples = (
+        load_fewshot(cfg.fewshot, cfg.fewshot_n, base_dir, cfg.fewshot_select)
+        if cfg.fewshot
+        else ()
+    )
     listed = tuple(sorted(set(candidates) | {ex.concept for ex in examples}))
     return JudgePrompt(cfg.prompt_version, examples, listed)

@@ -46,8 +46,8 @@ def _redact_runs(text: str, secret: str) -> str:
     """Redact every WINDOW-long run of the key's letters and digits found among the text's
     letters and digits, whatever separates them there (spaces, dashes, dots...)."""
     key = "".join(ch for ch in secret if ch.isalnum())
-    windows = {key[i:i + WINDOW] for i in range(len(key) - WINDOW + 1)}
-    where = [i for i, ch in enumerate(text) if ch.isalnum()]   # compact index → text index
+    windows = {key[i : i + WINDOW] for i in range(len(key) - WINDOW + 1)}
+    where = [i for i, ch in enumerate(text) if ch.isalnum()]  # compact index → text index
     compact = "".join(text[i] for i in where)
     spans: list[list[int]] = []
     for window in windows:
@@ -75,17 +75,19 @@ def _masked(match: re.Match[str]) -> str:
 
 def scrub(text: str, secret: str = "") -> str:
     """One short line with nothing that looks like (a piece of) the key: for error reasons."""
-    text = redact(" ".join(text[:20 * MAX_ERROR_CHARS].split()), secret)   # cut: see _bounded
-    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 3] + "..."
+    text = redact(" ".join(text[: 20 * MAX_ERROR_CHARS].split()), secret)  # cut: see _bounded
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 
 def redact_judgement(result: dict[str, Any], secret: str) -> dict[str, Any]:
     """A judgement with its text fields bounded and redacted, as it may be stored."""
-    return {valid_text(key): _bounded(value, secret) if isinstance(value, str) else valid(value)
-            for key, value in result.items()}
+    return {
+        valid_text(key): _bounded(value, secret) if isinstance(value, str) else valid(value)
+        for key, value in result.items()
+    }
 
 
 def _bounded(text: str, secret: str) -> str:
-    if len(text) > MAX_JUDGEMENT_CHARS:   # cut first: redacting megabytes would be slow
-        text = text[:MAX_JUDGEMENT_CHARS - len(TRUNCATED)] + TRUNCATED
+    if len(text) > MAX_JUDGEMENT_CHARS:  # cut first: redacting megabytes would be slow
+        text = text[: MAX_JUDGEMENT_CHARS - len(TRUNCATED)] + TRUNCATED
     return redact(text, secret)

@@ -34,16 +34,17 @@ from introspectd.run.stats import RunStats
 class RunRejudged:
     """What `rejudge` did to a run's database."""
 
-    rows: int          # rows sent to the judge
+    rows: int  # rows sent to the judge
     judged: int
     failed: int
     failed_by_reason: dict[str, int] = field(default_factory=dict)
-    kept_grades: int = 0   # failed re-grades whose row kept its previous grade
+    kept_grades: int = 0  # failed re-grades whose row kept its previous grade
 
     def __str__(self) -> str:
         reasons = ", ".join(f"{n}× {why}" for why, n in self.failed_by_reason.items())
-        text = (f"rejudged {self.rows} rows: {self.judged} judged, {self.failed} failed"
-                + (f" ({reasons})" if self.failed else ""))
+        text = f"rejudged {self.rows} rows: {self.judged} judged, {self.failed} failed" + (
+            f" ({reasons})" if self.failed else ""
+        )
         if self.kept_grades:
             text += f"\n{self.kept_grades} re-grades failed; their previous grades are kept"
         return text
@@ -60,9 +61,13 @@ class FileRejudged:
         return f"{self.output}: {self.counts}"
 
 
-def rejudge(plan: Plan | None, include_judged: bool = False, input: Path | None = None,
-            output: Path | None = None, display: JudgingDisplay | None = None
-            ) -> RunRejudged | FileRejudged:
+def rejudge(
+    plan: Plan | None,
+    include_judged: bool = False,
+    input: Path | None = None,
+    output: Path | None = None,
+    display: JudgingDisplay | None = None,
+) -> RunRejudged | FileRejudged:
     """Grade the unjudged (with `include_judged`: all) rows of `plan`'s run, or, given `input`
     and `output`, the records of a seed-format file (judged with `plan`'s [judge], if any).
     Raises `nothing_graded`'s error when rows were sent and not one came back graded."""
@@ -89,8 +94,7 @@ def _require_judge(cfg: JudgeConfig) -> str | None:
     return api_key
 
 
-def _rejudge_run(plan: Plan, include_judged: bool, display: JudgingDisplay | None
-                 ) -> RunRejudged:
+def _rejudge_run(plan: Plan, include_judged: bool, display: JudgingDisplay | None) -> RunRejudged:
     _require_judge(plan.judge)
     ctx = open_run(plan, create=False, with_trials=False)  # rows are read by status below
     try:
@@ -131,24 +135,32 @@ def _rejudge_run(plan: Plan, include_judged: bool, display: JudgingDisplay | Non
     finally:
         ctx.close()
     if stopping.received() is not None:
-        raise Interrupted(f"stopped by {stopping.received()}: {stats.num_judged} rows graded and "
-                          "saved; run the same command again to grade the rest")
-    return RunRejudged(rows=len(rows), judged=stats.num_judged, failed=stats.num_judge_failed,
-                       failed_by_reason=dict(stats.failed_by_reason),
-                       kept_grades=pool.kept_grades)
+        raise Interrupted(
+            f"stopped by {stopping.received()}: {stats.num_judged} rows graded and "
+            "saved; run the same command again to grade the rest"
+        )
+    return RunRejudged(
+        rows=len(rows),
+        judged=stats.num_judged,
+        failed=stats.num_judge_failed,
+        failed_by_reason=dict(stats.failed_by_reason),
+        kept_grades=pool.kept_grades,
+    )
 
 
-async def _flush_periodically(pool: JudgePool, exporter: Exporter, scope: anyio.CancelScope
-                              ) -> None:
+async def _flush_periodically(
+    pool: JudgePool, exporter: Exporter, scope: anyio.CancelScope
+) -> None:
     while stopping.received() is None:
         await anyio.sleep(0.5)
         await pool.flush()
         exporter.maybe_flush()
-    scope.cancel()   # grades in flight are lost; their rows keep their status for the next run
+    scope.cancel()  # grades in flight are lost; their rows keep their status for the next run
 
 
-def _rejudge_file(src: Path, dest: Path, plan: Plan | None, include_judged: bool,
-                  display: JudgingDisplay | None) -> FileRejudged:
+def _rejudge_file(
+    src: Path, dest: Path, plan: Plan | None, include_judged: bool, display: JudgingDisplay | None
+) -> FileRejudged:
     cfg = plan.judge if plan is not None else JudgeConfig()
     api_key = _require_judge(cfg)
     base_dir = plan.path.parent if plan is not None and isinstance(plan.path, Path) else None
@@ -157,10 +169,10 @@ def _rejudge_file(src: Path, dest: Path, plan: Plan | None, include_judged: bool
     spent = _run_spend(plan) if plan is not None else 0.0
 
     async def run() -> RejudgeCounts:
-        async with Judge(cfg, api_key, base_dir=base_dir, candidates=tuple(sorted(concepts)),
-                         spent_usd=spent) as judge:
-            return await rejudge_file(src, dest, judge, all_records=include_judged,
-                                      display=display)
+        async with Judge(
+            cfg, api_key, base_dir=base_dir, candidates=tuple(sorted(concepts)), spent_usd=spent
+        ) as judge:
+            return await rejudge_file(src, dest, judge, all_records=include_judged, display=display)
 
     return FileRejudged(dest, anyio.run(run))
 

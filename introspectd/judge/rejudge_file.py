@@ -30,34 +30,44 @@ from introspectd.text import json_text, loads_text, utf8
 
 @dataclass(frozen=True)
 class RejudgeCounts:
-    total: int        # records in the file
-    selected: int     # records sent to the judge
-    judged: int       # ... that came back with a judgement
-    failed: int       # ... that did not (reason in judge_error, or old judgement kept)
+    total: int  # records in the file
+    selected: int  # records sent to the judge
+    judged: int  # ... that came back with a judgement
+    failed: int  # ... that did not (reason in judge_error, or old judgement kept)
     failed_by_reason: dict[str, int] = field(default_factory=dict)
 
     def __str__(self) -> str:
         reasons = "".join(f"; {n}× {why}" for why, n in self.failed_by_reason.items())
-        return (f"{self.total} records, {self.selected} sent to the judge: {self.judged} judged, "
-                f"{self.failed} failed{reasons}")
+        return (
+            f"{self.total} records, {self.selected} sent to the judge: {self.judged} judged, "
+            f"{self.failed} failed{reasons}"
+        )
 
 
 @dataclass(frozen=True)
 class _Line:
     lineno: int
-    raw: str                       # the line as read, without its newline
+    raw: str  # the line as read, without its newline
     record: dict[str, Any] | None  # None for a blank line
 
 
-async def rejudge_file(input: Path, output: Path, judge: Judge, all_records: bool = False,
-                       display: JudgingDisplay | None = None) -> RejudgeCounts:
+async def rejudge_file(
+    input: Path,
+    output: Path,
+    judge: Judge,
+    all_records: bool = False,
+    display: JudgingDisplay | None = None,
+) -> RejudgeCounts:
     lines = _read(input)
-    todo = [i for i, line in enumerate(lines) if line.record is not None
-            and (all_records or line.record.get("judge") is None)]
-    for i in todo:   # check every record before the first request is sent
+    todo = [
+        i
+        for i, line in enumerate(lines)
+        if line.record is not None and (all_records or line.record.get("judge") is None)
+    ]
+    for i in todo:  # check every record before the first request is sent
         _check_judgeable(input, lines[i])
     progress = Progress("rejudge", "records", len(todo), lambda: judge.stats, display)
-    with stopping.deferred():   # SIGTERM/SIGINT: keep what was graded (below), then exit 75
+    with stopping.deferred():  # SIGTERM/SIGINT: keep what was graded (below), then exit 75
         outcomes = await _grade_all(judge, [lines[i] for i in todo], progress)
     progress.finish()
     out_lines = [line.raw for line in lines]
@@ -66,22 +76,28 @@ async def rejudge_file(input: Path, output: Path, judge: Judge, all_records: boo
         record = lines[i].record
         assert record is not None
         if outcome is None:
-            continue   # not graded before a stop: the line stays as it was
+            continue  # not graded before a stop: the line stays as it was
         if outcome.error is not None:
             failures[outcome.error] += 1
             if record.get("judge") is not None:
-                continue   # keep the old judgement rather than replace it with nothing
+                continue  # keep the old judgement rather than replace it with nothing
         out_lines[i] = json_text(_updated(record, outcome))
     write_atomic(output, utf8("".join(f"{line}\n" for line in out_lines)))
     failed = sum(failures.values())
     graded = sum(1 for outcome in outcomes if outcome is not None)
-    counts = RejudgeCounts(total=sum(1 for line in lines if line.record is not None),
-                           selected=len(todo), judged=graded - failed, failed=failed,
-                           failed_by_reason=dict(failures))
+    counts = RejudgeCounts(
+        total=sum(1 for line in lines if line.record is not None),
+        selected=len(todo),
+        judged=graded - failed,
+        failed=failed,
+        failed_by_reason=dict(failures),
+    )
     if graded < len(todo):
-        raise Interrupted(f"stopped by {stopping.received()}: {output} holds what was graded "
-                          f"({counts}; {len(todo) - graded} not sent or in flight) — run "
-                          f"rejudge again with --input {output} to grade the rest")
+        raise Interrupted(
+            f"stopped by {stopping.received()}: {output} holds what was graded "
+            f"({counts}; {len(todo) - graded} not sent or in flight) — run "
+            f"rejudge again with --input {output} to grade the rest"
+        )
     return counts
 
 
@@ -95,14 +111,15 @@ def _updated(record: dict[str, Any], outcome: JudgeOutcome) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Todo:
-    position: int   # in the list of records to grade
+    position: int  # in the list of records to grade
     concept: str
     is_injected: bool
     response: str
 
 
-async def _grade_all(judge: Judge, lines: list[_Line], progress: Progress
-                     ) -> list[JudgeOutcome | None]:
+async def _grade_all(
+    judge: Judge, lines: list[_Line], progress: Progress
+) -> list[JudgeOutcome | None]:
     """One outcome per line, None for those not graded when a SIGTERM/SIGINT came."""
     results: list[JudgeOutcome | None] = [None] * len(lines)
     send, receive = anyio.create_memory_object_stream[_Todo](math.inf)
@@ -110,8 +127,9 @@ async def _grade_all(judge: Judge, lines: list[_Line], progress: Progress
         for i, line in enumerate(lines):
             record = line.record
             assert record is not None
-            send.send_nowait(_Todo(i, record["concept"], record["was_injected"],
-                                   record["response"]))
+            send.send_nowait(
+                _Todo(i, record["concept"], record["was_injected"], record["response"])
+            )
 
     def keep(todo: _Todo, outcome: JudgeOutcome) -> None:
         results[todo.position] = outcome
@@ -131,8 +149,15 @@ async def _grade_all(judge: Judge, lines: list[_Line], progress: Progress
 
 def file_concepts(path: Path) -> tuple[str, ...]:
     """The concepts of a seed-format file's records: the blind prompt's candidates."""
-    return tuple(sorted({line.record["concept"] for line in _read(path)
-                         if line.record and isinstance(line.record.get("concept"), str)}))
+    return tuple(
+        sorted(
+            {
+                line.record["concept"]
+                for line in _read(path)
+                if line.record and isinstance(line.record.get("concept"), str)
+            }
+        )
+    )
 
 
 def _read(path: Path) -> list[_Line]:
@@ -156,8 +181,9 @@ def _read(path: Path) -> list[_Line]:
         try:
             record = loads_text(raw)
         except json.JSONDecodeError as exc:
-            raise BadInput(f"{path}:{lineno}: malformed JSON ({exc.msg} at column "
-                           f"{exc.colno})") from None
+            raise BadInput(
+                f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})"
+            ) from None
         if not isinstance(record, dict):
             raise BadInput(f"{path}:{lineno}: expected a JSON object (a seed-format record)")
         lines.append(_Line(lineno, raw, record))
@@ -170,5 +196,6 @@ def _check_judgeable(path: Path, line: _Line) -> None:
         if key not in record:
             raise BadInput(f"{path}:{line.lineno}: record lacks {key!r}")
         if not isinstance(record[key], kind):
-            raise BadInput(f"{path}:{line.lineno}: {key!r} must be a "
-                           f"{'boolean' if kind is bool else 'string'}")
+            raise BadInput(
+                f"{path}:{line.lineno}: {key!r} must be a {'boolean' if kind is bool else 'string'}"
+            )

@@ -22,7 +22,7 @@ from introspectd.protocol.plan import JudgeConfig
 log = logging.getLogger(__name__)
 
 QUOTA_ERROR = "quota exhausted (insufficient_quota)"
-MAX_RETRY_AFTER_S = 120.0   # a server asking for longer is better served by `rejudge` later
+MAX_RETRY_AFTER_S = 120.0  # a server asking for longer is better served by `rejudge` later
 # ...and the others then pause (when the 429s are a burst: limiter.py) only this long: enough
 # that the senders queued behind the 429 do not all fire at a server that just refused, short
 # enough that a judge asking for an hour fails rows every few seconds rather than stalling
@@ -37,8 +37,11 @@ class JudgeRefused(JudgeOutputError):
 
 
 def is_quota_error(exc: BaseException) -> bool:
-    return (isinstance(exc, openai.APIStatusError) and exc.status_code == 429
-            and "insufficient_quota" in (exc.code, exc.type))
+    return (
+        isinstance(exc, openai.APIStatusError)
+        and exc.status_code == 429
+        and "insufficient_quota" in (exc.code, exc.type)
+    )
 
 
 def should_retry(exc: BaseException) -> bool:
@@ -47,8 +50,15 @@ def should_retry(exc: BaseException) -> bool:
         if is_quota_error(exc):
             return False
         return exc.status_code in _RETRY_STATUSES or exc.status_code >= 500
-    return isinstance(exc, (openai.APIConnectionError, openai.APIResponseValidationError,
-                            TimeoutError, JudgeOutputError))
+    return isinstance(
+        exc,
+        (
+            openai.APIConnectionError,
+            openai.APIResponseValidationError,
+            TimeoutError,
+            JudgeOutputError,
+        ),
+    )
 
 
 def retry_after_s(exc: BaseException) -> float | None:
@@ -104,8 +114,8 @@ class Decision:
     kind: str
     reason: str
     retry: bool
-    delay_s: float          # how long to wait before the next attempt
-    rate_limited: bool      # a 429 (not quota): the limiter pauses everyone for delay_s
+    delay_s: float  # how long to wait before the next attempt
+    rate_limited: bool  # a 429 (not quota): the limiter pauses everyone for delay_s
     too_long: bool = False  # the server asked for more than MAX_RETRY_AFTER_S: row given up
 
 

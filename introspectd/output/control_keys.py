@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from introspectd.protocol.factual import FACTUAL_QUESTIONS
+from introspectd.protocol.results import TrialRow
 from introspectd.protocol.trials import Kind
-from introspectd.run.store import TrialRow
 
 
 def control_keys(row: TrialRow) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from introspectd.report.markdown import fmt_net, fmt_rate
 from introspectd.report.metrics import compute_metrics, group_by
+from introspectd.report.scale import fmt_net, fmt_rate
 from introspectd.run.adaptive import CellCounts, net_lower_bound
 from introspectd.text import loads_text
 

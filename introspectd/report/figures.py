@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 Record = dict[str, Any]
-Cells = dict[tuple[int, float], dict[str, Any]]   # (layer, strength) → metrics
+Cells = dict[tuple[int, float], dict[str, Any]]  # (layer, strength) → metrics
 
 # (metrics key, title, file stem)
 HEATMAPS = (
@@ -39,8 +39,11 @@ HEATMAPS = (
     ("control_fp_rate", "control false-positive rate", "control_fp"),
 )
 # Drawn only when some record was graded for the paper rule (a v2 judge): else every cell is n/a.
-PAPER_HEATMAP = ("injection_pass_rate_paper", "injection pass rate, paper rule",
-                 "injection_pass_paper")
+PAPER_HEATMAP = (
+    "injection_pass_rate_paper",
+    "injection pass rate, paper rule",
+    "injection_pass_paper",
+)
 DPI = 130
 SLUG_LIMIT = 80  # characters of a model's name kept in its figures' file names
 
@@ -57,13 +60,17 @@ def figure_slugs(models: Iterable[str]) -> dict[str, str]:
     no name is too long for the file system."""
     readable = {m: model_slug(m) for m in models}
     uses = Counter(s.lower() for s in readable.values())
-    return {m: s if len(s) <= SLUG_LIMIT and uses[s.lower()] == 1
-            else f"{s[:SLUG_LIMIT]}-{hashlib.sha256(m.encode()).hexdigest()[:10]}"
-            for m, s in readable.items()}
+    return {
+        m: s
+        if len(s) <= SLUG_LIMIT and uses[s.lower()] == 1
+        else f"{s[:SLUG_LIMIT]}-{hashlib.sha256(m.encode()).hexdigest()[:10]}"
+        for m, s in readable.items()
+    }
 
 
-def render_model_figures(model: str, records: list[Record], out_dir: Path,
-                         slug: str | None = None) -> list[Path]:
+def render_model_figures(
+    model: str, records: list[Record], out_dir: Path, slug: str | None = None
+) -> list[Path]:
     """One model's figures (three heatmaps, one strength plot) written into `out_dir`, named by
     `slug` (figure_slugs; the model's own when not given)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -83,20 +90,24 @@ def render_model_figures(model: str, records: list[Record], out_dir: Path,
 
 def concept_panels(records: list[Record]) -> list[tuple[str, Cells]]:
     """One panel's cells per concept, then all concepts pooled."""
-    panels = [(concept, _cells(members))
-              for concept, members in sorted(group_by(records, lambda r: r["concept"]).items())]
+    panels = [
+        (concept, _cells(members))
+        for concept, members in sorted(group_by(records, lambda r: r["concept"]).items())
+    ]
     panels.append(("all concepts", _cells(records)))
     return panels
 
 
-def model_heatmap(model: str, records: list[Record], key: str,
-                  panels: list[tuple[str, Cells]] | None = None) -> Figure:
+def model_heatmap(
+    model: str, records: list[Record], key: str, panels: list[tuple[str, Cells]] | None = None
+) -> Figure:
     """The heatmap figure of one metric (a HEATMAPS key) for one model's records."""
     title = next(t for k, t, _ in (*HEATMAPS, PAPER_HEATMAP) if k == key)
     layers = sorted({r["layer"] for r in records})
     strengths = sorted({r["strength"] for r in records})
-    return heatmap_figure(f"{model}: {title}", key, panels or concept_panels(records), layers,
-                          strengths)
+    return heatmap_figure(
+        f"{model}: {title}", key, panels or concept_panels(records), layers, strengths
+    )
 
 
 def _cells(records: list[Record]) -> Cells:
@@ -104,8 +115,9 @@ def _cells(records: list[Record]) -> Cells:
     return {key: compute_metrics(members) for key, members in groups.items()}
 
 
-def heatmap_figure(title: str, key: str, panels: list[tuple[str, Cells]], layers: list[int],
-                   strengths: list[float]) -> Figure:
+def heatmap_figure(
+    title: str, key: str, panels: list[tuple[str, Cells]], layers: list[int], strengths: list[float]
+) -> Figure:
     """Panels side by side (three to a row) sharing one colour scale and one colour bar."""
     from matplotlib.figure import Figure
 
@@ -119,10 +131,10 @@ def heatmap_figure(title: str, key: str, panels: list[tuple[str, Cells]], layers
     image = None
     for ax, (name, cells) in zip(axes, panels, strict=False):
         image = _heatmap(ax, name, cells, key, layers, strengths, cmap, norm)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     if image is not None:
-        bar = fig.colorbar(image, ax=list(axes[:len(panels)]), shrink=0.85)
+        bar = fig.colorbar(image, ax=list(axes[: len(panels)]), shrink=0.85)
         unit = UNIT if _is_difference(key) else "%"
         bar.set_label(f"{key.replace('_', ' ')} ({unit})")
     counts = "injection/control trials" if key == "net_detection" else "k/n trials"
@@ -144,12 +156,21 @@ def _colour_scale(key: str) -> tuple[Colormap, Normalize]:
     return colormaps["viridis"].with_extremes(bad=MISSING_COLOUR), Normalize(0.0, 100.0)
 
 
-def _heatmap(ax: Axes, name: str, cells: Cells, key: str, layers: list[int],
-             strengths: list[float], cmap: Colormap, norm: Normalize) -> Any:
+def _heatmap(
+    ax: Axes,
+    name: str,
+    cells: Cells,
+    key: str,
+    layers: list[int],
+    strengths: list[float],
+    cmap: Colormap,
+    norm: Normalize,
+) -> Any:
     nan = float("nan")
     grid = [[_value(cells.get((layer, s)), key, nan) for s in strengths] for layer in layers]
-    image = ax.imshow(grid, cmap=cmap, norm=norm, origin="lower", aspect="auto",
-                      interpolation="nearest")
+    image = ax.imshow(
+        grid, cmap=cmap, norm=norm, origin="lower", aspect="auto", interpolation="nearest"
+    )
     ax.set_xticks(range(len(strengths)), [f"{s:g}" for s in strengths])
     ax.set_yticks(range(len(layers)), [str(layer) for layer in layers])
     ax.set_xlabel("strength")
@@ -163,8 +184,15 @@ def _heatmap(ax: Axes, name: str, cells: Cells, key: str, layers: list[int],
                 continue
             value = grid[i][j]
             colour = "black" if math.isnan(value) else ink(cmap(norm(value))[:3])
-            ax.text(j, i, _annotation(m, key, value), ha="center", va="center",
-                    fontsize=size, color=colour)
+            ax.text(
+                j,
+                i,
+                _annotation(m, key, value),
+                ha="center",
+                va="center",
+                fontsize=size,
+                color=colour,
+            )
     return image
 
 
@@ -191,12 +219,21 @@ def strength_figure(model: str, records: list[Record]) -> Figure:
     injected = [r for r in records if r["was_injected"]]
     controls = [r for r in records if not r["was_injected"]]
     by_layer = sorted(group_by(injected, lambda r: r["layer"]).items())
-    for ax, key, label in ((axes[0], "coherence_rate", "coherence rate"),
-                           (axes[1], "refusal_rate", "refusal rate")):
+    for ax, key, label in (
+        (axes[0], "coherence_rate", "coherence rate"),
+        (axes[1], "refusal_rate", "refusal rate"),
+    ):
         for layer, members in by_layer:
             xs, ys, _ = _series(members, key)
-            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, alpha=0.55,
-                    label=f"injection, layer {layer}")
+            ax.plot(
+                xs,
+                ys,
+                marker="o",
+                markersize=3,
+                linewidth=1,
+                alpha=0.55,
+                label=f"injection, layer {layer}",
+            )
         _band(ax, injected, key, "injection, all layers", "black", "-")
         _band(ax, controls, key, "control (no injection)", "#888888", "--")
         ax.set_xticks(strengths, [f"{s:g}" for s in strengths])
@@ -205,8 +242,12 @@ def strength_figure(model: str, records: list[Record]) -> Figure:
         ax.set_ylabel(f"{label} (%)")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.suptitle(f"{model}: coherence and refusals against strength"
-                 " (bold: all layers, with 95% Wilson interval)", fontsize=11, parse_math=False)
+    fig.suptitle(
+        f"{model}: coherence and refusals against strength"
+        " (bold: all layers, with 95% Wilson interval)",
+        fontsize=11,
+        parse_math=False,
+    )
     return fig
 
 
@@ -222,8 +263,7 @@ def _series(records: list[Record], key: str) -> tuple[list[float], list[float], 
     return xs, ys, cis
 
 
-def _band(ax: Axes, records: list[Record], key: str, label: str, colour: str,
-          style: str) -> None:
+def _band(ax: Axes, records: list[Record], key: str, label: str, colour: str, style: str) -> None:
     xs, ys, cis = _series(records, key)
     if not xs:
         return

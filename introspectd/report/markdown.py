@@ -8,11 +8,20 @@ from typing import Any
 
 from introspectd.report.inference import SIGNIFICANCE_METHOD
 from introspectd.report.markdown_corrected import corrected_section, fmt_corrected, judge_lines
+from introspectd.report.scale import fmt_net, fmt_points, fmt_rate, points
 
 BEST_CELLS = 15
 
-_METRIC_COLUMNS = ("injection pass", "injection pass (paper rule)", "control FP", "net detection",
-                   "net excl. refusals", "coherent", "refused", "unjudged")
+_METRIC_COLUMNS = (
+    "injection pass",
+    "injection pass (paper rule)",
+    "control FP",
+    "net detection",
+    "net excl. refusals",
+    "coherent",
+    "refused",
+    "unjudged",
+)
 
 
 def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
@@ -68,17 +77,21 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
 def _metric_table(label: str, rows: dict[str, dict[str, Any]]) -> list[str]:
     out = [_row([label, *_METRIC_COLUMNS]), _row(["---"] * (len(_METRIC_COLUMNS) + 1))]
     for name, m in rows.items():
-        out.append(_row([
-            f"`{name}`" if label else name,
-            fmt_rate(m, "injection_pass_rate"),
-            fmt_paper(m),
-            fmt_rate(m, "control_fp_rate"),
-            fmt_net(m, "net_detection"),
-            fmt_net(m, "net_detection_excl_refusals"),
-            fmt_rate(m, "coherence_rate"),
-            fmt_rate(m, "refusal_rate"),
-            str(m["n_unjudged"]),
-        ]))
+        out.append(
+            _row(
+                [
+                    f"`{name}`" if label else name,
+                    fmt_rate(m, "injection_pass_rate"),
+                    fmt_paper(m),
+                    fmt_rate(m, "control_fp_rate"),
+                    fmt_net(m, "net_detection"),
+                    fmt_net(m, "net_detection_excl_refusals"),
+                    fmt_rate(m, "coherence_rate"),
+                    fmt_rate(m, "refusal_rate"),
+                    str(m["n_unjudged"]),
+                ]
+            )
+        )
     return out
 
 
@@ -100,18 +113,42 @@ def _best_cells(groups: list[dict[str, Any]]) -> list[str]:
         _row(["---"] * (len(BEST_COLUMNS) + (2 if is_corrected else 0))),
     ]
     for g in scored[:BEST_CELLS]:
-        out.append(_row([f"`{g['model']}`", g["concept"], str(g["layer"]), f"{g['strength']:g}",
-                         fmt_net(g, "net_detection"), fmt_rate(g, "injection_pass_rate"),
-                         fmt_paper(g), fmt_rate(g, "control_fp_rate"),
-                         fmt_net(g, "net_detection_excl_refusals"), fmt_holm(g)]
-                        + ([fmt_corrected(g, "injection_pass_rate"),
-                            fmt_corrected(g, "control_fp_rate")] if is_corrected else [])))
+        out.append(
+            _row(
+                [
+                    f"`{g['model']}`",
+                    g["concept"],
+                    str(g["layer"]),
+                    f"{g['strength']:g}",
+                    fmt_net(g, "net_detection"),
+                    fmt_rate(g, "injection_pass_rate"),
+                    fmt_paper(g),
+                    fmt_rate(g, "control_fp_rate"),
+                    fmt_net(g, "net_detection_excl_refusals"),
+                    fmt_holm(g),
+                ]
+                + (
+                    [fmt_corrected(g, "injection_pass_rate"), fmt_corrected(g, "control_fp_rate")]
+                    if is_corrected
+                    else []
+                )
+            )
+        )
     return out
 
 
-BEST_COLUMNS = ["model", "concept", "layer", "strength", "net detection", "injection pass",
-                "injection pass (paper rule)", "control FP", "net excl. refusals",
-                "p (Holm)"]
+BEST_COLUMNS = [
+    "model",
+    "concept",
+    "layer",
+    "strength",
+    "net detection",
+    "injection pass",
+    "injection pass (paper rule)",
+    "control FP",
+    "net excl. refusals",
+    "p (Holm)",
+]
 CORRECTED_COLUMNS = ["injection pass (corrected)", "control FP (corrected)"]
 
 
@@ -152,7 +189,7 @@ def _layer_strength_tables(cells: list[dict[str, Any]]) -> list[str]:
                 row.append(
                     "—"
                     if cell is None
-                    else f"{_signed_pct(cell['net_detection'])}"
+                    else f"{fmt_points(points(cell['net_detection']))}"
                     f" ({cell['n_injection']}/{cell['n_control']})"
                 )
             out.append(_row(row))
@@ -162,19 +199,13 @@ def _layer_strength_tables(cells: list[dict[str, Any]]) -> list[str]:
 # ------------------------------------------------------------------------------- formatting
 
 
-def fmt_rate(m: dict[str, Any], name: str) -> str:
-    """`45.0% [26.0–66.0] (9/20)`, or `—` with no data."""
-    k, n = m["counts"][name]
-    rate, ci = m[name], m[name + "_ci"]
-    if rate is None:
-        return "—"
-    return f"{100 * rate:.1f}% [{100 * ci[0]:.1f}–{100 * ci[1]:.1f}] ({k}/{n})"
-
-
 def fmt_paper(m: dict[str, Any]) -> str:
     """The paper-rule injection pass rate, or `n/a` where no record was graded for it."""
-    return "n/a" if m["counts"]["injection_pass_rate_paper"][1] == 0 else \
-        fmt_rate(m, "injection_pass_rate_paper")
+    return (
+        "n/a"
+        if m["counts"]["injection_pass_rate_paper"][1] == 0
+        else fmt_rate(m, "injection_pass_rate_paper")
+    )
 
 
 def fmt_holm(g: dict[str, Any]) -> str:
@@ -182,18 +213,6 @@ def fmt_holm(g: dict[str, Any]) -> str:
     if "p_holm" not in g:
         return "—"
     return f"{g['p_holm']:.2g}" + (" ✓" if g["is_significant"] else "")
-
-
-def fmt_net(m: dict[str, Any], name: str) -> str:
-    """`+28.0 [+12.1, +41.0]` in percentage points, or `—` without both kinds of trial."""
-    rate, ci = m[name], m[name + "_ci"]
-    if rate is None:
-        return "—"
-    return f"{_signed_pct(rate)} [{_signed_pct(ci[0])}, {_signed_pct(ci[1])}]"
-
-
-def _signed_pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:+.1f}"
 
 
 def _row(cells: Sequence[str]) -> str:

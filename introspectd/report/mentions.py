@@ -21,8 +21,8 @@ from introspectd.errors import BadInput
 from introspectd.protocol.lexicon import Lexicon, Mention
 from introspectd.protocol.plan_mentions import mentions_from_stored
 from introspectd.report.judges import run_databases
-from introspectd.report.markdown import fmt_net, fmt_rate
 from introspectd.report.metrics import group_by, newcombe_interval, proportion, wilson_interval
+from introspectd.report.scale import fmt_net, fmt_rate
 from introspectd.run.rundir import open_store
 from introspectd.text import loads_text, printable
 

@@ -66,7 +66,7 @@ class Tally:
     inj_n_nr: int = 0
     ctl_fp_nr: int = 0
     ctl_n_nr: int = 0
-    inj_pass_paper: int = 0     # "_paper": the paper rule, over records that carry it
+    inj_pass_paper: int = 0  # "_paper": the paper rule, over records that carry it
     inj_n_paper: int = 0
     ctl_fp_paper: int = 0
     ctl_n_paper: int = 0

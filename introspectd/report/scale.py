@@ -36,6 +36,31 @@ def fmt_points(value: float | None) -> str:
     return "—" if value is None else f"{value:+.1f}"
 
 
+# Rates and net differences as report.md, the adaptive and mentions sections print them: one
+# home, so no section imports another to format a number.
+
+
+def fmt_rate(m: dict[str, Any], name: str) -> str:
+    """`45.0% [26.0–66.0] (9/20)`, or `—` with no data."""
+    k, n = m["counts"][name]
+    rate, ci = m[name], m[name + "_ci"]
+    if rate is None:
+        return "—"
+    return f"{100 * rate:.1f}% [{100 * ci[0]:.1f}–{100 * ci[1]:.1f}] ({k}/{n})"
+
+
+def fmt_net(m: dict[str, Any], name: str) -> str:
+    """`+28.0 [+12.1, +41.0]` in percentage points, or `—` without both kinds of trial."""
+    rate, ci = m[name], m[name + "_ci"]
+    if rate is None:
+        return "—"
+    return f"{_signed_points(rate)} [{_signed_points(ci[0])}, {_signed_points(ci[1])}]"
+
+
+def _signed_points(fraction: float | None) -> str:
+    return fmt_points(points(fraction))
+
+
 def _rgb(hex_colour: str) -> tuple[int, int, int]:
     return int(hex_colour[1:3], 16), int(hex_colour[3:5], 16), int(hex_colour[5:7], 16)
 

@@ -66,8 +66,9 @@ def _check_out_dir(out_dir: Path) -> None:
         raise BadInput(f"--out: {out_dir} {what}; give a directory")
 
 
-def write_report(inputs: list[Path], out_dir: Path, calibration: Path | None = None,
-                 judge: str | None = None) -> ReportPaths:
+def write_report(
+    inputs: list[Path], out_dir: Path, calibration: Path | None = None, judge: str | None = None
+) -> ReportPaths:
     """Read every input, write summary.json, report.md and figures/*.png under `out_dir`.
 
     `calibration`: a calibration JSON of the judge (else one stored for it in the run database,
@@ -294,17 +295,24 @@ def build_summary(loaded: Loaded) -> dict[str, Any]:
     }
 
 
-def add_inference(summary: dict[str, Any], selection: JudgeSelection,
-                  given: Calibration | None) -> None:
+def add_inference(
+    summary: dict[str, Any], selection: JudgeSelection, given: Calibration | None
+) -> None:
     """Significance of each cell; corrected rates when a calibration is at hand; which judge."""
     add_significance(summary["groups"])
     if selection.fingerprint is not None:
         summary["judge_selection"] = {
-            "fingerprint": selection.fingerprint, "known": selection.known,
-            "n_regraded": selection.num_regraded, "n_ungraded": selection.num_ungraded}
+            "fingerprint": selection.fingerprint,
+            "known": selection.known,
+            "n_regraded": selection.num_regraded,
+            "n_ungraded": selection.num_ungraded,
+        }
     stored = selection.stored_calibration
-    calibration = given or (parse_calibration(stored, "run database calibration", "run database")
-                            if stored is not None else None)
+    calibration = given or (
+        parse_calibration(stored, "run database calibration", "run database")
+        if stored is not None
+        else None
+    )
     if calibration is not None:
         add_corrections(summary, calibration.error_rates, calibration.info())
 

@@ -9,12 +9,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
-
-def now_iso() -> str:
-    return datetime.now().isoformat()
+from introspectd.protocol.results import now_iso
 
 
 def migrations_dir() -> Path:

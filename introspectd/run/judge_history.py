@@ -10,7 +10,7 @@ import sqlite3
 from contextlib import AbstractContextManager
 from typing import Any
 
-from introspectd.run.dbfile import now_iso
+from introspectd.protocol.results import now_iso
 from introspectd.text import loads_text
 
 

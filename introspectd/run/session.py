@@ -23,6 +23,7 @@ from introspectd.protocol.models import (
 )
 from introspectd.protocol.plan import Plan, env_experiment_id, env_stamp, spec_hash
 from introspectd.protocol.prompts import baseline_words
+from introspectd.protocol.results import RunRow, now_iso
 from introspectd.protocol.trials import Status, Trial, TrialSpec, expand_trials, resolve_layers
 from introspectd.run.rundir import (  # noqa: F401  (DB_NAME, LOCK_NAME: the run's file names)
     DB_NAME,
@@ -32,7 +33,7 @@ from introspectd.run.rundir import (  # noqa: F401  (DB_NAME, LOCK_NAME: the run
     open_store,
     refuse_orphaned_results,
 )
-from introspectd.run.store import DatabaseError, RunRow, Store, now_iso, read_run
+from introspectd.run.store import DatabaseError, Store, read_run
 
 if TYPE_CHECKING:
     from introspectd.run.shard import Shard

@@ -12,8 +12,8 @@ from introspectd.protocol.trials import Kind, Status
 from introspectd.run.pass_grid import PassGrid
 
 if TYPE_CHECKING:
+    from introspectd.protocol.results import Generation
     from introspectd.run.session import RunContext
-    from introspectd.run.store import Generation
 
 
 @dataclass

@@ -12,10 +12,18 @@ import json
 import sqlite3
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from introspectd.protocol.results import (
+    Generation,
+    Judgement,
+    Readout,
+    RunRow,
+    TrialRow,
+    VectorTable,
+    now_iso,
+)
 from introspectd.protocol.trials import Kind, Status, TrialSpec
 from introspectd.run.dbfile import (  # noqa: F401  (re-exported: the store's public helpers)
     backup_database,
@@ -27,7 +35,6 @@ from introspectd.run.dbfile import (  # noqa: F401  (re-exported: the store's pu
     migrate,
     migration_files,
     migrations_dir,
-    now_iso,
     write_transaction,
 )
 from introspectd.run.judge_history import JudgeHistory
@@ -37,69 +44,6 @@ from introspectd.text import loads_text
 # The store's errors, for callers that report them without touching SQLite themselves.
 StoreError = sqlite3.Error
 DatabaseError = sqlite3.DatabaseError
-
-
-# (concept, layer) → (float32 little-endian bytes, dim, norm): the concept vectors of a run.
-VectorTable = dict[tuple[str, int], tuple[bytes, int, float]]
-
-
-@dataclass(frozen=True)
-class RunRow:
-    stamp: str
-    experiment_id: str
-    model_name: str
-    plan_json: str
-    spec: dict[str, Any]
-    spec_hash: str
-    baseline: list[str]
-    created_at: str
-
-
-@dataclass(frozen=True)
-class Readout:
-    """A logit-mode trial's answer: P(yes), P(no) at the first answer position, and
-    p_yes = P(yes) / (P(yes) + P(no))."""
-
-    p_yes: float
-    prob_yes: float
-    prob_no: float
-
-
-@dataclass(frozen=True)
-class TrialRow:
-    id: str
-    ordinal: int
-    spec: TrialSpec
-    status: Status
-    response: str | None
-    num_new_tokens: int | None
-    generated_at: str | None
-    judge: dict[str, Any] | None
-    judge_error: str | None
-    readout: Readout | None = None  # logit mode
-
-
-@dataclass(frozen=True)
-class Generation:
-    trial_id: str
-    response: str
-    num_new_tokens: int
-    generated_at: str
-    readout: Readout | None = None  # logit mode: no text, nothing to judge
-
-
-@dataclass(frozen=True)
-class Judgement:
-    trial_id: str
-    result: dict[str, Any] | None
-    error: str | None
-    judge_model: str
-    prompt_version: str
-    fewshot_hash: str
-    attempts: int
-    prompt_tokens: int
-    completion_tokens: int
-    judge_fingerprint: str = ""
 
 
 _TRIAL_COLUMNS = (

@@ -59,9 +59,18 @@ batch_size = 8
 """
 
 
-def _plan(tmp_path: Path, server: JudgeServer, *, attempts: int = 1, timeout_s: float = 5,
-          concurrency: int = 4) -> Path:
-    return write_plan(tmp_path, TEN_TRIALS + f"""
+def _plan(
+    tmp_path: Path,
+    server: JudgeServer,
+    *,
+    attempts: int = 1,
+    timeout_s: float = 5,
+    concurrency: int = 4,
+) -> Path:
+    return write_plan(
+        tmp_path,
+        TEN_TRIALS
+        + f"""
 [judge]
 base_url = "{server.base_url}"
 api_key_env = "TEST_JUDGE_KEY"
@@ -69,7 +78,8 @@ concurrency = {concurrency}
 max_attempts = {attempts}
 backoff_s = 0.01
 timeout_s = {timeout_s}
-""")
+""",
+    )
 
 
 def _records(tmp_path: Path) -> list[dict[str, Any]]:
@@ -88,9 +98,14 @@ def _cli(*args: str, timeout: float = 120) -> Any:
 
 
 def _judge_config(server: JudgeServer, **overrides: Any) -> JudgeConfig:
-    fields: dict[str, Any] = {"model": "judge-test", "base_url": server.base_url,
-                              "concurrency": 4, "max_attempts": 3, "backoff_s": 0.01,
-                              "timeout_s": 5.0}
+    fields: dict[str, Any] = {
+        "model": "judge-test",
+        "base_url": server.base_url,
+        "concurrency": 4,
+        "max_attempts": 3,
+        "backoff_s": 0.01,
+        "timeout_s": 5.0,
+    }
     return JudgeConfig(**{**fields, **overrides})
 
 
@@ -143,8 +158,9 @@ def test_failed_regrades_keep_previous_grades(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
     after = _records(tmp_path)
     assert sum(r["judge"]["reasoning"] == "graded again" for r in after) == 3
-    assert all(r["judge"] == before[r["id"]] for r in after
-               if r["judge"]["reasoning"] != "graded again")
+    assert all(
+        r["judge"] == before[r["id"]] for r in after if r["judge"]["reasoning"] != "graded again"
+    )
     assert "7 re-grades failed; their previous grades are kept" in proc.stdout
 
 
@@ -155,7 +171,7 @@ def test_rejudge_refuses_while_run_holds_the_run(tmp_path: Path) -> None:
     gate = threading.Event()
 
     def held(rec: Recorded) -> None:
-        gate.wait(60)   # keep `run` judging until the test lets it go
+        gate.wait(60)  # keep `run` judging until the test lets it go
 
     with JudgeServer(responder=held) as server:
         plan = _plan(tmp_path, server, timeout_s=90)
@@ -228,7 +244,7 @@ def test_long_retry_after_fails_rows_without_stalling_the_others(
 
 
 def _fragments() -> list[str]:
-    groups = " ".join(SECRET[i:i + 4] for i in range(0, len(SECRET), 4))
+    groups = " ".join(SECRET[i : i + 4] for i in range(0, len(SECRET), 4))
     return [SECRET, groups, groups[:14], f"{SECRET[:6]}****{SECRET[-4:]}", SECRET[:6]]
 
 
@@ -258,8 +274,9 @@ def test_echoed_key_fragments_are_redacted(code: int, form: str) -> None:
 # --- item 19 (part): a 200 reply that is not JSON --------------------------------------------
 
 
-@pytest.mark.parametrize("body", [b"<html>502 Bad Gateway</html>",
-                                  b'{"choices": [{"message": 5}]}'])
+@pytest.mark.parametrize(
+    "body", [b"<html>502 Bad Gateway</html>", b'{"choices": [{"message": 5}]}']
+)
 def test_non_json_200_body_is_retried_as_the_readme_says(body: bytes) -> None:
     with JudgeServer() as server:
         server.script(not_json(body))
@@ -296,6 +313,7 @@ def _limits_while_grading(cfg: JudgeConfig, n: int) -> tuple[list[int], list[Jud
     async def main() -> None:
         with anyio.fail_after(240):
             async with Judge(cfg, SECRET) as judge, anyio.create_task_group() as tg:
+
                 async def one(i: int) -> None:
                     outcomes.append(await judge.grade("ocean", i % 2 == 0, f"response {i}"))
                     limits.append(judge.stats.current_concurrency)
@@ -310,19 +328,21 @@ def _limits_while_grading(cfg: JudgeConfig, n: int) -> tuple[list[int], list[Jud
 def test_random_429s_keep_the_limit_near_concurrency() -> None:
     with _background_429s(0.08) as server:
         limits, outcomes = _limits_while_grading(
-            _judge_config(server, concurrency=8, max_attempts=6), 400)
+            _judge_config(server, concurrency=8, max_attempts=6), 400
+        )
         statuses = server.statuses()
     assert all(o.error is None for o in outcomes)
     share = statuses.count(429) / len(statuses)
-    assert 0.04 < share < 0.13, share   # the background the server was told to send
+    assert 0.04 < share < 0.13, share  # the background the server was told to send
     after_slow_start = sorted(limits[50:])
-    assert after_slow_start[len(after_slow_start) // 10] >= 7, after_slow_start   # 90% of the time
+    assert after_slow_start[len(after_slow_start) // 10] >= 7, after_slow_start  # 90% of the time
 
 
 def test_a_burst_of_429s_still_backs_off() -> None:
     with _background_429s(0.08, burst=range(150, 230)) as server:
         limits, outcomes = _limits_while_grading(
-            _judge_config(server, concurrency=8, max_attempts=20), 400)
+            _judge_config(server, concurrency=8, max_attempts=20), 400
+        )
     assert all(o.error is None for o in outcomes)
     assert max(limits[:100]) == 8
     assert min(limits) <= 2, "100% 429s for 80 requests: backed off"

@@ -64,8 +64,9 @@ def _surrogate_replies() -> JudgeServer:
 def test_judge_reply_with_a_lone_surrogate_does_not_wedge_the_run(tmp_path: Path) -> None:
     with _surrogate_replies() as server:
         plan = _plan(tmp_path, server.base_url)
-        proc = run_cli("run", "--plan", str(plan), "--local", "--no-progress",
-                       env={"TEST_JUDGE_KEY": KEY})
+        proc = run_cli(
+            "run", "--plan", str(plan), "--local", "--no-progress", env={"TEST_JUDGE_KEY": KEY}
+        )
         assert proc.returncode == 0, proc.stderr
         assert "Traceback" not in proc.stderr
         assert len(server.requests) == 6
@@ -88,8 +89,9 @@ def test_a_stored_surrogate_row_exports_and_runs(tmp_path: Path) -> None:
     stored = json.dumps({**GOOD_RESULT, "reasoning": BAD})
     assert "\\ud800" in stored
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE trials SET status = 'judged', judge_json = ?, judge_error = NULL",
-                     (stored,))
+        conn.execute(
+            "UPDATE trials SET status = 'judged', judge_json = ?, judge_error = NULL", (stored,)
+        )
     conn.close()
     assert main(["export", "--plan", str(plan)]) == 0
     assert all(json.loads(line)["judge"]["reasoning"] == FIXED for line in _lines(tmp_path))
@@ -105,8 +107,14 @@ def _surrogate_records() -> list[dict[str, Any]]:
             "concept": "ocean",
             "was_injected": i % 2 == 0,
             "response": f"answer {i} {BAD}",
-            "config": {"model": "m", "layer": 1, "strength": 2.0, "trial": i,
-                       "prompt_version": "v2", "inject_style": "generation"},
+            "config": {
+                "model": "m",
+                "layer": 1,
+                "strength": 2.0,
+                "trial": i,
+                "prompt_version": "v2",
+                "inject_style": "generation",
+            },
             "judge": None if i == 3 else {**GOOD_RESULT, "reasoning": BAD},
             "judge_error": f"old error {BAD}" if i == 3 else None,
         }
@@ -130,8 +138,16 @@ def test_input_files_with_surrogates(tmp_path: Path) -> None:
     with JudgeServer(default=ok({**GOOD_RESULT, "reasoning": BAD})) as judge:
         plan = _plan(tmp_path, judge.base_url)
         out = tmp_path / "out.jsonl"
-        proc = run_cli("rejudge", "--input", str(src), "--output", str(out), "--plan", str(plan),
-                       env={"TEST_JUDGE_KEY": KEY})
+        proc = run_cli(
+            "rejudge",
+            "--input",
+            str(src),
+            "--output",
+            str(out),
+            "--plan",
+            str(plan),
+            env={"TEST_JUDGE_KEY": KEY},
+        )
         assert proc.returncode == 0, proc.stderr
         assert len(judge.requests) == 1
     rejudged = [json.loads(line) for line in out.read_text("utf-8").splitlines()]

@@ -1,0 +1,80 @@
+"""What a run produces, as plain values shared by every part: the stored run, a trial's row,
+a generation, a logit read-out, a judgement, the concept vectors. Torch- and SQLite-free, so
+generate/, judge/, output/ and run/ all speak these without importing each other (the store in
+run/ maps them to and from SQL; nothing else knows the schema)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from introspectd.protocol.trials import Status, TrialSpec
+
+
+def now_iso() -> str:
+    """The local time as every stored timestamp writes it."""
+    return datetime.now().isoformat()
+
+
+# (concept, layer) → (float32 little-endian bytes, dim, norm): the concept vectors of a run.
+VectorTable = dict[tuple[str, int], tuple[bytes, int, float]]
+
+
+@dataclass(frozen=True)
+class RunRow:
+    stamp: str
+    experiment_id: str
+    model_name: str
+    plan_json: str
+    spec: dict[str, Any]
+    spec_hash: str
+    baseline: list[str]
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Readout:
+    """A logit-mode trial's answer: P(yes), P(no) at the first answer position, and
+    p_yes = P(yes) / (P(yes) + P(no))."""
+
+    p_yes: float
+    prob_yes: float
+    prob_no: float
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    id: str
+    ordinal: int
+    spec: TrialSpec
+    status: Status
+    response: str | None
+    num_new_tokens: int | None
+    generated_at: str | None
+    judge: dict[str, Any] | None
+    judge_error: str | None
+    readout: Readout | None = None  # logit mode
+
+
+@dataclass(frozen=True)
+class Generation:
+    trial_id: str
+    response: str
+    num_new_tokens: int
+    generated_at: str
+    readout: Readout | None = None  # logit mode: no text, nothing to judge
+
+
+@dataclass(frozen=True)
+class Judgement:
+    trial_id: str
+    result: dict[str, Any] | None
+    error: str | None
+    judge_model: str
+    prompt_version: str
+    fewshot_hash: str
+    attempts: int
+    prompt_tokens: int
+    completion_tokens: int
+    judge_fingerprint: str = ""
