@@ -10,7 +10,7 @@ TORCH := torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 GPU ?= $(shell command -v nvidia-smi 2>/dev/null)
 
-.PHONY: install quickstart test test-all lint bench-cpu clean
+.PHONY: install quickstart test test-all lint docs bench-cpu clean
 
 $(RUNTIME): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -53,6 +53,10 @@ lint: $(STAMP)
 	$(BIN)/mypy introspectd
 	$(BIN)/lint-imports
 	$(BIN)/hadolint container/Dockerfile
+
+# docs/plan.md's key table comes from introspectd/protocol/plan_keys.py (tests/test_plan_keys.py).
+docs: $(STAMP)
+	$(BIN)/python -m introspectd.protocol.plan_keys docs/plan.md
 
 bench-cpu: $(STAMP)
 	$(BIN)/python bench/cpu.py

@@ -23,6 +23,7 @@ FAST_MODULES = frozenset(
         "test_lexicon",
         "test_metrics",
         "test_plan",
+        "test_plan_keys",
         "test_public_api",
         "test_report_figures",
         "test_sampling",

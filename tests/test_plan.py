@@ -134,8 +134,8 @@ def test_bad_plan_in_a_real_process_prints_no_traceback(tmp_path: Path) -> None:
     proc = run_cli("run", "--plan", str(plan), "--local")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"introspectd: {plan}: [sweep] trails: unknown key (check the spelling; see DESIGN.md "
-        "for the plan keys)"
+        f"introspectd: {plan}: [sweep] trails: unknown key (did you mean 'trials'? see "
+        "docs/plan.md for every plan key)"
     ]
 
 

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from introspectd.protocol import plan_keys
 from introspectd.protocol.factual import FACTUAL_QUESTIONS
-from introspectd.protocol.plan_checks import Table
+from introspectd.protocol.plan_table import Table
 from introspectd.protocol.trials import DEFAULT_ARM_NAMES, Kind
 
 if TYPE_CHECKING:
     from introspectd.protocol.sweep import SweepConfig
 
-MEASURES = ("generate", "logit")
+MEASURES = plan_keys.key("sweep", "measure").choices
 ARM_NAMES = tuple(k.value for k in Kind)
 # What a run spec leaves out while it holds its default, so runs created before these keys
 # existed keep their hash (and resume).
 CONTROL_DEFAULTS: dict[str, Any] = {
     "arms": list(DEFAULT_ARM_NAMES),
-    "measure": "generate",
-    "factual_controls": False,
+    "measure": plan_keys.default("sweep", "measure"),
+    "factual_controls": plan_keys.default("sweep", "factual_controls"),
 }
 
 
@@ -37,11 +38,12 @@ def read_arms(t: Table) -> tuple[str, ...]:
 
 
 def read_measure(t: Table) -> str:
-    return t.text("measure", "generate", MEASURES)
+    str_value: str = t.read("measure")
+    return str_value
 
 
 def read_factual_controls(t: Table) -> bool:
-    return bool(t.take("factual_controls", False, (bool,), "true or false"))
+    return bool(t.read("factual_controls"))
 
 
 def num_factual(sweep: SweepConfig) -> int:

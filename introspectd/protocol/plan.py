@@ -23,21 +23,19 @@ from introspectd.protocol.plan_checks import (
     ENV_EXPERIMENT_ID,
     ENV_STAMP,
     STAMP_RE,
-    Table,
     check_env_overrides,
     env_experiment_id,
     env_stamp,
 )
 from introspectd.protocol.plan_judge import JudgeConfig, read_judge
+from introspectd.protocol.plan_keys import SECTIONS as TABLES
+from introspectd.protocol.plan_keys import default
 from introspectd.protocol.plan_mentions import MentionsConfig, read_mentions
+from introspectd.protocol.plan_table import Table
 from introspectd.protocol.prompts import PROMPT_VERSIONS
 from introspectd.protocol.sweep import SweepConfig
 
-INJECT_STYLES = ("generation", "all", "from_marker")
-VECTOR_PROMPTS = ("plain", "chat")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 GCS_URI_RE = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,221}[a-z0-9](/\S*)?")
-TABLES = ("run", "model", "sweep", "judge", "upload", "adaptive", "mentions")
 # Re-exported: the rules live in plan_checks.py, the [judge], [adaptive] and [mentions]
 # tables in plan_judge.py, plan_adaptive.py and plan_mentions.py.
 __all__ = [
@@ -56,33 +54,33 @@ __all__ = [
 
 @dataclass(frozen=True)
 class RunConfig:
-    experiment_id: str | None = None
-    output_dir: str = "data/sweeps"
-    seed: int = 0
-    stamp: str = ""
+    experiment_id: str | None = None  # "" in the plan: <date>-sweep, decided at creation
+    output_dir: str = default("run", "output_dir")
+    seed: int = default("run", "seed")
+    stamp: str = default("run", "stamp")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "3b"
-    slug: str = ""
-    dtype: str = "auto"
-    device: str = "auto"
+    name: str = default("model", "name")
+    slug: str = default("model", "slug")
+    dtype: str = default("model", "dtype")
+    device: str = default("model", "device")
     # Across several devices (accelerate): "" = one device; else an accelerate device_map
     # strategy. max_memory caps each device ("0", "1", ..., "cpu", "disk"), e.g. "20GiB".
-    device_map: str = ""
+    device_map: str = default("model", "device_map")
     max_memory: tuple[tuple[str, str], ...] = ()
-    offload_folder: str = ""
-    gguf_file: str = ""  # a GGUF file in hub repository `name` (protocol/gguf_source.py)
+    offload_folder: str = default("model", "offload_folder")
+    gguf_file: str = default("model", "gguf_file")  # protocol/gguf_source.py
 
 
 @dataclass(frozen=True)
 class UploadConfig:
-    gcs: str = ""
-    every_trials: int = 50
-    min_interval_s: float = 30.0
-    preemption_url: str = ""
-    preemption_poll_s: float = 5.0
+    gcs: str = default("upload", "gcs")
+    every_trials: int = default("upload", "every_trials")
+    min_interval_s: float = default("upload", "min_interval_s")
+    preemption_url: str = default("upload", "preemption_url")
+    preemption_poll_s: float = default("upload", "preemption_poll_s")
 
 
 @dataclass(frozen=True)
@@ -193,19 +191,19 @@ def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) 
 
 
 def _read_run(t: Table) -> RunConfig:
-    experiment_id = t.text("experiment_id", "") or None
+    experiment_id = t.read("experiment_id") or None
     if experiment_id is not None:
         _check(t, "experiment_id", rules.experiment_id_problem(experiment_id))
-    stamp = t.text("stamp", "")
+    stamp = t.read("stamp")
     if stamp:
         _check(t, "stamp", rules.stamp_problem(stamp))
-    output_dir = t.text("output_dir", "data/sweeps")
+    output_dir = t.read("output_dir")
     if not output_dir:
         t.fail("output_dir", "must not be empty")
     return RunConfig(
         experiment_id=experiment_id,
         output_dir=output_dir,
-        seed=t.integer("seed", 0, minimum=0),
+        seed=t.read("seed"),
         stamp=stamp,
     )
 
@@ -216,33 +214,30 @@ def _check(t: Table, key: str, problem: str | None) -> None:
 
 
 def _read_model(t: Table) -> ModelConfig:
-    name = t.text("name", ModelConfig.name)
+    name = t.read("name")
     if not name:
         t.fail("name", "must not be empty")
-    slug = t.text("slug", "")
+    slug = t.read("slug")
     if slug:
         _check(t, "slug", rules.name_problem(slug, rules.SAFE_NAME_RE, rules.PLAIN_NAME))
-    device = t.text("device", "auto")
+    device = t.read("device")
     if not rules.DEVICE_RE.fullmatch(device):
         t.fail("device", f"must be auto, cpu, mps, cuda or cuda:N; got {device!r}")
-    dtype = t.text("dtype", "auto", DTYPES)
+    dtype = t.read("dtype")
     placement = _read_placement(t, device)
-    gguf_file = t.text("gguf_file", "")
+    gguf_file = t.read("gguf_file")
     if gguf_file and not gguf_file.lower().endswith(".gguf"):
         t.fail("gguf_file", f"must name a .gguf file in the repository; got {gguf_file!r}")
     return ModelConfig(name, slug, dtype, device, *placement, gguf_file=gguf_file)
 
 
-DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 MEMORY_RE = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B)", re.IGNORECASE)
 MEMORY_DEVICE_RE = re.compile(r"\d+|cpu|disk|mps|(cuda|xpu):\d+")
 
 
 def _read_placement(t: Table, device: str) -> tuple[str, tuple[tuple[str, str], ...], str]:
     """[model] device_map, max_memory, offload_folder: layers across devices (accelerate)."""
-    device_map = t.text("device_map", "")
-    if device_map and device_map not in DEVICE_MAPS:
-        t.fail("device_map", f"must be one of {', '.join(DEVICE_MAPS)}; got {device_map!r}")
+    device_map = t.read("device_map")
     if device_map and device != "auto":
         t.fail("device_map", f"places the layers itself: leave device unset (got {device!r})")
     memory = t.take("max_memory", {}, (dict,), 'a table like {"0" = "20GiB", cpu = "60GiB"}')
@@ -253,22 +248,24 @@ def _read_placement(t: Table, device: str) -> tuple[str, tuple[tuple[str, str], 
             t.fail("max_memory", f'{key} = {value!r}: give a size such as "20GiB" or "500MB"')
     if memory and not device_map:
         t.fail("max_memory", 'caps a device_map: set device_map = "auto" too')
-    folder = t.text("offload_folder", "")
+    folder = t.read("offload_folder")
     return device_map, tuple(sorted(memory.items())), folder
 
 
 def _read_sweep(t: Table) -> SweepConfig:
     concepts = _read_concepts(t)
     strengths = _read_strengths(t)
-    prompt_version = t.text("prompt_version", "v2")
-    prompt_user = t.text("prompt_user", "", multiline=True)
+    prompt_version = t.read("prompt_version")
+    prompt_user = t.read("prompt_user")
     if not prompt_user and prompt_version not in PROMPT_VERSIONS:
         t.fail(
             "prompt_version",
             f"must be one of {', '.join(PROMPT_VERSIONS)} (or give "
             f"prompt_user for your own prompt); got {prompt_version!r}",
         )
-    batch_size: str | int = t.take("batch_size", "auto", (str, int), '"auto" or an integer')
+    batch_size: str | int = t.take(
+        "batch_size", default("sweep", "batch_size"), (str, int), '"auto" or an integer'
+    )
     if batch_size != "auto" and (
         not isinstance(batch_size, int) or not 1 <= batch_size <= rules.MAX_BATCH_SIZE
     ):
@@ -280,15 +277,15 @@ def _read_sweep(t: Table) -> SweepConfig:
         concepts=concepts,
         layers=_read_layers(t),
         strengths=strengths,
-        trials=t.integer("trials", 40, minimum=1, maximum=rules.MAX_TOTAL_TRIALS),
+        trials=t.read("trials"),
         prompt_version=prompt_version,
-        prompt_system=t.text("prompt_system", "", multiline=True),
+        prompt_system=t.read("prompt_system"),
         prompt_user=prompt_user,
-        inject_style=t.text("inject_style", "generation", INJECT_STYLES),
-        marker=t.text("marker", "Trial 1", multiline=True),
-        vector_prompt=t.text("vector_prompt", "plain", VECTOR_PROMPTS),
-        max_new_tokens=t.integer("max_new_tokens", 200, minimum=1, maximum=rules.MAX_NEW_TOKENS),
-        temperature=t.number("temperature", 1.0, minimum=0.0, maximum=rules.MAX_TEMPERATURE),
+        inject_style=t.read("inject_style"),
+        marker=t.read("marker"),
+        vector_prompt=t.read("vector_prompt"),
+        max_new_tokens=t.read("max_new_tokens"),
+        temperature=t.read("temperature"),
         batch_size=batch_size,
         arms=controls.read_arms(t),
         measure=controls.read_measure(t),
@@ -355,7 +352,7 @@ def _check_size(t: Table, sweep: SweepConfig) -> None:
 
 
 def _read_layers(t: Table) -> str | tuple[int | float, ...]:
-    layers = t.take("layers", "default", (str, list), '"default" or a list of layers')
+    layers = t.take("layers", SweepConfig.layers, (str, list), '"default" or a list of layers')
     if isinstance(layers, str):
         if layers != "default":
             t.fail(
@@ -375,15 +372,13 @@ def _read_layers(t: Table) -> str | tuple[int | float, ...]:
 
 
 def _read_upload(t: Table) -> UploadConfig:
-    gcs = t.text("gcs", "")
+    gcs = t.read("gcs")
     if gcs and not GCS_URI_RE.fullmatch(gcs):
         t.fail("gcs", f'must look like "gs://bucket/prefix", got {gcs!r}')
     return UploadConfig(
         gcs=gcs.rstrip("/"),
-        every_trials=t.integer("every_trials", 50, minimum=1),
-        min_interval_s=t.number("min_interval_s", 30.0, minimum=0.0, maximum=rules.MAX_INTERVAL_S),
+        every_trials=t.read("every_trials"),
+        min_interval_s=t.read("min_interval_s"),
         preemption_url=t.url("preemption_url"),
-        preemption_poll_s=t.number(
-            "preemption_poll_s", 5.0, minimum=0.0, maximum=rules.MAX_TIMEOUT_S, positive=True
-        ),
+        preemption_poll_s=t.read("preemption_poll_s"),
     )

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from introspectd.protocol import plan_checks as rules
-from introspectd.protocol.plan_checks import Table
+from introspectd.protocol.plan_keys import default
+from introspectd.protocol.plan_table import Table
 
 if TYPE_CHECKING:
     from introspectd.protocol.sweep import SweepConfig
@@ -18,25 +18,25 @@ class AdaptiveConfig:
     """`[adaptive]`: spend trials where a cell's answer is still uncertain (run/adaptive.py).
     `[sweep] trials` is the first round; off by default."""
 
-    enabled: bool = False
-    target_halfwidth: float = 0.05  # 95% Wilson half-width on the injection pass rate: done
-    max_trials_per_cell: int = 400  # cap on trial indices per cell (controls grow alike)
-    round_trials: int = 20  # trials added per still-open cell per round
-    min_coherent: float = 0.0  # drop a cell whose coherence interval lies below this
-    confirm_top: int = 0  # K best cells re-run on fresh trials at the end; 0 = off
-    confirm_trials: int = 100
+    enabled: bool = default("adaptive", "enabled")
+    target_halfwidth: float = default("adaptive", "target_halfwidth")  # on the injection rate
+    max_trials_per_cell: int = default("adaptive", "max_trials_per_cell")  # controls grow alike
+    round_trials: int = default("adaptive", "round_trials")
+    min_coherent: float = default("adaptive", "min_coherent")
+    confirm_top: int = default("adaptive", "confirm_top")  # re-run at the end on fresh trials
+    confirm_trials: int = default("adaptive", "confirm_trials")
 
 
 def read_adaptive(t: Table, sweep: SweepConfig) -> AdaptiveConfig:
     first_round = sweep.trials
     cfg = AdaptiveConfig(
-        enabled=t.take("enabled", False, (bool,), "a boolean"),
-        target_halfwidth=t.number("target_halfwidth", 0.05, 0.0, 0.5, positive=True),
-        max_trials_per_cell=t.integer("max_trials_per_cell", 400, 1, rules.MAX_TOTAL_TRIALS),
-        round_trials=t.integer("round_trials", 20, 1, rules.MAX_TOTAL_TRIALS),
-        min_coherent=t.number("min_coherent", 0.0, 0.0, 1.0),
-        confirm_top=t.integer("confirm_top", 0, 0, 1000),
-        confirm_trials=t.integer("confirm_trials", 100, 1, rules.MAX_TOTAL_TRIALS),
+        enabled=t.read("enabled"),
+        target_halfwidth=t.read("target_halfwidth"),
+        max_trials_per_cell=t.read("max_trials_per_cell"),
+        round_trials=t.read("round_trials"),
+        min_coherent=t.read("min_coherent"),
+        confirm_top=t.read("confirm_top"),
+        confirm_trials=t.read("confirm_trials"),
     )
     if cfg.enabled and cfg.max_trials_per_cell < first_round:
         t.fail(

@@ -6,7 +6,6 @@ Each bound says why it is where it is. Patterns are matched against the whole st
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from typing import Any
@@ -47,6 +46,8 @@ MAX_FEWSHOT = 1000
 MAX_BACKOFF_S = 600.0
 MAX_TIMEOUT_S = 3600.0
 MAX_INTERVAL_S = 86_400.0
+MAX_PRICE = 10_000.0  # USD per million tokens: far above any real price, below a typo's 1e308
+MAX_BUDGET_USD = 1e9
 
 
 def name_problem(value: str, pattern: re.Pattern[str], what: str) -> str | None:
@@ -99,91 +100,3 @@ def _env_value(name: str, problem_of: Any) -> str | None:
     if problem is not None:
         raise BadInput(f"${name}: {problem}")
     return value
-
-
-class Table:
-    """One TOML table being read: each reader consumes a key; `finish` rejects the rest."""
-
-    def __init__(self, file: str, name: str, data: Any) -> None:
-        self.file, self.name = file, name
-        if not isinstance(data, dict):
-            self.fail("", f"must be a table, got {_type_name(data)}")
-        self.data = dict(data)
-
-    def fail(self, key: str, why: str) -> None:
-        where = f"[{self.name}] {key}".rstrip() if self.name else key
-        raise BadInput(f"{self.file}: {where}: {why}")
-
-    def take(self, key: str, default: Any, kinds: tuple[type, ...], kind_name: str) -> Any:
-        if key not in self.data:
-            return default
-        value = self.data.pop(key)
-        if isinstance(value, bool) and bool not in kinds:
-            self.fail(key, f"must be {kind_name}, got a boolean")
-        if not isinstance(value, kinds):
-            self.fail(key, f"must be {kind_name}, got {_type_name(value)} {value!r}")
-        return value
-
-    def text(
-        self, key: str, default: str, choices: tuple[str, ...] = (), multiline: bool = False
-    ) -> str:
-        """A string; control characters (a stray newline, NUL) only where text is prose."""
-        value: str = self.take(key, default, (str,), "a string")
-        allowed = "\n\t\r" if multiline else ""
-        if any(_is_control(c) and c not in allowed for c in value):
-            self.fail(key, f"must not contain control characters (newline, NUL...); got {value!r}")
-        if choices and value not in choices:
-            self.fail(key, f"must be one of {', '.join(choices)}; got {value!r}")
-        return value
-
-    def integer(self, key: str, default: int, minimum: int, maximum: int | None = None) -> int:
-        value: int = self.take(key, default, (int,), "an integer")
-        if value < minimum:
-            self.fail(key, f"must be >= {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            self.fail(key, f"must be <= {maximum}, got {value}")
-        return value
-
-    def number(
-        self, key: str, default: float, minimum: float, maximum: float, positive: bool = False
-    ) -> float:
-        """A finite number in [minimum, maximum] (above minimum when `positive`)."""
-        value = float(self.take(key, default, (int, float), "a number"))
-        if not math.isfinite(value):
-            self.fail(key, f"must be a finite number, got {value}")
-        if positive and value <= minimum:
-            self.fail(key, f"must be > {minimum:g}, got {value:g}")
-        if value < minimum:
-            self.fail(key, f"must be >= {minimum:g}, got {value:g}")
-        if value > maximum:
-            self.fail(key, f"must be <= {maximum:g}, got {value:g}")
-        return value
-
-    def url(self, key: str) -> str:
-        value = self.text(key, "")
-        if value and not URL_RE.fullmatch(value):
-            self.fail(key, f"must be an http:// or https:// URL, got {value!r}")
-        return value
-
-    def array(self, key: str, default: Any) -> Any:
-        return self.take(key, default, (list,), "a list")
-
-    def finish(self) -> None:
-        if self.data:
-            unknown = sorted(self.data)[0]
-            self.fail(unknown, "unknown key (check the spelling; see DESIGN.md for the plan keys)")
-
-
-def _is_control(char: str) -> bool:
-    return ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 or char in "\u2028\u2029"
-
-
-def _type_name(value: Any) -> str:
-    return {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "a boolean",
-        list: "a list",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)

@@ -9,9 +9,11 @@ from urllib.parse import urlsplit
 
 from introspectd.errors import BadInput
 from introspectd.protocol import plan_checks as rules
-from introspectd.protocol.plan_checks import Table
+from introspectd.protocol import plan_keys
+from introspectd.protocol.plan_keys import default
+from introspectd.protocol.plan_table import Table
 
-JUDGE_APIS = ("chat", "responses")
+JUDGE_APIS = plan_keys.key("judge", "api").choices
 OPENAI_URL = "https://api.openai.com/v1"
 # The openai SDK follows this variable when given no base_url; we resolve it ourselves
 # (`JudgeConfig.endpoint`) so that where requests go is said at start and stored.
@@ -20,26 +22,27 @@ BASE_URL_ENV = "OPENAI_BASE_URL"
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    model: str = "gpt-5-mini"
-    base_url: str = ""
-    api_key_env: str = "OPENAI_API_KEY"
-    api: str = "chat"
-    prompt_version: str = "v2"  # v2: the blind prompt (judge/prompt_v2.py); v1 stays selectable
-    fewshot: str = ""
-    fewshot_n: int = 0
-    concurrency: int = 32
+    model: str = default("judge", "model")
+    base_url: str = default("judge", "base_url")
+    api_key_env: str = default("judge", "api_key_env")
+    api: str = default("judge", "api")
+    prompt_version: str = default("judge", "prompt_version")  # v2: judge/prompt_v2.py
+    fewshot: str = default("judge", "fewshot")
+    fewshot_n: int = default("judge", "fewshot_n")
+    concurrency: int = default("judge", "concurrency")
     # The adaptive limiter never goes below this many requests in flight, whatever the 429s
     # (judge/limiter.py): for an endpoint known to allow it, whose 429s are someone else's.
-    min_concurrency: int = 1
-    max_attempts: int = 3
-    backoff_s: float = 1.0
-    timeout_s: float = 60.0
-    fewshot_select: str = ""  # "flagged": the labelled records whose label.use_as_fewshot is true
+    min_concurrency: int = default("judge", "min_concurrency")
+    max_attempts: int = default("judge", "max_attempts")
+    backoff_s: float = default("judge", "backoff_s")
+    timeout_s: float = default("judge", "timeout_s")
+    # "flagged": the labelled records whose label.use_as_fewshot is true
+    fewshot_select: str = default("judge", "fewshot_select")
     # The spending cap (judge/budget.py): user-set prices in USD per million tokens; no
     # built-in prices. budget_usd = 0 means no cap.
-    price_in_per_mtok: float = 0.0
-    price_out_per_mtok: float = 0.0
-    budget_usd: float = 0.0
+    price_in_per_mtok: float = default("judge", "price_in_per_mtok")
+    price_out_per_mtok: float = default("judge", "price_out_per_mtok")
+    budget_usd: float = default("judge", "budget_usd")
 
     def api_key(self) -> str | None:
         """The key from the variable `api_key_env` names; never stored anywhere."""
@@ -76,47 +79,40 @@ class JudgeConfig:
 
 
 def read_judge(t: Table) -> JudgeConfig:
-    model = t.text("model", JudgeConfig.model)
+    model = t.read("model")
     if not model:
         t.fail("model", "must not be empty")
-    concurrency = t.integer("concurrency", 32, minimum=1, maximum=rules.MAX_JUDGE_CONCURRENCY)
+    concurrency = t.read("concurrency")
     return JudgeConfig(
         model=model,
         base_url=t.url("base_url"),
         api_key_env=_read_api_key_env(t),
-        api=t.text("api", "chat", JUDGE_APIS),
-        prompt_version=t.text("prompt_version", JudgeConfig.prompt_version),
-        fewshot=t.text("fewshot", ""),
-        fewshot_n=t.integer("fewshot_n", 0, minimum=0, maximum=rules.MAX_FEWSHOT),
+        api=t.read("api"),
+        prompt_version=t.read("prompt_version"),
+        fewshot=t.read("fewshot"),
+        fewshot_n=t.read("fewshot_n"),
         concurrency=concurrency,
         min_concurrency=_read_min_concurrency(t, concurrency),
-        max_attempts=t.integer("max_attempts", 3, minimum=1, maximum=rules.MAX_ATTEMPTS),
-        backoff_s=t.number("backoff_s", 1.0, minimum=0.0, maximum=rules.MAX_BACKOFF_S),
-        timeout_s=t.number(
-            "timeout_s", 60.0, minimum=0.0, maximum=rules.MAX_TIMEOUT_S, positive=True
-        ),
+        max_attempts=t.read("max_attempts"),
+        backoff_s=t.read("backoff_s"),
+        timeout_s=t.read("timeout_s"),
         fewshot_select=_read_fewshot_select(t),
-        price_in_per_mtok=t.number("price_in_per_mtok", 0.0, minimum=0.0, maximum=MAX_PRICE),
-        price_out_per_mtok=t.number("price_out_per_mtok", 0.0, minimum=0.0, maximum=MAX_PRICE),
-        budget_usd=t.number("budget_usd", 0.0, minimum=0.0, maximum=MAX_BUDGET_USD),
+        price_in_per_mtok=t.read("price_in_per_mtok"),
+        price_out_per_mtok=t.read("price_out_per_mtok"),
+        budget_usd=t.read("budget_usd"),
     )
 
 
-FEWSHOT_SELECTS = ("", "flagged")
-MAX_PRICE = 10_000.0  # USD per million tokens: far above any real price, below a typo's 1e308
-MAX_BUDGET_USD = 1e9
-
-
 def _read_min_concurrency(t: Table, concurrency: int) -> int:
-    value = t.integer("min_concurrency", 1, minimum=1, maximum=rules.MAX_JUDGE_CONCURRENCY)
+    value: int = t.read("min_concurrency")
     if value > concurrency:
         t.fail("min_concurrency", f"must be <= concurrency ({concurrency}), got {value}")
     return value
 
 
 def _read_fewshot_select(t: Table) -> str:
-    value = t.text("fewshot_select", "")
-    if value not in FEWSHOT_SELECTS:
+    value = t.text("fewshot_select", default("judge", "fewshot_select"))
+    if value not in plan_keys.key("judge", "fewshot_select").choices:
         t.fail("fewshot_select", f'must be "flagged" (or left out); got {value!r}')
     return value
 
@@ -124,7 +120,7 @@ def _read_fewshot_select(t: Table) -> str:
 def _read_api_key_env(t: Table) -> str:
     """The NAME of the variable holding the key. A pasted key fails here, and is never echoed:
     it would end up in the stored plan, in every record's judge_error and on stderr."""
-    name = t.take("api_key_env", JudgeConfig.api_key_env, (str,), "a string")
+    name = t.take("api_key_env", default("judge", "api_key_env"), (str,), "a string")
     if not rules.ENV_NAME_RE.fullmatch(name):
         t.fail(
             "api_key_env",

@@ -16,7 +16,7 @@ from typing import Any
 
 from introspectd.protocol import plan_checks as rules
 from introspectd.protocol.lexicon import Lexicon, entry_problem
-from introspectd.protocol.plan_checks import Table
+from introspectd.protocol.plan_table import Table
 
 # A hand-written list is tens of words; thousands are a pasted dictionary, and every answer of
 # the report is matched against the list.

@@ -6,24 +6,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from introspectd.protocol.trials import DEFAULT_ARM_NAMES
+from introspectd.protocol.plan_keys import default
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    concepts: tuple[str, ...] = ("celebration", "ocean", "fear", "silence")
-    layers: str | tuple[int | float, ...] = "default"
-    strengths: tuple[float, ...] = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
-    trials: int = 40
-    prompt_version: str = "v2"
-    prompt_system: str = ""
-    prompt_user: str = ""
-    inject_style: str = "generation"
-    marker: str = "Trial 1"
-    vector_prompt: str = "plain"
-    max_new_tokens: int = 200
-    temperature: float = 1.0
-    batch_size: str | int = "auto"
-    arms: tuple[str, ...] = DEFAULT_ARM_NAMES  # protocol/controls.py reads and checks them
-    measure: str = "generate"  # or "logit": P(yes) from one forward pass
-    factual_controls: bool = False
+    concepts: tuple[str, ...] = default("sweep", "concepts")
+    layers: str | tuple[int | float, ...] = default("sweep", "layers")
+    strengths: tuple[float, ...] = default("sweep", "strengths")
+    trials: int = default("sweep", "trials")
+    prompt_version: str = default("sweep", "prompt_version")
+    prompt_system: str = default("sweep", "prompt_system")
+    prompt_user: str = default("sweep", "prompt_user")
+    inject_style: str = default("sweep", "inject_style")
+    marker: str = default("sweep", "marker")
+    vector_prompt: str = default("sweep", "vector_prompt")
+    max_new_tokens: int = default("sweep", "max_new_tokens")
+    temperature: float = default("sweep", "temperature")
+    batch_size: str | int = default("sweep", "batch_size")
+    arms: tuple[str, ...] = default("sweep", "arms")  # protocol/controls.py reads and checks them
+    measure: str = default("sweep", "measure")  # or "logit": P(yes) from one forward pass
+    factual_controls: bool = default("sweep", "factual_controls")
