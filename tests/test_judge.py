@@ -4,7 +4,6 @@ and that the API key never shows up in an error or a log line."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -142,27 +141,27 @@ def test_requests_in_flight_stay_bounded_through_a_429_storm() -> None:
 
 
 @pytest.mark.parametrize(
-    "action, wait_s",
+    "action, wait_s, seconds_header",
     [
-        (rate_limited(retry_after_ms=300), 0.3),
-        (rate_limited(retry_after_s=0.3), 0.3),
-        (rate_limited(retry_after_ms=250, retry_after_s=30), 0.25),  # ms wins
+        (rate_limited(retry_after_ms=300), 0.3, None),
+        (rate_limited(retry_after_s=0.3), 0.3, None),
+        (rate_limited(retry_after_ms=250, retry_after_s=30), 0.25, 30),  # ms wins
     ],
 )
 def test_retry_after_is_honoured_by_the_retry(
-    server: JudgeServer, action: Any, wait_s: float
+    server: JudgeServer, action: Any, wait_s: float, seconds_header: float | None
 ) -> None:
     """A lone 429 holds its own retry for the Retry-After; it is no burst, so the other
     senders go on (issue 22 item 9; a burst holds everyone: test_judge_limiter.py)."""
     server.script(action)
-    started = time.monotonic()
     outcomes = grade_many(config(server), 6)
     assert all(o.error is None for o in outcomes)
-    assert time.monotonic() - started < 5, "the ms header must win over seconds"
     first = server.requests[0]
     assert first.status == 429 and first.retry_after_s == pytest.approx(wait_s)
     [retry] = [r for r in server.requests[1:] if r.raw == first.raw]
     assert retry.arrival >= first.done + wait_s, "the retry waits out Retry-After"
+    if seconds_header is not None:  # an order of events, not a speed: ms came first
+        assert retry.arrival < first.done + seconds_header, "retry-after-ms wins over seconds"
     others = [r.arrival for r in server.requests[1:] if r.raw != first.raw]
     assert len(others) == 5 and min(others) < first.done + wait_s, "the others are not held"
     assert sum(o.num_429 for o in outcomes) == 1
@@ -218,9 +217,7 @@ def test_client_errors_are_not_retried(server: JudgeServer, code: int) -> None:
 
 def test_timeouts_are_retried_then_reported(server: JudgeServer) -> None:
     server.default = hang(5)
-    started = time.monotonic()
     outcome = grade_once(config(server, timeout_s=0.3, max_attempts=2))
-    assert time.monotonic() - started < 2
     assert outcome.error == "timeout after 0.3 s (after 2 attempts)"
     assert outcome.attempts == 2 == len(server.requests)
 

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -57,11 +56,9 @@ def test_gcs_outage_at_start_is_one_line_and_75(
     else:
         gcs_proxy.down = True  # every request answered 503
         env = {}
-    started = time.monotonic()
     proc = run_cli("run", "--plan", str(plan), "--no-progress", env=env, timeout=120)
     assert proc.returncode == 75, proc.stderr
     assert_one_line_error(proc.stderr, "introspectd: cannot reach gs://")
-    assert time.monotonic() - started < 90
     if outage == "refused":
         gcs_emulator.start()  # same port, same data
     again = run_cli(
