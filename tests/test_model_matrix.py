@@ -2,7 +2,7 @@
 
 Tiny random-weights models (2 layers, hidden 64) are built from transformers' config classes
 with the built-in tiny tokenizer and chat template. For each, the path the run takes is the one
-`EXPECTED_PATH` records (the README's table is this dict), that path's logits match the model's
+`EXPECTED_PATH` records (docs/models.md's table is this dict), that path's logits match the model's
 own forward pass in float32, and a 2-trial run finishes with its records, without a traceback.
 Sliding windows are 8 tokens, shorter than every trial, so the window matters.
 """
@@ -328,13 +328,14 @@ def test_bad_placement_is_one_line(lines: str, problem: str, tmp_path: Path) -> 
     assert problem in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_readme_table_is_this_matrix() -> None:
-    """The README's table of architectures and paths says what this file checks."""
+def test_docs_table_is_this_matrix() -> None:
+    """docs/models.md's table of architectures and paths says what this file checks."""
     import re
 
     from helpers import REPO
 
-    section = (REPO / "README.md").read_text().split("## Models", 1)[1].split("\n## ", 1)[0]
+    text = (REPO / "docs" / "models.md").read_text()
+    section = text.split("\n## Architectures\n", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `([a-z0-9_]+)` \| (shared prefix|model cache)", section, re.M)
     paths = {"shared prefix": SHARED_PREFIX, "model cache": MODEL_CACHE}
     assert {name: paths[path] for name, path in rows} == EXPECTED_PATH

@@ -47,7 +47,8 @@ def is_judge_pass(outcome: JudgeOutcome) -> bool | None:
 def build_calibration(
     judge: Judge, labels: LabelFile, split: str | None, outcomes: dict[str, JudgeOutcome]
 ) -> dict[str, Any]:
-    """The calibration JSON (README "Grading"): overall and by concept, trial type and model."""
+    """The calibration JSON (docs/grading.md, "Calibration"): overall and by concept, trial
+    type and model."""
     graded: list[tuple[Labelled, bool]] = []
     failed: list[str] = []
     for record in labels.records:

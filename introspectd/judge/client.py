@@ -342,7 +342,7 @@ class Judge:
             return await self._send_chat(messages)
         except (json.JSONDecodeError, AttributeError, TypeError, IndexError) as exc:
             # A 200 whose body is not JSON (a proxy's error page) or not shaped like a reply:
-            # invalid JSON, which the README promises to retry.
+            # invalid JSON, which docs/grading.md promises to retry.
             raise JudgeOutputError(
                 f"invalid JSON: reply body is not an API reply ({type(exc).__name__})"
             ) from None

@@ -1,7 +1,8 @@
 """When an answer mentions its concept: a short hand-written word list per concept, and the matcher.
 
-This is the report's judge-free signal (README, "Concept mentions"): steering that reaches the
-text shows up as the concept's words in the answer, in injected trials more than in controls.
+This is the report's judge-free signal (docs/cli.md, "Concept mentions (no judge)"): steering
+that reaches the text shows up as the concept's words in the answer, in injected trials more
+than in controls.
 
 What counts as a mention of a concept: any entry of its list, found in the answer
 case-insensitively as a whole word.

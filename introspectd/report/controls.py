@@ -1,5 +1,5 @@
-"""The control arms' and the logit measure's part of the report (README, "Controls and the
-logit measure").
+"""The control arms' and the logit measure's part of the report (docs/protocols.md,
+"Controls and the logit measure").
 
 - Random arm (generated and judged): its *claim rate* (the judge says the answer claims a
   detection) and *concept specificity* = injection pass rate − random-arm pass rate (a pass

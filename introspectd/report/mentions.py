@@ -1,5 +1,5 @@
-"""The report's judge-free signal: how often answers mention their own concept (README, "Concept
-mentions").
+"""The report's judge-free signal: how often answers mention their own concept (docs/cli.md,
+"Concept mentions (no judge)").
 
 An answer mentions its concept when it holds a word of the concept's lexicon
 (protocol/lexicon.py: the built-in lists, or the run's plan `[mentions]` where the results sit

@@ -1,5 +1,6 @@
 """The logit measure's yes-shifts and introspection score, with intervals that resample what is
-independent (README, "Controls and the logit measure"; PROTOCOL.md, "Independence"). Pure: numpy.
+independent (docs/protocols.md, "Controls and the logit measure"; PROTOCOL.md,
+"Independence"). Pure: numpy.
 
 A logit read-out is not sampled: every trial of an injection or control cell reads the same
 p_yes, so a bootstrap over records treats copies as independent draws and narrows with `trials`
@@ -17,7 +18,7 @@ injection and control read-outs together, and the detection and factual shifts o
 the same concepts, so the introspection score is paired by concept as well.
 
 Each unit carries the sum and count of each arm's p_yes; a draw's mean is its drawn sums over
-its drawn counts. With every unit drawn once that is the mean over records (the README's
+its drawn counts. With every unit drawn once that is the mean over records (docs/protocols.md's
 yes-shift), and copies of a read-out scale its unit's sum and count alike, so they move neither
 the estimate nor the interval. The random arm's trials are distinct inputs (each has its own
 direction): they enter their concept's unit, whose mean they make more precise.
