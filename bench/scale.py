@@ -233,7 +233,7 @@ async def _db_ab(mode: str, db: Path, rounds: int, batch: int) -> str:
     import torch
 
     from introspectd.protocol.results import Generation, Judgement, now_iso
-    from introspectd.run.store import Store
+    from introspectd.run.db import Store
 
     store = Store(db)
     ids = [

@@ -24,7 +24,7 @@ from judge_server import GOOD_RESULT, JudgeServer, Recorded, ok, status
 from introspectd.protocol.plan import AdaptiveConfig, parse_plan
 from introspectd.run.adaptive import CellCounts, Decision, StopReason, decide, replay
 from introspectd.run.adaptive_run import replay_run
-from introspectd.run.store import Store
+from introspectd.run.db import Store
 
 SETTINGS = AdaptiveConfig(
     enabled=True, target_halfwidth=0.1, max_trials_per_cell=100, round_trials=20, min_coherent=0.5
@@ -180,7 +180,7 @@ def _state(out: Path) -> tuple[set[str], dict[Any, Any]]:
     try:
         ids = {r.id.split("_", 2)[2] for r in store.trials()}
         cells = {r.spec.cell for r in store.trials()}
-        state = replay_run(plan, store.outcomes(), cells)
+        state = replay_run(plan, store.outcomes.all(), cells)
     finally:
         store.close()
     return ids, {"stopped": state.stopped, "num": state.num_indices}

@@ -27,7 +27,7 @@ from helpers import TINY_PLAN, run_cli, start_run, write_plan
 
 from introspectd.protocol.factual import FACTUAL_QUESTIONS
 from introspectd.protocol.trials import trial_seed
-from introspectd.run.store import Store
+from introspectd.run.db import Store
 
 
 def _ids(server, **params) -> list[str]:  # type: ignore[no-untyped-def]

@@ -26,7 +26,7 @@ from helpers import REPO, run_cli
 
 from introspectd.protocol.trials import trial_seed
 from introspectd.report import scale
-from introspectd.run.store import Store
+from introspectd.run.db import Store
 
 ARTEFACTS = REPO / "tests" / "artefacts"
 

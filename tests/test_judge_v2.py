@@ -22,7 +22,7 @@ from introspectd.judge.prompt_v2 import v2_example_fields
 from introspectd.judge.verdict import paper_rule_pass, record_judge, seed_rule_pass
 from introspectd.protocol.plan import JudgeConfig
 from introspectd.run.agreement import Confusion, wilson_interval
-from introspectd.run.store import Store
+from introspectd.run.db import Store
 
 SECRET = "sk-test-judge-v2-0123456789abcdef"
 ANSWER = "I notice an unusual thought about waves and the sea, out of place here."
@@ -292,7 +292,7 @@ def test_calibrate_gives_the_exact_confusion_matrix_and_kappa(
     assert "overall" in result.stdout and "r17" in result.stdout
     store = Store(tmp_path / "out" / "exp" / "tiny" / "state.sqlite")
     try:
-        assert store.latest_calibration(cal["judge"]["fingerprint"]) == cal
+        assert store.history.latest_calibration(cal["judge"]["fingerprint"]) == cal
     finally:
         store.close()
 
@@ -447,10 +447,11 @@ def test_budget_stops_sending_and_rejudge_resumes_with_a_raised_cap(
         assert main(["rejudge", "--plan", str(v1_plan), "--all"]) == 0
     store = Store(db)
     try:
-        first, latest = store.judge_fingerprints()
-        assert len(store.judgements_by(first)) == 32 == len(store.judgements_by(latest))
-        assert all(j["prompt_version"] == "v2" for j in store.judgements_by(first).values())
-        assert all("prompt_version" not in j for j in store.judgements_by(latest).values())
+        history = store.history
+        first, latest = history.judge_fingerprints()
+        assert len(history.judgements_by(first)) == 32 == len(history.judgements_by(latest))
+        assert all(j["prompt_version"] == "v2" for j in history.judgements_by(first).values())
+        assert all("prompt_version" not in j for j in history.judgements_by(latest).values())
     finally:
         store.close()
     assert _db_rows(db, "SELECT COUNT(*) FROM judgements WHERE judge_fingerprint = ''") == [(0,)]

@@ -18,8 +18,7 @@ import pytest
 
 from introspectd.fs_errors import environment_failure
 from introspectd.protocol.trials import Kind, TrialSpec
-from introspectd.run.dbfile import migrate
-from introspectd.run.store import Store
+from introspectd.run.db import Store, migrate
 
 STAMP = "20260101_000000"
 

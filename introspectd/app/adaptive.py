@@ -49,7 +49,7 @@ class Rounds:
             return  # nothing judged since the last look: the answer cannot have changed
         self._seen = seen
         ctx = self.ctx
-        outcomes = ctx.store.outcomes()
+        outcomes = ctx.store.outcomes.all()
         add, is_last = missing_trials(ctx.plan, outcomes, ctx.cells, ctx.plan.adaptive.enabled)
         if add:
             ctx.store.add_trials(ctx.run.stamp, add)
@@ -77,7 +77,7 @@ class Rounds:
         """Stop adding trials: the next decision needs answers the judge failed to grade.
         Deciding without them would run cells to their cap or confirm arbitrary ones."""
         ctx = self.ctx
-        counts = ctx.store.judging_counts(ctx.selected_ids)
+        counts = ctx.store.outcomes.judging_counts(ctx.selected_ids)
         what = "the next round" if ctx.plan.adaptive.enabled else "choosing the cells to confirm"
         self.blocked = (
             f"{what} needs judged results, and the judge could not grade some: "

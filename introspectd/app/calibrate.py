@@ -88,7 +88,7 @@ def calibrate(
             )
         target = out or ctx.out_dir / f"calibration_{judge.fingerprint}.json"
         write_atomic(target, (json.dumps(calibration, indent=2) + "\n").encode("utf-8"))
-        ctx.store.save_calibration(judge.fingerprint, calibration)
+        ctx.store.history.save_calibration(judge.fingerprint, calibration)
         return Calibrated(calibration, target, ctx.db_path)
     finally:
         ctx.close()

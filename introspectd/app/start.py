@@ -26,7 +26,7 @@ from introspectd.errors import BadInput
 from introspectd.fs_errors import require_writable_dir
 from introspectd.protocol.plan import Plan, check_env_overrides, env_experiment_id
 from introspectd.protocol.plan_judge import BASE_URL_ENV
-from introspectd.run.outcomes import JudgingCounts
+from introspectd.run.db import JudgingCounts
 from introspectd.run.session import Narrowing, RunContext, claim_run
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def run_sweep(plan: Plan, narrowing: Narrowing, local: bool, live: bool) -> Swee
         with stopping.deferred():
             try:
                 anyio.run(engine.run)
-                counts = ctx.store.judging_counts(ctx.selected_ids)
+                counts = ctx.store.outcomes.judging_counts(ctx.selected_ids)
             finally:
                 if uploads is not None:
                     uploads.uploader.close()

@@ -8,7 +8,7 @@ from typing import Any
 from introspectd.judge.budget import spend_usd
 from introspectd.protocol.plan import Plan
 from introspectd.protocol.trials import Status
-from introspectd.run.outcomes import WAITING, JudgingCounts
+from introspectd.run.db import WAITING, JudgingCounts
 from introspectd.run.session import RunContext
 
 MAX_REASONS = 2  # reasons named in a "not judged" line; the rest are counted
@@ -19,7 +19,7 @@ def status_summary(ctx: RunContext) -> dict[str, Any]:
     by_status = {s.value: sum(c.get(s.value, 0) for c in counts.values()) for s in Status}
     total = sum(by_status.values())
     finished = by_status[Status.JUDGED] + by_status[Status.JUDGE_FAILED]
-    judging = ctx.store.judging_counts()
+    judging = ctx.store.outcomes.judging_counts()
     return {
         "run": {
             "stamp": ctx.run.stamp,

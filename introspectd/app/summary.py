@@ -15,7 +15,7 @@ from pathlib import Path
 
 from introspectd.app.status import not_judged_line
 from introspectd.protocol.plan import Plan
-from introspectd.run.outcomes import JudgingCounts
+from introspectd.run.db import JudgingCounts
 
 
 def run_summary(

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from introspectd.errors import BadInput, Transient
+from introspectd.run.db import StoreError, count_progress, database_damage
 from introspectd.run.rundir import DB_NAME
-from introspectd.run.store import StoreError, count_progress, database_damage
 
 if TYPE_CHECKING:
     from introspectd.cloud.snapshot import SnapshotStore
@@ -142,7 +142,7 @@ def set_aside_if_damaged(snapshots: SnapshotStore, local_db: Path) -> None:
 
 
 def _close_and_move(db: Path, dest: Path) -> None:
-    from introspectd.run.store import checkpoint_wal
+    from introspectd.run.db import checkpoint_wal
 
     checkpoint_wal(db)  # so the backup is one self-contained file
     shutil.move(str(db), dest)

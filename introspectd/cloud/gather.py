@@ -20,9 +20,9 @@ from introspectd.output.records import completed_records, write_atomic, write_js
 from introspectd.protocol.controls import num_factual
 from introspectd.protocol.plan import ENV_STAMP, Plan, env_experiment_id, env_stamp
 from introspectd.protocol.trials import expand_trials
+from introspectd.run.db import Store
 from introspectd.run.rundir import refuse_other_run_dir
 from introspectd.run.session import generation_spec, model_and_layers
-from introspectd.run.store import Store
 
 log = logging.getLogger("introspectd")
 SHARD_DIR_RE = re.compile(r"^shard-(\d+)-of-(\d+)$")
@@ -144,7 +144,7 @@ def _decisions(plan: Plan, store: Store) -> list[dict[str, Any]]:
     from introspectd.run.adaptive_run import decisions_summary
 
     cells = {r.spec.cell for r in store.trials()}
-    summary = decisions_summary(plan, store.outcomes(), cells)
+    summary = decisions_summary(plan, store.outcomes.all(), cells)
     return list(summary["cells"])  # type: ignore[call-overload]
 
 

@@ -45,7 +45,7 @@ from introspectd.cloud import gcs
 from introspectd.cloud.gcs import parse_gcs_uri
 from introspectd.cloud.manifest import MANIFEST, FileSet, Manifest, ObjectRef
 from introspectd.errors import RestoreError, SnapshotError, StaleWriter, UploadError
-from introspectd.run.store import backup_database, integrity_check
+from introspectd.run.db import backup_database, integrity_check
 
 __all__ = [
     "FileSet",

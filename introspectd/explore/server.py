@@ -27,7 +27,7 @@ from introspectd.explore.assets import browser_json, page_html
 from introspectd.explore.guard import Access, Guard, access_for, url_host
 from introspectd.explore.sources import Source
 from introspectd.protocol.factual import FACTUAL_QUESTIONS
-from introspectd.run import browse
+from introspectd.run.db import browse
 
 Handler = Callable[[Request], Response]
 

@@ -2,7 +2,7 @@
 
 A plan's run is opened in place (never written). Seed-format JSONL files are read (never
 written) into one scratch database per model in a temporary folder, so both are served by the
-same queries (run/browse.py). A trial's sampling seed is known where its run's database is at
+same queries (run/db/browse.py). A trial's sampling seed is known where its run's database is at
 hand: the plan's, or a `state.sqlite` beside the JSONL files (a run directory holds both).
 """
 
@@ -22,10 +22,9 @@ from introspectd.protocol.trials import Status, trial_seed
 from introspectd.report.controls import finite_number
 from introspectd.report.judges import run_databases
 from introspectd.report.writer import find_input_files, natural_key
-from introspectd.run import browse
+from introspectd.run.db import Store, browse
 from introspectd.run.rundir import open_store
 from introspectd.run.session import open_run
-from introspectd.run.store import Store
 from introspectd.text import loads_text
 
 

@@ -17,5 +17,5 @@ FILE_NAME = "adaptive.json"
 
 def write_decisions(ctx: RunContext) -> None:
     cells = ctx.cells or {r.spec.cell for r in ctx.store.trials()}
-    summary = decisions_summary(ctx.plan, ctx.store.outcomes(), cells)
+    summary = decisions_summary(ctx.plan, ctx.store.outcomes.all(), cells)
     write_atomic(ctx.out_dir / FILE_NAME, (json.dumps(summary, indent=2) + "\n").encode())

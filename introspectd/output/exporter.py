@@ -26,9 +26,9 @@ from introspectd.errors import BadInput
 from introspectd.output.records import append_lines, record_line, write_atomic
 from introspectd.protocol.plan import Plan
 from introspectd.protocol.trials import Status
+from introspectd.run.db import Store
 from introspectd.run.rundir import lock_holder, refuse_other_run_dir
 from introspectd.run.session import RunContext, open_run
-from introspectd.run.store import Store
 from introspectd.text import utf8
 
 log = logging.getLogger("introspectd")

@@ -13,7 +13,7 @@ from typing import Any
 from introspectd.output.control_keys import control_keys, direction
 from introspectd.protocol.plan import SweepConfig
 from introspectd.protocol.results import TrialRow
-from introspectd.run.store import Store
+from introspectd.run.db import Store
 from introspectd.text import json_text, utf8
 
 # Read once at import, before any thread starts: os.umask can only be read by setting it.

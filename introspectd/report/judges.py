@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
+from introspectd.run.db import Store
 from introspectd.run.rundir import DB_NAME, open_store
-from introspectd.run.store import Store
 
 Record = dict[str, Any]
 
@@ -26,7 +26,7 @@ def judge_fingerprints(store: Store) -> list[str]:
     """The run's judges, least recently used first (judge/provenance.py defines the
     fingerprint; every judgement stores its judge's). Judgements made before fingerprints were
     stored have none and are counted as read."""
-    return store.judge_fingerprints()
+    return store.history.judge_fingerprints()
 
 
 @dataclass
@@ -65,9 +65,9 @@ def select_judge(
         graded_ids: set[str] = set()  # trials some judge graded: their grade is swapped
         stored = None
         for store in stores:
-            graded_ids.update(trial_id for trial_id, *_ in store.graded_history())
-            grades.update(store.judgements_by(chosen))
-            stored = stored or store.latest_calibration(chosen)
+            graded_ids.update(trial_id for trial_id, *_ in store.history.graded_history())
+            grades.update(store.history.judgements_by(chosen))
+            stored = stored or store.history.latest_calibration(chosen)
         selection = JudgeSelection(chosen, list(reversed(known)), stored_calibration=stored)
         _apply(records, grades, graded_ids, selection)
         return selection

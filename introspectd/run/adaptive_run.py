@@ -25,7 +25,7 @@ from introspectd.run.adaptive import (
     net_lower_bound,
     replay,
 )
-from introspectd.run.outcomes import Outcome
+from introspectd.run.db import Outcome
 
 # Decisions rest on judged answers only: a judge failure leaves its trial undecided (its round
 # waits), never counted as nothing. An adaptive run whose judge fails every request would

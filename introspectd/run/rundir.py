@@ -13,7 +13,7 @@ from pathlib import Path
 from introspectd.errors import EXIT_INTERRUPTED, BadInput
 from introspectd.fs_errors import environment_failure
 from introspectd.protocol.plan import Plan
-from introspectd.run.store import Store, StoreError, database_damage, read_run
+from introspectd.run.db import Store, StoreError, database_damage, read_run
 
 DB_NAME = "state.sqlite"
 LOCK_NAME = ".introspectd.lock"

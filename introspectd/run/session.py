@@ -25,6 +25,7 @@ from introspectd.protocol.plan import Plan, env_experiment_id, env_stamp, spec_h
 from introspectd.protocol.prompts import baseline_words
 from introspectd.protocol.results import RunRow, now_iso
 from introspectd.protocol.trials import Status, Trial, TrialSpec, expand_trials, resolve_layers
+from introspectd.run.db import DatabaseError, Store, read_run
 from introspectd.run.rundir import (  # noqa: F401  (DB_NAME, LOCK_NAME: the run's file names)
     DB_NAME,
     LOCK_NAME,
@@ -33,7 +34,6 @@ from introspectd.run.rundir import (  # noqa: F401  (DB_NAME, LOCK_NAME: the run
     open_store,
     refuse_orphaned_results,
 )
-from introspectd.run.store import DatabaseError, Store, read_run
 
 if TYPE_CHECKING:
     from introspectd.run.shard import Shard

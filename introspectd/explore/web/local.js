@@ -1,4 +1,4 @@
-// explorer.html's data layer: the server's queries (run/browse.py, explore/server.py) done on
+// explorer.html's data layer: the server's queries (run/db/browse.py, explore/server.py) done on
 // the records embedded in the page. Loaded before explorer.js, in the same <script>.
 "use strict";
 const ExplorerData = (function () {
@@ -59,7 +59,7 @@ const ExplorerData = (function () {
     }
   }
 
-  // The search box, as run/browse.py `search_filter` reads it: `id:TEXT` searches ids, anything
+  // The search box, as run/db/browse.py `search_filter` reads it: `id:TEXT` searches ids, anything
   // else the answers and the judge's reasoning (ids name the concept and cell: searching
   // "ocean" in them would list every trial of concept ocean).
   function searchOf(q) {
@@ -68,7 +68,7 @@ const ExplorerData = (function () {
     return { text: raw.toLowerCase(), id: "" };
   }
   function reasoningOf(t) { return t.judge && typeof t.judge.reasoning === "string" ? t.judge.reasoning : ""; }
-  // As run/browse.py `excerpt` and server.py `list_item`: the text around the first match.
+  // As run/db/browse.py `excerpt` and server.py `list_item`: the text around the first match.
   function excerpt(text, needle, width = 300) {
     if (!needle) return text.slice(0, width);
     const i = text.toLowerCase().indexOf(needle);

@@ -1,12 +1,12 @@
 """Queries on the judge history a run keeps: every judgement with its judge's fingerprint, and
-the judge's calibrations (`introspectd calibrate`). A part of `Store` (run/store.py), kept apart
-so each file stays readable; the SQL stays in the store's package and goes through its
-connection."""
+the judge's calibrations (`introspectd calibrate`). `Store.history` (run/db/store.py); it goes
+through the store's connection and its one write path."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -15,12 +15,14 @@ from introspectd.text import loads_text
 
 
 class JudgeHistory:
-    """Mixed into `Store`, which provides the connection and its one write path."""
+    """`store.history`: the store's connection and its one write path, shared."""
 
-    conn: sqlite3.Connection
-
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError  # Store's
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        write: Callable[[], AbstractContextManager[sqlite3.Connection]],
+    ) -> None:
+        self.conn, self.write = conn, write
 
     def graded_history(self) -> list[tuple[str, str, str, str, dict[str, Any]]]:
         """Every judgement that gave a grade, oldest first, as (trial_id, judge_model,
@@ -53,7 +55,7 @@ class JudgeHistory:
         return {r["trial_id"]: loads_text(r["result_json"]) for r in rows}
 
     def save_calibration(self, fingerprint: str, calibration: dict[str, Any]) -> None:
-        with self._write() as conn:
+        with self.write() as conn:
             conn.execute(
                 "INSERT INTO calibrations (judge_fingerprint, calibration_json, created_at) "
                 "VALUES (?, ?, ?)",

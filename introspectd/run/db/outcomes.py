@@ -1,7 +1,6 @@
 """Light views of the trials, without answers: what an adaptive sweep decides from
 (run/adaptive_run.py), and how much of a run is generated and judged (the end of `run`,
-`status`). A part of `Store` (run/store.py), kept apart so each file stays readable; it goes
-through the store's connection."""
+`status`). `Store.outcomes` (run/db/store.py); it reads through the store's connection."""
 
 from __future__ import annotations
 
@@ -42,12 +41,13 @@ class JudgingCounts:
 WAITING = "waiting for the judge"  # the reason of a row left `generated`
 
 
-class OutcomeQueries:
-    """Mixed into `Store`, which provides the connection."""
+class Outcomes:
+    """`store.outcomes`: read-only queries on the store's connection."""
 
-    conn: sqlite3.Connection
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
 
-    def outcomes(self) -> list[Outcome]:
+    def all(self) -> list[Outcome]:
         """Every trial's cell, index, status and verdict, lightly (no answers): what an
         adaptive sweep decides from (run/adaptive_run.py)."""
         sql = (

@@ -1,5 +1,7 @@
-"""The run's SQLite state. With its parts run/judge_history.py and run/outcomes.py (mixed into
-`Store`) and the explorer's read-only run/browse.py, the only place that holds SQL.
+"""The run's SQLite state: `Store`, the one object every other package reads and writes a run
+through. Its query objects (`store.history`: judge_history.py, `store.outcomes`: outcomes.py),
+the explorer's queries (browse.py) and the file operations (file.py) share this package,
+run/db/, the only place that holds SQL (an import contract in pyproject.toml checks it).
 
 One writer connection in WAL mode; every write is a short `BEGIN IMMEDIATE` transaction, so a
 crash loses at most what was not yet handed to `record_*`. Migrations in `migrations/NNNN_*.sql`
@@ -25,20 +27,14 @@ from introspectd.protocol.results import (
     now_iso,
 )
 from introspectd.protocol.trials import Kind, Status, TrialSpec
-from introspectd.run.dbfile import (  # noqa: F401  (re-exported: the store's public helpers)
-    backup_database,
-    checkpoint_wal,
+from introspectd.run.db.file import (
     connect_read_only,
-    count_progress,
-    database_damage,
-    integrity_check,
     migrate,
     migration_files,
-    migrations_dir,
     write_transaction,
 )
-from introspectd.run.judge_history import JudgeHistory
-from introspectd.run.outcomes import OutcomeQueries
+from introspectd.run.db.judge_history import JudgeHistory
+from introspectd.run.db.outcomes import Outcomes
 from introspectd.text import loads_text
 
 # The store's errors, for callers that report them without touching SQLite themselves.
@@ -98,7 +94,7 @@ def _trial_row(r: sqlite3.Row) -> TrialRow:
     )
 
 
-class Store(JudgeHistory, OutcomeQueries):
+class Store:
     def __init__(self, path: Path, read_only: bool = False) -> None:
         """`read_only`: never write the file, nor migrate it (`status`, `export`; the run may
         sit on read-only storage)."""
@@ -107,6 +103,7 @@ class Store(JudgeHistory, OutcomeQueries):
             self.conn = connect_read_only(path)
             self.conn.row_factory = sqlite3.Row
             self._require_migrated()
+            self._compose()
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         # The event loop thread is the only writer; worker threads never touch this connection.
@@ -116,11 +113,17 @@ class Store(JudgeHistory, OutcomeQueries):
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=10000")
         migrate(self.conn, migration_files())
+        self._compose()
+
+    def _compose(self) -> None:
+        self.history = JudgeHistory(self.conn, self.write)
+        self.outcomes = Outcomes(self.conn)
 
     def close(self) -> None:
         self.conn.close()
 
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+    def write(self) -> AbstractContextManager[sqlite3.Connection]:
+        """The one write path: a short `BEGIN IMMEDIATE` transaction."""
         return write_transaction(self.conn)
 
     def _require_migrated(self) -> None:
@@ -139,7 +142,7 @@ class Store(JudgeHistory, OutcomeQueries):
 
     def save_run(self, run: RunRow) -> None:
         """Create the run, or replace its plan after a pure extension (stamp never changes)."""
-        with self._write() as conn:
+        with self.write() as conn:
             conn.execute(
                 "INSERT INTO run (id, stamp, experiment_id, model_name, plan_json, spec_json, "
                 "spec_hash, baseline_json, created_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -159,7 +162,7 @@ class Store(JudgeHistory, OutcomeQueries):
 
     def add_trials(self, stamp: str, specs: Iterable[TrialSpec]) -> int:
         """Insert trials not yet present (ordinals continue after the last); returns how many."""
-        with self._write() as conn:
+        with self.write() as conn:
             known = {r[0] for r in conn.execute("SELECT id FROM trials")}
             start = conn.execute("SELECT COALESCE(MAX(ordinal), -1) + 1 FROM trials").fetchone()[0]
             rows = [
@@ -196,7 +199,7 @@ class Store(JudgeHistory, OutcomeQueries):
         return {(r["concept"], r["layer"]): r["norm"] for r in rows}
 
     def put_vectors(self, vectors: VectorTable) -> None:
-        with self._write() as conn:
+        with self.write() as conn:
             conn.executemany(
                 "INSERT OR IGNORE INTO vectors (concept, layer, data, dim, norm) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -242,7 +245,7 @@ class Store(JudgeHistory, OutcomeQueries):
         texts = [g for g in generations if g.readout is None]
         readouts = [(g, r) for g in generations if (r := g.readout) is not None]
         num_written = 0
-        with self._write() as conn:
+        with self.write() as conn:
             if texts:
                 cur = conn.executemany(
                     "UPDATE trials SET status = 'generated', response = ?, num_new_tokens = ?, "
@@ -271,7 +274,7 @@ class Store(JudgeHistory, OutcomeQueries):
         """
         now = now_iso()
         kept = 0
-        with self._write() as conn:
+        with self.write() as conn:
             for j in judgements:
                 result_json = json.dumps(j.result) if j.result is not None else None
                 status = Status.JUDGED if j.result is not None else Status.JUDGE_FAILED

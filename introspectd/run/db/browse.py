@@ -5,8 +5,8 @@ Logit-measure runs (generate/logit.py) have no text to read: their trials carry 
 factual control question they asked, if any), and a cell sums p_yes of its detection-question
 trials so the page can show the mean yes-shift.
 
-The SQL lives here rather than in store.py to keep that module readable; like every module but
-store.py and dbfile.py it never imports sqlite3 and goes through a `Store`'s connection. Every
+The SQL lives here rather than in store.py to keep that module readable, in run/db/ like all
+SQL; it never imports sqlite3 and goes through a `Store`'s connection and its `write`. Every
 read is one autocommit statement, so a reader of a live (WAL) run sees each new commit.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from introspectd.run.store import Store
+from introspectd.run.db.store import Store
 from introspectd.text import loads_text
 
 # A judge's "answer"; JSON true/false arrive from json_extract as 1/0.
@@ -239,7 +239,7 @@ def import_trials(store: Store, rows: Iterable[dict[str, Any]]) -> int:
         )
         for ordinal, row in enumerate(rows)
     ]
-    with store._write() as conn:
+    with store.write() as conn:
         conn.executemany(
             "INSERT INTO trials (id, ordinal, concept, kind, arm, layer, strength, trial, "
             "status, response, judge_json, judge_error, generated_at, question, p_yes, prob_yes, "

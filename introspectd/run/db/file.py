@@ -1,7 +1,7 @@
 """The run database as a file: read-only connections, migrations, integrity checks, backup.
 
-Half of the store (store.py holds the queries); the only other module that talks SQL. Nothing
-here knows the schema beyond `schema_migrations` and the `trials` status counts.
+Part of run/db/, the package that holds all SQL (store.py holds the queries). Nothing here
+knows the schema beyond `schema_migrations` and the `trials` status counts.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from introspectd.protocol.results import now_iso
 
 
 def migrations_dir() -> Path:
-    package = Path(__file__).resolve().parents[1]  # introspectd/ (a wheel ships them there)
+    package = Path(__file__).resolve().parents[2]  # introspectd/ (a wheel ships them there)
     packaged = package / "migrations"
     return packaged if packaged.is_dir() else package.parent / "migrations"
 
