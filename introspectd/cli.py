@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 from introspectd import __version__, stopping
 from introspectd.cli_help import COMMANDS, DESCRIPTION, EPILOG, PROG, HelpFormatter, command_texts
-from introspectd.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, BadInput, IntrospectdError
+from introspectd.errors import EXIT_FAILURE, EXIT_OK, BadInput
+from introspectd.failures import exit_line
 from introspectd.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -173,36 +174,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"(see `{PROG} --help`, or `{PROG} COMMAND --help`)"
                 )
             return _dispatch(args)
-    except IntrospectdError as exc:
-        print(f"introspectd: {exc}", file=sys.stderr)
-        return exc.exit_code
     except Exception as exc:
-        reason = _transient_reason(exc)
-        if reason is not None:
-            print(
-                f"introspectd: a transient failure ({reason}); nothing was lost — run the same "
-                "command again later",
-                file=sys.stderr,
-            )
-            return EXIT_INTERRUPTED
-        from introspectd.fs_errors import environment_failure
-
-        failure = environment_failure(exc)
+        failure = exit_line(exc)  # the one mapping of exceptions to a line and an exit code
         if failure is None:
             raise  # a bug: its traceback is the report
         line, code = failure
         print(f"introspectd: {line}", file=sys.stderr)
         return code
-
-
-def _transient_reason(exc: Exception) -> str | None:
-    """Why `exc` is an outage (GCS, reading a gs:// plan...) that a retry may not meet (exit 75,
-    so Cloud Batch retries), or None."""
-    if "google.api_core" not in sys.modules:  # no GCS client was ever used
-        return None
-    from introspectd.cloud.gcs import transient_reason
-
-    return transient_reason(exc)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -245,7 +223,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from introspectd.app.plans import load_plan
 
     if args.out:  # before any grading, not after it
-        from introspectd.fs_errors import require_output_file
+        from introspectd.failures import require_output_file
         from introspectd.run.rundir import refuse_run_file
 
         refuse_run_file(Path(args.out), "--out")
@@ -270,7 +248,7 @@ def cmd_rejudge(args: argparse.Namespace) -> int:
     from introspectd.judge.rejudge import rejudge
 
     if args.output:  # before any grading, not after it
-        from introspectd.fs_errors import require_output_file
+        from introspectd.failures import require_output_file
         from introspectd.run.rundir import refuse_run_file
 
         refuse_run_file(Path(args.output), "--output")

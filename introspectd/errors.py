@@ -1,6 +1,6 @@
 """The exception hierarchy of introspectd, in one place: every error it raises on purpose.
 
-`cli.main` is the one boundary that turns these into one line on stderr and an exit code
+`cli.main` is the one boundary that prints one line on stderr and returns an exit code
 (0 done, 2 bad input, 75 interrupted or transient — safe to rerun, Cloud Batch retries —,
 1 anything else). Library code raises them and never prints or exits.
 
@@ -14,12 +14,14 @@ IntrospectdError (1)      base class; a subclass sets the exit code
 ├── UploadError (1)       an upload that retrying will not fix (a caller bug, a name clash)
 └── SnapshotError (1)     the local database could not be snapshotted consistently
 
-Faults of the machine (a full disk, a read-only directory) arrive as OSError/sqlite3.Error and
-are mapped by `fs_errors.environment_failure`; GCS errors the user must fix (no such bucket, no
-permission) become BadInput in `cloud.gcs.setup_errors`, outages Transient. Exceptions that
-never leave their module (a bad snapshot object before its fallback, a judge reply that is not
-a grade and becomes the row's `judge_error`) are not part of this tree. Anything else escaping
-a task is a bug: the task group is cancelled and the process exits 1 with its traceback.
+(the line and code of every exception come from one place, `failures.exit_line`). Faults of the
+machine (a full disk, a read-only directory) arrive as OSError/sqlite3.Error and are mapped
+there; GCS errors are translated where they arise, in `cloud.gcs.gcs_errors`: what the user
+must fix (no such bucket, no permission, no credentials) becomes BadInput, outages Transient.
+Exceptions that never leave their module (a bad snapshot object before its fallback, a judge
+reply that is not a grade and becomes the row's `judge_error`) are not part of this tree.
+Anything else escaping a task is a bug: the task group is cancelled and the process exits 1
+with its traceback.
 """
 
 from __future__ import annotations
@@ -81,17 +83,23 @@ class SnapshotError(IntrospectdError):
     """The local database could not be snapshotted consistently."""
 
 
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, in order; `[exc]` for a plain one."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in leaves(sub)]
+    return [exc]
+
+
 def sole_error(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]
     """The one introspectd error a task group failed with, else the group itself: a bad model
     found inside the run loop is still one line and exit 2, not a traceback."""
-    leaves = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    if len(leaves) == 1 and isinstance(leaves[0], IntrospectdError):
-        return leaves[0]
+    found = leaves(group)
+    if len(found) == 1 and isinstance(found[0], IntrospectdError):
+        return found[0]
     return group
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """A foreign exception as one line for a log or a stored reason: its type and text."""
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

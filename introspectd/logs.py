@@ -60,7 +60,7 @@ def configure_logging() -> None:
         # One line per HTTP request would drown the progress lines (and Cloud Logging).
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Without credentials google.auth warns about the metadata server before it fails; the
-    # failure itself is reported as one line (fs_errors.NO_CREDENTIALS).
+    # failure itself is reported as one line (cloud.gcs.NO_CREDENTIALS).
     logging.getLogger("google.auth").setLevel(logging.ERROR)
 
 

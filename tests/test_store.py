@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from introspectd.fs_errors import environment_failure
+from introspectd.failures import environment_failure
 from introspectd.protocol.trials import Kind, TrialSpec
 from introspectd.run.db import Store, migrate
 

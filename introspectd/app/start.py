@@ -23,7 +23,7 @@ from introspectd.cloud.durability import (
     snapshot_store,
 )
 from introspectd.errors import BadInput
-from introspectd.fs_errors import require_writable_dir
+from introspectd.failures import require_writable_dir
 from introspectd.protocol.plan import Plan, check_env_overrides, env_experiment_id
 from introspectd.protocol.plan_judge import BASE_URL_ENV
 from introspectd.run.db import JudgingCounts

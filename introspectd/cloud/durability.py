@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from introspectd.errors import BadInput, Transient
+from introspectd.errors import BadInput
 from introspectd.run.db import StoreError, count_progress, database_damage
 from introspectd.run.rundir import DB_NAME
 
@@ -54,19 +54,10 @@ def restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:
     no permission is `BadInput` (exit 2), found before any work. A snapshot that is there but
     cannot be trusted stays a `RestoreError`.
     """
-    from introspectd.cloud.gcs import setup_errors, transient_reason
+    from introspectd.cloud.gcs import gcs_errors
 
-    try:
-        with setup_errors(snapshots.uri):
-            return _restore_at_start(snapshots, out_dir)
-    except Exception as exc:
-        reason = transient_reason(exc)
-        if reason is None:
-            raise
-        raise Transient(
-            f"cannot reach {snapshots.uri} to restore the run ({reason}); nothing was changed "
-            "— run the same command again once GCS answers"
-        ) from None
+    with gcs_errors(snapshots.uri, outage=f"cannot reach {snapshots.uri} to restore the run"):
+        return _restore_at_start(snapshots, out_dir)
 
 
 def _restore_at_start(snapshots: SnapshotStore, out_dir: Path) -> str | None:

@@ -64,9 +64,9 @@ class _Source:
 def gather(plan: Plan, uri: str) -> Gathered:
     """Every snapshot of the plan's run under `uri`, merged; a missing bucket or no permission
     is one BadInput line."""
-    from introspectd.cloud.gcs import setup_errors
+    from introspectd.cloud.gcs import gcs_errors
 
-    with setup_errors(uri):
+    with gcs_errors(uri):
         return _gather(plan, uri)
 
 

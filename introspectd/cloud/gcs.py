@@ -24,7 +24,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from introspectd.errors import BadInput, Transient, UploadError
+from introspectd.errors import BadInput, Transient, UploadError, one_line
 
 _CHUNK = 1 << 20
 
@@ -58,16 +58,19 @@ def transient_reason(exc: BaseException) -> str | None:
     return one_line(exc) if isinstance(exc, transient) else None
 
 
-def one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-    return text if len(text) <= 200 else text[:197] + "..."
+NO_CREDENTIALS = (
+    "no Google Cloud credentials (run `gcloud auth application-default login`, "
+    "or set GOOGLE_APPLICATION_CREDENTIALS)"
+)
 
 
 @contextlib.contextmanager
-def setup_errors(where: str) -> Iterator[None]:
-    """Errors only the user can fix, raised by GCS calls about `where` (a gs:// URI), become one
-    BadInput line (exit 2): no such bucket, no permission, credentials refused, a request GCS
-    rejects (a malformed bucket name). Outages and anything else pass through unchanged."""
+def gcs_errors(where: str, outage: str = "") -> Iterator[None]:
+    """The one translation of google-cloud errors into introspectd's (as httpx maps httpcore's
+    where they arise): what only the user can fix — no such bucket, no permission, credentials
+    missing or refused, a request GCS rejects — is one BadInput line about `where` (a gs://
+    URI; exit 2); an outage is Transient (exit 75, so Cloud Batch retries), said as `outage`
+    (default "cannot reach WHERE"). Our own errors and anything else pass through unchanged."""
     from google.auth import exceptions as auth_exc
 
     try:
@@ -78,8 +81,18 @@ def setup_errors(where: str) -> Iterator[None]:
         raise BadInput(f"{where}: permission denied ({_server_says(exc)})") from None
     except auth_exc.RefreshError as exc:
         raise BadInput(f"{where}: Google Cloud credentials refused ({one_line(exc)})") from None
+    except auth_exc.DefaultCredentialsError:
+        raise BadInput(f"{where}: {NO_CREDENTIALS}") from None
     except gexc.BadRequest as exc:
         raise BadInput(f"{where}: GCS rejected the request ({_server_says(exc)})") from None
+    except Exception as exc:
+        reason = transient_reason(exc)
+        if reason is None:
+            raise
+        raise Transient(
+            f"{outage or f'cannot reach {where}'} ({reason}); nothing was lost — run the same "
+            "command again once GCS answers"
+        ) from None
 
 
 def _server_says(exc: gexc.GoogleAPICallError) -> str:
@@ -109,16 +122,22 @@ def parse_gcs_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def make_client() -> storage.Client:
+def make_client(where: str = "Google Cloud Storage") -> storage.Client:
     """A storage client; anonymous with a dummy project when `STORAGE_EMULATOR_HOST` is set.
+    No credentials is one BadInput line about `where`, raised here where google.auth finds out.
 
     google-cloud-storage already switches to anonymous credentials for the emulator; we pass
     them (and a project) explicitly so nothing ever probes for ADC or the metadata server.
     """
+    from google.auth.exceptions import DefaultCredentialsError
+
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "test"
         return storage.Client(project=project, credentials=AnonymousCredentials())
-    return storage.Client()
+    try:
+        return storage.Client()
+    except DefaultCredentialsError:
+        raise BadInput(f"{where}: {NO_CREDENTIALS}") from None
 
 
 def make_retry(timeout_s: float, initial_s: float = 1.0, maximum_s: float = 16.0) -> Retry:
@@ -262,27 +281,14 @@ def list_objects(
 
 def read_plan_text(uri: str) -> str:
     """A plan file's text from GCS (plans travel with Cloud Batch jobs); one line on failure."""
-    from google.auth.exceptions import DefaultCredentialsError
-
-    from introspectd.fs_errors import NO_CREDENTIALS
-
     bucket, name = parse_gcs_uri(uri)
     try:
-        with setup_errors(uri):  # no permission, credentials refused: the user's to fix
+        with gcs_errors(uri, outage=f"{uri}: cannot read plan file now"):
             try:
                 # Retries as bounded as the snapshots' (the library's default goes on for 120 s).
-                blob = make_client().bucket(bucket).blob(name)
+                blob = make_client(f"{uri}: cannot read plan file").bucket(bucket).blob(name)
                 return str(blob.download_as_text(retry=make_retry(15.0), timeout=20.0))
             except gexc.NotFound:  # the object or its bucket: both mean "no such plan"
                 raise BadInput(f"{uri}: plan file not found") from None
-    except DefaultCredentialsError:
-        raise BadInput(f"{uri}: cannot read plan file: {NO_CREDENTIALS}") from None
-    except BadInput:
-        raise
-    except Exception as exc:
-        reason = transient_reason(exc)  # an outage: exit 75, so Cloud Batch retries the task
-        if reason is not None:
-            raise Transient(f"{uri}: cannot read plan file now ({reason})") from None
-        if isinstance(exc, gexc.GoogleAPIError):
-            raise BadInput(f"{uri}: cannot read plan file ({type(exc).__name__})") from None
-        raise
+    except gexc.GoogleAPIError as exc:  # neither the user's to fix nor an outage
+        raise BadInput(f"{uri}: cannot read plan file ({type(exc).__name__})") from None

@@ -44,7 +44,7 @@ from google.cloud.storage.exceptions import DataCorruption
 from introspectd.cloud import gcs
 from introspectd.cloud.gcs import parse_gcs_uri
 from introspectd.cloud.manifest import MANIFEST, FileSet, Manifest, ObjectRef
-from introspectd.errors import RestoreError, SnapshotError, StaleWriter, UploadError
+from introspectd.errors import RestoreError, SnapshotError, StaleWriter, UploadError, one_line
 from introspectd.run.db import backup_database, integrity_check
 
 __all__ = [
@@ -301,7 +301,7 @@ class SnapshotStore:
                 "garbage collection under %s/objects failed (%s); old objects stay until the "
                 "next upload retries it",
                 self.uri,
-                gcs.one_line(e),
+                one_line(e),
             )
 
     # -- restore ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from introspectd.cloud.manifest import Manifest
-from introspectd.errors import StaleWriter
+from introspectd.errors import StaleWriter, one_line
 
 # While flushing, a failed attempt is retried after this pause instead of the full backoff.
 _URGENT_RETRY_S = 0.5
@@ -56,11 +56,6 @@ class UploaderStats:
     last_seq: int | None  # seq of the last manifest this uploader committed
     last_error: str | None  # one line; cleared by the next success
     fatal: str | None  # set when uploads stopped for good (StaleWriter)
-
-
-def _one_line(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}".replace("\n", " ")
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 class Uploader:
@@ -156,7 +151,7 @@ class Uploader:
                 last_success_at=self._last_success_at,
                 last_seq=self._last_seq,
                 last_error=self._last_error,
-                fatal=None if self._fatal is None else _one_line(self._fatal),
+                fatal=None if self._fatal is None else one_line(self._fatal),
             )
 
     # -- the worker thread -----------------------------------------------------------------
@@ -207,11 +202,11 @@ class Uploader:
             self._in_flight = None
             if fatal is not None:
                 self._fatal, self._pending = fatal, None
-                self._last_error = _one_line(fatal)
+                self._last_error = one_line(fatal)
             elif error is not None:
                 self._failures += 1
                 self._consecutive += 1
-                self._last_error = _one_line(error)
+                self._last_error = one_line(error)
                 if self._pending is None:
                     self._pending = req  # nothing newer arrived: retry this one
                 delay = min(self._backoff[1], self._backoff[0] * 2 ** (self._consecutive - 1))

@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 
 from introspectd.errors import EXIT_INTERRUPTED, BadInput
-from introspectd.fs_errors import environment_failure
+from introspectd.failures import environment_failure
 from introspectd.protocol.plan import Plan
 from introspectd.run.db import Store, StoreError, database_damage, read_run
 

@@ -1,5 +1,5 @@
 """The run database: all SQL of the package lives in run/db/ (the import contract in
-pyproject.toml forbids sqlite3 everywhere else but fs_errors, which names its errors).
+pyproject.toml forbids sqlite3 everywhere else but failures, which names its errors).
 
 Other packages import from here: `Store` (the run's state and its query objects), the file
 operations the cloud and the run directory need, and the light value types of the outcome

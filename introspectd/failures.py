@@ -1,11 +1,12 @@
-"""The machine's faults as one line: unusable paths checked up front, and a last-resort mapping.
+"""How a command ends when something fails: the one place that maps an exception to one line
+and an exit code (`exit_line`, called by `cli.main` alone), and the up-front path checks.
 
-Cheap checks of the paths a command will write (`require_writable_dir`, `require_output_file`)
-run before any work. Whatever still fails later — the disk filling up mid-run, a directory made
-read-only underneath a run — reaches `cli.main` as an `OSError` or `sqlite3.Error`, possibly
-inside a task group's exception group, and `environment_failure` turns it into one line and an
-exit code instead of a traceback. Anything it does not recognise is a bug and keeps its
-traceback.
+Our own errors (errors.py) carry their line and code; foreign ones are translated where they
+arise (GCS in `cloud.gcs.gcs_errors`, the judge's in judge/retry.py), so what reaches here
+besides ours is the machine's: the disk filling up mid-run, a directory made read-only under a
+run — an `OSError` or `sqlite3.Error`, possibly inside a task group's exception group.
+Anything it does not recognise is a bug and keeps its traceback. Cheap checks of the paths a
+command will write (`require_writable_dir`, `require_output_file`) run before any work.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from introspectd.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput
+from introspectd.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput, IntrospectdError, leaves
 
 # Disk full exits 75, "interrupted, safe to resume": every finished trial is committed (a
 # failed SQLite transaction rolls back whole, a JSONL append cut short is repaired from the
@@ -37,29 +38,27 @@ _BAD_PATH = {
     errno.ELOOP,
 }
 _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_READONLY, _SQLITE_CANTOPEN = 10, 13, 8, 14
-NO_CREDENTIALS = (
-    "no Google Cloud credentials (run `gcloud auth application-default login`, "
-    "or set GOOGLE_APPLICATION_CREDENTIALS)"
-)
 DISK_FULL_HINT = "nothing finished is lost; free space and run the same command again to resume"
 
 
-def environment_failure(exc: BaseException) -> tuple[str, int] | None:
-    """(one line, exit code) for a fault of the machine rather than of introspectd, else None."""
-    leaves = _leaves(exc)
-    lines = [_describe(leaf) for leaf in leaves]
+def exit_line(exc: BaseException) -> tuple[str, int] | None:
+    """(one line, exit code) for an exception that ends a command, else None (a bug: keep its
+    traceback). Ours carry their own; a group is described by its first leaf, as long as no
+    leaf is a bug."""
+    lines = [_describe(leaf) for leaf in leaves(exc)]
     if not lines or any(line is None for line in lines):
-        return None  # a bug among them: keep the traceback
+        return None
     return lines[0]
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
+def environment_failure(exc: BaseException) -> tuple[str, int] | None:
+    """`exit_line` for a fault of the machine (OSError, sqlite3.Error) alone, else None."""
+    return None if isinstance(exc, IntrospectdError) else exit_line(exc)
 
 
 def _describe(exc: BaseException) -> tuple[str, int] | None:
+    if isinstance(exc, IntrospectdError):
+        return str(exc), exc.exit_code
     if isinstance(exc, OSError) and exc.errno is not None:
         where = ": ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
         reason = exc.strerror or os.strerror(exc.errno)
@@ -82,8 +81,6 @@ def _describe(exc: BaseException) -> tuple[str, int] | None:
         if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
             return f"cannot write the run's database: {exc}", EXIT_BAD_INPUT
         return None
-    if type(exc).__name__ == "DefaultCredentialsError":  # google.auth: a setup step, not a bug
-        return f"Google Cloud Storage: {NO_CREDENTIALS}", EXIT_BAD_INPUT
     return None
 
 
