@@ -19,6 +19,7 @@ FAST_MODULES = frozenset(
         "test_cascade",
         "test_failures",
         "test_docs",
+        "test_jsonl",
         "test_judge_limiter",
         "test_judge_prompt",
         "test_judge_rejudge_file",

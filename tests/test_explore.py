@@ -207,7 +207,7 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert f"{bad}:1" in _one_line_exit_2(str(bad))
     for deep in ("[" * 100_000, '{"judge": {"reasoning": ' + "[" * 500 + "]" * 500 + "}}"):
         bad.write_text(deep + "\n")  # a RecursionError, loading or (500 levels) serving it
-        assert f"{bad}:1: not a JSON line (nested too deeply" in _one_line_exit_2(str(bad))
+        assert f"{bad}:1: malformed JSON (nested too deeply" in _one_line_exit_2(str(bad))
     empty = tmp_path / "empty" / "e.jsonl"
     empty.parent.mkdir()
     empty.write_text("\n\n")

@@ -8,7 +8,6 @@ hand: the plan's, or a `state.sqlite` beside the JSONL files (a run directory ho
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
+from introspectd.jsonl import read_jsonl
 from introspectd.protocol.plan import Plan
 from introspectd.protocol.results import RunRow, now_iso
 from introspectd.protocol.trials import Status, trial_seed
@@ -25,7 +25,6 @@ from introspectd.report.writer import find_input_files, natural_key
 from introspectd.run.db import Store, browse
 from introspectd.run.rundir import open_store
 from introspectd.run.session import open_run
-from introspectd.text import loads_text
 
 
 @dataclass
@@ -123,20 +122,14 @@ def no_records(inputs: list[Path]) -> str:
 def iter_jsonl_rows(inputs: list[Path]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Each record of the inputs as a trial row (browse's shape, plus "model") and the
     run-wide part of its config; a bad line is BadInput naming file and line."""
-    from introspectd.report.writer import parse_record
+    from introspectd.report.writer import model_from_path, parse_record
 
     for path in find_input_files(inputs):
-        fallback = path.parent.name or "unknown"
-        with path.open("rb") as f:
-            for lineno, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    obj = loads_text(raw.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                    raise BadInput(f"{where}: not a JSON line ({e})") from None
-                yield _row(obj, parse_record(obj, fallback, where), where)
+        fallback = model_from_path(path)  # the report's rule: one rule for both
+        for line in read_jsonl(path, "records file", expect="a seed-format record"):
+            if line.value is not None:
+                where = f"{path}:{line.lineno}"
+                yield _row(line.value, parse_record(line.value, fallback, where), where)
 
 
 def _probability(obj: dict[str, Any], key: str) -> float | None:

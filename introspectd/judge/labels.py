@@ -8,13 +8,12 @@ fault is one BadInput line naming the file and line.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
-from introspectd.text import loads_text
+from introspectd.jsonl import parse_jsonl, read_bytes
 
 UNKNOWN_MODEL = "unknown"
 
@@ -39,27 +38,19 @@ class LabelFile:
 
 def load_labels(path: Path, split: str | None = None) -> LabelFile:
     """The labelled records of `path` (those of `split` when given)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise BadInput(f"{path}: labels file not found (--labels)") from None
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read labels file ({exc.strerror})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"{path}: labels file is not UTF-8 (byte {exc.start})") from None
+    data = read_bytes(path, "labels file", "--labels")
     records: list[Labelled] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines: see rejudge_file
-        if not line.strip():
+    for line in parse_jsonl(data, path, expect="a labelled record"):
+        if line.value is None:
             continue
-        record = _labelled(path, lineno, line)
+        record = _labelled(f"{path}:{line.lineno}", line.value)
         if record.id in seen:
             raise BadInput(
-                f"{path}:{lineno}: duplicate id {record.id!r} (first on line {seen[record.id]})"
+                f"{path}:{line.lineno}: duplicate id {record.id!r} "
+                f"(first on line {seen[record.id]})"
             )
-        seen[record.id] = lineno
+        seen[record.id] = line.lineno
         records.append(record)
     if not records:
         raise BadInput(f"{path}: labels file has no records")
@@ -70,14 +61,7 @@ def load_labels(path: Path, split: str | None = None) -> LabelFile:
     return LabelFile(path, hashlib.sha256(data).hexdigest(), tuple(chosen))
 
 
-def _labelled(path: Path, lineno: int, line: str) -> Labelled:
-    where = f"{path}:{lineno}"
-    try:
-        record = loads_text(line)
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(record, dict):
-        raise BadInput(f"{where}: expected a JSON object (a labelled record)")
+def _labelled(where: str, record: dict[str, Any]) -> Labelled:
     for key, kind in (
         ("id", str),
         ("concept", str),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
+from introspectd.jsonl import read_jsonl
 from introspectd.judge.prompt_v2 import (
     SCHEMA_NAME_V2,
     V2_SYSTEM,
@@ -212,17 +213,11 @@ def load_fewshot(
     file = Path(path)
     if base_dir is not None and not file.is_absolute():
         file = base_dir / file
-    try:
-        lines = file.read_text(encoding="utf-8").split("\n")  # not splitlines(): see rejudge_file
-    except FileNotFoundError:
-        raise BadInput(f"{file}: few-shot file not found ([judge] fewshot)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{file}: cannot read few-shot file ({exc})") from None
     examples: list[FewShot] = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
+    for line in read_jsonl(file, "few-shot file", "[judge] fewshot"):
+        if line.value is None:
             continue
-        record = _read_record(file, lineno, line)
+        lineno, record = line.lineno, line.value
         if select == "flagged":
             if _is_flagged(record):
                 examples.append(_to_example(file, lineno, record, with_note=True))
@@ -245,16 +240,6 @@ def load_fewshot(
 def _is_flagged(record: dict[str, Any]) -> bool:
     label = record.get("label")
     return isinstance(label, dict) and label.get("use_as_fewshot") is True
-
-
-def _read_record(file: Path, lineno: int, line: str) -> dict[str, Any]:
-    try:
-        record = loads_text(line)
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{file}:{lineno}: malformed JSON ({exc.msg})") from None
-    if not isinstance(record, dict):
-        raise BadInput(f"{file}:{lineno}: expected a JSON object")
-    return record
 
 
 def _to_example(

@@ -10,7 +10,6 @@ On SIGTERM/SIGINT the output is written with what was graded so far, then `Inter
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,11 +20,12 @@ import anyio
 
 from introspectd import stopping
 from introspectd.errors import BadInput, Interrupted
+from introspectd.jsonl import JsonLine, read_jsonl
 from introspectd.judge.client import Judge, JudgeOutcome
 from introspectd.judge.grader import grade_all
 from introspectd.judge.progress import JudgingDisplay, Progress
 from introspectd.output.records import write_atomic
-from introspectd.text import json_text, loads_text, utf8
+from introspectd.text import json_text, utf8
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,6 @@ class RejudgeCounts:
         )
 
 
-@dataclass(frozen=True)
-class _Line:
-    lineno: int
-    raw: str  # the line as read, without its newline
-    record: dict[str, Any] | None  # None for a blank line
-
-
 async def rejudge_file(
     input: Path,
     output: Path,
@@ -62,7 +55,7 @@ async def rejudge_file(
     todo = [
         i
         for i, line in enumerate(lines)
-        if line.record is not None and (all_records or line.record.get("judge") is None)
+        if line.value is not None and (all_records or line.value.get("judge") is None)
     ]
     for i in todo:  # check every record before the first request is sent
         _check_judgeable(input, lines[i])
@@ -73,7 +66,7 @@ async def rejudge_file(
     out_lines = [line.raw for line in lines]
     failures: Counter[str] = Counter()
     for i, outcome in zip(todo, outcomes, strict=True):
-        record = lines[i].record
+        record = lines[i].value
         assert record is not None
         if outcome is None:
             continue  # not graded before a stop: the line stays as it was
@@ -86,7 +79,7 @@ async def rejudge_file(
     failed = sum(failures.values())
     graded = sum(1 for outcome in outcomes if outcome is not None)
     counts = RejudgeCounts(
-        total=sum(1 for line in lines if line.record is not None),
+        total=sum(1 for line in lines if line.value is not None),
         selected=len(todo),
         judged=graded - failed,
         failed=failed,
@@ -118,14 +111,14 @@ class _Todo:
 
 
 async def _grade_all(
-    judge: Judge, lines: list[_Line], progress: Progress
+    judge: Judge, lines: list[JsonLine], progress: Progress
 ) -> list[JudgeOutcome | None]:
     """One outcome per line, None for those not graded when a SIGTERM/SIGINT came."""
     results: list[JudgeOutcome | None] = [None] * len(lines)
     send, receive = anyio.create_memory_object_stream[_Todo](math.inf)
     with send:
         for i, line in enumerate(lines):
-            record = line.record
+            record = line.value
             assert record is not None
             send.send_nowait(
                 _Todo(i, record["concept"], record["was_injected"], record["response"])
@@ -152,46 +145,20 @@ def file_concepts(path: Path) -> tuple[str, ...]:
     return tuple(
         sorted(
             {
-                line.record["concept"]
+                line.value["concept"]
                 for line in _read(path)
-                if line.record and isinstance(line.record.get("concept"), str)
+                if line.value and isinstance(line.value.get("concept"), str)
             }
         )
     )
 
 
-def _read(path: Path) -> list[_Line]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput(f"{path}: input file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read input file ({exc})") from None
-    # Split on "\n" only: str.splitlines() would also split inside JSON strings that hold raw
-    # U+2028 or form feeds, which json.dumps(ensure_ascii=False) writes unescaped.
-    rows = text.split("\n")
-    if rows and rows[-1] == "":
-        rows.pop()
-    lines: list[_Line] = []
-    for lineno, row in enumerate(rows, start=1):
-        raw = row.removesuffix("\r")
-        if not raw.strip():
-            lines.append(_Line(lineno, raw, None))
-            continue
-        try:
-            record = loads_text(raw)
-        except json.JSONDecodeError as exc:
-            raise BadInput(
-                f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})"
-            ) from None
-        if not isinstance(record, dict):
-            raise BadInput(f"{path}:{lineno}: expected a JSON object (a seed-format record)")
-        lines.append(_Line(lineno, raw, record))
-    return lines
+def _read(path: Path) -> list[JsonLine]:
+    return read_jsonl(path, "input file", expect="a seed-format record")
 
 
-def _check_judgeable(path: Path, line: _Line) -> None:
-    record = line.record or {}
+def _check_judgeable(path: Path, line: JsonLine) -> None:
+    record = line.value or {}
     for key, kind in (("concept", str), ("was_injected", bool), ("response", str)):
         if key not in record:
             raise BadInput(f"{path}:{line.lineno}: record lacks {key!r}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
+from introspectd.jsonl import read_jsonl
 from introspectd.report.adaptive import adaptive_summary, load_decisions, split_confirmation
 from introspectd.report.calibration import Calibration, load_calibration_file, parse_calibration
 from introspectd.report.controls import (
@@ -34,7 +35,6 @@ from introspectd.report.judges import JudgeSelection, select_judge
 from introspectd.report.markdown import render_markdown
 from introspectd.report.mentions import mentions_summary, run_lexicon
 from introspectd.report.metrics import compute_metrics, group_by
-from introspectd.text import loads_text
 
 Record = dict[str, Any]  # flat: id, model, concept, layer, strength, was_injected, judge, ...
 
@@ -161,24 +161,12 @@ def load_inputs(inputs: Iterable[Path]) -> Loaded:
 
 
 def read_records(path: Path) -> list[Record]:
-    fallback_model = _model_from_path(path)
-    records: list[Record] = []
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise BadInput(f"{path}:{lineno}: not UTF-8 text") from None
-            if not text.strip():
-                continue
-            try:
-                obj = loads_text(text.rstrip("\r\n"))  # so the column is on this line
-            except json.JSONDecodeError as e:
-                raise BadInput(
-                    f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})"
-                ) from None
-            records.append(parse_record(obj, fallback_model, f"{path}:{lineno}"))
-    return records
+    fallback_model = model_from_path(path)
+    return [
+        parse_record(line.value, fallback_model, f"{path}:{line.lineno}")
+        for line in read_jsonl(path, "records file", expect="a seed-format record")
+        if line.value is not None
+    ]
 
 
 def parse_record(obj: Any, fallback_model: str, where: str) -> Record:
@@ -236,7 +224,7 @@ def _strength(config: dict[str, Any], trial_id: str | None, where: str) -> float
     raise BadInput(f"{where}: 'config.strength' missing or not a finite number")
 
 
-def _model_from_path(path: Path) -> str:
+def model_from_path(path: Path) -> str:
     """Older records lack config.model; the seed layout names the model folder (`3b/fear.jsonl`)."""
     for parent in path.resolve().parents:
         if parent.name and not parent.name.startswith("shard-"):
