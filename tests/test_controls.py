@@ -21,7 +21,7 @@ from helpers import REPO, jsonl_lines, run_cli, start_run, write_plan
 
 from introspectd.generate.arms import arm_delta, random_direction
 from introspectd.generate.interface import GeneratorSpec
-from introspectd.generate.logit import LogitGenerator
+from introspectd.generate.logit import LogitEngine
 from introspectd.generate.steering import SteeringState, steering
 from introspectd.protocol.plan import load_plan, parse_plan
 from introspectd.protocol.trials import Kind, Trial, TrialSpec, expand_trials, trial_seed
@@ -127,12 +127,12 @@ def test_random_directions_have_the_concept_norm_and_depend_on_the_trial_only() 
 @pytest.fixture
 def logit_generator(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[tuple[LogitGenerator, list[Trial]]]:
+) -> Iterator[tuple[LogitEngine, list[Trial]]]:
     style, model = request.param
     ctx = open_run(load_plan(_plan(tmp_path, style=style, model=model)))
     try:
         spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
-        generator = LogitGenerator(spec)
+        generator = LogitEngine(spec)
         table = generator.compute_vectors(Scheduler.vectors_needed(ctx.tickets))
         generator.load_vectors({key: (data, norm) for key, (data, _, norm) in table.items()})
         yield generator, list(ctx.tickets)
@@ -140,13 +140,13 @@ def logit_generator(
         ctx.close()
 
 
-def _reference_p_yes(generator: LogitGenerator, trial: Trial) -> float:
+def _reference_p_yes(generator: LogitEngine, trial: Trial) -> float:
     """The model's own full forward pass over the unpadded prompt, with the same hook."""
     spec = trial.spec
     prompt = 0 if spec.question is None else spec.question + 1
     ids = torch.tensor([generator.question_ids[prompt]])
-    seed = trial_seed(generator.spec.seed, trial.trial_id.removeprefix(generator.stamp_prefix))
-    delta = arm_delta(spec, generator.vectors, seed)
+    seed = trial_seed(generator.spec.seed, trial.trial_id.removeprefix(f"{generator.spec.stamp}_"))
+    delta = arm_delta(spec, generator.session.vectors, seed)
     mask = torch.zeros(1, ids.shape[1])
     mask[0, generator.steer_from[prompt] :] = 1.0
     state = SteeringState(
@@ -169,7 +169,7 @@ def _reference_p_yes(generator: LogitGenerator, trial: Trial) -> float:
     indirect=True,
 )
 def test_p_yes_matches_the_models_own_forward_pass(
-    logit_generator: tuple[LogitGenerator, list[Trial]],
+    logit_generator: tuple[LogitEngine, list[Trial]],
 ) -> None:
     generator, trials = logit_generator
     if generator.spec.sweep.inject_style == "from_marker":

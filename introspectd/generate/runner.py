@@ -1,7 +1,7 @@
 """The model owner: loads weights and tokenizer, renders prompts, extracts concept vectors.
 
-Nothing outside this module, `steering`, `sampling`, `cascade`, `batcher` and `generator`
-(which bridges them to the run loop) touches torch.
+Nothing outside `generate/` touches torch; within it, `session` loads this runner for either
+engine (`generator`, `logit`), which bridge it to the run loop.
 """
 
 from __future__ import annotations
