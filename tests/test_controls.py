@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, jsonl_lines, run_cli, start_run, write_plan
+from helpers import REPO, KeptWork, jsonl_lines, run_cli, start_run, write_plan
 
 from introspectd.generate.arms import arm_delta, random_direction
 from introspectd.generate.interface import GeneratorSpec
@@ -232,6 +232,58 @@ def _num_finished(db: Path) -> int:
             conn.close()
     except sqlite3.Error:
         return 0
+
+
+def _logit_readouts(directory: Path, placement: str) -> tuple[LogitEngine, dict[str, float]]:
+    """A whole logit sweep on builtin:tiny driven through the engine's own run loop."""
+    directory.mkdir()
+    body = f"""
+        [model]
+        name = "builtin:tiny"
+        dtype = "float32"
+        {placement}
+
+        [sweep]
+        concepts = ["ocean", "fear"]
+        layers = [1, 3]
+        strengths = [4.0]
+        trials = 2
+        arms = ["injection", "control", "random"]
+        measure = "logit"
+        prompt_version = "yesno"
+        inject_style = "all"
+        batch_size = 8
+        """
+    ctx = open_run(load_plan(write_plan(directory, body)))
+    try:
+        spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
+        engine = LogitEngine(spec)
+        table = engine.compute_vectors(Scheduler.vectors_needed(ctx.tickets))
+        engine.load_vectors({key: (data, norm) for key, (data, _, norm) in table.items()})
+        work = KeptWork(list(ctx.tickets))
+        assert engine.run(work)
+    finally:
+        ctx.close()
+    stamp = f"{spec.stamp}_"  # the two runs' stamps differ; seeds leave them out
+    return engine, {
+        g.trial_id.removeprefix(stamp): g.readout.p_yes
+        for g in work.generations
+        if g.readout is not None
+    }
+
+
+def test_the_logit_measure_places_the_model_as_generation_does(tmp_path: Path) -> None:
+    """`[model] device_map = "auto"`: the logit measure's model is spread by accelerate as a
+    generation run's is (here over capped CPU memory and disk), and reads the same values."""
+    split = 'device_map = "auto"\nmax_memory = { cpu = "500KB", disk = "1GB" }'
+    whole, on_one = _logit_readouts(tmp_path / "one", "")
+    placed, spread = _logit_readouts(tmp_path / "split", split)
+    assert not getattr(whole.runner.model, "hf_device_map", None)
+    device_map = placed.runner.model.hf_device_map
+    assert "disk" in device_map.values() and "cpu" in device_map.values(), device_map
+    assert placed.device == "cpu"  # inputs go to the embedding's device
+    assert len(on_one) == 24 and on_one.keys() == spread.keys()
+    assert spread == pytest.approx(on_one, abs=1e-5)
 
 
 def test_logit_run_resumes_after_sigkill_without_losing_or_doubling(tmp_path: Path) -> None:
