@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 from helpers import hf_reference
 
-from introspectd.generate.batcher import Batcher, BatcherConfig, Finished, WorkItem
+from introspectd.generate.batcher import Batcher
+from introspectd.generate.decoding import BatcherConfig, Finished, WorkItem
 from introspectd.protocol.prompts import baseline_words, introspection_messages
 
 LAYERS = [1, 3]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 
 from introspectd.generate.attention import fast_path_refusal
-from introspectd.generate.batcher import Batcher, BatcherConfig, Finished, WorkItem
+from introspectd.generate.batcher import Batcher
+from introspectd.generate.decoding import BatcherConfig, Finished, WorkItem
 from introspectd.generate.fallback import (
     CacheBatcher,
     EnginePath,

@@ -14,8 +14,9 @@ import torch
 from transformers import AutoTokenizer, GenerationConfig
 from transformers.utils import logging as hf_logging
 
-from introspectd.generate.batcher import Batcher, BatcherConfig, attention_shape, tokens_per_row
+from introspectd.generate.batcher import Batcher, attention_shape, tokens_per_row
 from introspectd.generate.builtin import BUILTIN_SPECS, build
+from introspectd.generate.decoding import BatcherConfig
 from introspectd.generate.gguf import dequantize_once
 from introspectd.generate.layers import decoder_layers
 from introspectd.generate.loading import load_causal_lm
