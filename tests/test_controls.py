@@ -22,7 +22,7 @@ from helpers import REPO, KeptWork, jsonl_lines, run_cli, start_run, write_plan
 from introspectd.generate.arms import arm_delta, random_direction
 from introspectd.generate.interface import GeneratorSpec
 from introspectd.generate.logit import LogitEngine
-from introspectd.generate.steering import SteeringState, steering
+from introspectd.generate.steering import SteeringState, decoder_layers, steering
 from introspectd.protocol.plan import load_plan, parse_plan
 from introspectd.protocol.trials import Kind, Trial, TrialSpec, expand_trials, trial_seed
 from introspectd.report.controls import random_arm_metrics
@@ -234,8 +234,11 @@ def _num_finished(db: Path) -> int:
         return 0
 
 
-def _logit_readouts(directory: Path, placement: str) -> tuple[LogitEngine, dict[str, float]]:
-    """A whole logit sweep on builtin:tiny driven through the engine's own run loop."""
+def _logit_readouts(
+    directory: Path, placement: str = "", max_rows: int | None = None
+) -> tuple[LogitEngine, dict[str, float]]:
+    """A whole logit sweep on builtin:tiny driven through the engine's own run loop; forward
+    passes over more than `max_rows` rows "run out of memory" (fault injection)."""
     directory.mkdir()
     body = f"""
         [model]
@@ -261,7 +264,17 @@ def _logit_readouts(directory: Path, placement: str) -> tuple[LogitEngine, dict[
         table = engine.compute_vectors(Scheduler.vectors_needed(ctx.tickets))
         engine.load_vectors({key: (data, norm) for key, (data, _, norm) in table.items()})
         work = KeptWork(list(ctx.tickets))
-        assert engine.run(work)
+
+        def too_big(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            if max_rows is not None and args[0].shape[0] > max_rows:
+                raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+        handle = decoder_layers(engine.runner.model)[0].register_forward_pre_hook(too_big)
+        try:
+            assert engine.run(work)
+        finally:
+            handle.remove()
+        assert len(work.generations) == len({g.trial_id for g in work.generations})
     finally:
         ctx.close()
     stamp = f"{spec.stamp}_"  # the two runs' stamps differ; seeds leave them out
@@ -276,7 +289,7 @@ def test_the_logit_measure_places_the_model_as_generation_does(tmp_path: Path) -
     """`[model] device_map = "auto"`: the logit measure's model is spread by accelerate as a
     generation run's is (here over capped CPU memory and disk), and reads the same values."""
     split = 'device_map = "auto"\nmax_memory = { cpu = "500KB", disk = "1GB" }'
-    whole, on_one = _logit_readouts(tmp_path / "one", "")
+    whole, on_one = _logit_readouts(tmp_path / "one")
     placed, spread = _logit_readouts(tmp_path / "split", split)
     assert not getattr(whole.runner.model, "hf_device_map", None)
     device_map = placed.runner.model.hf_device_map
@@ -284,6 +297,15 @@ def test_the_logit_measure_places_the_model_as_generation_does(tmp_path: Path) -
     assert placed.device == "cpu"  # inputs go to the embedding's device
     assert len(on_one) == 24 and on_one.keys() == spread.keys()
     assert spread == pytest.approx(on_one, abs=1e-5)
+
+
+def test_the_logit_measure_backs_off_out_of_memory_as_generation_does(tmp_path: Path) -> None:
+    """The session's one back-off: the batch halves, the trials in hand go back to the queue,
+    and every trial is read once, with the values a batch that fits gives."""
+    _, fits = _logit_readouts(tmp_path / "fits")
+    engine, halved = _logit_readouts(tmp_path / "halved", max_rows=2)
+    assert engine.batch_size == 2
+    assert halved == pytest.approx(fits, abs=1e-5) and len(halved) == 24
 
 
 def test_logit_run_resumes_after_sigkill_without_losing_or_doubling(tmp_path: Path) -> None:
