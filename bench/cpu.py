@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from judge_server import JudgeServer  # noqa: E402
 
-from introspectd.generate.batcher import BatcherConfig, Finished, WorkItem  # noqa: E402
+from introspectd.generate.decoding import BatcherConfig, Finished, WorkItem  # noqa: E402
 from introspectd.generate.runner import Runner  # noqa: E402
 from introspectd.generate.steering import SteeringState, steering  # noqa: E402
 from introspectd.protocol.models import resolve_model  # noqa: E402

@@ -27,14 +27,8 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from introspectd.generate.batcher import (
-    Batcher,
-    BatcherConfig,
-    Finished,
-    WorkItem,
-    attention_shape,
-    tokens_per_row,
-)
+from introspectd.generate.batcher import Batcher, attention_shape, tokens_per_row
+from introspectd.generate.decoding import BatcherConfig, Finished, WorkItem
 from introspectd.generate.logit import left_pad, yes_no_probs
 from introspectd.generate.runner import batch_size_for
 from introspectd.generate.steering import SteeringState, steering

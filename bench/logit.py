@@ -3,7 +3,7 @@ same plan shape: 2 concepts × 2 layers × 2 strengths × N trials × {injection
 built-in random-weights `tiny` model. Times each generator's `run` over every trial of the plan
 (model load and concept vectors excluded, as both pay them alike; one warm-up batch each);
 no judge. Logit passes are short, so their time is the median of `--repeats` passes, each
-starting with no read-out to reuse (`LogitGenerator.known` cleared).
+starting with no read-out to reuse (`LogitEngine.known` cleared).
 
     python bench/logit.py [--trials 16] [--model tiny]
 """
@@ -24,7 +24,7 @@ from helpers import KeptWork, write_plan  # noqa: E402
 
 from introspectd.generate.generator import Generator  # noqa: E402
 from introspectd.generate.interface import GeneratorSpec  # noqa: E402
-from introspectd.generate.logit import LogitGenerator  # noqa: E402
+from introspectd.generate.logit import LogitEngine  # noqa: E402
 from introspectd.protocol.plan import load_plan  # noqa: E402
 from introspectd.run.scheduler import Scheduler  # noqa: E402
 from introspectd.run.session import open_run  # noqa: E402
@@ -55,13 +55,13 @@ def timed(
     ctx = open_run(load_plan(write_plan(directory, body)))
     try:
         spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
-        generator = LogitGenerator(spec) if logit else Generator(spec)
+        generator = LogitEngine(spec) if logit else Generator(spec)
         table = generator.compute_vectors(Scheduler.vectors_needed(ctx.tickets))
         generator.load_vectors({k: (data, norm) for k, (data, _, norm) in table.items()})
         generator.run(KeptWork(list(ctx.tickets)[: generator.batch_size]))
         times = []
         for _ in range(repeats):
-            if isinstance(generator, LogitGenerator):
+            if isinstance(generator, LogitEngine):
                 generator.known.clear()  # each pass starts cold: reuse only within the pass
             work = KeptWork(list(ctx.tickets))
             start = time.perf_counter()

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from introspectd.generate.batcher import Batcher, BatcherConfig, WorkItem
+from introspectd.generate.batcher import Batcher
+from introspectd.generate.decoding import BatcherConfig, WorkItem
 from introspectd.generate.fallback import CacheBatcher
 from introspectd.generate.runner import Runner
 from introspectd.protocol.models import resolve_model

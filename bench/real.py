@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 from cpu import _Items  # noqa: E402
 
-from introspectd.generate.batcher import BatcherConfig, WorkItem  # noqa: E402
+from introspectd.generate.decoding import BatcherConfig, WorkItem  # noqa: E402
 from introspectd.generate.runner import Runner  # noqa: E402
 from introspectd.generate.steering import SteeringState, steering  # noqa: E402
 from introspectd.protocol.models import resolve_model  # noqa: E402

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from introspectd.generate.batcher import WorkItem
+from introspectd.generate.decoding import WorkItem
 from introspectd.generate.steering import SteeringState, steering
 from introspectd.protocol.results import Generation
 from introspectd.protocol.trials import Trial

@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 from helpers import hf_reference
 
-from introspectd.generate.batcher import Batcher, BatcherConfig, Finished, WorkItem
+from introspectd.generate.batcher import Batcher
+from introspectd.generate.decoding import BatcherConfig, Finished, WorkItem
 from introspectd.protocol.prompts import baseline_words, introspection_messages
 
 LAYERS = [1, 3]
@@ -173,3 +174,41 @@ def test_the_startup_check_passes_in_bfloat16_and_catches_a_lost_prompt(tiny_run
         broken = LosesThePrompt(runner.model, prompt, runner.eos_ids(), config)
         with pytest.raises(ValueError, match="differ from the model's own forward pass"):
             broken.check_against_plain_forward()
+
+
+@pytest.mark.parametrize("ends_by", ["fault", "stop"])
+def test_a_fallback_batch_that_ends_early_leaves_no_steering_behind(setup, ends_by: str) -> None:  # type: ignore[no-untyped-def]
+    """A fault inside a decode step, or a stop between two, ends the fallback's batch with its
+    hooks removed and its steering state empty: no row's delta reaches a later forward pass."""
+    import torch
+
+    from introspectd.generate.fallback import CacheBatcher
+    from introspectd.generate.steering import decoder_layers
+
+    runner, prompt, items, eos, _ = setup
+    config = BatcherConfig(4, MAX_NEW, 0.0, prompt_steer_from=0)
+    batcher = CacheBatcher(runner.model, prompt, eos, config)
+    layers = decoder_layers(runner.model)
+    before = [len(layer._forward_hooks) for layer in layers]
+    seen: dict[str, object] = {}
+    num_passes = {"n": 0}
+
+    def fails_in_a_decode_step(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        num_passes["n"] += 1
+        if num_passes["n"] == 3:  # the prefill, one decode step, then this one
+            seen["deltas"] = dict(batcher.state.deltas)
+            raise RuntimeError("device-side assert triggered (injected)")
+
+    if ends_by == "fault":
+        handle = layers[0].register_forward_pre_hook(fails_in_a_decode_step)
+        try:
+            with pytest.raises(RuntimeError, match="injected"):
+                batcher.run(_Rows(items), LAYERS)
+        finally:
+            handle.remove()
+        assert seen["deltas"], "the rows were being steered when the fault came"
+    else:
+        assert batcher.run(_Rows(items, num_checks=3), LAYERS) is False
+        assert batcher.num_decode_steps > 0
+    assert batcher.state.deltas == {} and batcher.state.position_mask is None
+    assert [len(layer._forward_hooks) for layer in layers] == before

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, jsonl_lines, run_cli, start_run, write_plan
+from helpers import REPO, KeptWork, jsonl_lines, run_cli, start_run, write_plan
 
 from introspectd.generate.arms import arm_delta, random_direction
 from introspectd.generate.interface import GeneratorSpec
-from introspectd.generate.logit import LogitGenerator
-from introspectd.generate.steering import SteeringState, steering
+from introspectd.generate.logit import LogitEngine
+from introspectd.generate.steering import SteeringState, decoder_layers, steering
 from introspectd.protocol.plan import load_plan, parse_plan
 from introspectd.protocol.trials import Kind, Trial, TrialSpec, expand_trials, trial_seed
 from introspectd.report.controls import random_arm_metrics
@@ -127,12 +127,12 @@ def test_random_directions_have_the_concept_norm_and_depend_on_the_trial_only() 
 @pytest.fixture
 def logit_generator(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[tuple[LogitGenerator, list[Trial]]]:
+) -> Iterator[tuple[LogitEngine, list[Trial]]]:
     style, model = request.param
     ctx = open_run(load_plan(_plan(tmp_path, style=style, model=model)))
     try:
         spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
-        generator = LogitGenerator(spec)
+        generator = LogitEngine(spec)
         table = generator.compute_vectors(Scheduler.vectors_needed(ctx.tickets))
         generator.load_vectors({key: (data, norm) for key, (data, _, norm) in table.items()})
         yield generator, list(ctx.tickets)
@@ -140,13 +140,13 @@ def logit_generator(
         ctx.close()
 
 
-def _reference_p_yes(generator: LogitGenerator, trial: Trial) -> float:
+def _reference_p_yes(generator: LogitEngine, trial: Trial) -> float:
     """The model's own full forward pass over the unpadded prompt, with the same hook."""
     spec = trial.spec
     prompt = 0 if spec.question is None else spec.question + 1
     ids = torch.tensor([generator.question_ids[prompt]])
-    seed = trial_seed(generator.spec.seed, trial.trial_id.removeprefix(generator.stamp_prefix))
-    delta = arm_delta(spec, generator.vectors, seed)
+    seed = trial_seed(generator.spec.seed, trial.trial_id.removeprefix(f"{generator.spec.stamp}_"))
+    delta = arm_delta(spec, generator.session.vectors, seed)
     mask = torch.zeros(1, ids.shape[1])
     mask[0, generator.steer_from[prompt] :] = 1.0
     state = SteeringState(
@@ -169,7 +169,7 @@ def _reference_p_yes(generator: LogitGenerator, trial: Trial) -> float:
     indirect=True,
 )
 def test_p_yes_matches_the_models_own_forward_pass(
-    logit_generator: tuple[LogitGenerator, list[Trial]],
+    logit_generator: tuple[LogitEngine, list[Trial]],
 ) -> None:
     generator, trials = logit_generator
     if generator.spec.sweep.inject_style == "from_marker":
@@ -232,6 +232,80 @@ def _num_finished(db: Path) -> int:
             conn.close()
     except sqlite3.Error:
         return 0
+
+
+def _logit_readouts(
+    directory: Path, placement: str = "", max_rows: int | None = None
+) -> tuple[LogitEngine, dict[str, float]]:
+    """A whole logit sweep on builtin:tiny driven through the engine's own run loop; forward
+    passes over more than `max_rows` rows "run out of memory" (fault injection)."""
+    directory.mkdir()
+    body = f"""
+        [model]
+        name = "builtin:tiny"
+        dtype = "float32"
+        {placement}
+
+        [sweep]
+        concepts = ["ocean", "fear"]
+        layers = [1, 3]
+        strengths = [4.0]
+        trials = 2
+        arms = ["injection", "control", "random"]
+        measure = "logit"
+        prompt_version = "yesno"
+        inject_style = "all"
+        batch_size = 8
+        """
+    ctx = open_run(load_plan(write_plan(directory, body)))
+    try:
+        spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
+        engine = LogitEngine(spec)
+        table = engine.compute_vectors(Scheduler.vectors_needed(ctx.tickets))
+        engine.load_vectors({key: (data, norm) for key, (data, _, norm) in table.items()})
+        work = KeptWork(list(ctx.tickets))
+
+        def too_big(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            if max_rows is not None and args[0].shape[0] > max_rows:
+                raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+        handle = decoder_layers(engine.runner.model)[0].register_forward_pre_hook(too_big)
+        try:
+            assert engine.run(work)
+        finally:
+            handle.remove()
+        assert len(work.generations) == len({g.trial_id for g in work.generations})
+    finally:
+        ctx.close()
+    stamp = f"{spec.stamp}_"  # the two runs' stamps differ; seeds leave them out
+    return engine, {
+        g.trial_id.removeprefix(stamp): g.readout.p_yes
+        for g in work.generations
+        if g.readout is not None
+    }
+
+
+def test_the_logit_measure_places_the_model_as_generation_does(tmp_path: Path) -> None:
+    """`[model] device_map = "auto"`: the logit measure's model is spread by accelerate as a
+    generation run's is (here over capped CPU memory and disk), and reads the same values."""
+    split = 'device_map = "auto"\nmax_memory = { cpu = "500KB", disk = "1GB" }'
+    whole, on_one = _logit_readouts(tmp_path / "one")
+    placed, spread = _logit_readouts(tmp_path / "split", split)
+    assert not getattr(whole.runner.model, "hf_device_map", None)
+    device_map = placed.runner.model.hf_device_map
+    assert "disk" in device_map.values() and "cpu" in device_map.values(), device_map
+    assert placed.device == "cpu"  # inputs go to the embedding's device
+    assert len(on_one) == 24 and on_one.keys() == spread.keys()
+    assert spread == pytest.approx(on_one, abs=1e-5)
+
+
+def test_the_logit_measure_backs_off_out_of_memory_as_generation_does(tmp_path: Path) -> None:
+    """The session's one back-off: the batch halves, the trials in hand go back to the queue,
+    and every trial is read once, with the values a batch that fits gives."""
+    _, fits = _logit_readouts(tmp_path / "fits")
+    engine, halved = _logit_readouts(tmp_path / "halved", max_rows=2)
+    assert engine.batch_size == 2
+    assert halved == pytest.approx(fits, abs=1e-5) and len(halved) == 24
 
 
 def test_logit_run_resumes_after_sigkill_without_losing_or_doubling(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ from helpers import TINY_PLAN, KeptWork, write_plan
 
 from introspectd.cli import main
 from introspectd.generate.builtin import BUILTIN_SPECS, build
-from introspectd.generate.generator import CoreSharing, Generator
+from introspectd.generate.generator import Generator
 from introspectd.generate.interface import GeneratorSpec
+from introspectd.generate.session import CoreSharing
 from introspectd.generate.steering import decoder_layers
 from introspectd.protocol.models import resolve_model
 from introspectd.protocol.plan import load_plan

@@ -194,7 +194,8 @@ def test_fallback_gives_the_fast_paths_tokens(model_type: str, matrix_root: Path
     of different sizes on the two paths; gemma2 soft-caps and has an 8-token window."""
     import torch
 
-    from introspectd.generate.batcher import Batcher, BatcherConfig, WorkItem
+    from introspectd.generate.batcher import Batcher
+    from introspectd.generate.decoding import BatcherConfig, WorkItem
     from introspectd.generate.fallback import CacheBatcher
     from introspectd.generate.runner import Runner
     from introspectd.protocol.models import resolve_model
@@ -347,7 +348,7 @@ def test_a_model_neither_path_reproduces_is_refused_naming_both(tiny_runner: Any
     checks fail, and the refusal names both causes."""
     import torch
 
-    from introspectd.generate.batcher import BatcherConfig
+    from introspectd.generate.decoding import BatcherConfig
     from introspectd.generate.fallback import choose_path
     from introspectd.generate.layers import decoder_layers
 

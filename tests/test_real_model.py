@@ -16,7 +16,8 @@ from judge_server import JudgeServer
 from test_engine import CONFIG_KEYS, RECORD_KEYS, _records
 
 from introspectd.cli import main
-from introspectd.generate.batcher import Batcher, BatcherConfig, Finished, WorkItem
+from introspectd.generate.batcher import Batcher
+from introspectd.generate.decoding import BatcherConfig, Finished, WorkItem
 from introspectd.generate.steering import SteeringState, steering
 from introspectd.protocol.prompts import baseline_words, introspection_messages
 

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import anyio
 
@@ -19,7 +19,7 @@ from introspectd.app.adaptive import Rounds
 from introspectd.app.looplag import LoopLag
 from introspectd.cloud.durability import FINAL_FLUSH_S, UploadTrigger
 from introspectd.errors import Interrupted, Transient, sole_error
-from introspectd.generate.interface import GeneratorSpec
+from introspectd.generate.interface import GeneratorSpec, TrialEngine
 from introspectd.judge.grader import ToJudge
 from introspectd.judge.pool import JudgePool
 from introspectd.output.exporter import Exporter
@@ -28,9 +28,6 @@ from introspectd.protocol.trials import Trial
 from introspectd.run.scheduler import Scheduler
 from introspectd.run.session import RunContext
 from introspectd.run.stats import RunStats
-
-if TYPE_CHECKING:
-    from introspectd.generate.generator import Generator
 
 log = logging.getLogger("introspectd")
 T = TypeVar("T")
@@ -47,14 +44,14 @@ async def _in_thread(fn: Callable[..., T], *args: object) -> T:
     return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
 
 
-def _new_generator(spec: GeneratorSpec) -> Generator:
+def _new_generator(spec: GeneratorSpec) -> TrialEngine:
     """Runs in a worker thread: importing torch takes seconds, which the loop must not wait."""
-    from introspectd.generate.generator import Generator  # torch loads only when there is work
-
     if spec.sweep.measure == "logit":
-        from introspectd.generate.logit import LogitGenerator
+        from introspectd.generate.logit import LogitEngine  # torch loads only when there is work
 
-        return LogitGenerator(spec)
+        return LogitEngine(spec)
+    from introspectd.generate.generator import Generator
+
     return Generator(spec)
 
 
@@ -245,7 +242,7 @@ class Engine:
             return
         generator = loaded[0]
         self.stats.batch_size = generator.batch_size
-        self.stats.device = str(generator.runner.device)
+        self.stats.device = generator.device
         needed = Scheduler.vectors_needed(ctx.tickets)
         if self.rounds is not None:  # later rounds may need any selected cell's vector
             needed |= {(concept, layer) for concept, layer, _ in ctx.cells}

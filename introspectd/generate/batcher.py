@@ -13,59 +13,15 @@ The loop runs in a worker thread; it talks to the outside only through its `RowS
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from transformers import DynamicCache
 
 from introspectd.generate.cascade import SlotCache, slot_attention
-from introspectd.generate.placement import input_device, layer_devices
-from introspectd.generate.sampling import DeviceSampler
-from introspectd.generate.steering import SteeringState, steering
-
-
-@dataclass(frozen=True)
-class WorkItem:
-    trial_id: str
-    seed: int
-    layer: int
-    delta: torch.Tensor | None  # strength × concept vector, [d]; None for a control trial
-
-
-@dataclass(frozen=True)
-class Finished:
-    trial_id: str
-    token_ids: list[int]
-
-
-class RowSource(Protocol):
-    """Where the batcher gets new rows and hands finished ones."""
-
-    def take(self, n: int) -> list[WorkItem]:
-        """Up to `n` rows to admit now; none when there are no more."""
-        ...
-
-    def done(self, rows: list[Finished]) -> None: ...
-
-    def should_stop(self) -> bool:
-        """True to abandon the rows in flight and return."""
-        ...
-
-
-@dataclass(frozen=True)
-class BatcherConfig:
-    batch_size: int
-    max_new_tokens: int
-    temperature: float
-    # First prompt position the injection covers: None = generated positions only
-    # ("generation"), 0 = the whole prompt ("all"), the token before the marker ("from_marker").
-    prompt_steer_from: int | None = None
-    share_prefix: bool = True  # keep the unsteered prompt prefix once for all rows
-    compact: bool = True  # drop finished rows instead of decoding them to the end
-    refill: bool = True  # admit new trials into a running batch
-    check_every: int = 1  # decode steps between host-side stop checks
-    ignore_eos: bool = False  # benchmarks: every trial decodes max_new_tokens
+from introspectd.generate.decoding import BatcherBase, BatcherConfig, RowSource, WorkItem
+from introspectd.generate.placement import layer_devices
+from introspectd.generate.steering import steering
 
 
 def shared_prompt_len(prompt_len: int, config: BatcherConfig) -> int:
@@ -144,33 +100,9 @@ def attention_shape(model: torch.nn.Module) -> tuple[int, int, int, int]:
     return int(text.num_hidden_layers), kv_heads, head_dim, heads // kv_heads
 
 
-class BatcherBase:
-    """What both generation paths hold: the model and where its inputs go, the prompt, the stop
-    tokens, the steering state and the sampler (`Batcher` here, `CacheBatcher` in fallback.py)."""
-
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        prompt_ids: list[int],
-        eos_ids: list[int],
-        config: BatcherConfig,
-    ) -> None:
-        self.model = model
-        self.config = config
-        param = next(model.parameters())
-        self.device, self.dtype = input_device(model), param.dtype
-        self.prompt_len = len(prompt_ids)
-        self.prompt = torch.tensor([prompt_ids], device=self.device)
-        self.eos_set = set(eos_ids)
-        self.eos = torch.tensor(sorted(self.eos_set) or [-1], device=self.device)
-        model_config: Any = model.config
-        self.hidden_size = int(model_config.get_text_config().hidden_size)
-        self.state = SteeringState()
-        self.sample = DeviceSampler(self.device)
-        self.num_decode_steps = 0
-
-
 class Batcher(BatcherBase):
+    """The shared-prefix engine (module docstring): the fast path."""
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -205,30 +137,18 @@ class Batcher(BatcherBase):
                     self._decode_step(cache, rows)
                 self._retire(cache, rows, source)
 
-    def check_against_plain_forward(self) -> float:
-        """Largest difference, relative to the largest logit, between this engine's logits and
-        the model's own full forward pass, for the first two answer tokens of an unsteered
-        row. ValueError if the model needs attention the engine does not have (sliding windows
-        shorter than a trial, soft-capping) or the two disagree: a wrong cache or position
-        layout would otherwise give plausible-looking but wrong answers."""
+    def _check_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # Besides a wrong cache or position layout, this catches a model needing attention the
+        # engine does not have (sliding windows shorter than a trial, soft-capping).
         logits, first = self.first_answer_logits([WorkItem("check", 0, 0, None)], [])
-        ids = torch.cat([self.prompt, first[:, None]], dim=1)
-        with torch.inference_mode():
-            plain = self.model(input_ids=ids, logits_to_keep=2).logits[0].float().to(self.device)
-        ours = logits[0].float()
-        difference = float((ours - plain).abs().max() / plain.abs().max().clamp(min=1e-6))
-        # In float32 the two agree to ~1e-6. In bfloat16 rounding alone moves the model's own
-        # forward pass by up to 0.23 of the largest logit from its float32 value (random
-        # 12-layer model), so only a wholesale disagreement (~1, e.g. a prompt the cache lost)
-        # is caught there; the float32 test suite checks the layout itself.
-        tolerance = 1e-3 if self.dtype == torch.float32 else 0.5
-        if not difference <= tolerance:
-            raise ValueError(
-                f"the shared-prefix engine's logits differ from the model's own forward pass "
-                f"by {difference:.2g} of the largest logit (tolerance {tolerance:g}); "
-                "introspectd supports Llama/Qwen/Mistral-style decoders"
-            )
-        return difference
+        return logits[0], first
+
+    def _mismatch(self, difference: float, tolerance: float) -> str:
+        return (
+            f"the shared-prefix engine's logits differ from the model's own forward pass "
+            f"by {difference:.2g} of the largest logit (tolerance {tolerance:g}); "
+            "introspectd supports Llama/Qwen/Mistral-style decoders"
+        )
 
     def first_answer_logits(
         self, items: list[WorkItem], layers: list[int]
@@ -347,11 +267,6 @@ class Batcher(BatcherBase):
 
     # --- decoding --------------------------------------------------------------------------
 
-    def _stops(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self.config.ignore_eos:
-            return torch.zeros_like(tokens, dtype=torch.bool)
-        return torch.isin(tokens, self.eos)
-
     def _decode_step(self, cache: SlotCache, rows: _Rows) -> torch.Tensor:
         """One token for every row in flight; returns the logits it was sampled from."""
         n = len(rows)
@@ -383,12 +298,10 @@ class Batcher(BatcherBase):
         counts = rows.num_generated[:n].cpu().tolist()
         finished_at = done.nonzero().flatten().tolist()
         token_rows = rows.tokens[finished_at].cpu().tolist()
-        finished = []
-        for row, tokens in zip(finished_at, token_rows, strict=True):
-            ids = tokens[: counts[row]]
-            if ids and not self.config.ignore_eos and ids[-1] in self.eos_set:
-                ids = ids[:-1]
-            finished.append(Finished(rows.items[row].trial_id, ids))
+        finished = [
+            self._answer(rows.items[row].trial_id, tokens[: counts[row]])
+            for row, tokens in zip(finished_at, token_rows, strict=True)
+        ]
         source.done(finished)
         # The last rows still running move into the slots that just freed up.
         num_kept = n - len(finished_at)

@@ -19,8 +19,8 @@ import logging
 
 import torch
 
-from introspectd.generate.batcher import (
-    Batcher,
+from introspectd.generate.batcher import Batcher
+from introspectd.generate.decoding import (
     BatcherBase,
     BatcherConfig,
     Finished,
@@ -59,22 +59,17 @@ class CacheBatcher(BatcherBase):
                     return False
                 source.done(finished)
 
-    def check_against_plain_forward(self) -> float:
-        """Like `Batcher.check_against_plain_forward`, for this path's first two tokens."""
+    def _check_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
         captured: list[torch.Tensor] = []
         with torch.inference_mode():
             self._generate([WorkItem("check", 0, 0, None)], None, captured, max_steps=2)
-            ids = torch.cat([self.prompt, captured[-1].to(self.device)[None, :1]], dim=1)
-            plain = self.model(input_ids=ids, logits_to_keep=2).logits[0].float()
-        ours = torch.cat([captured[0], captured[1]]).float().to(plain.device)
-        difference = float((ours - plain).abs().max() / plain.abs().max().clamp(min=1e-6))
-        tolerance = 1e-3 if self.dtype == torch.float32 else 0.5
-        if not difference <= tolerance:
-            raise ValueError(
-                f"generating through its own cache gives logits {difference:.2g} of the largest "
-                f"logit away from its own forward pass (tolerance {tolerance:g})"
-            )
-        return difference
+        return torch.cat([captured[0], captured[1]]), captured[-1]
+
+    def _mismatch(self, difference: float, tolerance: float) -> str:
+        return (
+            f"generating through its own cache gives logits {difference:.2g} of the largest "
+            f"logit away from its own forward pass (tolerance {tolerance:g})"
+        )
 
     def _deltas(self, items: list[WorkItem]) -> dict[int, torch.Tensor]:
         """`{layer: [B, d]}`: each row's delta at its own layer, zeros elsewhere."""
@@ -97,19 +92,33 @@ class CacheBatcher(BatcherBase):
         max_steps: int | None = None,
     ) -> list[Finished] | None:
         """Answers for `items`, one batch; None if `source` asked to stop first."""
-        cfg = self.config
-        n, max_new = len(items), cfg.max_new_tokens
-        seeds = torch.tensor([it.seed for it in items], dtype=torch.int64, device=self.device)
         self.state.deltas = self._deltas(items)
-        steer_from = cfg.prompt_steer_from
+        steer_from = self.config.prompt_steer_from
         self.state.position_mask = None
         if steer_from is not None:
             positions = torch.arange(self.prompt_len, device=self.device)
-            self.state.position_mask = (positions >= steer_from).to(self.dtype).expand(n, -1)
+            mask = (positions >= steer_from).to(self.dtype).expand(len(items), -1)
+            self.state.position_mask = mask
         try:
-            out = self.model(input_ids=self.prompt.expand(n, -1), use_cache=True, logits_to_keep=1)
+            return self._prefill_and_decode(items, source, captured, max_steps)
         finally:
-            self.state.position_mask = None
+            # Whatever ends the batch (a stop, a fault, out of memory), no row's delta may
+            # steer the next forward pass through these hooks.
+            self.state.deltas, self.state.position_mask = {}, None
+
+    def _prefill_and_decode(
+        self,
+        items: list[WorkItem],
+        source: RowSource | None,
+        captured: list[torch.Tensor] | None,
+        max_steps: int | None,
+    ) -> list[Finished] | None:
+        cfg = self.config
+        n, max_new = len(items), cfg.max_new_tokens
+        seeds = torch.tensor([it.seed for it in items], dtype=torch.int64, device=self.device)
+        out = self.model(input_ids=self.prompt.expand(n, -1), use_cache=True, logits_to_keep=1)
+        # Decode passes are one token each and always steered; the prompt mask is done.
+        self.state.position_mask = None
         cache, logits = out.past_key_values, out.logits[:, -1, :]
         steps = max_steps or max_new
         tokens = torch.zeros(n, max(max_new, steps), dtype=torch.int64, device=self.device)
@@ -136,25 +145,11 @@ class CacheBatcher(BatcherBase):
             self.num_decode_steps += 1
         if captured is not None:
             captured.append(tokens[:, 0])
-        self.state.deltas = {}
-        return self._finished(items, tokens, num_generated)
-
-    def _stops(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self.config.ignore_eos:
-            return torch.zeros_like(tokens, dtype=torch.bool)
-        return torch.isin(tokens, self.eos)
-
-    def _finished(
-        self, items: list[WorkItem], tokens: torch.Tensor, num_generated: torch.Tensor
-    ) -> list[Finished]:
-        finished = []
         counts = num_generated.cpu().tolist()
-        for item, row, count in zip(items, tokens.cpu().tolist(), counts, strict=True):
-            ids = row[:count]
-            if ids and not self.config.ignore_eos and ids[-1] in self.eos_set:
-                ids = ids[:-1]
-            finished.append(Finished(item.trial_id, ids))
-        return finished
+        return [
+            self._answer(item.trial_id, row[:count])
+            for item, row, count in zip(items, tokens.cpu().tolist(), counts, strict=True)
+        ]
 
 
 def choose_path(

@@ -8,22 +8,19 @@ each row is steered from its own first steered position (per-row `SteeringState`
 
 from __future__ import annotations
 
-import logging
+import time
 
 import torch
 
 from introspectd.errors import BadInput
-from introspectd.generate.arms import arm_delta
-from introspectd.generate.generator import CoreSharing, Generator, _as_bad_input
 from introspectd.generate.interface import GeneratorSpec, WorkSource
 from introspectd.generate.runner import Runner, batch_size_for
+from introspectd.generate.session import ModelSession, as_bad_input
 from introspectd.generate.steering import SteeringState, steering
 from introspectd.protocol.factual import FACTUAL_QUESTIONS, factual_user_text
 from introspectd.protocol.prompts import PROMPT_VERSIONS, introspection_messages
-from introspectd.protocol.results import Generation, Readout, now_iso
-from introspectd.protocol.trials import Kind, Trial, trial_seed
-
-log = logging.getLogger("introspectd")
+from introspectd.protocol.results import Generation, Readout, VectorTable, now_iso
+from introspectd.protocol.trials import Kind, Trial
 
 YES_SPELLINGS = ("Yes", " Yes", "yes", " yes", "YES", " YES")
 NO_SPELLINGS = ("No", " No", "no", " no", "NO", " NO")
@@ -80,22 +77,21 @@ def _input_key(trial: Trial) -> tuple[object, ...] | None:
     return (spec.question, spec.kind, spec.concept, spec.layer, spec.strength)
 
 
-class LogitGenerator(Generator):
-    """A `Generator` for logit mode: the same vectors and run loop, one forward pass a trial.
-
-    It does not call `Generator.__init__`: there is no decode engine to build or check, and the
-    plain forward pass it uses is the model's own."""
+class LogitEngine:
+    """The logit measure for one run (`interface.TrialEngine`): one steered forward pass a
+    trial, on the run's `ModelSession` (the same placement, vectors and back-off as
+    generation); no decode engine to build or check, the plain forward pass is the model's own.
+    """
 
     def __init__(self, spec: GeneratorSpec) -> None:
         self.spec = spec
-        sweep = spec.sweep
-        with _as_bad_input(spec):
-            self.runner = Runner(spec.model, spec.dtype, spec.device)
+        self.session = ModelSession(spec, judged=False)  # nothing is judged alongside
+        with as_bad_input(spec):
             prompts = [self._messages(None)] + [
                 self._messages(q) for q in range(len(FACTUAL_QUESTIONS))
             ]
-            self.question_ids = [self.runner.render(m) for m in prompts]
-            self.steer_from = [self._steer_from(m) or 0 for m in prompts]
+            self.question_ids = [self.session.render(m) for m in prompts]
+            self.steer_from = [self.session.steer_from(m) or 0 for m in prompts]
         tokenizer = self.runner.tokenizer
         self.yes_ids = single_token_ids(tokenizer, YES_SPELLINGS)
         self.no_ids = single_token_ids(tokenizer, NO_SPELLINGS)
@@ -108,15 +104,27 @@ class LogitGenerator(Generator):
         eos = self.runner.eos_ids()
         self.pad_id = int(pad_id if pad_id is not None else (eos[0] if eos else 0))
         longest = max(len(ids) for ids in self.question_ids)
-        self.batch_size = (
-            sweep.batch_size
-            if isinstance(sweep.batch_size, int)
-            else batch_size_for(self.runner.model, longest)
-        )
-        self.core_sharing = CoreSharing(False)  # nothing is judged alongside
-        self.vectors: dict[tuple[str, int], torch.Tensor] = {}
-        self.stamp_prefix = f"{spec.stamp}_"
+        self.session.choose_batch_size(lambda: batch_size_for(self.runner.model, longest))
         self.known: dict[tuple[object, ...], Readout] = {}  # read_out_reusing
+
+    # What the run loop and the tests read of the session.
+    @property
+    def runner(self) -> Runner:
+        return self.session.runner
+
+    @property
+    def batch_size(self) -> int:
+        return self.session.batch_size
+
+    @property
+    def device(self) -> str:
+        return str(self.session.runner.device)
+
+    def compute_vectors(self, pairs: set[tuple[str, int]]) -> VectorTable:
+        return self.session.compute_vectors(pairs)
+
+    def load_vectors(self, table: dict[tuple[str, int], tuple[bytes, float]]) -> None:
+        self.session.load_vectors(table)
 
     def _messages(self, question: int | None) -> list[dict[str, str]]:
         sweep = self.spec.sweep
@@ -131,33 +139,24 @@ class LogitGenerator(Generator):
         return introspection_messages(sweep.prompt_version, system, user)
 
     def run(self, work: WorkSource) -> bool:
-        """Read out trials until `work` runs dry; False if it asked to stop first. Out of GPU
-        memory, the trials in hand go back to `work` and the batch halves, down to one row."""
+        """Read out trials until `work` runs dry; False if it asked to stop first (the session
+        backs off out of memory)."""
+        return self.session.run(work, lambda n: self._read_out_all(work, n))
+
+    def _read_out_all(self, work: WorkSource, batch_size: int) -> bool:
         layers = list(self.spec.layers)
         while True:
             if work.should_stop():
                 return False
-            trials = work.take(self.batch_size)
+            trials = work.take(batch_size)
             if not trials:
                 return True
-            try:
-                readouts = self.read_out_reusing(trials, layers)
-            except torch.OutOfMemoryError:
-                if self.batch_size == 1:
-                    raise
-                self.batch_size = max(1, self.batch_size // 2)
-                work.requeue()
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                log.warning("out of GPU memory: batch size now %d", self.batch_size)
-                continue
+            readouts = self.read_out_reusing(trials, layers)
             at = now_iso()
-            work.done(
-                [
-                    Generation(t.trial_id, "", 0, at, r)
-                    for t, r in zip(trials, readouts, strict=True)
-                ]
-            )
+            generations = [
+                Generation(t.trial_id, "", 0, at, r) for t, r in zip(trials, readouts, strict=True)
+            ]
+            self.session.hand_over(work, generations, time.monotonic())
 
     def read_out_reusing(self, trials: list[Trial], layers: list[int]) -> list[Readout]:
         """`read_out`, computing each distinct input once. With no sampling, trials that add
@@ -194,8 +193,7 @@ class LogitGenerator(Generator):
         hidden = int(runner.model.config.get_text_config().hidden_size)
         deltas: dict[int, torch.Tensor] = {}
         for i, trial in enumerate(trials):
-            seed = trial_seed(self.spec.seed, trial.trial_id.removeprefix(self.stamp_prefix))
-            delta = arm_delta(trial.spec, self.vectors, seed)
+            delta = self.session.delta(trial, self.session.seed(trial))
             if delta is None:
                 continue
             layer = trial.spec.layer

@@ -1,7 +1,7 @@
 """The model owner: loads weights and tokenizer, renders prompts, extracts concept vectors.
 
-Nothing outside this module, `steering`, `sampling`, `cascade`, `batcher` and `generator`
-(which bridges them to the run loop) touches torch.
+Nothing outside `generate/` touches torch; within it, `session` loads this runner for either
+engine (`generator`, `logit`), which bridge it to the run loop.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import torch
 from transformers import AutoTokenizer, GenerationConfig
 from transformers.utils import logging as hf_logging
 
-from introspectd.generate.batcher import Batcher, BatcherConfig, attention_shape, tokens_per_row
+from introspectd.generate.batcher import Batcher, attention_shape, tokens_per_row
 from introspectd.generate.builtin import BUILTIN_SPECS, build
+from introspectd.generate.decoding import BatcherConfig
 from introspectd.generate.gguf import dequantize_once
 from introspectd.generate.layers import decoder_layers
 from introspectd.generate.loading import load_causal_lm
