@@ -2,8 +2,9 @@
 
 Each repeat draws a synthetic layer × strength surface shaped like the seed's published one
 (near zero at early layers and weak strengths, a ridge around 2/3 depth, pass rate and coherence
-collapsing at high strength), then runs the real decision code (`introspectd.run.adaptive.decide`,
-the function the run calls) against Bernoulli outcomes drawn from it, round by round.
+collapsing at high strength), then runs the real decision code
+(`introspectd.run.round_decisions.decide`, the function the run calls) against Bernoulli
+outcomes drawn from it, round by round.
 
 It reports, over the repeats:
 * trials spent by the adaptive sweep (injection + control, the whole grid) against the trials a
@@ -31,7 +32,13 @@ import numpy as np
 
 from introspectd.protocol.intervals import wilson_interval
 from introspectd.protocol.plan import AdaptiveConfig
-from introspectd.run.adaptive import CellCounts, StopReason, decide, halfwidth, net_lower_bound
+from introspectd.run.round_decisions import (
+    CellCounts,
+    StopReason,
+    decide,
+    halfwidth,
+    net_lower_bound,
+)
 
 DEPTHS = (1 / 6, 1 / 3, 1 / 2, 2 / 3, 5 / 6, 0.93)  # the seed's default layer points
 STRENGTHS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)

@@ -95,7 +95,7 @@ def hf_batched_per_config(
     """All trials of one (concept, layer, strength, kind) cell in one generate call."""
     cells: dict[tuple[str, int, float, str], list[TrialSpec]] = {}
     for spec in specs:
-        key = (spec.concept, spec.layer, spec.strength, spec.kind.value)
+        key = (spec.concept, spec.layer, spec.strength, spec.arm.value)
         cells.setdefault(key, []).append(spec)
     start = time.perf_counter()
     for cell in cells.values():

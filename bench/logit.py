@@ -56,14 +56,14 @@ def timed(
     try:
         spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
         generator = LogitEngine(spec) if logit else Generator(spec)
-        table = generator.compute_vectors(Scheduler.vectors_needed(ctx.tickets))
+        table = generator.compute_vectors(Scheduler.vectors_needed(ctx.pending))
         generator.load_vectors({k: (data, norm) for k, (data, _, norm) in table.items()})
-        generator.run(KeptWork(list(ctx.tickets)[: generator.batch_size]))
+        generator.run(KeptWork(list(ctx.pending)[: generator.batch_size]))
         times = []
         for _ in range(repeats):
             if isinstance(generator, LogitEngine):
                 generator.known.clear()  # each pass starts cold: reuse only within the pass
-            work = KeptWork(list(ctx.tickets))
+            work = KeptWork(list(ctx.pending))
             start = time.perf_counter()
             generator.run(work)
             times.append(time.perf_counter() - start)

@@ -189,9 +189,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         return cmd_status(args)
     if args.command == "confirm":
-        from introspectd.app.confirm import cmd_confirm
-
-        return cmd_confirm(args, _narrowing(argparse.Namespace(shard=args.shard)))
+        return cmd_confirm(args)
     if args.command == "export":
         return cmd_export(args)
     if args.command == "rejudge":
@@ -335,6 +333,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     live = not args.no_progress and sys.stderr.isatty()
     done = run_sweep(load_plan(args.plan), _narrowing(args), local=args.local, live=live)
     print("\n".join(done.summary()))
+    return EXIT_OK
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from introspectd.app.confirm import check_counts, confirm
+    from introspectd.app.plans import load_plan
+
+    check_counts(args.top, args.trials)  # before the plan is read: the first thing to say
+    live = not args.no_progress and sys.stderr.isatty()
+    narrowing = _narrowing(argparse.Namespace(shard=args.shard))
+    lines = confirm(load_plan(args.plan), narrowing, args.top, args.trials, args.local, live)
+    print("\n".join(lines))
     return EXIT_OK
 
 

@@ -22,9 +22,9 @@ from helpers import REPO, run_cli, start_run, write_plan
 from judge_server import GOOD_RESULT, JudgeServer, Recorded, ok, status
 
 from introspectd.protocol.plan import AdaptiveConfig, parse_plan
-from introspectd.run.adaptive import CellCounts, Decision, StopReason, decide, replay
-from introspectd.run.adaptive_run import replay_run
 from introspectd.run.db import Store
+from introspectd.run.round_decisions import CellCounts, Decision, StopReason, decide, replay
+from introspectd.run.round_state import replay_run
 
 SETTINGS = AdaptiveConfig(
     enabled=True, target_halfwidth=0.1, max_trials_per_cell=100, round_trials=20, min_coherent=0.5
@@ -321,7 +321,7 @@ def test_confirm_adds_fresh_marked_trials(tmp_path: Path, judge: JudgeServer) ->
 def test_an_early_next_round_is_the_round_the_decision_gives() -> None:
     """`certain_next` (a cell's next round started while others are still judged) never
     disagrees with `decide` once the others' pending answers are in, however they fall."""
-    from introspectd.run.adaptive import certain_next, injection_interval
+    from introspectd.run.round_decisions import certain_next, injection_interval
 
     rng = random.Random(5)
     settings = AdaptiveConfig(

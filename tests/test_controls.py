@@ -24,7 +24,7 @@ from introspectd.generate.interface import GeneratorSpec
 from introspectd.generate.logit import LogitEngine
 from introspectd.generate.steering import SteeringState, decoder_layers, steering
 from introspectd.protocol.plan import load_plan, parse_plan
-from introspectd.protocol.trials import Kind, Trial, TrialSpec, expand_trials, trial_seed
+from introspectd.protocol.trials import Arm, Trial, TrialSpec, expand_trials, trial_seed
 from introspectd.report.controls import random_arm_metrics
 from introspectd.report.yes_shift import yes_shift_metrics
 from introspectd.run.scheduler import Scheduler
@@ -77,7 +77,7 @@ def test_default_arms_keep_todays_ids_and_order() -> None:
     assert "S_fear_random_L24_S2.0_t15" in ids
     assert "S_fear_control_factual1_L24_S2.0_t0" in ids
     assert len(ids) == len(set(ids)) == 16 * 3 + 2 * 3
-    assert TrialSpec("fear", Kind.RANDOM, 24, 2.0, 0).is_injected
+    assert TrialSpec("fear", Arm.RANDOM, 24, 2.0, 0).is_injected
     # Runs created before the control keys keep their plan hash (and so resume).
     default = parse_plan({"sweep": {"arms": ["injection", "control"]}}, "p.toml")
     assert not {"arms", "measure", "factual_controls"} & default.generation_spec()["sweep"].keys()
@@ -110,7 +110,7 @@ def test_bad_control_keys_are_one_line_and_exit_2(tmp_path: Path, sweep: str, me
 def test_random_directions_have_the_concept_norm_and_depend_on_the_trial_only() -> None:
     vectors = {("fear", layer): torch.randn(64) * (layer + 3) for layer in (1, 3)}
     for layer in (1, 3):
-        spec = TrialSpec("fear", Kind.RANDOM, layer, 1.0, 0)
+        spec = TrialSpec("fear", Arm.RANDOM, layer, 1.0, 0)
         delta = arm_delta(spec, vectors, seed=11)
         assert delta is not None
         assert torch.isclose(delta.norm(), vectors[("fear", layer)].norm(), rtol=1e-5)
@@ -133,9 +133,9 @@ def logit_generator(
     try:
         spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
         generator = LogitEngine(spec)
-        table = generator.compute_vectors(Scheduler.vectors_needed(ctx.tickets))
+        table = generator.compute_vectors(Scheduler.vectors_needed(ctx.pending))
         generator.load_vectors({key: (data, norm) for key, (data, _, norm) in table.items()})
-        yield generator, list(ctx.tickets)
+        yield generator, list(ctx.pending)
     finally:
         ctx.close()
 
@@ -176,7 +176,7 @@ def test_p_yes_matches_the_models_own_forward_pass(
         assert generator.steer_from[0] > 0  # the system prompt and the text before the marker
     # One batch mixing arms, concepts, layers, strengths, detection and factual questions.
     picked = trials[::7][:24]
-    assert {t.spec.kind for t in picked} == set(Kind)
+    assert {t.spec.arm for t in picked} == set(Arm)
     assert any(t.spec.question is not None for t in picked)
     layers = list(generator.spec.layers)
     batched = generator.read_out(picked, layers)
@@ -192,7 +192,7 @@ def test_p_yes_matches_the_models_own_forward_pass(
         [r.p_yes for r in batched], abs=1e-6
     )
     # Random trials of the same cell read out differently: their directions differ.
-    randoms = [t for t in trials if t.spec.kind is Kind.RANDOM and t.spec.question is not None]
+    randoms = [t for t in trials if t.spec.arm is Arm.RANDOM and t.spec.question is not None]
     cell = [
         t
         for t in randoms
@@ -205,7 +205,7 @@ def test_p_yes_matches_the_models_own_forward_pass(
     # Reusing read-outs that cannot differ gives every trial its own forward pass's value.
     everything = generator.read_out_reusing(trials, layers)
     assert len(generator.known) < len(trials)
-    repeated = [t for t in trials if t.spec.kind is not Kind.RANDOM][:8]
+    repeated = [t for t in trials if t.spec.arm is not Arm.RANDOM][:8]
     assert generator.read_out_reusing(repeated, layers) == [  # all known: no forward pass
         everything[trials.index(t)] for t in repeated
     ]
@@ -261,9 +261,9 @@ def _logit_readouts(
     try:
         spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
         engine = LogitEngine(spec)
-        table = engine.compute_vectors(Scheduler.vectors_needed(ctx.tickets))
+        table = engine.compute_vectors(Scheduler.vectors_needed(ctx.pending))
         engine.load_vectors({key: (data, norm) for key, (data, _, norm) in table.items()})
-        work = KeptWork(list(ctx.tickets))
+        work = KeptWork(list(ctx.pending))
 
         def too_big(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             if max_rows is not None and args[0].shape[0] > max_rows:

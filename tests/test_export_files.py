@@ -57,7 +57,7 @@ def ctx(tmp_path: Path) -> Iterator[RunContext]:
 
 
 def test_flushes_append_each_new_record_once(ctx: RunContext) -> None:
-    fear = [t.trial_id for t in ctx.tickets if t.spec.concept == "fear"]
+    fear = [t.trial_id for t in ctx.pending if t.spec.concept == "fear"]
     exporter = Exporter(ctx)
     exporter.reconcile()
     path = exporter.path("fear")
@@ -89,7 +89,7 @@ def test_flushes_append_each_new_record_once(ctx: RunContext) -> None:
 def test_reconcile_repairs_torn_doubled_edited_and_missing_lines(
     ctx: RunContext, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ids = [t.trial_id for t in ctx.tickets if t.spec.concept == "ocean"][:6]
+    ids = [t.trial_id for t in ctx.pending if t.spec.concept == "ocean"][:6]
     exporter = Exporter(ctx)
     exporter.reconcile()
     _finish(ctx, ids)

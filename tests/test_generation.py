@@ -37,7 +37,7 @@ def _generator(
     try:
         spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
         generator = Generator(spec)
-        table = generator.compute_vectors(Scheduler.vectors_needed(ctx.tickets))
+        table = generator.compute_vectors(Scheduler.vectors_needed(ctx.pending))
         generator.load_vectors({key: (data, norm) for key, (data, _, norm) in table.items()})
 
         def too_big(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
@@ -46,7 +46,7 @@ def _generator(
 
         handle = decoder_layers(generator.runner.model)[0].register_forward_pre_hook(too_big)
         try:
-            yield generator, KeptWork(ctx.tickets)
+            yield generator, KeptWork(ctx.pending)
         finally:
             handle.remove()
     finally:

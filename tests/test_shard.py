@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from introspectd.errors import BadInput
-from introspectd.protocol.trials import Kind, TrialSpec, expand_trials, resolve_layers
+from introspectd.protocol.trials import Arm, TrialSpec, expand_trials, resolve_layers
 from introspectd.run.shard import (
     Shard,
     diagonal_position,
@@ -70,16 +70,16 @@ def test_every_shard_mixes_kinds_concepts_layers_and_strengths(case: tuple) -> N
     trials, (n_concepts, n_layers, n_strengths), count = case
     cycle = 2 * n_concepts * n_layers * n_strengths
     for share in all_shares(trials, count):
-        kinds = Counter(t.kind for t in share)
-        assert abs(kinds[Kind.INJECTION] - kinds[Kind.CONTROL]) <= 1
+        arms = Counter(t.arm for t in share)
+        assert abs(arms[Arm.INJECTION] - arms[Arm.CONTROL]) <= 1
         if len(share) >= 2 * n_concepts:
-            pairs = Counter((t.kind, t.concept) for t in share)
+            pairs = Counter((t.arm, t.concept) for t in share)
             assert len(pairs) == 2 * n_concepts
             assert max(pairs.values()) - min(pairs.values()) <= 1
         if len(share) >= 2 * n_concepts * n_layers:
             assert len({t.layer for t in share}) == n_layers
         if len(share) >= cycle:
-            combos = Counter((t.kind, t.concept, t.layer, t.strength) for t in share)
+            combos = Counter((t.arm, t.concept, t.layer, t.strength) for t in share)
             assert len(combos) == cycle
             assert max(combos.values()) - min(combos.values()) <= 1
 
@@ -112,7 +112,7 @@ def test_seed_sweep_over_eight_tasks_gives_each_the_same_mix() -> None:
     assert len(trials) == 11_520
     for share in all_shares(trials, 8):
         assert len(share) == 1_440
-        combos = Counter((t.kind, t.concept, t.layer, t.strength) for t in share)
+        combos = Counter((t.arm, t.concept, t.layer, t.strength) for t in share)
         assert set(combos.values()) == {5} and len(combos) == 288
 
 
@@ -126,7 +126,7 @@ def test_seed_sweep_shards_of_two_dozen_trials_still_see_every_value(count: int)
         assert len({t.concept for t in share}) == 4
         assert len({t.layer for t in share}) == 6
         assert len({t.strength for t in share}) == 6
-        assert len({t.kind for t in share}) == 2
+        assert len({t.arm for t in share}) == 2
 
 
 def test_one_shard_is_the_whole_plan() -> None:

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from introspectd.failures import environment_failure
-from introspectd.protocol.trials import Kind, TrialSpec
+from introspectd.protocol.trials import Arm, TrialSpec
 from introspectd.run.db import Store, migrate
 
 STAMP = "20260101_000000"
 
 
 def _specs(n: int) -> list[TrialSpec]:
-    return [TrialSpec("fear", Kind.INJECTION, 1, 2.0, i) for i in range(n)]
+    return [TrialSpec("fear", Arm.INJECTION, 1, 2.0, i) for i in range(n)]
 
 
 def test_full_database_reports_the_real_error_and_stays_usable(tmp_path: Path) -> None:
@@ -98,3 +98,26 @@ def test_failing_migration_leaves_no_partial_schema_and_no_row(tmp_path: Path) -
         migrate(conn, [good, bad])  # fixed: applies whole
         assert _tables(conn) == {"schema_migrations", "a", "b"}
         assert _versions(conn) == [1, 2]
+
+
+def test_a_run_from_before_the_arm_column_reads_its_arms_after_upgrade(tmp_path: Path) -> None:
+    """0006_arm.sql: rows written before 0004 (no `arm`) get theirs from the old `kind`, and the
+    store reads `arm` alone — a control stays a control, an injection an injection."""
+    from introspectd.run.db.file import migration_files
+
+    db = tmp_path / "state.sqlite"
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        migrate(conn, migration_files()[:3])  # a database as 0.1 before the control arms
+        for i, kind in enumerate(("injection", "control")):
+            conn.execute(
+                "INSERT INTO trials (id, ordinal, concept, kind, layer, strength, trial) "
+                "VALUES (?, ?, 'fear', ?, 1, 2.0, 0)",
+                (f"{STAMP}_fear_{kind}_L1_S2.0_t0", i, kind),
+            )
+    store = Store(db)
+    try:
+        assert [t.spec.arm for t in store.trials()] == [Arm.INJECTION, Arm.CONTROL]
+        columns = {r[1] for r in store.conn.execute("PRAGMA table_info(trials)")}
+        assert "arm" in columns and "legacy_kind" in columns and "kind" not in columns
+    finally:
+        store.close()

@@ -15,8 +15,8 @@ from typing import TypeVar
 import anyio
 
 from introspectd import stopping
-from introspectd.app.adaptive import Rounds
 from introspectd.app.looplag import LoopLag
+from introspectd.app.rounds import Rounds
 from introspectd.cloud.durability import FINAL_FLUSH_S, UploadTrigger
 from introspectd.errors import Interrupted, Transient, sole_error
 from introspectd.generate.interface import GeneratorSpec, TrialEngine
@@ -68,7 +68,7 @@ class Engine:
         self.ctx = ctx
         self.stats = stats or RunStats()
         self.on_tick = on_tick
-        self.scheduler = Scheduler(ctx.tickets)
+        self.scheduler = Scheduler(ctx.pending)
         self.exporter = Exporter(ctx)
         self.judges = JudgePool(ctx, self.stats, self.exporter, in_child=True)
         self.uploads = uploads
@@ -231,7 +231,7 @@ class Engine:
                 if self.stop_requested.is_set():
                     return
                 await anyio.sleep(0.05)
-        if not (self.ctx.tickets or (self.rounds is not None and self.rounds.has_work())):
+        if not (self.ctx.pending or (self.rounds is not None and self.rounds.has_work())):
             return
         ctx = self.ctx
         spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
@@ -243,7 +243,7 @@ class Engine:
         generator = loaded[0]
         self.stats.batch_size = generator.batch_size
         self.stats.device = generator.device
-        needed = Scheduler.vectors_needed(ctx.tickets)
+        needed = Scheduler.vectors_needed(ctx.pending)
         if self.rounds is not None:  # later rounds may need any selected cell's vector
             needed |= {(concept, layer) for concept, layer, _ in ctx.cells}
         missing = needed - ctx.store.vector_norms().keys()

@@ -125,7 +125,7 @@ def open_for_run(
     log.info(
         "run %s: %d of %d selected trials to generate; output in %s",
         ctx.run.stamp,
-        len(ctx.tickets),
+        len(ctx.pending),
         len(ctx.selected_ids),
         ctx.out_dir,
     )

@@ -141,7 +141,7 @@ def _decisions(plan: Plan, store: Store) -> list[dict[str, Any]]:
     """A shard's cells' adaptive decisions (each shard adapts its own cells)."""
     if not plan.adds_trials_as_it_goes:
         return []
-    from introspectd.run.adaptive_run import decisions_summary
+    from introspectd.run.round_state import decisions_summary
 
     cells = {r.spec.cell for r in store.trials()}
     summary = decisions_summary(plan, store.outcomes.all(), cells)
@@ -256,7 +256,7 @@ def export_from_gcs(plan: Plan, uri: str, out_dir: Path | None) -> Exported:
     for concept, records in by_concept.items():
         write_jsonl(target / f"{concept}.jsonl", records)
     if g.adaptive_cells:  # the shards' decisions, for the report's stop reasons
-        from introspectd.output.adaptive import FILE_NAME
+        from introspectd.output.decisions_file import FILE_NAME
 
         text = json.dumps({"cells": g.adaptive_cells}, indent=2) + "\n"
         write_atomic(target / FILE_NAME, text.encode())

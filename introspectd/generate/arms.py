@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from introspectd.protocol.trials import Kind, TrialSpec
+from introspectd.protocol.trials import Arm, TrialSpec
 
 
 def random_direction(seed: int, norm: float, dim: int) -> torch.Tensor:
@@ -21,9 +21,9 @@ def arm_delta(
     spec: TrialSpec, vectors: dict[tuple[str, int], torch.Tensor], seed: int
 ) -> torch.Tensor | None:
     """strength × what the trial's arm adds (float32, CPU); None for a control trial."""
-    if spec.kind is Kind.CONTROL:
+    if spec.arm is Arm.CONTROL:
         return None
     vector = vectors[(spec.concept, spec.layer)]
-    if spec.kind is Kind.RANDOM:
+    if spec.arm is Arm.RANDOM:
         vector = random_direction(seed, float(vector.norm()), vector.numel())
     return vector * spec.strength

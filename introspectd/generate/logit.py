@@ -20,7 +20,7 @@ from introspectd.generate.steering import SteeringState, steering
 from introspectd.protocol.factual import FACTUAL_QUESTIONS, factual_user_text
 from introspectd.protocol.prompts import PROMPT_VERSIONS, introspection_messages
 from introspectd.protocol.results import Generation, Readout, VectorTable, now_iso
-from introspectd.protocol.trials import Kind, Trial
+from introspectd.protocol.trials import Arm, Trial
 
 YES_SPELLINGS = ("Yes", " Yes", "yes", " yes", "YES", " YES")
 NO_SPELLINGS = ("No", " No", "no", " no", "NO", " NO")
@@ -70,11 +70,11 @@ def yes_no_probs(logits: torch.Tensor, yes_ids: list[int], no_ids: list[int]) ->
 def _input_key(trial: Trial) -> tuple[object, ...] | None:
     """What decides a trial's read-out, when that is not its own seed (None: the random arm)."""
     spec = trial.spec
-    if spec.kind is Kind.RANDOM:
+    if spec.arm is Arm.RANDOM:
         return None
-    if spec.kind is Kind.CONTROL:
-        return (spec.question, spec.kind)
-    return (spec.question, spec.kind, spec.concept, spec.layer, spec.strength)
+    if spec.arm is Arm.CONTROL:
+        return (spec.question, spec.arm)
+    return (spec.question, spec.arm, spec.concept, spec.layer, spec.strength)
 
 
 class LogitEngine:

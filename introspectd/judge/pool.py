@@ -96,7 +96,7 @@ class JudgePool:
     def _left_without_judge(self) -> list[ToJudge]:
         """Rows failed only because no judge was configured then, when one is now; in a run
         that decides trials from judged results (adaptive, confirmation), every failed row: its
-        decisions wait for them (run/adaptive_run.py), so a rerun must grade them again."""
+        decisions wait for them (run/round_state.py), so a rerun must grade them again."""
         if self.grader is None:
             return []
         every_failure = self.ctx.plan.adds_trials_as_it_goes

@@ -6,7 +6,7 @@ from typing import Any
 
 from introspectd.protocol.factual import FACTUAL_QUESTIONS
 from introspectd.protocol.results import TrialRow
-from introspectd.protocol.trials import Kind
+from introspectd.protocol.trials import Arm
 
 
 def control_keys(row: TrialRow) -> dict[str, Any]:
@@ -14,7 +14,7 @@ def control_keys(row: TrialRow) -> dict[str, Any]:
     `p_yes`, `prob_yes`, `prob_no` for a logit-mode read-out; `factual` for a factual control
     question (its index, text and correct answer)."""
     spec = row.spec
-    out: dict[str, Any] = {"arm": spec.kind.value}
+    out: dict[str, Any] = {"arm": spec.arm.value}
     if row.readout is not None:
         out["p_yes"] = row.readout.p_yes
         out["prob_yes"] = row.readout.prob_yes
@@ -27,4 +27,4 @@ def control_keys(row: TrialRow) -> dict[str, Any]:
 
 def direction(row: TrialRow) -> str | None:
     """How the added vector's direction was chosen: None when nothing was added."""
-    return {Kind.INJECTION: "concept", Kind.RANDOM: "random"}.get(row.spec.kind)
+    return {Arm.INJECTION: "concept", Arm.RANDOM: "random"}.get(row.spec.arm)

@@ -104,7 +104,7 @@ class Exporter:
         """Every file rewritten whole, in plan order, from the database."""
         self._export_all(reconciling=False)
         if self.ctx.plan.adds_trials_as_it_goes:
-            from introspectd.output.adaptive import write_decisions
+            from introspectd.output.decisions_file import write_decisions
 
             write_decisions(self.ctx)
 

@@ -47,7 +47,7 @@ def record(
         "judge_error": row.judge_error,
         **control_keys(row),
     }
-    if spec.is_confirmation:  # fresh trials of a chosen cell (report/adaptive.py)
+    if spec.is_confirmation:  # fresh trials of a chosen cell (report/adaptive_section.py)
         rec["config"] = {**rec["config"], "confirmation": True}
     return rec
 

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 from introspectd.protocol import plan_keys
 from introspectd.protocol.factual import FACTUAL_QUESTIONS
 from introspectd.protocol.plan_table import Table
-from introspectd.protocol.trials import DEFAULT_ARM_NAMES, Kind
+from introspectd.protocol.trials import DEFAULT_ARM_NAMES, Arm
 
 if TYPE_CHECKING:
     from introspectd.protocol.sweep import SweepConfig
 
 MEASURES = plan_keys.key("sweep", "measure").choices
-ARM_NAMES = tuple(k.value for k in Kind)
+ARM_NAMES = tuple(k.value for k in Arm)
 # What a run spec leaves out while it holds its default, so runs created before these keys
 # existed keep their hash (and resume).
 CONTROL_DEFAULTS: dict[str, Any] = {

@@ -1,5 +1,5 @@
 """Confidence intervals for proportions. Pure Python: the report's tables and the adaptive
-scheduler's stopping rules use the same math (report/metrics.py, run/adaptive.py)."""
+scheduler's stopping rules use the same math (report/metrics.py, run/round_decisions.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The plan's `[adaptive]` table: its settings and their checks (the decisions themselves are
-run/adaptive.py)."""
+run/round_decisions.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class AdaptiveConfig:
-    """`[adaptive]`: spend trials where a cell's answer is still uncertain (run/adaptive.py).
+    """`[adaptive]`: spend trials where a cell's answer is still uncertain (run/round_decisions.py).
     `[sweep] trials` is the first round; off by default."""
 
     enabled: bool = default("adaptive", "enabled")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
-class Kind(StrEnum):
+class Arm(StrEnum):
     """A trial's arm: what is added to the residual stream."""
 
     INJECTION = "injection"  # strength × the concept's vector
@@ -15,7 +15,7 @@ class Kind(StrEnum):
     RANDOM = "random"  # strength × a random direction with the concept vector's norm
 
 
-DEFAULT_ARMS: tuple[Kind, ...] = (Kind.INJECTION, Kind.CONTROL)
+DEFAULT_ARMS: tuple[Arm, ...] = (Arm.INJECTION, Arm.CONTROL)
 DEFAULT_ARM_NAMES: tuple[str, ...] = tuple(k.value for k in DEFAULT_ARMS)
 
 
@@ -29,7 +29,7 @@ class Status(StrEnum):
 @dataclass(frozen=True)
 class TrialSpec:
     concept: str
-    kind: Kind
+    arm: Arm
     layer: int
     strength: float
     trial: int
@@ -43,7 +43,7 @@ class TrialSpec:
     @property
     def is_injected(self) -> bool:
         """Something was added to the residual stream (the concept's vector or a random one)."""
-        return self.kind is not Kind.CONTROL
+        return self.arm is not Arm.CONTROL
 
     @property
     def cell(self) -> tuple[str, int, float]:
@@ -54,7 +54,7 @@ class TrialSpec:
         question = "" if self.question is None else f"_factual{self.question}"
         marker = "c" if self.is_confirmation else "t"
         return (
-            f"{stamp}_{self.concept}_{self.kind.value}{question}_L{self.layer}"
+            f"{stamp}_{self.concept}_{self.arm.value}{question}_L{self.layer}"
             f"_S{self.strength!r}_{marker}{self.trial}"
         )
 
@@ -88,21 +88,21 @@ def expand_trials(
     """Every trial of a plan, in the seed's order: concept, layer, strength, trial, arm; then
     each cell's factual control questions (one trial per question and arm: in logit mode an
     injection or control read-out does not vary between trials)."""
-    kinds = [Kind(arm) for arm in arms]
+    chosen = [Arm(name) for name in arms]
     out: list[TrialSpec] = []
     for concept in concepts:
         for layer in layers:
             for strength in strengths:
                 s = float(strength)
                 out.extend(
-                    TrialSpec(concept, kind, layer, s, t)
+                    TrialSpec(concept, arm, layer, s, t)
                     for t in range(num_trials)
-                    for kind in kinds
+                    for arm in chosen
                 )
                 out.extend(
-                    TrialSpec(concept, kind, layer, s, 0, q)
+                    TrialSpec(concept, arm, layer, s, 0, q)
                     for q in range(num_factual)
-                    for kind in kinds
+                    for arm in chosen
                 )
     return out
 
@@ -116,11 +116,11 @@ def cell_trials(
     """Trial indices `indices` of one cell, one trial per arm each (an adaptive round: every
     arm grows with its cell)."""
     concept, layer, strength = cell
-    kinds = [Kind(arm) for arm in arms]
+    chosen = [Arm(name) for name in arms]
     return [
-        TrialSpec(concept, kind, layer, strength, t, is_confirmation=is_confirmation)
+        TrialSpec(concept, arm, layer, strength, t, is_confirmation=is_confirmation)
         for t in indices
-        for kind in kinds
+        for arm in chosen
     ]
 
 

@@ -62,7 +62,7 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
         *_layer_strength_tables(summary["by_model_layer_strength"]),
     ]
     # Imported here: they use this module's formats.
-    from introspectd.report.adaptive import render_adaptive
+    from introspectd.report.adaptive_section import render_adaptive
     from introspectd.report.mentions import mentions_markdown
 
     mentions = mentions_markdown(summary.get("mentions"))

@@ -19,7 +19,7 @@ from typing import Any
 
 from introspectd.errors import BadInput
 from introspectd.jsonl import read_jsonl
-from introspectd.report.adaptive import adaptive_summary, load_decisions, split_confirmation
+from introspectd.report.adaptive_section import adaptive_summary, load_decisions, split_confirmation
 from introspectd.report.calibration import Calibration, load_calibration_file, parse_calibration
 from introspectd.report.controls import (
     controls_markdown,
@@ -84,7 +84,7 @@ def write_report(
     everything = loaded.records
     selection = select_judge(everything, loaded.files, judge)
     # Random-arm records and logit read-outs have their own section (report/controls.py);
-    # confirmation trials theirs (report/adaptive.py).
+    # confirmation trials theirs (report/adaptive_section.py).
     explore, confirm = split_confirmation([r for r in everything if is_main(r)])
     loaded = dataclasses.replace(loaded, records=explore)
     summary = build_summary(loaded)
@@ -199,7 +199,7 @@ def parse_record(obj: Any, fallback_model: str, where: str) -> Record:
         # The answer, for the mention counts (report/mentions.py); null for logit read-outs.
         "response": obj["response"] if isinstance(obj.get("response"), str) else None,
         **record_fields(obj),
-        "confirmation": config.get("confirmation") is True,  # report/adaptive.py
+        "confirmation": config.get("confirmation") is True,  # report/adaptive_section.py
     }
 
 

@@ -17,7 +17,7 @@ from introspectd.run.db import Store, StoreError, database_damage, read_run
 
 DB_NAME = "state.sqlite"
 LOCK_NAME = ".introspectd.lock"
-DECISIONS_NAME = "adaptive.json"  # an adaptive run's decisions (output/adaptive.py)
+DECISIONS_NAME = "adaptive.json"  # an adaptive run's decisions (output/decisions_file.py)
 # SQLite's companions of the database: a file written over any of them damages the run.
 _DB_COMPANIONS = ("-wal", "-shm", "-journal")
 RUN_FILE_NAMES = (DB_NAME, *(DB_NAME + s for s in _DB_COMPANIONS), LOCK_NAME, DECISIONS_NAME)

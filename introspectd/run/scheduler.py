@@ -18,8 +18,8 @@ def _mix_key(trial: Trial) -> tuple[int, bytes]:
 
 
 class Scheduler:
-    def __init__(self, tickets: list[Trial]) -> None:
-        self._waiting = deque(sorted(tickets, key=_mix_key))
+    def __init__(self, trials: list[Trial]) -> None:
+        self._waiting = deque(sorted(trials, key=_mix_key))
         self._in_flight: dict[str, Trial] = {}
         self.num_done = 0
 
@@ -27,17 +27,17 @@ class Scheduler:
         """Up to `n` trials to start now."""
         out: list[Trial] = []
         while self._waiting and len(out) < n:
-            ticket = self._waiting.popleft()
-            self._in_flight[ticket.trial_id] = ticket
-            out.append(ticket)
+            trial = self._waiting.popleft()
+            self._in_flight[trial.trial_id] = trial
+            out.append(trial)
         return out
 
-    def add(self, tickets: list[Trial]) -> None:
+    def add(self, trials: list[Trial]) -> None:
         """More trials to generate (an adaptive sweep's next round), after those waiting."""
-        self._waiting.extend(sorted(tickets, key=_mix_key))
+        self._waiting.extend(sorted(trials, key=_mix_key))
 
     def complete(self, trial_ids: list[str]) -> list[Trial]:
-        """Mark trials generated; returns the tickets that were in flight."""
+        """Mark trials generated; returns the ones that were in flight."""
         done = [t for t in (self._in_flight.pop(i, None) for i in trial_ids) if t is not None]
         self.num_done += len(done)
         return done
@@ -54,6 +54,6 @@ class Scheduler:
         return not self._waiting and not self._in_flight
 
     @staticmethod
-    def vectors_needed(tickets: list[Trial]) -> set[tuple[str, int]]:
+    def vectors_needed(trials: list[Trial]) -> set[tuple[str, int]]:
         """(concept, layer) pairs these trials need, controls included (records carry the norm)."""
-        return {(t.spec.concept, t.spec.layer) for t in tickets}
+        return {(t.spec.concept, t.spec.layer) for t in trials}

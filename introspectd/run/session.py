@@ -60,7 +60,7 @@ class RunContext:
     out_dir: Path
     store: Store
     run: RunRow
-    tickets: list[Trial]  # pending trials this process should generate
+    pending: list[Trial]  # pending trials this process should generate
     selected_ids: set[str]  # every trial this process is responsible for
     notes: list[str] = field(default_factory=list)
     lock_fd: int | None = None  # held while this process runs the directory (rundir.py)
@@ -172,7 +172,7 @@ class RunClaim:
     def open(self, read_only: bool = False, with_trials: bool = True) -> RunContext:
         """Open the database (creating or extending the run when locked); the context takes the
         lock over. `read_only` (unlocked claims): never write the run's files.
-        `with_trials=False` (unlocked) leaves `tickets` and `selected_ids` empty: listing
+        `with_trials=False` (unlocked) leaves `pending` and `selected_ids` empty: listing
         100,000 trials takes seconds, which `status` (counts only) does not need."""
         try:
             return self._open(read_only and self.lock_fd is None, with_trials)

@@ -3,7 +3,7 @@
 A shard is "I/N": process I of N (0-based, as Cloud Batch numbers its tasks). `select_shard`
 gives every shard a contiguous window of one fixed interleaving of the plan:
 
-* trial number is the slowest key, so a window of `C` consecutive trials (C = kinds × concepts
+* trial number is the slowest key, so a window of `C` consecutive trials (C = arms × concepts
   × layers × strengths, one "cycle") holds every (concept, layer, strength, kind) exactly once;
 * within a cycle the combinations follow a *diagonal* order: with mixed-radix digits
   (a0, a1, a2, a3) of the position (kind fastest), kind = a0, concept = a0+a1, layer = a0+a1+a2,
@@ -135,15 +135,15 @@ def _window(total: int, index: int, count: int) -> tuple[int, int]:
 
 def interleave(trials: Sequence[TrialSpec]) -> list[int]:
     """Positions of `trials` in the mixing order: trial number, then the diagonal cycle."""
-    kinds = _ranks(t.kind for t in trials)
+    arms = _ranks(t.arm for t in trials)
     concepts = _ranks(t.concept for t in trials)
     layers = _ranks(t.layer for t in trials)
     strengths = _ranks(t.strength for t in trials)
-    radices = (len(kinds), len(concepts), len(layers), len(strengths))
+    radices = (len(arms), len(concepts), len(layers), len(strengths))
 
     def key(i: int) -> tuple[int, int, int]:
         t = trials[i]
-        values = (kinds[t.kind], concepts[t.concept], layers[t.layer], strengths[t.strength])
+        values = (arms[t.arm], concepts[t.concept], layers[t.layer], strengths[t.strength])
         # The position `i` last keeps the sort stable for repeated specs.
         return t.trial, diagonal_position(values, radices), i
 

@@ -8,7 +8,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from introspectd.protocol.trials import Kind, Status
+from introspectd.protocol.trials import Arm, Status
 from introspectd.run.pass_grid import PassGrid
 
 if TYPE_CHECKING:
@@ -64,13 +64,13 @@ class RunStats:
         self._rate_window.append((self.started_at, 0, 0))
         self._selected = ctx.selected_ids
         self.num_selected = len(ctx.selected_ids)
-        self.num_to_generate = len(ctx.tickets)
+        self.num_to_generate = len(ctx.pending)
         self.num_rejudging = len(rejudging)
         finished = (Status.JUDGED, Status.JUDGE_FAILED)
         for row in ctx.store.trials():
             # The grid is the injection pass rate: random-arm and factual-question trials
             # have their own measures (report/controls.py) and stay out of it.
-            if row.spec.kind is not Kind.RANDOM and row.spec.question is None:
+            if row.spec.arm is not Arm.RANDOM and row.spec.question is None:
                 self.grid.place(row.id, row.spec.layer, row.spec.strength)
             if row.status is Status.GENERATED:
                 self.num_left_generated += 1  # the judge pool takes every one, selected or not

@@ -27,8 +27,7 @@ _FLAGS = {
     "coherent": "json_extract(judge_json, '$.coherent')",
     "refused": "json_extract(judge_json, '$.refused')",
 }
-# A trial's arm: `arm` since 0004_controls.sql (NULL there, and before it, means `kind`).
-_ARM = "COALESCE(arm, kind)"
+_ARM = "arm"  # every row has one since 0006_arm.sql
 _REASONING = "json_extract(judge_json, '$.reasoning')"
 _LIST_COLUMNS = (
     f"id, ordinal, concept, {_ARM} AS arm_of, layer, strength, trial, status, response, "
@@ -221,7 +220,7 @@ def import_trials(store: Store, rows: Iterable[dict[str, Any]]) -> int:
             row["id"],
             ordinal,
             row["concept"],
-            # The `kind` column's CHECK predates the random arm (0004_controls.sql).
+            # `legacy_kind`'s CHECK predates the random arm (0006_arm.sql).
             "control" if row["arm"] == "control" else "injection",
             row["arm"],
             row["layer"],
@@ -241,7 +240,7 @@ def import_trials(store: Store, rows: Iterable[dict[str, Any]]) -> int:
     ]
     with store.write() as conn:
         conn.executemany(
-            "INSERT INTO trials (id, ordinal, concept, kind, arm, layer, strength, trial, "
+            "INSERT INTO trials (id, ordinal, concept, legacy_kind, arm, layer, strength, trial, "
             "status, response, judge_json, judge_error, generated_at, question, p_yes, prob_yes, "
             "prob_no) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             values,

@@ -1,5 +1,5 @@
 """Light views of the trials, without answers: what an adaptive sweep decides from
-(run/adaptive_run.py), and how much of a run is generated and judged (the end of `run`,
+(run/round_state.py), and how much of a run is generated and judged (the end of `run`,
 `status`). `Store.outcomes` (run/db/store.py); it reads through the store's connection."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from introspectd.protocol.trials import Kind, Status
+from introspectd.protocol.trials import Arm, Status
 
 
 @dataclass(frozen=True)
@@ -49,18 +49,18 @@ class Outcomes:
 
     def all(self) -> list[Outcome]:
         """Every trial's cell, index, status and verdict, lightly (no answers): what an
-        adaptive sweep decides from (run/adaptive_run.py)."""
+        adaptive sweep decides from (run/round_state.py)."""
         sql = (
-            "SELECT concept, layer, strength, kind, trial, is_confirmation, status, "
+            "SELECT concept, layer, strength, arm, trial, is_confirmation, status, "
             "json_extract(judge_json, '$.answer') AS answer, "
             "json_extract(judge_json, '$.coherent') AS coherent FROM trials "
             # Decisions rest on the injection and control arms of the plan's own question.
-            "WHERE question IS NULL AND COALESCE(arm, kind) != 'random'"
+            "WHERE question IS NULL AND arm != 'random'"
         )
         return [
             Outcome(
                 (r["concept"], r["layer"], r["strength"]),
-                r["kind"] == Kind.INJECTION.value,
+                r["arm"] == Arm.INJECTION.value,
                 r["trial"],
                 bool(r["is_confirmation"]),
                 Status(r["status"]),

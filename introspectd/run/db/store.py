@@ -26,7 +26,7 @@ from introspectd.protocol.results import (
     VectorTable,
     now_iso,
 )
-from introspectd.protocol.trials import Kind, Status, TrialSpec
+from introspectd.protocol.trials import Arm, Status, TrialSpec
 from introspectd.run.db.file import (
     connect_read_only,
     migrate,
@@ -43,7 +43,7 @@ DatabaseError = sqlite3.DatabaseError
 
 
 _TRIAL_COLUMNS = (
-    "id, ordinal, concept, kind, layer, strength, trial, status, response, "
+    "id, ordinal, concept, layer, strength, trial, status, response, "
     "num_new_tokens, generated_at, judge_json, judge_error, arm, question, p_yes, prob_yes, "
     "prob_no, is_confirmation"
 )
@@ -66,10 +66,9 @@ def _get_run(conn: sqlite3.Connection) -> RunRow | None:
 
 
 def _trial_row(r: sqlite3.Row) -> TrialRow:
-    kind = Kind(r["arm"] or r["kind"])
     spec = TrialSpec(
         r["concept"],
-        kind,
+        Arm(r["arm"]),
         r["layer"],
         r["strength"],
         r["trial"],
@@ -169,12 +168,12 @@ class Store:
                 (
                     s.trial_id(stamp),
                     s.concept,
-                    # The `kind` column's CHECK predates the random arm (0004_controls.sql).
-                    Kind.INJECTION.value if s.is_injected else Kind.CONTROL.value,
+                    # `legacy_kind`'s CHECK predates the random arm (0006_arm.sql).
+                    Arm.INJECTION.value if s.is_injected else Arm.CONTROL.value,
                     s.layer,
                     s.strength,
                     s.trial,
-                    s.kind.value,
+                    s.arm.value,
                     s.question,
                     int(s.is_confirmation),
                 )
@@ -182,8 +181,8 @@ class Store:
                 if s.trial_id(stamp) not in known
             ]
             conn.executemany(
-                "INSERT INTO trials (id, ordinal, concept, kind, layer, strength, trial, arm, "
-                "question, is_confirmation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO trials (id, ordinal, concept, legacy_kind, layer, strength, trial, "
+                "arm, question, is_confirmation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(r[0], start + i, *r[1:]) for i, r in enumerate(rows)],
             )
         return len(rows)

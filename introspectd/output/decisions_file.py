@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING
 
 from introspectd.output.records import write_atomic
-from introspectd.run.adaptive_run import decisions_summary
+from introspectd.run.round_state import decisions_summary
 
 if TYPE_CHECKING:
     from introspectd.run.session import RunContext

@@ -1,4 +1,4 @@
-"""Between an adaptive sweep's rounds: the engine's side of run/adaptive_run.py.
+"""Between an adaptive sweep's rounds: the engine's side of run/round_state.py.
 
 Once the GPU has nothing left to generate, every tick asks the database's judged results which
 trials come next (`missing_trials`: the next round of the cells still open, then the
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from introspectd.app.status import not_judged_words
 from introspectd.protocol.trials import Trial
-from introspectd.run.adaptive_run import blocked_by_failures, missing_trials
+from introspectd.run.round_state import blocked_by_failures, missing_trials
 from introspectd.run.scheduler import Scheduler
 from introspectd.run.session import RunContext
 from introspectd.run.stats import RunStats

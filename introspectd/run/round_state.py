@@ -1,6 +1,6 @@
 """An adaptive run's state, derived from its database: which trials the next round adds and
 which cells are confirmed. No SQL here (the store's `outcomes`), no decisions either
-(run/adaptive.py): this module only counts.
+(run/round_decisions.py): this module only counts.
 
 Everything is recomputed from the judged results each time, so a restart — after SIGKILL, or
 on another VM from a GCS snapshot — reaches the same state: `replay` re-decides every fully
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from introspectd.protocol.plan import Plan
 from introspectd.protocol.trials import Status, TrialSpec, cell_trials
-from introspectd.run.adaptive import (
+from introspectd.run.db import Outcome
+from introspectd.run.round_decisions import (
     CellCounts,
     CellKey,
     Replay,
@@ -25,7 +26,6 @@ from introspectd.run.adaptive import (
     net_lower_bound,
     replay,
 )
-from introspectd.run.db import Outcome
 
 # Decisions rest on judged answers only: a judge failure leaves its trial undecided (its round
 # waits), never counted as nothing. An adaptive run whose judge fails every request would
@@ -202,7 +202,7 @@ def decisions_summary(
     plan: Plan, outcomes: list[Outcome], chosen: set[CellKey]
 ) -> dict[str, object]:
     """What `adaptive.json` holds: the settings and each cell's trial indices and stop reason
-    ("open" while undecided), for the report (report/adaptive.py)."""
+    ("open" while undecided), for the report (report/adaptive_section.py)."""
     state = replay_run(plan, outcomes, chosen) if plan.adaptive.enabled else None
     cells = []
     for key in sorted(chosen):

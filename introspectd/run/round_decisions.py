@@ -12,7 +12,7 @@ results of that round and earlier and either gives it another round or stops it:
    the same concept (best = highest lower bound among cells not dropped as incoherent);
 4. `cap`: it has `max_trials_per_cell` indices already.
 
-The run (app/adaptive.py) and the simulation (bench/adaptive_sim.py) both call `decide` and
+The run (app/rounds.py) and the simulation (bench/adaptive_sim.py) both call `decide` and
 `replay`; neither has a second copy of these rules. A trial's round follows from its index and
 the plan's settings alone (`round_of`), and a round's decision uses only trials of that round
 and earlier, so replaying the rounds over the database's judged results after a restart gives

@@ -4,7 +4,7 @@ exploration rates beside their confirmation rates (fresh `…_c*` trials, config
 Confirmation records are kept out of every other table (`split_confirmation`): their cells were
 chosen by the exploration results, and mixing the two would hide the winner's curse this
 section exists to show. Stop reasons come from the `adaptive.json` the run writes beside its
-JSONL files (output/adaptive.py); trial counts and rates from the records themselves.
+JSONL files (output/decisions_file.py); trial counts and rates from the records themselves.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from introspectd.report.metrics import compute_metrics, group_by
 from introspectd.report.scale import fmt_net, fmt_rate
-from introspectd.run.adaptive import CellCounts, net_lower_bound
+from introspectd.run.round_decisions import CellCounts, net_lower_bound
 from introspectd.text import loads_text
 
 Record = dict[str, Any]
