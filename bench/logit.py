@@ -56,9 +56,9 @@ def timed(
     try:
         spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
         generator = LogitEngine(spec) if logit else Generator(spec)
-        table = generator.compute_vectors(Scheduler.vectors_needed(ctx.pending))
-        generator.load_vectors({k: (data, norm) for k, (data, _, norm) in table.items()})
-        generator.run(KeptWork(list(ctx.pending)[: generator.batch_size]))
+        table = generator.session.compute_vectors(Scheduler.vectors_needed(ctx.pending))
+        generator.session.load_vectors({k: (data, norm) for k, (data, _, norm) in table.items()})
+        generator.run(KeptWork(list(ctx.pending)[: generator.session.batch_size]))
         times = []
         for _ in range(repeats):
             if isinstance(generator, LogitEngine):

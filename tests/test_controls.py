@@ -133,8 +133,10 @@ def logit_generator(
     try:
         spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
         generator = LogitEngine(spec)
-        table = generator.compute_vectors(Scheduler.vectors_needed(ctx.pending))
-        generator.load_vectors({key: (data, norm) for key, (data, _, norm) in table.items()})
+        table = generator.session.compute_vectors(Scheduler.vectors_needed(ctx.pending))
+        generator.session.load_vectors(
+            {key: (data, norm) for key, (data, _, norm) in table.items()}
+        )
         yield generator, list(ctx.pending)
     finally:
         ctx.close()
@@ -261,8 +263,8 @@ def _logit_readouts(
     try:
         spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
         engine = LogitEngine(spec)
-        table = engine.compute_vectors(Scheduler.vectors_needed(ctx.pending))
-        engine.load_vectors({key: (data, norm) for key, (data, _, norm) in table.items()})
+        table = engine.session.compute_vectors(Scheduler.vectors_needed(ctx.pending))
+        engine.session.load_vectors({key: (data, norm) for key, (data, _, norm) in table.items()})
         work = KeptWork(list(ctx.pending))
 
         def too_big(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
@@ -294,7 +296,7 @@ def test_the_logit_measure_places_the_model_as_generation_does(tmp_path: Path) -
     assert not getattr(whole.runner.model, "hf_device_map", None)
     device_map = placed.runner.model.hf_device_map
     assert "disk" in device_map.values() and "cpu" in device_map.values(), device_map
-    assert placed.device == "cpu"  # inputs go to the embedding's device
+    assert placed.session.device == "cpu"  # inputs go to the embedding's device
     assert len(on_one) == 24 and on_one.keys() == spread.keys()
     assert spread == pytest.approx(on_one, abs=1e-5)
 
@@ -304,7 +306,7 @@ def test_the_logit_measure_backs_off_out_of_memory_as_generation_does(tmp_path: 
     and every trial is read once, with the values a batch that fits gives."""
     _, fits = _logit_readouts(tmp_path / "fits")
     engine, halved = _logit_readouts(tmp_path / "halved", max_rows=2)
-    assert engine.batch_size == 2
+    assert engine.session.batch_size == 2
     assert halved == pytest.approx(fits, abs=1e-5) and len(halved) == 24
 
 

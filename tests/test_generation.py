@@ -37,8 +37,10 @@ def _generator(
     try:
         spec = GeneratorSpec.of(ctx.plan, ctx.ref, ctx.layers, ctx.run.stamp, ctx.run.baseline)
         generator = Generator(spec)
-        table = generator.compute_vectors(Scheduler.vectors_needed(ctx.pending))
-        generator.load_vectors({key: (data, norm) for key, (data, _, norm) in table.items()})
+        table = generator.session.compute_vectors(Scheduler.vectors_needed(ctx.pending))
+        generator.session.load_vectors(
+            {key: (data, norm) for key, (data, _, norm) in table.items()}
+        )
 
         def too_big(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             if args[0].shape[0] > max_rows:
@@ -56,7 +58,7 @@ def _generator(
 def test_out_of_memory_halves_the_batch_and_requeues(tmp_path: Path) -> None:
     with _generator(tmp_path, batch_size=16, max_rows=4) as (generator, work):
         assert generator.run(work)
-        assert generator.batch_size == 4
+        assert generator.session.batch_size == 4
         ids = [g.trial_id for g in work.generations]
         assert len(ids) == len(set(ids)) == 32
         assert work.scheduler.is_finished and work.scheduler.num_done == 32

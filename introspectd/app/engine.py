@@ -19,7 +19,8 @@ from introspectd.app.looplag import LoopLag
 from introspectd.app.rounds import Rounds
 from introspectd.cloud.durability import FINAL_FLUSH_S, UploadTrigger
 from introspectd.errors import Interrupted, Transient, sole_error
-from introspectd.generate.interface import GeneratorSpec, TrialEngine
+from introspectd.generate.interface import GeneratorSpec
+from introspectd.generate.session import TrialEngine
 from introspectd.judge.grader import ToJudge
 from introspectd.judge.pool import JudgePool
 from introspectd.output.exporter import Exporter
@@ -241,8 +242,8 @@ class Engine:
         if not loaded:
             return
         generator = loaded[0]
-        self.stats.batch_size = generator.batch_size
-        self.stats.device = generator.device
+        self.stats.batch_size = generator.session.batch_size
+        self.stats.device = generator.session.device
         needed = Scheduler.vectors_needed(ctx.pending)
         if self.rounds is not None:  # later rounds may need any selected cell's vector
             needed |= {(concept, layer) for concept, layer, _ in ctx.cells}
@@ -250,13 +251,13 @@ class Engine:
         if missing:
             log.info("computing %d concept vectors", len(missing))
             computed = await self._unless_stopped(
-                lambda: _in_thread(generator.compute_vectors, missing), 0.0
+                lambda: _in_thread(generator.session.compute_vectors, missing), 0.0
             )
             if not computed:
                 return
             ctx.store.put_vectors(computed[0])
         stored = ctx.store.get_vectors()
-        generator.load_vectors({key: stored[key] for key in needed})
+        generator.session.load_vectors({key: stored[key] for key in needed})
         self.stats.generation_started_at = time.monotonic()
         if await anyio.to_thread.run_sync(generator.run, self):
             log.info("generation finished: %d trials", self.scheduler.num_done)

@@ -21,12 +21,12 @@ from introspectd.generate.interface import GeneratorSpec, WorkSource
 from introspectd.generate.runner import Runner
 from introspectd.generate.session import ModelSession, as_bad_input
 from introspectd.protocol.prompts import introspection_messages
-from introspectd.protocol.results import Generation, VectorTable, now_iso
+from introspectd.protocol.results import Generation, now_iso
 from introspectd.protocol.trials import Trial
 
 
 class Generator:
-    """Generation for one run (`interface.TrialEngine`); every method is called from the run
+    """Generation for one run (`session.TrialEngine`); every method is called from the run
     loop's worker thread."""
 
     def __init__(self, spec: GeneratorSpec) -> None:
@@ -49,24 +49,9 @@ class Generator:
             )
             self.session.choose_batch_size(lambda: self._auto_batch_size(one_row))
 
-    # What the run loop and the tests read of the session.
     @property
     def runner(self) -> Runner:
         return self.session.runner
-
-    @property
-    def batch_size(self) -> int:
-        return self.session.batch_size
-
-    @property
-    def device(self) -> str:
-        return str(self.session.runner.device)
-
-    def compute_vectors(self, pairs: set[tuple[str, int]]) -> VectorTable:
-        return self.session.compute_vectors(pairs)
-
-    def load_vectors(self, table: dict[tuple[str, int], tuple[bytes, float]]) -> None:
-        self.session.load_vectors(table)
 
     def _auto_batch_size(self, one_row: BatcherConfig) -> int:
         if self.path == EnginePath.FAST:

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from introspectd.protocol.models import ModelRef
 from introspectd.protocol.plan import Plan, SweepConfig
-from introspectd.protocol.results import Generation, VectorTable
+from introspectd.protocol.results import Generation
 from introspectd.protocol.trials import Trial
 
 
@@ -76,30 +76,4 @@ class WorkSource(Protocol):
 
     def should_stop(self) -> bool:
         """True once the run is stopping: rows in flight are abandoned, not finished."""
-        ...
-
-
-class TrialEngine(Protocol):
-    """What the run loop drives, whichever the measure. Called from one worker thread."""
-
-    @property
-    def batch_size(self) -> int:
-        """Rows a batch holds now (the plan's, what fits, or less after running out)."""
-        ...
-
-    @property
-    def device(self) -> str:
-        """Where inputs go (the embedding's device when layers are spread)."""
-        ...
-
-    def compute_vectors(self, pairs: set[tuple[str, int]]) -> VectorTable:
-        """(concept, layer) → (float32 bytes, dim, norm) for `pairs`."""
-        ...
-
-    def load_vectors(self, table: dict[tuple[str, int], tuple[bytes, float]]) -> None:
-        """The stored vectors every trial's delta is made from."""
-        ...
-
-    def run(self, work: WorkSource) -> bool:
-        """Every trial `work` hands out, until it runs dry (True) or asks to stop (False)."""
         ...

@@ -19,7 +19,7 @@ from introspectd.generate.session import ModelSession, as_bad_input
 from introspectd.generate.steering import SteeringState, steering
 from introspectd.protocol.factual import FACTUAL_QUESTIONS, factual_user_text
 from introspectd.protocol.prompts import PROMPT_VERSIONS, introspection_messages
-from introspectd.protocol.results import Generation, Readout, VectorTable, now_iso
+from introspectd.protocol.results import Generation, Readout, now_iso
 from introspectd.protocol.trials import Arm, Trial
 
 YES_SPELLINGS = ("Yes", " Yes", "yes", " yes", "YES", " YES")
@@ -78,7 +78,7 @@ def _input_key(trial: Trial) -> tuple[object, ...] | None:
 
 
 class LogitEngine:
-    """The logit measure for one run (`interface.TrialEngine`): one steered forward pass a
+    """The logit measure for one run (`session.TrialEngine`): one steered forward pass a
     trial, on the run's `ModelSession` (the same placement, vectors and back-off as
     generation); no decode engine to build or check, the plain forward pass is the model's own.
     """
@@ -107,24 +107,9 @@ class LogitEngine:
         self.session.choose_batch_size(lambda: batch_size_for(self.runner.model, longest))
         self.known: dict[tuple[object, ...], Readout] = {}  # read_out_reusing
 
-    # What the run loop and the tests read of the session.
     @property
     def runner(self) -> Runner:
         return self.session.runner
-
-    @property
-    def batch_size(self) -> int:
-        return self.session.batch_size
-
-    @property
-    def device(self) -> str:
-        return str(self.session.runner.device)
-
-    def compute_vectors(self, pairs: set[tuple[str, int]]) -> VectorTable:
-        return self.session.compute_vectors(pairs)
-
-    def load_vectors(self, table: dict[tuple[str, int], tuple[bytes, float]]) -> None:
-        self.session.load_vectors(table)
 
     def _messages(self, question: int | None) -> list[dict[str, str]]:
         sweep = self.spec.sweep

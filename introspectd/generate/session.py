@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import torch
 
@@ -95,6 +96,11 @@ class ModelSession:
         self.num_done = 0  # answers handed over: after the first, a fault is not the model's
 
     # --- prompts ---------------------------------------------------------------------------
+
+    @property
+    def device(self) -> str:
+        """Where inputs go (the embedding's device when layers are spread)."""
+        return str(self.runner.device)
 
     def render(self, messages: list[dict[str, str]]) -> list[int]:
         return self.runner.render(messages)
@@ -204,3 +210,15 @@ def as_bad_input(
         raise BadInput(
             f"{spec.plan_file}: [model] name = {spec.model.name!r}{where}: {one_line(exc)}"
         ) from None
+
+
+class TrialEngine(Protocol):
+    """What the run loop drives, whichever the measure. Called from one worker thread. Its
+    `session` (above: the model, its vectors, the batch size and the device) is
+    what the loop reads; `run` is what differs between the measures."""
+
+    session: ModelSession
+
+    def run(self, work: WorkSource) -> bool:
+        """Every trial `work` hands out, until it runs dry (True) or asks to stop (False)."""
+        ...
