@@ -19,6 +19,7 @@ from introspectd.errors import BadInput
 from introspectd.output.records import completed_records, write_atomic, write_jsonl
 from introspectd.protocol.controls import num_factual
 from introspectd.protocol.plan import ENV_STAMP, Plan, env_experiment_id, env_stamp
+from introspectd.protocol.results import SeedRecord
 from introspectd.protocol.trials import expand_trials
 from introspectd.run.db import Store
 from introspectd.run.rundir import refuse_other_run_dir
@@ -35,7 +36,7 @@ class Gathered:
     model_name: str = ""
     shards_found: list[str] = field(default_factory=list)
     shards_missing: list[str] = field(default_factory=list)
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # id → record
+    records: dict[str, SeedRecord] = field(default_factory=dict)  # id → record
     num_unfinished: int = 0
     plan_order: dict[str, int] = field(default_factory=dict)  # planned id → its place in the plan
     adaptive_cells: list[dict[str, Any]] = field(default_factory=list)  # shards' adaptive.json
@@ -52,7 +53,7 @@ class _Source:
     sub: str
     stamp: str
     model_name: str
-    records: list[dict[str, Any]]
+    records: list[SeedRecord]
     num_unfinished: int
     adaptive_cells: list[dict[str, Any]] = field(default_factory=list)
 
@@ -250,7 +251,7 @@ def export_from_gcs(plan: Plan, uri: str, out_dir: Path | None) -> Exported:
     if out_dir is not None:
         refuse_other_run_dir(out_dir, own_dir, "--out")
     target = out_dir or own_dir
-    by_concept: dict[str, list[dict[str, Any]]] = {}
+    by_concept: dict[str, list[SeedRecord]] = {}
     for trial_id in sorted(g.records, key=lambda i: g.plan_order.get(i, len(g.plan_order))):
         by_concept.setdefault(g.records[trial_id]["concept"], []).append(g.records[trial_id])
     for concept, records in by_concept.items():

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from introspectd.protocol.factual import FACTUAL_QUESTIONS
-from introspectd.protocol.results import TrialRow
+from introspectd.protocol.results import SeedRecord, TrialRow
 from introspectd.protocol.trials import Arm
 
 
-def control_keys(row: TrialRow) -> dict[str, Any]:
+def control_keys(row: TrialRow) -> SeedRecord:
     """`arm` always; `direction` for the random arm (also set in `config`, see `record`);
     `p_yes`, `prob_yes`, `prob_no` for a logit-mode read-out; `factual` for a factual control
     question (its index, text and correct answer)."""
     spec = row.spec
-    out: dict[str, Any] = {"arm": spec.arm.value}
+    out: SeedRecord = {"arm": spec.arm.value}
     if row.readout is not None:
         out["p_yes"] = row.readout.p_yes
         out["prob_yes"] = row.readout.prob_yes

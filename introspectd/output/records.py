@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from introspectd.output.control_keys import control_keys, direction
 from introspectd.protocol.plan import SweepConfig
-from introspectd.protocol.results import TrialRow
+from introspectd.protocol.results import SeedRecord, TrialRow
 from introspectd.run.db import Store
 from introspectd.text import json_text, utf8
 
@@ -23,10 +22,11 @@ os.umask(_UMASK)
 
 def record(
     row: TrialRow, model_name: str, vector_norm: float, prompt_version: str, inject_style: str
-) -> dict[str, Any]:
-    """One trial as DESIGN.md's output record; keys may be added, never renamed or dropped."""
+) -> SeedRecord:
+    """One trial as docs/output.md's record (format `RECORD_FORMAT`): keys may be added, never
+    renamed or dropped."""
     spec = row.spec
-    rec: dict[str, Any] = {
+    rec: SeedRecord = {
         "id": row.id,
         "timestamp": row.generated_at,
         "concept": spec.concept,
@@ -63,7 +63,7 @@ def record_line(
 
 def completed_records(
     store: Store, model_name: str, sweep: SweepConfig, concepts: list[str]
-) -> dict[str, list[dict[str, Any]]]:
+) -> dict[str, list[SeedRecord]]:
     """Each concept's finished trials as output records, in the store's plan order."""
     norms = store.vector_norms()
     return {
@@ -105,7 +105,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+def write_jsonl(path: Path, records: list[SeedRecord]) -> None:
     write_atomic(path, utf8("".join(json_text(r) + "\n" for r in records)))
 
 

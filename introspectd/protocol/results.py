@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from introspectd.protocol.trials import Status, TrialSpec
 
@@ -78,3 +78,47 @@ class Judgement:
     prompt_tokens: int
     completion_tokens: int
     judge_fingerprint: str = ""
+
+
+# The output record (docs/output.md), seed-compatible. Version 1 is the seed's key set plus
+# those added since (arm, p_yes, prob_yes, prob_no, factual, config.direction and
+# config.confirmation); keys may be added, never renamed or dropped, and a change that would
+# do either raises RECORD_FORMAT. Not written into each record: that would change every line
+# the seed's readers and earlier runs already hold.
+RECORD_FORMAT = 1
+
+
+class RecordConfig(TypedDict, total=False):
+    model: str
+    layer: int
+    strength: float
+    magnitude: float
+    vector_norm: float
+    prompt_version: str
+    inject_style: str
+    trial: int
+    direction: str | None
+    confirmation: bool  # only on confirmation trials
+
+
+class SeedRecord(TypedDict, total=False):
+    """One trial as the JSONL files hold it (output/records.py writes it, jsonl.py reads it)."""
+
+    id: str
+    timestamp: str | None
+    concept: str
+    was_injected: bool
+    response: str | None
+    config: RecordConfig
+    judge: dict[str, Any] | None
+    judge_error: str | None
+    arm: str
+    p_yes: float
+    prob_yes: float
+    prob_no: float
+    factual: dict[str, Any]
+
+
+# A record as the report and the explorer read it: flattened by report/writer.parse_record
+# (id, model, concept, layer, strength, was_injected, judge, response, arm, p_yes, ...).
+Record = dict[str, Any]

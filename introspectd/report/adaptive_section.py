@@ -13,12 +13,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from introspectd.protocol.results import Record
 from introspectd.report.metrics import compute_metrics, group_by
 from introspectd.report.scale import fmt_net, fmt_rate
 from introspectd.run.round_decisions import CellCounts, net_lower_bound
 from introspectd.text import loads_text
 
-Record = dict[str, Any]
 BEST = 5
 DECISIONS_FILE = "adaptive.json"
 

@@ -19,10 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from introspectd.protocol.results import Record
 from introspectd.report.metrics import group_by, newcombe_interval, proportion, wilson_interval
 from introspectd.report.yes_shift import SHIFT_KEYS, yes_shift_metrics
-
-Record = dict[str, Any]
 
 
 def finite_number(value: Any) -> float | None:

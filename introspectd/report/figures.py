@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from introspectd.protocol.results import Record
 from introspectd.report.metrics import compute_metrics, group_by
 from introspectd.report.rules import PAPER_FIELD
 from introspectd.report.scale import MISSING as MISSING_COLOUR
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from matplotlib.colors import Colormap, Normalize
     from matplotlib.figure import Figure
 
-Record = dict[str, Any]
 Cells = dict[tuple[int, float], dict[str, Any]]  # (layer, strength) → metrics
 
 # (metrics key, title, file stem)

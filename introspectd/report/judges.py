@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
+from introspectd.protocol.results import Record
 from introspectd.run.db import Store
 from introspectd.run.rundir import DB_NAME, open_store
-
-Record = dict[str, Any]
 
 
 def judge_fingerprints(store: Store) -> list[str]:

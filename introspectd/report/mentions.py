@@ -20,13 +20,13 @@ from typing import Any
 from introspectd.errors import BadInput
 from introspectd.protocol.lexicon import Lexicon, Mention
 from introspectd.protocol.plan_mentions import mentions_from_stored
+from introspectd.protocol.results import Record
 from introspectd.report.judges import run_databases
 from introspectd.report.metrics import group_by, newcombe_interval, proportion, wilson_interval
 from introspectd.report.scale import fmt_net, fmt_rate
 from introspectd.run.rundir import open_store
 from introspectd.text import loads_text, printable
 
-Record = dict[str, Any]
 Answer = tuple[Record, Mention]  # a generated answer and where it first mentions its concept
 NUM_EXAMPLES = 3
 EXCERPT_CHARS = 160

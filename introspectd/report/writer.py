@@ -19,6 +19,7 @@ from typing import Any
 
 from introspectd.errors import BadInput
 from introspectd.jsonl import read_jsonl
+from introspectd.protocol.results import Record
 from introspectd.report.adaptive_section import adaptive_summary, load_decisions, split_confirmation
 from introspectd.report.calibration import Calibration, load_calibration_file, parse_calibration
 from introspectd.report.controls import (
@@ -35,8 +36,6 @@ from introspectd.report.judges import JudgeSelection, select_judge
 from introspectd.report.markdown import render_markdown
 from introspectd.report.mentions import mentions_summary, run_lexicon
 from introspectd.report.metrics import compute_metrics, group_by
-
-Record = dict[str, Any]  # flat: id, model, concept, layer, strength, was_injected, judge, ...
 
 _ID_LAYER_RE = re.compile(r"_L(\d+)_")
 _ID_STRENGTH_RE = re.compile(r"_S(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)_")

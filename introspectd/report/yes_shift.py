@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-Record = dict[str, Any]
+from introspectd.protocol.results import Record
+
 BOOTSTRAP_SEED = 0
 NUM_BOOTSTRAP = 2000
 SHIFT_KEYS = ("detection_yes_shift", "factual_yes_shift", "introspection_score")
