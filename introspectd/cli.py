@@ -6,22 +6,17 @@ Commands that need no model (status, export, report, batch) never import torch.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from introspectd import __version__, stopping
 from introspectd.cli_help import COMMANDS, DESCRIPTION, EPILOG, PROG, HelpFormatter, command_texts
-from introspectd.errors import EXIT_FAILURE, EXIT_OK, BadInput
+from introspectd.errors import BadInput
 from introspectd.failures import exit_line
 from introspectd.logs import configure_logging
-
-if TYPE_CHECKING:
-    from introspectd.run.session import Narrowing
 
 COMMANDS_IN_ORDER = [name for name in COMMANDS if " " not in name]
 
@@ -184,215 +179,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "run":
-        return cmd_run(args)
-    if args.command == "status":
-        return cmd_status(args)
-    if args.command == "confirm":
-        return cmd_confirm(args)
-    if args.command == "export":
-        return cmd_export(args)
-    if args.command == "rejudge":
-        return cmd_rejudge(args)
-    if args.command == "calibrate":
-        return cmd_calibrate(args)
-    if args.command == "report":
-        from introspectd.report.writer import write_report
+    """The command's module is imported only when it runs: `status` never loads torch."""
+    from importlib import import_module
 
-        calibration = Path(args.calibration) if args.calibration else None
-        paths = write_report(
-            [Path(p) for p in args.inputs], Path(args.out), calibration, args.judge
-        )
-        print(f"report written to {paths.report_md}")
-        if args.explorer:
-            from introspectd.explore.static import write_static_explorer
-
-            print(write_static_explorer([Path(p) for p in args.inputs], Path(args.out)).line())
-        return EXIT_OK
-    if args.command == "explore":
-        return cmd_explore(args)
-    return cmd_batch_render(args)
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from introspectd.app.calibrate import calibrate, render_calibration
-    from introspectd.app.plans import load_plan
-
-    if args.out:  # before any grading, not after it
-        from introspectd.failures import require_output_file
-        from introspectd.run.rundir import refuse_run_file
-
-        refuse_run_file(Path(args.out), "--out")
-        require_output_file(Path(args.out), "--out")
-    from introspectd.app.judging_view import judging_display
-
-    with judging_display(live=sys.stderr.isatty()) as display:
-        done = calibrate(
-            load_plan(args.plan),
-            Path(args.labels),
-            args.split,
-            Path(args.out) if args.out else None,
-            display,
-        )
-    render_calibration(done.calibration, Console(width=160))
-    print(f"calibration written to {done.out} and stored in {done.db}")
-    return EXIT_OK
-
-
-def cmd_rejudge(args: argparse.Namespace) -> int:
-    from introspectd.app.plans import load_plan
-    from introspectd.judge.rejudge import rejudge
-
-    if args.output:  # before any grading, not after it
-        from introspectd.failures import require_output_file
-        from introspectd.run.rundir import refuse_run_file
-
-        refuse_run_file(Path(args.output), "--output")
-        require_output_file(Path(args.output), "--output")
-    if bool(args.input) != bool(args.output):
-        raise BadInput("rejudge: --input and --output go together")
-    if not (args.plan or args.input):
-        raise BadInput("rejudge: give --plan P, or --input IN.jsonl --output OUT.jsonl")
-    from introspectd.app.judging_view import judging_display
-
-    plan = load_plan(args.plan) if args.plan else None
-    with judging_display(live=sys.stderr.isatty()) as display:
-        done = rejudge(
-            plan,
-            include_judged=args.all,
-            input=Path(args.input) if args.input else None,
-            output=Path(args.output) if args.output else None,
-            display=display,
-        )
-    print(done)
-    return EXIT_OK
-
-
-def cmd_explore(args: argparse.Namespace) -> int:
-    from introspectd.explore.command import explore
-
-    plan = None
-    if args.plan:
-        from introspectd.app.plans import load_plan
-
-        plan = load_plan(args.plan)
-    explore(plan, [Path(p) for p in args.inputs], args.host, args.port)
-    return EXIT_OK
-
-
-def cmd_batch_render(args: argparse.Namespace) -> int:
-    from introspectd.app.plans import load_plan
-    from introspectd.cloud.batchjob import JobOptions, job_json, render_job, render_warnings
-
-    env = dict(item.split("=", 1) for item in args.env if "=" in item)
-    if len(env) != len(args.env):
-        raise BadInput("--env: expected K=V")
-    plan = load_plan(args.plan)
-    options = JobOptions(
-        machine_type=args.machine_type,
-        gpu_type=args.gpu_type,
-        gpu_count=args.gpu_count,
-        spot=not args.standard,
-        region=args.region,
-        zones=tuple(z for z in args.zones.split(",") if z),
-        secret=args.secret,
-        max_run_duration_s=args.max_run_duration,
-        max_retry_count=args.max_retries,
-        cpu_milli=args.cpu_milli,
-        memory_mib=args.memory_mib,
-        boot_disk_gib=args.boot_disk_gib,
-        parallelism=args.parallelism,
-        stamp=args.stamp,
-        env=env,
+    module, function = _COMMANDS.get(args.command, ("batch", "cmd_batch_render"))
+    command: Callable[[argparse.Namespace], int] = getattr(
+        import_module(f"introspectd._cli.{module}"), function
     )
-    job = render_job(args.plan, plan, args.tasks, args.image, options)
-    for warning in render_warnings(plan, options):
-        print(f"introspectd: warning: {warning}", file=sys.stderr)
-    sys.stdout.write(job_json(job))
-    return EXIT_OK
+    return command(args)
 
 
-def _narrowing(args: argparse.Namespace) -> Narrowing:
-    from introspectd.run.session import Narrowing
-
-    shard = None
-    if args.shard or "BATCH_TASK_INDEX" in os.environ:
-        from introspectd.run.shard import parse_shard, shard_from_env
-
-        shard = parse_shard(args.shard) if args.shard else shard_from_env(os.environ)
-    concepts = tuple(getattr(args, "concept", []) or ())
-    return Narrowing(concepts=concepts, num_trials=getattr(args, "trials", None), shard=shard)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from introspectd.app.plans import load_plan
-    from introspectd.app.start import run_sweep
-
-    live = not args.no_progress and sys.stderr.isatty()
-    done = run_sweep(load_plan(args.plan), _narrowing(args), local=args.local, live=live)
-    print("\n".join(done.summary()))
-    return EXIT_OK
-
-
-def cmd_confirm(args: argparse.Namespace) -> int:
-    from introspectd.app.confirm import check_counts, confirm
-    from introspectd.app.plans import load_plan
-
-    check_counts(args.top, args.trials)  # before the plan is read: the first thing to say
-    live = not args.no_progress and sys.stderr.isatty()
-    narrowing = _narrowing(argparse.Namespace(shard=args.shard))
-    lines = confirm(load_plan(args.plan), narrowing, args.top, args.trials, args.local, live)
-    print("\n".join(lines))
-    return EXIT_OK
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from introspectd.app.plans import load_plan
-    from introspectd.app.status import render_status, status_summary
-    from introspectd.run.session import open_run
-
-    if args.from_uri:
-        from introspectd.cloud.gather import status_from_gcs, status_line
-
-        gathered = status_from_gcs(load_plan(args.plan), args.from_uri)
-        print(json.dumps(gathered, indent=2) if args.json else status_line(gathered))
-        return _gathered_exit(gathered, show_gaps=not args.json)
-    ctx = open_run(
-        load_plan(args.plan), _narrowing(args), create=False, read_only=True, with_trials=False
-    )
-    try:
-        summary = status_summary(ctx)
-    finally:
-        ctx.store.close()
-    print(json.dumps(summary, indent=2) if args.json else render_status(summary))
-    return EXIT_OK
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from introspectd.app.plans import load_plan
-
-    plan = load_plan(args.plan)
-    if args.from_uri:
-        from introspectd.cloud.gather import export_from_gcs
-
-        exported = export_from_gcs(plan, args.from_uri, Path(args.out) if args.out else None)
-        print(exported.line())
-        return _gathered_exit(exported.summary, show_gaps=True)
-    from introspectd.output.exporter import export_run
-
-    print(export_run(plan, Path(args.out) if args.out else None).line())
-    return EXIT_OK
-
-
-def _gathered_exit(summary: dict[str, object], show_gaps: bool) -> int:
-    """Exit 1 unless the run gathered from GCS is complete; its gaps go to stderr."""
-    from introspectd.cloud.gather import gap_lines
-
-    for line in gap_lines(summary) if show_gaps else []:
-        print(line, file=sys.stderr)
-    return EXIT_OK if summary["is_complete"] else EXIT_FAILURE
+_COMMANDS = {
+    "run": ("run", "cmd_run"),
+    "confirm": ("run", "cmd_confirm"),
+    "status": ("status", "cmd_status"),
+    "export": ("status", "cmd_export"),
+    "rejudge": ("judging", "cmd_rejudge"),
+    "calibrate": ("judging", "cmd_calibrate"),
+    "report": ("explore", "cmd_report"),
+    "explore": ("explore", "cmd_explore"),
+}
 
 
 def entrypoint() -> None:
