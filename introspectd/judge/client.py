@@ -20,12 +20,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import openai
-from openai.types.chat import ChatCompletion
-from openai.types.responses import Response
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.responses import ResponseInputParam, ResponseTextConfigParam
+from openai.types.shared_params import ResponseFormatJSONSchema
 
 from introspectd.judge.budget import budget_reason, is_budget_reached, spend_usd
 from introspectd.judge.http import capped_http_client
@@ -44,16 +45,16 @@ LOG_EVERY_S = 30.0  # at most one "pausing" warning per this interval
 REQUESTS_PER_CLIENT = 16  # concurrent requests per HTTP client (see Judge.__init__)
 
 
-def chat_format(prompt: JudgePrompt) -> dict[str, Any]:
-    """`response_format` of a chat request: the prompt's strict JSON schema. Built once per
-    Judge: we post the request body ourselves (see Judge._send_chat)."""
+def chat_format(prompt: JudgePrompt) -> ResponseFormatJSONSchema:
+    """`response_format` of a chat request: the prompt's strict JSON schema (built once per
+    Judge)."""
     return {
         "type": "json_schema",
         "json_schema": {"name": prompt.schema_name, "schema": prompt.schema, "strict": True},
     }
 
 
-def responses_format(prompt: JudgePrompt) -> dict[str, Any]:
+def responses_format(prompt: JudgePrompt) -> ResponseTextConfigParam:
     """The same for the responses API (`text`)."""
     return {
         "format": {
@@ -63,9 +64,6 @@ def responses_format(prompt: JudgePrompt) -> dict[str, Any]:
             "strict": True,
         }
     }
-
-
-_BEARER_AUTH: openai.RequestOptions = {"security": {"bearer_auth": True}}  # as `create` asks
 
 
 @dataclass(frozen=True)
@@ -348,20 +346,11 @@ class Judge:
             ) from None
 
     async def _send_chat(self, messages: list[dict[str, str]]) -> _Reply:
-        # `chat.completions.create` is this same `post` after a pass that checks and rewrites
-        # the params against the SDK's TypedDicts: for our plain JSON body it changes nothing
-        # but costs ~0.4 ms of CPU a request, taken from the decode loop that shares the GIL.
-        # Errors (APIStatusError and kin, with the response's headers) and parsing are the
-        # SDK's either way.
-        completion = await next(self._client_turns).post(
-            "/chat/completions",
-            cast_to=ChatCompletion,
-            options=_BEARER_AUTH,
-            body={
-                "model": self.cfg.model,
-                "messages": messages,
-                "response_format": self._chat_format,
-            },
+        # Errors (APIStatusError and kin, with the response's headers) are the SDK's.
+        completion = await next(self._client_turns).chat.completions.create(
+            model=self.cfg.model,
+            messages=cast(list[ChatCompletionMessageParam], messages),
+            response_format=self._chat_format,
         )
         usage = completion.usage
         if not completion.choices:
@@ -375,17 +364,11 @@ class Judge:
         )
 
     async def _send_responses(self, messages: list[dict[str, str]]) -> _Reply:
-        # The same shortcut as _send_chat, for `responses.create`.
-        response = await next(self._client_turns).post(
-            "/responses",
-            cast_to=Response,
-            options=_BEARER_AUTH,
-            body={
-                "model": self.cfg.model,
-                "input": messages,
-                "store": False,
-                "text": self._responses_format,
-            },
+        response = await next(self._client_turns).responses.create(
+            model=self.cfg.model,
+            input=cast(ResponseInputParam, messages),
+            store=False,
+            text=self._responses_format,
         )
         refusal = next(
             (
