@@ -1,6 +1,6 @@
 """The run's judge in a child process, so grading never takes CPU from the decode loop.
 
-The judge client spends about 2 ms of Python per request building, sending and parsing it. In
+The judge client spends 2 to 3 ms of Python per request building, sending and parsing it. In
 the generating process that time comes out of the decode loop, which holds the same GIL (on a
 2-vCPU machine it halved generation speed). Here a child `python -m introspectd.judge.process`
 runs the ordinary `Judge` with the plan's concurrency. The parent writes one JSON line per
