@@ -190,7 +190,7 @@ def test_rate_limited_until_the_last_attempt(server: JudgeServer) -> None:
     outcome = grade_once(config(server))
     assert outcome.error == "rate limited (429) after 3 attempts"
     assert outcome.attempts == 3 == len(server.requests) == outcome.num_429
-    assert outcome.num_retries == 2 and outcome.error_kind == "rate_limited"
+    assert outcome.retries == 2 and outcome.error_kind == "rate_limited"
 
 
 @pytest.mark.parametrize("code", [408, 409, 500, 502, 503])

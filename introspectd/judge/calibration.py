@@ -83,8 +83,8 @@ def build_calibration(
         # What grading the labels cost: stored with the calibration, the run counts it against
         # [judge] budget_usd like its own judgements (Store.judge_totals).
         "usage": {
-            "prompt_tokens": judge.tokens[0],
-            "completion_tokens": judge.tokens[1],
+            "prompt_tokens": judge.tally.prompt_tokens,
+            "completion_tokens": judge.tally.completion_tokens,
         },
     }
 

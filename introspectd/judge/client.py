@@ -18,14 +18,15 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import openai
-from openai.types.chat import ChatCompletion
-from openai.types.responses import Response
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.responses import ResponseInputParam, ResponseTextConfigParam
+from openai.types.shared_params import ResponseFormatJSONSchema
 
 from introspectd.judge.budget import budget_reason, is_budget_reached, spend_usd
 from introspectd.judge.http import capped_http_client
@@ -44,16 +45,16 @@ LOG_EVERY_S = 30.0  # at most one "pausing" warning per this interval
 REQUESTS_PER_CLIENT = 16  # concurrent requests per HTTP client (see Judge.__init__)
 
 
-def chat_format(prompt: JudgePrompt) -> dict[str, Any]:
-    """`response_format` of a chat request: the prompt's strict JSON schema. Built once per
-    Judge: we post the request body ourselves (see Judge._send_chat)."""
+def chat_format(prompt: JudgePrompt) -> ResponseFormatJSONSchema:
+    """`response_format` of a chat request: the prompt's strict JSON schema (built once per
+    Judge)."""
     return {
         "type": "json_schema",
         "json_schema": {"name": prompt.schema_name, "schema": prompt.schema, "strict": True},
     }
 
 
-def responses_format(prompt: JudgePrompt) -> dict[str, Any]:
+def responses_format(prompt: JudgePrompt) -> ResponseTextConfigParam:
     """The same for the responses API (`text`)."""
     return {
         "format": {
@@ -65,21 +66,35 @@ def responses_format(prompt: JudgePrompt) -> dict[str, Any]:
     }
 
 
-_BEARER_AUTH: openai.RequestOptions = {"security": {"bearer_auth": True}}  # as `create` asks
+@dataclass(frozen=True, kw_only=True)
+class Tally:
+    """The judge's counters, kept alike for one grade() call (over its attempts) and for a
+    judge's whole life; an outcome and the stats are a Tally with more fields, so they read and
+    serialise as flat fields (the progress line's `judge` object, judge/process.py's lines)."""
+
+    attempts: int = 0  # requests sent (a breaker or the budget can stop a call before any)
+    retries: int = 0
+    num_429: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in _COUNTS})
 
 
-@dataclass(frozen=True)
-class JudgeOutcome:
+_COUNTS = fields(Tally)
+_ATTEMPT, _RETRY, _429 = Tally(attempts=1), Tally(retries=1), Tally(num_429=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class JudgeOutcome(Tally):
+    """One grade() call's end: its judgement or why none, and its counters."""
+
     result: dict[str, Any] | None
     error: str | None
-    attempts: int
-    prompt_tokens: int
-    completion_tokens: int
     judge_model: str
     prompt_version: str
     fewshot_hash: str
-    num_429: int
-    num_retries: int
     error_kind: str | None = None  # stable key for counting failures by reason
     judge_fingerprint: str = ""  # provenance.judge_fingerprint of the judge that answered
 
@@ -104,18 +119,16 @@ def judging_off(cfg: JudgeConfig) -> str:
     return f"{JUDGING_OFF}: no API key in ${cfg.api_key_env} and no [judge] base_url"
 
 
-@dataclass(frozen=True)
-class JudgeStats:
+@dataclass(frozen=True, kw_only=True)
+class JudgeStats(Tally):
+    """A judge's live figures: its counters so far, and where its limiter stands."""
+
     in_flight: int
     judged: int
     failed: int
     failed_by_reason: dict[str, int]
-    retries: int
-    num_429: int
     current_concurrency: int
     max_concurrency: int
-    prompt_tokens: int
-    completion_tokens: int
     tripped: bool
     paused_s: float
     spend_usd: float = 0.0  # earlier judgements' spend plus this judge's (budget.py)
@@ -131,30 +144,15 @@ class JudgeStats:
 class _Reply:
     text: str
     refusal: str | None
-    prompt_tokens: int
-    completion_tokens: int
+    tokens: Tally  # its prompt and completion tokens
 
 
 @dataclass
 class _Call:
-    """Accounting for one grade() call across its attempts."""
+    """One grade() call across its attempts."""
 
-    attempts: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    num_429: int = 0
-    retries: int = 0
+    tally: Tally = field(default_factory=Tally)
     result: dict[str, Any] | None = None
-
-
-@dataclass
-class _Totals:
-    judged: int = 0
-    retries: int = 0
-    num_429: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    failed: Counter[str] = field(default_factory=Counter)
 
 
 class Judge:
@@ -199,7 +197,9 @@ class Judge:
         self._limiter = limiter or AdaptiveLimiter(cfg.concurrency, min_limit=cfg.min_concurrency)
         self._tripped = False
         self._last_pause_log = -LOG_EVERY_S
-        self._totals = _Totals()
+        self._tally = Tally()  # of every call so far, live (the progress view, the budget)
+        self._judged = 0
+        self._failed: Counter[str] = Counter()
 
     @property
     def is_tripped(self) -> bool:
@@ -207,18 +207,14 @@ class Judge:
 
     @property
     def stats(self) -> JudgeStats:
-        t = self._totals
         return JudgeStats(
+            **asdict(self._tally),
             in_flight=self._limiter.in_flight,
-            judged=t.judged,
-            failed=sum(t.failed.values()),
-            failed_by_reason=dict(t.failed),
-            retries=t.retries,
-            num_429=t.num_429,
+            judged=self._judged,
+            failed=sum(self._failed.values()),
+            failed_by_reason=dict(self._failed),
             current_concurrency=self._limiter.limit,
             max_concurrency=self.cfg.concurrency,
-            prompt_tokens=t.prompt_tokens,
-            completion_tokens=t.completion_tokens,
             tripped=self._tripped,
             paused_s=self._limiter.pause_left(),
             spend_usd=self.spend_usd,
@@ -228,13 +224,13 @@ class Judge:
         )
 
     @property
-    def tokens(self) -> tuple[int, int]:
-        """(prompt, completion) tokens this judge has used; readable outside its event loop."""
-        return self._totals.prompt_tokens, self._totals.completion_tokens
+    def tally(self) -> Tally:
+        """This judge's counters so far; readable outside its event loop."""
+        return self._tally
 
     @property
     def spend_usd(self) -> float:
-        t = self._totals
+        t = self._tally
         return self._spent_before + spend_usd(self.cfg, t.prompt_tokens, t.completion_tokens)
 
     async def aclose(self) -> None:
@@ -259,7 +255,7 @@ class Judge:
             if is_budget_reached(self.cfg, self.spend_usd):  # checked once a slot is ours
                 self._limiter.release(ticket, Signal.NEUTRAL, 0.0)
                 return self._fail(call, "budget", budget_reason(self.cfg, self.spend_usd))
-            call.attempts = attempt
+            self._count(call, _ATTEMPT)
             decision = await self._attempt(
                 ticket, messages, call, lambda text: self.prompt.parse(text, concept, was_injected)
             )
@@ -267,8 +263,7 @@ class Judge:
                 return self._succeed(call)
             if not decision.retry:
                 return self._fail(call, decision.kind, final_reason(decision, attempt))
-            call.retries += 1
-            self._totals.retries += 1
+            self._count(call, _RETRY)
             log.debug(
                 "judge attempt %d failed (%s); retrying in %.2f s",
                 attempt,
@@ -278,6 +273,11 @@ class Judge:
             # A 429's Retry-After holds this retry; in a burst the limiter holds everyone too.
             await anyio.sleep(decision.delay_s)
         raise AssertionError("unreachable: the last attempt never retries")
+
+    def _count(self, call: _Call, counts: Tally) -> None:
+        """Adds to the call's counters and to the judge's, at once."""
+        call.tally += counts
+        self._tally += counts
 
     async def _attempt(
         self,
@@ -292,21 +292,17 @@ class Judge:
             with anyio.fail_after(self.cfg.timeout_s):
                 reply = await self._send(messages)
             signal = Signal.OK
-            call.prompt_tokens += reply.prompt_tokens
-            call.completion_tokens += reply.completion_tokens
-            self._totals.prompt_tokens += reply.prompt_tokens  # live, for the progress view
-            self._totals.completion_tokens += reply.completion_tokens
+            self._count(call, reply.tokens)
             if reply.refusal:
                 raise JudgeRefused(reply.refusal)
             call.result = redact_judgement(parse(reply.text), self._secret)
             return None
         except Exception as exc:  # every failure becomes a decision; cancellation propagates
-            decision = decide(exc, call.attempts, self.cfg, self._secret)
+            decision = decide(exc, call.tally.attempts, self.cfg, self._secret)
             if decision.kind == "quota":
                 self._trip()
             elif decision.rate_limited:
-                call.num_429 += 1
-                self._totals.num_429 += 1
+                self._count(call, _429)
                 signal, pause = Signal.RATE_LIMITED, decision.delay_s
                 if decision.too_long:
                     self._log_pause(decision)
@@ -348,44 +344,26 @@ class Judge:
             ) from None
 
     async def _send_chat(self, messages: list[dict[str, str]]) -> _Reply:
-        # `chat.completions.create` is this same `post` after a pass that checks and rewrites
-        # the params against the SDK's TypedDicts: for our plain JSON body it changes nothing
-        # but costs ~0.4 ms of CPU a request, taken from the decode loop that shares the GIL.
-        # Errors (APIStatusError and kin, with the response's headers) and parsing are the
-        # SDK's either way.
-        completion = await next(self._client_turns).post(
-            "/chat/completions",
-            cast_to=ChatCompletion,
-            options=_BEARER_AUTH,
-            body={
-                "model": self.cfg.model,
-                "messages": messages,
-                "response_format": self._chat_format,
-            },
+        # Errors (APIStatusError and kin, with the response's headers) are the SDK's.
+        completion = await next(self._client_turns).chat.completions.create(
+            model=self.cfg.model,
+            messages=cast(list[ChatCompletionMessageParam], messages),
+            response_format=self._chat_format,
         )
-        usage = completion.usage
         if not completion.choices:
             raise JudgeOutputError("invalid JSON: reply has no choices")
-        message = completion.choices[0].message
+        message, usage = completion.choices[0].message, completion.usage
+        p, c = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
         return _Reply(
-            message.content or "",
-            message.refusal,
-            usage.prompt_tokens if usage else 0,
-            usage.completion_tokens if usage else 0,
+            message.content or "", message.refusal, Tally(prompt_tokens=p, completion_tokens=c)
         )
 
     async def _send_responses(self, messages: list[dict[str, str]]) -> _Reply:
-        # The same shortcut as _send_chat, for `responses.create`.
-        response = await next(self._client_turns).post(
-            "/responses",
-            cast_to=Response,
-            options=_BEARER_AUTH,
-            body={
-                "model": self.cfg.model,
-                "input": messages,
-                "store": False,
-                "text": self._responses_format,
-            },
+        response = await next(self._client_turns).responses.create(
+            model=self.cfg.model,
+            input=cast(ResponseInputParam, messages),
+            store=False,
+            text=self._responses_format,
         )
         refusal = next(
             (
@@ -398,33 +376,25 @@ class Judge:
             None,
         )
         usage = response.usage
-        return _Reply(
-            response.output_text,
-            refusal,
-            usage.input_tokens if usage else 0,
-            usage.output_tokens if usage else 0,
-        )
+        p, c = (usage.input_tokens, usage.output_tokens) if usage else (0, 0)
+        return _Reply(response.output_text, refusal, Tally(prompt_tokens=p, completion_tokens=c))
 
     def _outcome(self, call: _Call, error: str | None, kind: str | None) -> JudgeOutcome:
         return JudgeOutcome(
+            **asdict(call.tally),
             result=call.result if error is None else None,
             error=error,
-            attempts=call.attempts,
-            prompt_tokens=call.prompt_tokens,
-            completion_tokens=call.completion_tokens,
             judge_model=self.cfg.model,
             prompt_version=self.cfg.prompt_version,
             fewshot_hash=self.fewshot_hash,
-            num_429=call.num_429,
-            num_retries=call.retries,
             error_kind=kind,
             judge_fingerprint=self.fingerprint,
         )
 
     def _succeed(self, call: _Call) -> JudgeOutcome:
-        self._totals.judged += 1
+        self._judged += 1
         return self._outcome(call, None, None)
 
     def _fail(self, call: _Call, kind: str, reason: str) -> JudgeOutcome:
-        self._totals.failed[kind] += 1
+        self._failed[kind] += 1
         return self._outcome(call, reason, kind)

@@ -1,6 +1,6 @@
 """The run's judge in a child process, so grading never takes CPU from the decode loop.
 
-The judge client spends about 2 ms of Python per request building, sending and parsing it. In
+The judge client spends 2 to 3 ms of Python per request building, sending and parsing it. In
 the generating process that time comes out of the decode loop, which holds the same GIL (on a
 2-vCPU machine it halved generation speed). Here a child `python -m introspectd.judge.process`
 runs the ordinary `Judge` with the plan's concurrency. The parent writes one JSON line per
@@ -73,12 +73,8 @@ class JudgeProcess:
             judged=0,
             failed=0,
             failed_by_reason={},
-            retries=0,
-            num_429=0,
             current_concurrency=1,
             max_concurrency=cfg.concurrency,
-            prompt_tokens=0,
-            completion_tokens=0,
             tripped=False,
             paused_s=0.0,
             spend_usd=spent_usd,
@@ -178,14 +174,9 @@ class JudgeProcess:
         return JudgeOutcome(
             result=None,
             error=f"{reason}; run `introspectd rejudge`",
-            attempts=0,
-            prompt_tokens=0,
-            completion_tokens=0,
             judge_model=self.cfg.model,
             prompt_version=self.cfg.prompt_version,
             fewshot_hash=self.fewshot_hash,
-            num_429=0,
-            num_retries=0,
             error_kind="judge process",
             judge_fingerprint=self.fingerprint,
         )
