@@ -1,7 +1,8 @@
 """CPU time the judge client spends per judged request, with the server in another process.
 
-In a run the judge client shares a process (and the GIL) with the decode loop, so every
-millisecond of Python the client burns per request is taken from generation. Here the server
+In a run the judge client has its own process (judge/process.py), but on a CPU-only machine it
+still takes cores from generation: every millisecond it burns per request is one the decode
+loop may miss (generate/session.py's JUDGE_CPU_S_PER_TRIAL is this figure). Here the server
 (tests/judge_server.py, fixed latency) runs in a child process, so `time.process_time()` in
 this process counts only the client: `concurrency` workers call Judge.grade back to back, as
 the pipeline's pool does, until N responses are graded. We report wall seconds and client CPU

@@ -29,7 +29,7 @@ from introspectd.protocol.trials import Trial, trial_seed
 log = logging.getLogger("introspectd")
 
 
-JUDGE_CPU_S_PER_TRIAL = 0.002  # client CPU per judged trial (bench/judge_cpu.py: 1.7-2.0 ms)
+JUDGE_CPU_S_PER_TRIAL = 0.0027  # judge CPU per judged trial (bench/judge_cpu.py: 2.5-3.4 ms)
 
 
 class CoreSharing:
