@@ -77,7 +77,7 @@ def test_a_cpu_run_leaves_a_core_to_a_busy_judge_only() -> None:
     try:
         torch.set_num_threads(2)
         slow = CoreSharing(is_active=True)
-        for second in range(5):  # 15 trials/s: the judge needs 3% of a core
+        for second in range(5):  # 15 trials/s: the judge needs 4% of a core
             slow.on_finished(15, float(second))
         assert torch.get_num_threads() == 2 and slow.is_active
         off = CoreSharing(is_active=False)  # a GPU run, or no judge
@@ -86,7 +86,7 @@ def test_a_cpu_run_leaves_a_core_to_a_busy_judge_only() -> None:
         assert torch.get_num_threads() == 2
         fast = CoreSharing(is_active=True)
         fast.on_finished(64, 0.0)
-        fast.on_finished(300, 1.0)  # 300 trials/s: 0.6 of a core
+        fast.on_finished(300, 1.0)  # 300 trials/s: 0.8 of a core
         assert torch.get_num_threads() == 1 and not fast.is_active
         fast.on_finished(300, 2.0)
         assert torch.get_num_threads() == 1, "only once"
