@@ -484,3 +484,19 @@ def labelled_judge(
         )
 
     return respond
+
+
+def judge_config(server: JudgeServer, **overrides: Any) -> Any:
+    """A `[judge]` table pointed at `server`, quick to fail (short backoff and timeout); tests
+    change what they exercise through `overrides`."""
+    from introspectd.protocol.plan import JudgeConfig
+
+    fields: dict[str, Any] = {
+        "model": "judge-test",
+        "base_url": server.base_url,
+        "concurrency": 4,
+        "max_attempts": 3,
+        "backoff_s": 0.01,
+        "timeout_s": 5.0,
+    }
+    return JudgeConfig(**{**fields, **overrides})

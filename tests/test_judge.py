@@ -15,6 +15,7 @@ from judge_server import (
     JudgeServer,
     bad_key,
     hang,
+    judge_config,
     quota,
     rate_limited,
     refusal,
@@ -35,17 +36,11 @@ def server() -> Iterator[JudgeServer]:
 
 
 def config(server: JudgeServer, **overrides: Any) -> JudgeConfig:
-    fields: dict[str, Any] = {
-        "model": "judge-test",
-        "base_url": server.base_url,
-        "concurrency": 4,
-        "max_attempts": 3,
-        "backoff_s": 0.01,
-        "timeout_s": 2.0,
-        "prompt_version": "v1",
-    }  # the client's behaviour, on v1 replies
-    fields.update(overrides)
-    return JudgeConfig(**fields)
+    """The client's behaviour, on v1 replies."""
+    config: JudgeConfig = judge_config(
+        server, **{"timeout_s": 2.0, "prompt_version": "v1", **overrides}
+    )
+    return config
 
 
 def run_with(cfg: JudgeConfig, body: Callable[[Judge], Awaitable[Any]]) -> Any:

@@ -33,6 +33,7 @@ from judge_server import (
     Recorded,
     echo_key,
     huge_reasoning,
+    judge_config,
     not_json,
     ok,
     quota,
@@ -98,15 +99,8 @@ def _cli(*args: str, timeout: float = 120) -> Any:
 
 
 def _judge_config(server: JudgeServer, **overrides: Any) -> JudgeConfig:
-    fields: dict[str, Any] = {
-        "model": "judge-test",
-        "base_url": server.base_url,
-        "concurrency": 4,
-        "max_attempts": 3,
-        "backoff_s": 0.01,
-        "timeout_s": 5.0,
-    }
-    return JudgeConfig(**{**fields, **overrides})
+    config: JudgeConfig = judge_config(server, **overrides)
+    return config
 
 
 def _grade(cfg: JudgeConfig, n: int, deadline_s: float = 60.0) -> list[JudgeOutcome]:
