@@ -311,7 +311,10 @@ def test_the_logit_measure_backs_off_out_of_memory_as_generation_does(tmp_path: 
 
 
 def test_logit_run_resumes_after_sigkill_without_losing_or_doubling(tmp_path: Path) -> None:
-    plan = _plan(tmp_path, style="from_marker", trials=8, factual="false", batch=8)
+    # Read-outs of identical inputs are reused, so 192 trials took 0.16 s on an idle machine:
+    # done between two polls, the kill came too late. One row a batch and 100 trials a cell
+    # (2,400 trials, ~3.5 s here) leave the kill many polls to land mid-run.
+    plan = _plan(tmp_path, style="from_marker", trials=100, factual="false", batch=1)
     run_dir = tmp_path / "out/exp/tiny"
     proc = start_run(plan, stderr=None)
     deadline = time.monotonic() + 240
@@ -322,7 +325,7 @@ def test_logit_run_resumes_after_sigkill_without_losing_or_doubling(tmp_path: Pa
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     finished_at_kill = _num_finished(run_dir / "state.sqlite")
-    planned = 2 * 2 * 2 * 8 * 3
+    planned = 2 * 2 * 2 * 100 * 3
     assert finished_at_kill < planned
     result = run_cli("run", "--plan", str(plan), "--no-progress")
     assert result.returncode == 0, result.stderr
