@@ -39,11 +39,6 @@ def parse_jsonl(data: bytes, path: Path, expect: str = "") -> list[JsonLine]:
     return [_line(path, n, raw, expect) for n, raw in enumerate(lines, start=1)]
 
 
-def records(path: Path, what: str, flag: str = "", expect: str = "") -> list[dict[str, Any]]:
-    """The JSON objects of `path`, blank lines skipped (see `read_jsonl`)."""
-    return [line.value for line in read_jsonl(path, what, flag, expect) if line.value is not None]
-
-
 def read_bytes(path: Path, what: str, flag: str = "") -> bytes:
     try:
         return path.read_bytes()

@@ -68,9 +68,10 @@ NO_CREDENTIALS = (
 def gcs_errors(where: str, outage: str = "") -> Iterator[None]:
     """The one translation of google-cloud errors into introspectd's (as httpx maps httpcore's
     where they arise): what only the user can fix — no such bucket, no permission, credentials
-    missing or refused, a request GCS rejects — is one BadInput line about `where` (a gs://
-    URI; exit 2); an outage is Transient (exit 75, so Cloud Batch retries), said as `outage`
-    (default "cannot reach WHERE"). Our own errors and anything else pass through unchanged."""
+    refused, a request GCS rejects — is one BadInput line about `where` (a gs:// URI; exit 2;
+    missing credentials are `make_client`'s); an outage is Transient (exit 75, so Cloud Batch
+    retries), said as `outage` (default "cannot reach WHERE"). Our own errors and anything
+    else pass through unchanged."""
     from google.auth import exceptions as auth_exc
 
     try:
@@ -81,8 +82,6 @@ def gcs_errors(where: str, outage: str = "") -> Iterator[None]:
         raise BadInput(f"{where}: permission denied ({_server_says(exc)})") from None
     except auth_exc.RefreshError as exc:
         raise BadInput(f"{where}: Google Cloud credentials refused ({one_line(exc)})") from None
-    except auth_exc.DefaultCredentialsError:
-        raise BadInput(f"{where}: {NO_CREDENTIALS}") from None
     except gexc.BadRequest as exc:
         raise BadInput(f"{where}: GCS rejected the request ({_server_says(exc)})") from None
     except Exception as exc:

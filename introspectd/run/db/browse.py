@@ -27,10 +27,9 @@ _FLAGS = {
     "coherent": "json_extract(judge_json, '$.coherent')",
     "refused": "json_extract(judge_json, '$.refused')",
 }
-_ARM = "arm"  # every row has one since 0006_arm.sql
 _REASONING = "json_extract(judge_json, '$.reasoning')"
 _LIST_COLUMNS = (
-    f"id, ordinal, concept, {_ARM} AS arm_of, layer, strength, trial, status, response, "
+    "id, ordinal, concept, arm AS arm_of, layer, strength, trial, status, response, "
     "judge_json, judge_error, question, p_yes"
 )
 MAX_PAGE = 200
@@ -61,7 +60,7 @@ class TrialFilter:
             ("concept", self.concept),
             ("layer", self.layer),
             ("strength", self.strength),
-            (_ARM, self.arm),
+            ("arm", self.arm),  # every row has one since 0006_arm.sql
         ):
             if value is not None and value != "":
                 where.append(f"{column} = ?")
@@ -139,7 +138,7 @@ def concepts(store: Store) -> list[str]:
 
 
 def arms(store: Store) -> list[str]:
-    sql = f"SELECT DISTINCT {_ARM} AS arm_of FROM trials ORDER BY arm_of"
+    sql = "SELECT DISTINCT arm AS arm_of FROM trials ORDER BY arm_of"
     return [r["arm_of"] for r in store.conn.execute(sql)]
 
 
@@ -151,7 +150,7 @@ def status_counts(store: Store) -> dict[str, int]:
 def cells(store: Store, concept: str) -> list[dict[str, Any]]:
     """One entry per (layer, strength, arm) of `concept`: planned, generated, judged, passed."""
     sql = (
-        f"SELECT layer, strength, {_ARM} AS arm_of, COUNT(*) AS n_planned, "
+        "SELECT layer, strength, arm AS arm_of, COUNT(*) AS n_planned, "
         "SUM(status != 'pending') AS n_generated, "
         f"SUM({_ANSWER} IS NOT NULL) AS n_judged, "
         f"SUM(lower({_ANSWER}) = 'pass') AS n_pass, "
