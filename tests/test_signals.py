@@ -131,12 +131,26 @@ timeout_s = 60
 
 
 def test_second_process_on_the_same_run_is_refused(tmp_path: Path) -> None:
-    plan = write_plan(tmp_path, KILL_PLAN)
-    out = tmp_path / "out" / "exp" / "tiny"
-    first = _start(plan)
-    _wait_for_progress(out / "state.sqlite", 5, first, random.Random(0))
-    second = run_cli("run", "--plan", str(plan), "--local", "--no-progress")
-    assert second.returncode == 2
-    assert f"another introspectd process (pid {first.pid}) is running this run" in second.stderr
-    _, err = first.communicate(timeout=120)
-    assert first.returncode == 0, err
+    """A hanging judge keeps the first process on the run however fast generation is (on an
+    idle machine the 128 trials once finished before the second process had started)."""
+    from judge_server import JudgeServer, hang
+
+    with JudgeServer(default=hang(60)) as server:
+        plan = write_plan(
+            tmp_path, KILL_PLAN + f'\n[judge]\nbase_url = "{server.base_url}"\ntimeout_s = 90\n'
+        )
+        out = tmp_path / "out" / "exp" / "tiny"
+        first = _start(plan)
+        try:
+            _wait_for_progress(out / "state.sqlite", 5, first, random.Random(0))
+            second = run_cli("run", "--plan", str(plan), "--local", "--no-progress")
+            assert first.poll() is None, "the first process ended before the second started"
+            assert second.returncode == 2, second.stderr
+            msg = f"another introspectd process (pid {first.pid}) is running this run"
+            assert msg in second.stderr
+        finally:
+            first.send_signal(signal.SIGINT)
+            time.sleep(1.0)
+            first.send_signal(signal.SIGINT)
+            _, err = first.communicate(timeout=60)
+    assert first.returncode == 75, err
