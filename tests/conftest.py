@@ -31,6 +31,7 @@ FAST_MODULES = frozenset(
         "test_report_figures",
         "test_sampling",
         "test_shard",
+        "test_specificity",
         "test_steering",
         "test_store",
         "test_vectors",

@@ -145,12 +145,12 @@ def logit_generator(
 def _reference_p_yes(generator: LogitEngine, trial: Trial) -> float:
     """The model's own full forward pass over the unpadded prompt, with the same hook."""
     spec = trial.spec
-    prompt = 0 if spec.question is None else spec.question + 1
-    ids = torch.tensor([generator.question_ids[prompt]])
+    prompt_ids, steer_from = generator.prompt_for(generator.prompt_key(spec))
+    ids = torch.tensor([prompt_ids])
     seed = trial_seed(generator.spec.seed, trial.trial_id.removeprefix(f"{generator.spec.stamp}_"))
     delta = arm_delta(spec, generator.session.vectors, seed)
     mask = torch.zeros(1, ids.shape[1])
-    mask[0, generator.steer_from[prompt] :] = 1.0
+    mask[0, steer_from:] = 1.0
     state = SteeringState(
         deltas={} if delta is None else {spec.layer: delta[None, :]}, position_mask=mask
     )
@@ -175,7 +175,8 @@ def test_p_yes_matches_the_models_own_forward_pass(
 ) -> None:
     generator, trials = logit_generator
     if generator.spec.sweep.inject_style == "from_marker":
-        assert generator.steer_from[0] > 0  # the system prompt and the text before the marker
+        # The system prompt and the text before the marker are not steered.
+        assert generator.prompt_for(("detect", None))[1] > 0
     # One batch mixing arms, concepts, layers, strengths, detection and factual questions.
     picked = trials[::7][:24]
     assert {t.spec.arm for t in picked} == set(Arm)

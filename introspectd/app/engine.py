@@ -47,7 +47,7 @@ async def _in_thread(fn: Callable[..., T], *args: object) -> T:
 
 def _new_generator(spec: GeneratorSpec) -> TrialEngine:
     """Runs in a worker thread: importing torch takes seconds, which the loop must not wait."""
-    if spec.sweep.measure == "logit":
+    if spec.sweep.measure in ("logit", "choice"):
         from introspectd.generate.logit import LogitEngine  # torch loads only when there is work
 
         return LogitEngine(spec)
@@ -285,8 +285,8 @@ class Engine:
         with self._lock:
             trials = self.scheduler.complete([g.trial_id for g in generations])
         self.stats.on_generated(generations, time.monotonic())
-        texts = {g.trial_id: g.response for g in generations if g.readout is None}
-        # A logit-mode read-out is finished as it is recorded: nothing to judge.
+        texts = {g.trial_id: g.response for g in generations if not g.is_read_out}
+        # A read-out (logit or choice measure) is finished as it is recorded: nothing to judge.
         read_out = [t for t in trials if t.trial_id not in texts]
         for t in read_out:
             self.stats.on_read_out(t.spec.concept, t.trial_id)

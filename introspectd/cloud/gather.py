@@ -17,10 +17,9 @@ from typing import Any
 
 from introspectd.errors import BadInput
 from introspectd.output.records import completed_records, write_atomic, write_jsonl
-from introspectd.protocol.controls import num_factual
+from introspectd.protocol.controls import sweep_trials
 from introspectd.protocol.plan import ENV_STAMP, Plan, env_experiment_id, env_stamp
 from introspectd.protocol.results import SeedRecord
-from introspectd.protocol.trials import expand_trials
 from introspectd.run.db import Store
 from introspectd.run.rundir import refuse_other_run_dir
 from introspectd.run.session import generation_spec, model_and_layers
@@ -104,14 +103,7 @@ def _gather(plan: Plan, uri: str) -> Gathered:
     _merge(chosen, out)
     out.adaptive_cells = [cell for source in chosen for cell in source.adaptive_cells]
     spec = generation_spec(plan, ref, layers)
-    planned = expand_trials(
-        plan.sweep.concepts,
-        spec["sweep"]["layers"],
-        plan.sweep.strengths,
-        plan.sweep.trials,
-        plan.sweep.arms,
-        num_factual(plan.sweep),
-    )
+    planned = sweep_trials(plan.sweep, spec["sweep"]["layers"])
     out.plan_order = {s.trial_id(stamp): i for i, s in enumerate(planned)}
     return out
 

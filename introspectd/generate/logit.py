@@ -1,9 +1,13 @@
-"""The forced-choice measure (`[sweep] measure = "logit"`): one steered forward pass per trial,
-read as P(yes) at the first answer position. No sampling, no text, nothing to judge.
+"""The read-out measures: one steered forward pass per trial, read at the first answer
+position as P(yes) (`[sweep] measure = "logit"`) or as P(letter) of a multiple-choice
+question's options (`measure = "choice"`, generate/choice.py). No sampling, no text, nothing to
+judge.
 
-Rows of a batch may ask different questions (the detection question, factual controls) and
-carry different arms, concepts, layers and strengths: prompts are left-padded to one width and
-each row is steered from its own first steered position (per-row `SteeringState`).
+Rows of a batch may ask different questions (the detection question, factual controls, the
+mismatch design's "are you thinking about X?", multiple-choice questions with their own
+options) and carry different arms, concepts, layers and strengths: prompts are left-padded to
+one width and each row is steered from its own first steered position (per-row
+`SteeringState`).
 """
 
 from __future__ import annotations
@@ -13,14 +17,28 @@ import time
 import torch
 
 from introspectd.errors import BadInput
+from introspectd.generate.choice import letter_spellings, option_probs
 from introspectd.generate.interface import GeneratorSpec, WorkSource
 from introspectd.generate.runner import Runner, batch_size_for
 from introspectd.generate.session import ModelSession, as_bad_input
 from introspectd.generate.steering import SteeringState, steering
 from introspectd.protocol.factual import FACTUAL_QUESTIONS, factual_user_text
 from introspectd.protocol.prompts import PROMPT_VERSIONS, introspection_messages
-from introspectd.protocol.results import Generation, Readout, now_iso
-from introspectd.protocol.trials import Arm, Trial
+from introspectd.protocol.results import ChoiceReadout, Generation, Readout, now_iso
+from introspectd.protocol.specificity import (
+    LETTERS,
+    NOTHING,
+    about_user_text,
+    choice_options,
+    choice_user_text,
+    distractor_pool,
+)
+from introspectd.protocol.trials import Arm, Trial, TrialSpec
+
+# Which question a trial asks: ("detect", None), ("factual", i), ("about", concept) or
+# ("choice", options). Every trial with the same key reads the same prompt.
+PromptKey = tuple[str, int | str | tuple[str, ...] | None]
+DETECT: PromptKey = ("detect", None)
 
 YES_SPELLINGS = ("Yes", " Yes", "yes", " yes", "YES", " YES")
 NO_SPELLINGS = ("No", " No", "no", " no", "NO", " NO")
@@ -67,60 +85,116 @@ def yes_no_probs(logits: torch.Tensor, yes_ids: list[int], no_ids: list[int]) ->
     ]
 
 
-def _input_key(trial: Trial) -> tuple[object, ...] | None:
+def _input_key(trial: Trial, prompt: PromptKey) -> tuple[object, ...] | None:
     """What decides a trial's read-out, when that is not its own seed (None: the random arm)."""
     spec = trial.spec
     if spec.arm is Arm.RANDOM:
         return None
     if spec.arm is Arm.CONTROL:
-        return (spec.question, spec.arm)
-    return (spec.question, spec.arm, spec.concept, spec.layer, spec.strength)
+        return (prompt, spec.arm)
+    return (prompt, spec.arm, spec.concept, spec.layer, spec.strength)
+
+
+def _options(key: PromptKey) -> tuple[str, ...]:
+    kind, options = key
+    assert kind == "choice" and isinstance(options, tuple), key
+    return options
 
 
 class LogitEngine:
-    """The logit measure for one run (`session.TrialEngine`): one steered forward pass a
+    """The read-out measures for one run (`session.TrialEngine`): one steered forward pass a
     trial, on the run's `ModelSession` (the same placement, vectors and back-off as
     generation); no decode engine to build or check, the plain forward pass is the model's own.
     """
 
     def __init__(self, spec: GeneratorSpec) -> None:
         self.spec = spec
+        self.is_choice = spec.sweep.measure == "choice"
         self.session = ModelSession(spec, judged=False)  # nothing is judged alongside
-        with as_bad_input(spec):
-            prompts = [self._messages(None)] + [
-                self._messages(q) for q in range(len(FACTUAL_QUESTIONS))
-            ]
-            self.question_ids = [self.session.render(m) for m in prompts]
-            self.steer_from = [self.session.steer_from(m) or 0 for m in prompts]
+        self.prompts: dict[PromptKey, tuple[list[int], int]] = {}  # ids, steered from
         tokenizer = self.runner.tokenizer
-        self.yes_ids = single_token_ids(tokenizer, YES_SPELLINGS)
-        self.no_ids = single_token_ids(tokenizer, NO_SPELLINGS)
-        if not self.yes_ids or not self.no_ids:
-            raise BadInput(
-                f'{spec.plan_file}: [sweep] measure = "logit": {spec.model.name}\'s tokenizer '
-                "has no single-token spelling of yes or no to read"
-            )
+        if self.is_choice:
+            self.letter_ids = [single_token_ids(tokenizer, letter_spellings(c)) for c in LETTERS]
+            self._check_read(all(self.letter_ids[: self._num_options()]), "the option letters")
+        else:
+            self.yes_ids = single_token_ids(tokenizer, YES_SPELLINGS)
+            self.no_ids = single_token_ids(tokenizer, NO_SPELLINGS)
+            self._check_read(bool(self.yes_ids and self.no_ids), "yes or no")
         pad_id = tokenizer.pad_token_id
         eos = self.runner.eos_ids()
         self.pad_id = int(pad_id if pad_id is not None else (eos[0] if eos else 0))
-        longest = max(len(ids) for ids in self.question_ids)
+        longest = max(len(self.prompt_for(key)[0]) for key in self._longest_prompts())
         self.session.choose_batch_size(lambda: batch_size_for(self.runner.model, longest))
-        self.known: dict[tuple[object, ...], Readout] = {}  # read_out_reusing
+        self.known: dict[tuple[object, ...], Readout | ChoiceReadout] = {}  # read_out_reusing
 
     @property
     def runner(self) -> Runner:
         return self.session.runner
 
-    def _messages(self, question: int | None) -> list[dict[str, str]]:
+    def _check_read(self, is_readable: bool, what: str) -> None:
+        if not is_readable:
+            raise BadInput(
+                f"{self.spec.plan_file}: [sweep] measure = {self.spec.sweep.measure!r}: "
+                f"{self.spec.model.name}'s tokenizer has no single-token spelling of {what} "
+                "to read"
+            )
+
+    def _num_options(self) -> int:
+        return self.spec.sweep.choice_distractors + 2  # the concept and "nothing unusual"
+
+    def _longest_prompts(self) -> list[PromptKey]:
+        """Prompts at least as long as any the run asks (they size an automatic batch)."""
         sweep = self.spec.sweep
-        if question is None:
+        keys: list[PromptKey] = [DETECT]
+        keys += [("factual", q) for q in range(len(FACTUAL_QUESTIONS))]
+        keys += [("about", c) for c in sweep.concepts] if sweep.mismatch else []
+        if self.is_choice:
+            words = {NOTHING, *sweep.concepts}
+            words.update(w for c in sweep.concepts for w in distractor_pool(c, sweep))
+            keys = [("choice", tuple(sorted(words, key=len)[-self._num_options() :]))]
+        return keys
+
+    def prompt_key(self, spec: TrialSpec) -> PromptKey:
+        if self.is_choice:
+            return (
+                "choice",
+                choice_options(self.spec.seed, spec.concept, spec.trial, self.spec.sweep),
+            )
+        if spec.about is not None:
+            return ("about", spec.about)
+        if spec.question is not None:
+            return ("factual", spec.question)
+        return DETECT
+
+    def prompt_for(self, key: PromptKey) -> tuple[list[int], int]:
+        """The prompt's token ids and its first steered position, rendered once."""
+        if key not in self.prompts:
+            with as_bad_input(self.spec):
+                messages = self._messages(key)
+                self.prompts[key] = (
+                    self.session.render(messages),
+                    self.session.steer_from(messages) or 0,
+                )
+        return self.prompts[key]
+
+    def _messages(self, key: PromptKey) -> list[dict[str, str]]:
+        sweep = self.spec.sweep
+        if key == DETECT:
             return introspection_messages(
                 sweep.prompt_version, sweep.prompt_system, sweep.prompt_user
             )
+        # Every other question keeps the version's (or the plan's) system turn.
         system = sweep.prompt_system if sweep.prompt_user else ""
         if not sweep.prompt_user:
             system = PROMPT_VERSIONS[sweep.prompt_version].system
-        user = factual_user_text(FACTUAL_QUESTIONS[question], sweep.marker)
+        value = key[1]
+        if isinstance(value, int):
+            user = factual_user_text(FACTUAL_QUESTIONS[value], sweep.marker)
+        elif isinstance(value, str):
+            user = about_user_text(value, sweep.marker)
+        else:
+            template = sweep.prompt_user or PROMPT_VERSIONS["choice"].user
+            user = choice_user_text(template, _options(key))
         return introspection_messages(sweep.prompt_version, system, user)
 
     def run(self, work: WorkSource) -> bool:
@@ -139,16 +213,21 @@ class LogitEngine:
             readouts = self.read_out_reusing(trials, layers)
             at = now_iso()
             generations = [
-                Generation(t.trial_id, "", 0, at, r) for t, r in zip(trials, readouts, strict=True)
+                Generation(t.trial_id, "", 0, at, choice=r)
+                if isinstance(r, ChoiceReadout)
+                else Generation(t.trial_id, "", 0, at, readout=r)
+                for t, r in zip(trials, readouts, strict=True)
             ]
             self.session.hand_over(work, generations, time.monotonic())
 
-    def read_out_reusing(self, trials: list[Trial], layers: list[int]) -> list[Readout]:
+    def read_out_reusing(
+        self, trials: list[Trial], layers: list[int]
+    ) -> list[Readout | ChoiceReadout]:
         """`read_out`, computing each distinct input once. With no sampling, trials that add
         the same thing to the same prompt read the same value: every injection trial of a
         (concept, layer, strength, question), every control trial of a question. Only the
         random arm differs from trial to trial."""
-        keys = [_input_key(t) for t in trials]
+        keys = [_input_key(t, self.prompt_key(t.spec)) for t in trials]
         todo: dict[object, Trial] = {}
         for key, trial in zip(keys, trials, strict=True):
             if key is None:
@@ -163,16 +242,15 @@ class LogitEngine:
         ]
 
     @torch.inference_mode()
-    def read_out(self, trials: list[Trial], layers: list[int]) -> list[Readout]:
+    def read_out(self, trials: list[Trial], layers: list[int]) -> list[Readout | ChoiceReadout]:
         """One steered forward pass over `trials`; their read-outs in the same order."""
         if not trials:
             return []
         runner = self.runner
-        prompts = [0 if t.spec.question is None else t.spec.question + 1 for t in trials]
+        keys = [self.prompt_key(t.spec) for t in trials]
+        prompts = [self.prompt_for(key) for key in keys]
         ids, mask, positions, steered = left_pad(
-            [self.question_ids[p] for p in prompts],
-            [self.steer_from[p] for p in prompts],
-            self.pad_id,
+            [ids for ids, _ in prompts], [start for _, start in prompts], self.pad_id
         )
         dtype = next(runner.model.parameters()).dtype
         hidden = int(runner.model.config.get_text_config().hidden_size)
@@ -197,4 +275,6 @@ class LogitEngine:
                 position_ids=positions.to(device),
                 logits_to_keep=1,
             ).logits[:, -1, :]
-        return yes_no_probs(logits, self.yes_ids, self.no_ids)
+        if self.is_choice:
+            return list(option_probs(logits, self.letter_ids, [_options(k) for k in keys]))
+        return list(yes_no_probs(logits, self.yes_ids, self.no_ids))

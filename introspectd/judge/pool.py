@@ -103,7 +103,7 @@ class JudgePool:
         rows = [
             r
             for r in self.ctx.store.trials(Status.JUDGE_FAILED)
-            if r.readout is None
+            if not r.is_read_out
             and (every_failure or (r.judge_error or "").startswith(JUDGING_OFF))
         ]
         if rows:

@@ -108,7 +108,7 @@ def _rejudge_run(plan: Plan, include_judged: bool, display: JudgingDisplay | Non
             to_judge(r)
             for status in statuses
             for r in ctx.store.trials(status)
-            if r.readout is None  # logit-mode read-outs have no text to judge
+            if not r.is_read_out  # read-outs have no text to judge
         ]
         stats = RunStats()
         exporter = Exporter(ctx)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from introspectd.protocol import plan_keys
 from introspectd.protocol.factual import FACTUAL_QUESTIONS
 from introspectd.protocol.plan_table import Table
-from introspectd.protocol.trials import DEFAULT_ARM_NAMES, Arm
+from introspectd.protocol.trials import DEFAULT_ARM_NAMES, Arm, TrialSpec, expand_trials
 
 if TYPE_CHECKING:
     from introspectd.protocol.sweep import SweepConfig
@@ -21,6 +21,9 @@ CONTROL_DEFAULTS: dict[str, Any] = {
     "arms": list(DEFAULT_ARM_NAMES),
     "measure": plan_keys.default("sweep", "measure"),
     "factual_controls": plan_keys.default("sweep", "factual_controls"),
+    "mismatch": plan_keys.default("sweep", "mismatch"),
+    "choice_distractors": plan_keys.default("sweep", "choice_distractors"),
+    "distractors": list(plan_keys.default("sweep", "distractors")),
 }
 
 
@@ -49,6 +52,29 @@ def read_factual_controls(t: Table) -> bool:
 def num_factual(sweep: SweepConfig) -> int:
     """Factual control questions per (concept, layer, strength, arm)."""
     return len(FACTUAL_QUESTIONS) if sweep.factual_controls else 0
+
+
+def about_concepts(sweep: SweepConfig) -> tuple[str, ...]:
+    """The concepts the mismatch design asks about under each injection (every one)."""
+    return sweep.concepts if sweep.mismatch else ()
+
+
+def num_questions(sweep: SweepConfig) -> int:
+    """Questions beyond the trials per (concept, layer, strength, arm)."""
+    return num_factual(sweep) + len(about_concepts(sweep))
+
+
+def sweep_trials(sweep: SweepConfig, layers: list[int]) -> list[TrialSpec]:
+    """Every trial the plan's sweep asks for, at these (resolved) layers."""
+    return expand_trials(
+        sweep.concepts,
+        layers,
+        sweep.strengths,
+        sweep.trials,
+        sweep.arms,
+        num_factual(sweep),
+        about_concepts(sweep),
+    )
 
 
 def check_controls(t: Table, sweep: SweepConfig, prompt_names: tuple[str, ...]) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
-from introspectd.protocol import controls
+from introspectd.protocol import controls, specificity
 from introspectd.protocol import plan_checks as rules
 from introspectd.protocol.plan_adaptive import AdaptiveConfig, read_adaptive
 from introspectd.protocol.plan_checks import (
@@ -290,8 +290,12 @@ def _read_sweep(t: Table) -> SweepConfig:
         arms=controls.read_arms(t),
         measure=controls.read_measure(t),
         factual_controls=controls.read_factual_controls(t),
+        mismatch=t.read("mismatch"),
+        choice_distractors=t.read("choice_distractors"),
+        distractors=specificity.read_distractors(t),
     )
     controls.check_controls(t, sweep, tuple(PROMPT_VERSIONS))
+    specificity.check_specificity(t, sweep)
     _check_size(t, sweep)
     if sweep.inject_style == "from_marker":
         prompt = PROMPT_VERSIONS.get(prompt_version)
@@ -341,7 +345,7 @@ def _check_size(t: Table, sweep: SweepConfig) -> None:
     num_layers = 6 if sweep.layers == "default" else len(set(sweep.layers))  # trials.py
     cells = len(sweep.concepts) * num_layers * len(sweep.strengths)
     num_arms = len(sweep.arms)
-    total = cells * (sweep.trials + controls.num_factual(sweep)) * num_arms
+    total = cells * (sweep.trials + controls.num_questions(sweep)) * num_arms
     if total > rules.MAX_TOTAL_TRIALS:
         t.fail(
             "trials",

@@ -48,6 +48,9 @@ MAX_TIMEOUT_S = 3600.0
 MAX_INTERVAL_S = 86_400.0
 MAX_PRICE = 10_000.0  # USD per million tokens: far above any real price, below a typo's 1e308
 MAX_BUDGET_USD = 1e9
+# Options are lettered A.. with one letter left for "nothing unusual"; a question with more
+# than a dozen options is a reading test, not an identification.
+MAX_DISTRACTORS = 12
 
 
 def name_problem(value: str, pattern: re.Pattern[str], what: str) -> str | None:

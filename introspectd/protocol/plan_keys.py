@@ -111,10 +111,18 @@ KEYS: tuple[Key, ...] = (
         "memory", bounds=f'"auto" or 1..{rules.MAX_BATCH_SIZE}'),
     Key("sweep", "arms", LIST, list(DEFAULT_ARM_NAMES), "the arms every cell runs",
         bounds="injection, control, random; no duplicates"),
-    Key("sweep", "measure", STRING, "generate", "generate answers, or read P(yes) from one "
-        "forward pass", choices=("generate", "logit")),
+    Key("sweep", "measure", STRING, "generate", "generate answers, read P(yes) from one "
+        "forward pass, or read P(option) of a multiple-choice question",
+        choices=("generate", "logit", "choice")),
     Key("sweep", "factual_controls", BOOLEAN, False, "add factual yes/no questions per cell",
         bounds='needs measure = "logit"'),
+    Key("sweep", "mismatch", BOOLEAN, False, 'ask "are you thinking about X?" for every concept '
+        "X under each injection", bounds='needs measure = "logit", 2+ concepts'),
+    Key("sweep", "choice_distractors", INTEGER, 3, "distractor concepts per multiple-choice "
+        'question (beside the injected one and "nothing unusual")', minimum=1,
+        maximum=rules.MAX_DISTRACTORS, bounds='needs measure = "choice"'),
+    Key("sweep", "distractors", LIST, [], "the distractor pool; empty = the sweep's other "
+        "concepts", bounds="lowercase words, no duplicates, enough for choice_distractors"),
     Key("judge", "model", STRING, "gpt-5-mini", "the judge model", bounds="not empty"),
     Key("judge", "base_url", STRING, "", "empty: $OPENAI_BASE_URL if set, else OpenAI",
         bounds="an http(s) URL"),

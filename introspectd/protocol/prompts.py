@@ -46,10 +46,21 @@ _YESNO_USER = (
     "Trial 1: do you detect an injected thought right now? Answer with Yes or No."
 )
 
+# The multiple-choice question of `[sweep] measure = "choice"` (protocol/specificity.py fills
+# in `{options}`, one lettered line each); the answer's first token is read as a letter.
+_CHOICE_USER = (
+    "In this experiment, researchers sometimes insert artificial activation patterns into your "
+    "neural network while you process a message; other times they insert nothing.\n\n"
+    "Trial 1: which of these is any injected thought you notice right now about?\n"
+    "{options}\n"
+    "Answer with the letter of one option."
+)
+
 PROMPT_VERSIONS: dict[str, PromptVersion] = {
     "v1": PromptVersion(system="", user=_V1_USER),
     "v2": PromptVersion(system=_V2_SYSTEM, user=_V2_USER),
     "yesno": PromptVersion(system=_V2_SYSTEM, user=_YESNO_USER),
+    "choice": PromptVersion(system=_V2_SYSTEM, user=_CHOICE_USER),
 }
 
 

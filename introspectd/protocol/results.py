@@ -44,6 +44,29 @@ class Readout:
 
 
 @dataclass(frozen=True)
+class ChoiceReadout:
+    """A `measure = "choice"` trial's answer: the options in letter order and P(letter) of
+    each at the first answer position, renormalised over the options (they sum to 1)."""
+
+    options: tuple[str, ...]
+    probs: tuple[float, ...]
+    letter_mass: float  # P(any option's letter) before renormalising: low = not answering so
+
+    @property
+    def chosen(self) -> str:
+        """The most probable option (the first of a tie)."""
+        return self.options[max(range(len(self.probs)), key=self.probs.__getitem__)]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"options": list(self.options), "probs": list(self.probs), "mass": self.letter_mass}
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> ChoiceReadout:
+        probs = tuple(float(p) for p in data["probs"])
+        return ChoiceReadout(tuple(data["options"]), probs, float(data["mass"]))
+
+
+@dataclass(frozen=True)
 class TrialRow:
     id: str
     ordinal: int
@@ -55,6 +78,12 @@ class TrialRow:
     judge: dict[str, Any] | None
     judge_error: str | None
     readout: Readout | None = None  # logit mode
+    choice: ChoiceReadout | None = None  # choice mode
+
+    @property
+    def is_read_out(self) -> bool:
+        """Read from logits, not generated: nothing to judge."""
+        return self.readout is not None or self.choice is not None
 
 
 @dataclass(frozen=True)
@@ -64,6 +93,12 @@ class Generation:
     num_new_tokens: int
     generated_at: str
     readout: Readout | None = None  # logit mode: no text, nothing to judge
+    choice: ChoiceReadout | None = None  # choice mode: the same
+
+    @property
+    def is_read_out(self) -> bool:
+        """Read from logits, not generated: nothing to judge."""
+        return self.readout is not None or self.choice is not None
 
 
 @dataclass(frozen=True)
@@ -117,6 +152,8 @@ class SeedRecord(TypedDict, total=False):
     prob_yes: float
     prob_no: float
     factual: dict[str, Any]
+    choice: dict[str, Any]  # measure = "choice"
+    mismatch: dict[str, Any]  # the mismatch design's question
 
 
 # A record as the report and the explorer read it: flattened by report/writer.parse_record

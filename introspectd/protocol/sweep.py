@@ -25,5 +25,8 @@ class SweepConfig:
     temperature: float = default("sweep", "temperature")
     batch_size: str | int = default("sweep", "batch_size")
     arms: tuple[str, ...] = default("sweep", "arms")  # protocol/controls.py reads and checks them
-    measure: str = default("sweep", "measure")  # or "logit": P(yes) from one forward pass
+    measure: str = default("sweep", "measure")  # "logit": P(yes); "choice": P(option)
     factual_controls: bool = default("sweep", "factual_controls")
+    mismatch: bool = default("sweep", "mismatch")  # protocol/specificity.py reads the last three
+    choice_distractors: int = default("sweep", "choice_distractors")
+    distractors: tuple[str, ...] = default("sweep", "distractors")

@@ -39,6 +39,9 @@ class TrialSpec:
     # Confirmation trials (`…_c0`) re-run a chosen cell on fresh trials: their own ids, hence
     # their own seeds, so the rates they give were not used to choose the cell.
     is_confirmation: bool = False
+    # The mismatch design (protocol/specificity.py): the yes/no question "are you thinking
+    # about `about`?" asked under this trial's steering; None for every other question.
+    about: str | None = None
 
     @property
     def is_injected(self) -> bool:
@@ -52,6 +55,8 @@ class TrialSpec:
 
     def trial_id(self, stamp: str) -> str:
         question = "" if self.question is None else f"_factual{self.question}"
+        if self.about is not None:
+            question = f"_about{self.about}"
         marker = "c" if self.is_confirmation else "t"
         return (
             f"{stamp}_{self.concept}_{self.arm.value}{question}_L{self.layer}"
@@ -84,10 +89,12 @@ def expand_trials(
     num_trials: int,
     arms: tuple[str, ...] | list[str] = DEFAULT_ARMS,
     num_factual: int = 0,
+    about: tuple[str, ...] | list[str] = (),
 ) -> list[TrialSpec]:
     """Every trial of a plan, in the seed's order: concept, layer, strength, trial, arm; then
-    each cell's factual control questions (one trial per question and arm: in logit mode an
-    injection or control read-out does not vary between trials)."""
+    each cell's factual control questions and its mismatch questions about each concept of
+    `about` (one trial per question and arm: in logit mode an injection or control read-out
+    does not vary between trials)."""
     chosen = [Arm(name) for name in arms]
     out: list[TrialSpec] = []
     for concept in concepts:
@@ -103,6 +110,9 @@ def expand_trials(
                     TrialSpec(concept, arm, layer, s, 0, q)
                     for q in range(num_factual)
                     for arm in chosen
+                )
+                out.extend(
+                    TrialSpec(concept, arm, layer, s, 0, about=x) for x in about for arm in chosen
                 )
     return out
 

@@ -45,7 +45,21 @@ def record_fields(obj: Mapping[str, Any]) -> Record:
         "is_factual": isinstance(factual, Mapping),
         # Which question: a unit the yes-shift intervals resample (yes_shift.py).
         "factual_index": _question_key(factual) if isinstance(factual, Mapping) else None,
+        # The specificity designs (report/specificity.py): a multiple-choice read-out, and the
+        # concept a mismatch question asks about.
+        "choice": obj.get("choice") if isinstance(obj.get("choice"), Mapping) else None,
+        "about": _about(obj.get("mismatch")),
     }
+
+
+def _about(mismatch: object) -> str | None:
+    about = mismatch.get("about") if isinstance(mismatch, Mapping) else None
+    return about if isinstance(about, str) else None
+
+
+def is_read_out(record: Mapping[str, Any]) -> bool:
+    """Read from logits (P(yes) or a multiple-choice read-out), not generated."""
+    return record.get("p_yes") is not None or record.get("choice") is not None
 
 
 def _question_key(factual: Mapping[str, Any]) -> str | None:
@@ -57,7 +71,7 @@ def _question_key(factual: Mapping[str, Any]) -> str | None:
 
 def is_main(record: Mapping[str, Any]) -> bool:
     """A record of the classic injection/control comparison (what the main tables count)."""
-    return record.get("arm") in (None, "injection", "control") and record.get("p_yes") is None
+    return record.get("arm") in (None, "injection", "control") and not is_read_out(record)
 
 
 def _arm(record: Mapping[str, Any]) -> str:
@@ -71,7 +85,7 @@ def _judged(records: Iterable[Record], arm: str) -> list[Mapping[str, Any]]:
     return [
         r["judge"]
         for r in records
-        if _arm(r) == arm and r.get("p_yes") is None and isinstance(r.get("judge"), Mapping)
+        if _arm(r) == arm and not is_read_out(r) and isinstance(r.get("judge"), Mapping)
     ]
 
 
@@ -123,13 +137,14 @@ def _cells(records: list[Record], metric: Any) -> list[dict[str, Any]]:
 def controls_summary(records: list[Record]) -> dict[str, Any] | None:
     """The summary's "controls" section; None when no record has a control arm or read-out."""
     out: dict[str, Any] = {}
-    if any(_arm(r) == "random" and r.get("p_yes") is None for r in records):
-        generated = [r for r in records if r.get("p_yes") is None]
+    if any(_arm(r) == "random" and not is_read_out(r) for r in records):
+        generated = [r for r in records if not is_read_out(r)]
         out["random_arm"] = {
             "overall": random_arm_metrics(generated),
             "by_cell": _cells(generated, random_arm_metrics),
         }
-    read_out = [r for r in records if r.get("p_yes") is not None]
+    # The mismatch design's questions have their own section (report/specificity.py).
+    read_out = [r for r in records if r.get("p_yes") is not None and r.get("about") is None]
     if read_out:
         arms = ["injection"] + (["random"] if any(_arm(r) == "random" for r in read_out) else [])
         out["logit"] = {

@@ -36,6 +36,7 @@ from introspectd.report.judges import JudgeSelection, select_judge
 from introspectd.report.markdown import render_markdown
 from introspectd.report.mentions import mentions_summary, run_lexicon
 from introspectd.report.metrics import compute_metrics, group_by
+from introspectd.report.specificity import choice_summary, mismatch_summary, specificity_markdown
 
 _ID_LAYER_RE = re.compile(r"_L(\d+)_")
 _ID_STRENGTH_RE = re.compile(r"_S(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)_")
@@ -95,6 +96,12 @@ def write_report(
     mentions = mentions_summary(explore, run_lexicon(loaded.files))
     if mentions is not None:
         summary["mentions"] = mentions
+    for name, section in (
+        ("choice", choice_summary(everything)),
+        ("mismatch", mismatch_summary(everything)),
+    ):
+        if section is not None:
+            summary[name] = section
     adaptive = adaptive_summary(explore, confirm, load_decisions(inputs))
     if adaptive is not None:
         summary["adaptive"] = adaptive
@@ -109,7 +116,9 @@ def write_report(
     summary_json.write_text(json.dumps(_rounded(summary), indent=2) + "\n", encoding="utf-8")
     report_md = out_dir / "report.md"
     markdown = render_markdown(summary, [f.relative_to(out_dir) for f in figures])
-    report_md.write_text(markdown + "\n".join(controls_markdown(controls)), encoding="utf-8")
+    specificity = specificity_markdown(summary.get("choice"), summary.get("mismatch"))
+    tail = [*controls_markdown(controls), *specificity]
+    report_md.write_text(markdown + "\n".join(tail), encoding="utf-8")
     return ReportPaths(out_dir, summary_json, report_md, tuple(figures))
 
 

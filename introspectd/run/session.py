@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from introspectd.errors import BadInput, PlanMismatch
-from introspectd.protocol.controls import num_factual
+from introspectd.protocol.controls import sweep_trials
 from introspectd.protocol.models import (
     ModelRef,
     check_context,
@@ -24,7 +24,7 @@ from introspectd.protocol.models import (
 from introspectd.protocol.plan import Plan, env_experiment_id, env_stamp, spec_hash
 from introspectd.protocol.prompts import baseline_words
 from introspectd.protocol.results import RunRow, now_iso
-from introspectd.protocol.trials import Status, Trial, TrialSpec, expand_trials, resolve_layers
+from introspectd.protocol.trials import Status, Trial, TrialSpec, resolve_layers
 from introspectd.run.db import DatabaseError, Store, read_run
 from introspectd.run.rundir import (  # noqa: F401  (DB_NAME, LOCK_NAME: the run's file names)
     DB_NAME,
@@ -264,10 +264,7 @@ def _check_narrowing(plan: Plan, narrowing: Narrowing, file: str) -> None:
 
 
 def _all_specs(plan: Plan, layers: list[int]) -> list[TrialSpec]:
-    sweep = plan.sweep
-    return expand_trials(
-        sweep.concepts, layers, sweep.strengths, sweep.trials, sweep.arms, num_factual(sweep)
-    )
+    return sweep_trials(plan.sweep, layers)
 
 
 def _require_trials_in(shard: Shard, plan: Plan, layers: list[int]) -> None:

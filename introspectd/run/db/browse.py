@@ -155,9 +155,10 @@ def cells(store: Store, concept: str) -> list[dict[str, Any]]:
         f"SUM({_ANSWER} IS NOT NULL) AS n_judged, "
         f"SUM(lower({_ANSWER}) = 'pass') AS n_pass, "
         "SUM(status = 'judge_failed') AS n_failed, "
-        # The detection question's read-outs (factual controls have their own shift).
-        "SUM(CASE WHEN question IS NULL THEN p_yes END) AS sum_p_yes, "
-        "SUM(question IS NULL AND p_yes IS NOT NULL) AS n_p_yes "
+        # The detection question's read-outs (factual controls have their own shift, the
+        # mismatch design's questions their own report section).
+        "SUM(CASE WHEN question IS NULL AND about IS NULL THEN p_yes END) AS sum_p_yes, "
+        "SUM(question IS NULL AND about IS NULL AND p_yes IS NOT NULL) AS n_p_yes "
         "FROM trials WHERE concept = ? GROUP BY layer, strength, arm_of ORDER BY layer, strength"
     )
     return [

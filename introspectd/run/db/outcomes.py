@@ -55,7 +55,7 @@ class Outcomes:
             "json_extract(judge_json, '$.answer') AS answer, "
             "json_extract(judge_json, '$.coherent') AS coherent FROM trials "
             # Decisions rest on the injection and control arms of the plan's own question.
-            "WHERE question IS NULL AND arm != 'random'"
+            "WHERE question IS NULL AND about IS NULL AND arm != 'random'"
         )
         return [
             Outcome(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.protocol.results import (
+    ChoiceReadout,
     Generation,
     Judgement,
     Readout,
@@ -45,7 +46,7 @@ DatabaseError = sqlite3.DatabaseError
 _TRIAL_COLUMNS = (
     "id, ordinal, concept, layer, strength, trial, status, response, "
     "num_new_tokens, generated_at, judge_json, judge_error, arm, question, p_yes, prob_yes, "
-    "prob_no, is_confirmation"
+    "prob_no, is_confirmation, about, choice_json"
 )
 
 
@@ -74,11 +75,15 @@ def _trial_row(r: sqlite3.Row) -> TrialRow:
         r["trial"],
         r["question"],
         bool(r["is_confirmation"]),
+        r["about"],
     )
     judge = loads_text(r["judge_json"]) if r["judge_json"] else None
     readout = None
     if r["p_yes"] is not None:
         readout = Readout(r["p_yes"], r["prob_yes"], r["prob_no"])
+    choice = None
+    if r["choice_json"] is not None:
+        choice = ChoiceReadout.from_json(loads_text(r["choice_json"]))
     return TrialRow(
         r["id"],
         r["ordinal"],
@@ -90,6 +95,20 @@ def _trial_row(r: sqlite3.Row) -> TrialRow:
         judge,
         r["judge_error"],
         readout,
+        choice,
+    )
+
+
+def _read_out_values(g: Generation) -> tuple[object, ...]:
+    r, choice = g.readout, g.choice
+    return (
+        g.generated_at,
+        g.generated_at,
+        r.p_yes if r else None,
+        r.prob_yes if r else None,
+        r.prob_no if r else None,
+        json.dumps(choice.as_json()) if choice else None,
+        g.trial_id,
     )
 
 
@@ -176,13 +195,14 @@ class Store:
                     s.arm.value,
                     s.question,
                     int(s.is_confirmation),
+                    s.about,
                 )
                 for s in specs
                 if s.trial_id(stamp) not in known
             ]
             conn.executemany(
                 "INSERT INTO trials (id, ordinal, concept, legacy_kind, layer, strength, trial, "
-                "arm, question, is_confirmation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "arm, question, is_confirmation, about) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(r[0], start + i, *r[1:]) for i, r in enumerate(rows)],
             )
         return len(rows)
@@ -239,10 +259,10 @@ class Store:
     def record_generations(self, generations: list[Generation]) -> int:
         """Pending → generated. A row already generated keeps its first answer.
 
-        A logit-mode read-out has nothing to judge: its row goes straight from pending to
-        judged (finished), with no judge result, in the same transaction."""
-        texts = [g for g in generations if g.readout is None]
-        readouts = [(g, r) for g in generations if (r := g.readout) is not None]
+        A read-out (logit or choice measure) has nothing to judge: its row goes straight from
+        pending to judged (finished), with no judge result, in the same transaction."""
+        texts = [g for g in generations if not g.is_read_out]
+        readouts = [g for g in generations if g.is_read_out]
         num_written = 0
         with self.write() as conn:
             if texts:
@@ -256,12 +276,9 @@ class Store:
                 return num_written
             cur = conn.executemany(
                 "UPDATE trials SET status = 'judged', num_new_tokens = 0, generated_at = ?, "
-                "judged_at = ?, p_yes = ?, prob_yes = ?, prob_no = ? "
+                "judged_at = ?, p_yes = ?, prob_yes = ?, prob_no = ?, choice_json = ? "
                 "WHERE id = ? AND status = 'pending'",
-                [
-                    (g.generated_at, g.generated_at, r.p_yes, r.prob_yes, r.prob_no, g.trial_id)
-                    for g, r in readouts
-                ],
+                [_read_out_values(g) for g in readouts],
             )
             return num_written + cur.rowcount
 
