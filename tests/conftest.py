@@ -23,6 +23,7 @@ FAST_MODULES = frozenset(
         "test_judge_limiter",
         "test_judge_prompt",
         "test_judge_rejudge_file",
+        "test_leak",
         "test_lexicon",
         "test_metrics",
         "test_plan",

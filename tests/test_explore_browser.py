@@ -383,3 +383,69 @@ def test_seed_and_logit_view_in_explorer_html(
     url = (tmp_path / "r" / "explorer.html").as_uri()
     _check_seed(browser, url, folder)
     _check_logit(browser, url, folder)
+
+
+# --- the first mention of the concept (issue 25) ---------------------------------------------
+
+WAVES = "🌊 Waves rolled in. I notice the ocean, and the sea."  # the emoji: 2 UTF-16 units
+CALM = "Calm. I see the sea, then the ocean."
+
+
+def _mention_records() -> list[dict]:
+    """The grid, with two answers of ocean, layer 1, strength 2: one without `mention` (the
+    built-in list finds "Waves" first), one whose record says its first mention is "ocean", as
+    a plan's `[mentions] ocean = ["ocean"]` would (the built-in list would say "sea")."""
+    records = grid_records()
+    for r in records:
+        if r["id"] == "s_ocean_injection_L1_S2.0_t0":
+            r["response"] = WAVES
+        elif r["id"] == "s_ocean_control_L1_S2.0_t0":
+            r["response"] = CALM
+            r["mention"] = {"first_char": CALM.index("ocean"), "text": "ocean"}
+    return records
+
+
+def _first_mention(driver: Any, url: str, trial_id: str, search: str = "") -> list[Any]:
+    """The marked mention's text, the answer's text before it, every other mark's class and
+    text, and the "first mention" fact, once the trial is drawn."""
+    query = f"&q={search}" if search else ""
+    driver.get("about:blank")
+    driver.get(url + f"#concept=ocean{query}&trial={trial_id}")
+    _rendered(driver, "trial=")
+    return list(
+        driver.execute_script(
+            "const m = document.querySelector('#trial-pane pre mark.mention');"
+            "if (!m) return null;"
+            "const before = document.createRange();"
+            "before.setStart(m.closest('pre'), 0); before.setEndBefore(m);"
+            "const others = [...document.querySelectorAll('#trial-pane pre mark:not(.mention)')];"
+            "const fact = [...document.querySelectorAll('#trial-pane dt')]"
+            "  .find((dt) => dt.textContent === 'first mention').nextElementSibling.textContent;"
+            "return [m.textContent, before.toString(),"
+            "  others.map((o) => [o.className, o.textContent]), fact,"
+            "  document.querySelectorAll('#trial-pane mark.mention').length];"
+        )
+    )
+
+
+def _check_mentions(driver: Any, url: str) -> None:
+    got = _first_mention(driver, url, "s_ocean_injection_L1_S2.0_t0", search="sea")
+    # Python's offset 2 (code points) is the page's 3 (UTF-16): the mark still lands on "Waves".
+    assert got[:2] == ["Waves", "🌊 "]
+    assert got[2] == [["", "ocean"], ["hit", "sea"]]  # the concept word, the search: apart
+    assert got[3:] == ["“Waves” at character 2", 1]
+    got = _first_mention(driver, url, "s_ocean_control_L1_S2.0_t0")
+    assert got == ["ocean", "Calm. I see the sea, then the ", [], "“ocean” at character 30", 1]
+
+
+def test_first_mention_marked_on_the_server(browser: Any, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "a.jsonl", _mention_records())
+    with explorer(str(tmp_path / "a.jsonl")) as server:
+        _check_mentions(browser, server.url + "/")
+
+
+def test_first_mention_marked_in_explorer_html(browser: Any, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", _mention_records())
+    result = run_cli("report", str(tmp_path / "in"), "--out", str(tmp_path / "r"), "--explorer")
+    assert result.returncode == 0, result.stderr
+    _check_mentions(browser, (tmp_path / "r" / "explorer.html").as_uri())

@@ -6,12 +6,17 @@
   replaces a torn last line, a doubled, an edited and a missing line by the database's records.
 - test_restart_repairs_damaged_files_from_the_database: the same through `run`, as a user
   meets it after a crash mid-append or a hand edit.
+- test_records_carry_mention_and_older_lines_are_not_damage: each generated answer's record
+  says where it first mentions its concept (the plan's `[mentions]` or the built-in list); a
+  file written before records had `mention` is rewritten at the start without a warning.
+- test_logit_readouts_carry_no_mention: a read-out has no text, so no `mention`.
 - test_stopped_run_holds_each_record_once_then_plan_order: a SIGTERM-drained run leaves
   appended files with every finished record exactly once; the resumed run ends in plan order.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -26,7 +31,8 @@ from helpers import TINY_PLAN, jsonl_lines, run_cli, start_run, write_plan
 from introspectd.output.exporter import Exporter
 from introspectd.output.records import record_line
 from introspectd.protocol.plan import load_plan
-from introspectd.protocol.results import Generation, Judgement, now_iso
+from introspectd.protocol.results import Generation, Judgement, Readout, TrialRow, now_iso
+from introspectd.protocol.trials import Status
 from introspectd.run.session import RunContext, open_run
 
 
@@ -42,7 +48,8 @@ def _expected(ctx: RunContext, concept: str) -> list[str]:
     """The concept's finished records as lines, in plan order: what `export` writes."""
     norms = ctx.store.vector_norms()
     rows = ctx.store.completed(concept)
-    return [record_line(r, ctx.run.model_name, norms, ctx.plan.sweep) for r in rows]
+    lexicon = ctx.plan.mentions.lexicon()
+    return [record_line(r, ctx.run.model_name, norms, ctx.plan.sweep, lexicon) for r in rows]
 
 
 def _lines(path: Path) -> list[str]:
@@ -105,6 +112,65 @@ def test_reconcile_repairs_torn_doubled_edited_and_missing_lines(
         Exporter(ctx).reconcile()
     assert _lines(path) == _expected(ctx, "ocean")
     assert "3 line(s) torn, doubled or not as in the run database" in caplog.text
+
+
+MENTIONS_PLAN = TINY_PLAN + '\n[mentions]\nocean = ["answer"]\n'
+
+
+def test_records_carry_mention_and_older_lines_are_not_damage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = open_run(load_plan(str(write_plan(tmp_path, MENTIONS_PLAN))))
+    try:
+        ocean = [t.trial_id for t in ctx.pending if t.spec.concept == "ocean"][:3]
+        fear = [t.trial_id for t in ctx.pending if t.spec.concept == "fear"][:2]
+        exporter = Exporter(ctx)
+        exporter.reconcile()
+        _finish(ctx, ocean + fear)  # every answer is "answer <id>"
+        exporter.export_all()
+        records = [json.loads(line) for line in _lines(exporter.path("ocean"))]
+        # The plan's list for ocean: "answer" at offset 0.
+        assert [r["mention"] for r in records] == [{"first_char": 0, "text": "answer"}] * 3
+        # fear keeps the built-in list: "_fear_" inside the id is no whole word.
+        records = [json.loads(line) for line in _lines(exporter.path("fear"))]
+        assert [r["mention"] for r in records] == [{"first_char": None, "text": None}] * 2
+        # The same records as an earlier version wrote them (no `mention`), one of them torn.
+        path = exporter.path("ocean")
+        older = [
+            json.dumps(
+                {k: v for k, v in json.loads(line).items() if k != "mention"}, ensure_ascii=False
+            )
+            + "\n"
+            for line in _lines(path)
+        ]
+        path.write_text("".join(older[:2]) + older[2][:30])
+        with caplog.at_level(logging.WARNING, logger="introspectd"):
+            Exporter(ctx).reconcile()
+        assert _lines(path) == _expected(ctx, "ocean")
+        assert "1 line(s) torn, doubled or not as in the run database" in caplog.text
+    finally:
+        ctx.close()
+
+
+def test_logit_readouts_carry_no_mention(ctx: RunContext) -> None:
+    trial = next(t for t in ctx.pending if t.spec.concept == "ocean")
+    row = TrialRow(
+        trial.trial_id,
+        0,
+        trial.spec,
+        Status.JUDGED,
+        "",
+        0,
+        now_iso(),
+        None,
+        None,
+        Readout(0.75, 0.3, 0.1),
+    )
+    text_row = dataclasses.replace(row, response="the ocean", readout=None)
+    lexicon = ctx.plan.mentions.lexicon()
+    assert "mention" not in json.loads(record_line(row, "m", {}, ctx.plan.sweep, lexicon))
+    line = record_line(text_row, "m", {}, ctx.plan.sweep, lexicon)
+    assert json.loads(line)["mention"] == {"first_char": 4, "text": "ocean"}
 
 
 def _export_copy(plan: Path, dest: Path) -> dict[str, bytes]:

@@ -17,6 +17,7 @@ from introspectd.protocol.lexicon import (
     Lexicon,
     Mention,
     entry_problem,
+    recorded_mention,
 )
 from introspectd.protocol.plan import load_plan, spec_hash
 
@@ -64,6 +65,44 @@ def test_mentions_are_found(answer: str, concept: str, first_char: int, text: st
 def test_non_mentions(answer: str, concept: str) -> None:
     mention = LEX.first_mention(answer, concept)
     assert mention == Mention(None) and not mention.found
+
+
+@pytest.mark.parametrize(
+    ("answer", "concept", "first_char", "text"),
+    [
+        # Answers as a model writes them: the offset is of the first mention, in code points.
+        ("Yes, I notice something unusual.\nIt feels like the ocean.", "ocean", 51, "ocean"),
+        ("I detect an injected thought about fear. I am afraid.", "fear", 35, "fear"),
+        ("🌊🌊 Waves crash. I notice the sea.", "ocean", 3, "Waves"),  # emoji: one code point
+        ("Nothing unusual. The silence is total.", "silence", 21, "silence"),
+        ("I sense a celebratory mood; a party.", "celebration", 10, "celebratory"),
+    ],
+)
+def test_first_mention_offsets_in_hand_written_answers(
+    answer: str, concept: str, first_char: int, text: str
+) -> None:
+    mention = LEX.first_mention(answer, concept)
+    assert mention == Mention(first_char, text)
+    assert mention.as_record() == {"first_char": first_char, "text": text}
+    assert recorded_mention(mention.as_record(), answer) == mention
+
+
+def test_recorded_mention_is_read_back_only_where_it_fits_the_answer() -> None:
+    answer = "I see the sea."
+    assert recorded_mention({"first_char": 10, "text": "sea"}, answer) == Mention(10, "sea")
+    assert recorded_mention({"first_char": None, "text": None}, answer) == Mention(None)
+    assert LEX.first_mention("calm", "ocean").as_record() == {"first_char": None, "text": None}
+    for bad in (
+        None,  # an older record: no `mention`
+        "sea",
+        {"first_char": 3, "text": "sea"},  # not what the answer holds there
+        {"first_char": 12, "text": "sea"},  # past the end
+        {"first_char": -4, "text": "sea"},
+        {"first_char": True, "text": "s"},
+        {"first_char": 10, "text": ""},
+        {"first_char": 10, "text": None},
+    ):
+        assert recorded_mention(bad, answer) is None, bad
 
 
 def test_spans_mark_every_mention() -> None:

@@ -1,5 +1,6 @@
 """The report's "Concept mentions (no judge)" section: exact counts from answers written here, and
-a real run whose plan's `[mentions]` reaches the report through the run database."""
+a real run whose plan's `[mentions]` reaches the report through the run database, and a real
+judged run whose records carry `mention` and feed the "Claim before mention" section."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from helpers import TINY_PLAN, run_cli, write_plan
 
+from introspectd.report.leak import claim_before_mention
 from introspectd.report.writer import write_report
 
 STAMP = "20260123_143022"
@@ -201,3 +203,88 @@ def test_real_run_reports_mentions_with_the_plans_words(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     section = json.loads((tmp_path / "report2" / "summary.json").read_text())["mentions"]
     assert section["lexicon"]["ocean"]["source"] == "built-in"
+
+
+# --- a real judged run: records carry `mention`, the leak section counts them -----------------
+
+KEY = "sk-test-leak-0123456789"
+# The tiny model's vocabulary holds the prompt's words ("unusual" among them), so real answers
+# do hold claim phrases; where the claim is, report/leak.py's `claim_before_mention` says (its
+# own tests pin it on hand-written answers). This test checks what the report builds on it.
+
+
+def _scripted_v2(rec: Any) -> Any:
+    """A blind judge whose fields follow the answer's length, so the test can recompute them
+    from the files: it claims unless the length is a multiple of 3, names ocean when the length
+    is odd (else fear), and says the claim came first when the length % 5 < 3."""
+    from judge_server import answer_text, ok
+
+    n = len(answer_text(rec.body))
+    claims = n % 3 != 0
+    return ok(
+        {
+            "reasoning": "scripted",
+            "claims_detection": claims,
+            "identified_concept": ("ocean" if n % 2 else "fear") if claims else None,
+            "detection_before_mention": n % 5 < 3 if claims else None,
+            "coherent": True,
+            "refused": False,
+        }
+    )
+
+
+def test_real_judged_run_records_mentions_and_reports_claim_before_mention(
+    tmp_path: Path,
+) -> None:
+    from judge_server import JudgeServer
+
+    with JudgeServer(responder=_scripted_v2) as server:
+        judge = f'\n[judge]\nbase_url = "{server.base_url}"\napi_key_env = "TEST_JUDGE_KEY"\n'
+        plan = write_plan(tmp_path, TINY_PLAN + PLAN_MENTIONS + judge)
+        proc = run_cli(
+            "run", "--plan", str(plan), "--local", "--no-progress", env={"TEST_JUDGE_KEY": KEY}
+        )
+        assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "out" / "exp" / "tiny"
+    records = [
+        json.loads(line)
+        for concept in ("ocean", "fear")
+        for line in (run_dir / f"{concept}.jsonl").read_text().splitlines()
+    ]
+    expected: dict[tuple[int, float], list[int]] = {}
+    for r in records:
+        # Every record says where the plan's words first appear, as this test's regex finds.
+        match = INDEPENDENT[r["concept"]].search(r["response"])
+        want = {"first_char": match.start(), "text": match.group(0)} if match else None
+        assert r["mention"] == (want or {"first_char": None, "text": None})
+        if not r["was_injected"]:
+            continue
+        n = len(r["response"])
+        seed_pass = n % 3 != 0 and ("ocean" if n % 2 else "fear") == r["concept"]
+        assert (r["judge"]["answer"] == "pass") == seed_pass
+        paper = seed_pass and n % 5 < 3
+        order = claim_before_mention(r["response"], r["mention"]["first_char"])
+        lexicon = seed_pass and order is True
+        agree = seed_pass and paper == lexicon
+        cell = expected.setdefault((r["config"]["layer"], r["config"]["strength"]), [0] * 6)
+        for i, v in enumerate((paper, 1, lexicon, seed_pass, agree, seed_pass and order is None)):
+            cell[i] += v
+    proc = run_cli("report", str(run_dir), "--out", str(tmp_path / "report"))
+    assert proc.returncode == 0, proc.stderr
+    section = json.loads((tmp_path / "report" / "summary.json").read_text())["leak"]
+    got = {
+        (c["layer"], c["strength"]): [
+            c["counts"]["paper_rule_rate"][0],
+            c["counts"]["paper_rule_rate"][1],
+            c["counts"]["lexicon_rule_rate"][0],
+            c["counts"]["agreement"][1],
+            c["counts"]["agreement"][0],
+            c["n_claim_not_located"],
+        ]
+        for c in section["by_cell"]
+    }
+    assert got == expected
+    assert all(cell[1] == 4 for cell in expected.values())  # 2 concepts × 2 injected trials
+    assert sum(cell[3] for cell in expected.values()) > 0  # some answers pass the seed rule
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Claim before mention (leak-aware)" in md and "## Refusals" in md

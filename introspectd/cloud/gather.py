@@ -121,7 +121,9 @@ def _read_source(uri: str, run_dir: str, sub: str, plan: Plan) -> _Source | None
             if run is None:
                 return None
             counts = store.counts()
-            by_concept = completed_records(store, run.model_name, plan.sweep, list(counts))
+            by_concept = completed_records(
+                store, run.model_name, plan.sweep, list(counts), plan.mentions.lexicon()
+            )
             decisions = _decisions(plan, store)
         finally:
             store.close()

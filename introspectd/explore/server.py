@@ -177,6 +177,7 @@ class ExplorerApp:
             if question is not None and 0 <= question < len(FACTUAL_QUESTIONS)
             else None,
             "config": source.trial_config(found),
+            "mention": source.mention(found),
         }
 
 

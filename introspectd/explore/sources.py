@@ -16,11 +16,13 @@ from typing import Any
 
 from introspectd.errors import BadInput
 from introspectd.jsonl import read_jsonl
+from introspectd.protocol.lexicon import Lexicon, recorded_mention
 from introspectd.protocol.plan import Plan
-from introspectd.protocol.results import RunRow, now_iso
+from introspectd.protocol.results import RecordMention, RunRow, now_iso
 from introspectd.protocol.trials import Status, trial_seed
 from introspectd.report.controls import finite_number
 from introspectd.report.judges import run_databases
+from introspectd.report.mentions import run_lexicon
 from introspectd.report.writer import find_input_files, natural_key
 from introspectd.run.db import Store, browse
 from introspectd.run.rundir import open_store
@@ -37,10 +39,15 @@ class Source:
     run_seeds: dict[str, int]  # stamp → run seed, of the runs whose database is at hand
     config: dict[str, Any]  # run-wide settings shown with each trial (prompt version, ...)
     norms: dict[tuple[str, int], float] = field(default_factory=dict)
+    lexicon: Lexicon = field(default_factory=Lexicon)  # the run's: its plan's [mentions]
+    recorded: dict[str, RecordMention] = field(default_factory=dict)  # the files' `mention`s
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def seed(self, trial_id: str) -> int | None:
         return seed_of(self.run_seeds, trial_id)
+
+    def mention(self, trial: dict[str, Any]) -> RecordMention | None:
+        return trial_mention(trial, self.recorded.get(trial["id"]), self.lexicon)
 
     def trial_config(self, trial: dict[str, Any]) -> dict[str, Any]:
         norm = self.norms.get((trial["concept"], trial["layer"]))
@@ -56,6 +63,18 @@ class Source:
 
     def close(self) -> None:
         self.store.close()
+
+
+def trial_mention(
+    trial: dict[str, Any], recorded: RecordMention | None, lexicon: Lexicon
+) -> RecordMention | None:
+    """Where the trial's answer first mentions its concept: as its record says (files), else
+    as the exporter writes it with `lexicon` (a run's: its plan's); None for a read-out."""
+    if trial.get("p_yes") is not None:
+        return None
+    if recorded is not None:
+        return recorded
+    return lexicon.first_mention(trial["response"] or "", trial["concept"]).as_record()
 
 
 def seed_of(run_seeds: dict[str, int], trial_id: str) -> int | None:
@@ -91,7 +110,8 @@ def source_from_plan(plan: Plan) -> Source:
     }
     seed = run.spec.get("seed")
     seeds = {run.stamp: seed} if isinstance(seed, int) else {}
-    return Source(run.model_name, ctx.store, seeds, config, ctx.store.vector_norms())
+    norms = ctx.store.vector_norms()
+    return Source(run.model_name, ctx.store, seeds, config, norms, plan.mentions.lexicon())
 
 
 def sources_from_jsonl(inputs: list[Path], scratch: Path) -> list[Source]:
@@ -105,13 +125,22 @@ def sources_from_jsonl(inputs: list[Path], scratch: Path) -> list[Source]:
     if not by_model:
         raise BadInput(no_records(inputs))
     seeds = run_seeds_beside(inputs)
+    lexicon = jsonl_lexicon(inputs)
     sources = []
     for i, model in enumerate(sorted(by_model, key=natural_key)):
         store = Store(scratch / f"model-{i}.sqlite3")
         store.save_run(RunRow("", "", model, "{}", {}, "", [], now_iso()))
-        browse.import_trials(store, by_model[model].values())
-        sources.append(Source(model, store, seeds, configs[model]))
+        rows = by_model[model].values()
+        browse.import_trials(store, rows)
+        recorded = {r["id"]: r["mention"] for r in rows if r["mention"] is not None}
+        sources.append(Source(model, store, seeds, configs[model], {}, lexicon, recorded))
     return sources
+
+
+def jsonl_lexicon(inputs: list[Path]) -> Lexicon:
+    """The report's lexicon for these files (the plan stored beside them, else built-in): for
+    records written before records carried `mention`."""
+    return run_lexicon(find_input_files(inputs))
 
 
 def no_records(inputs: list[Path]) -> str:
@@ -130,6 +159,14 @@ def iter_jsonl_rows(inputs: list[Path]) -> Iterator[tuple[dict[str, Any], dict[s
             if line.value is not None:
                 where = f"{path}:{line.lineno}"
                 yield _row(line.value, parse_record(line.value, fallback, where), where)
+
+
+def _mention(obj: dict[str, Any], flat: dict[str, Any]) -> RecordMention | None:
+    """The record's own `mention`, where it fits its answer (else the lexicon finds it)."""
+    if not isinstance(flat["response"], str):
+        return None
+    found = recorded_mention(obj.get("mention"), flat["response"])
+    return None if found is None else found.as_record()
 
 
 def _probability(obj: dict[str, Any], key: str) -> float | None:
@@ -170,6 +207,7 @@ def _row(obj: dict[str, Any], flat: dict[str, Any], where: str) -> tuple[dict, d
         "judge_error": judge_error if isinstance(judge_error, str) else None,
         "generated_at": obj.get("timestamp") if isinstance(obj.get("timestamp"), str) else None,
         "question": _sql_int(question),
+        "mention": _mention(obj, flat),
         "question_text": question_text if isinstance(question_text, str) else None,
         **{k: _probability(obj, k) for k in ("p_yes", "prob_yes", "prob_no")},
     }

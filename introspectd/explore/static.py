@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.explore.assets import page_html
-from introspectd.explore.sources import iter_jsonl_rows, run_seeds_beside, seed_of
+from introspectd.explore.sources import (
+    iter_jsonl_rows,
+    jsonl_lexicon,
+    run_seeds_beside,
+    seed_of,
+    trial_mention,
+)
 from introspectd.output.records import write_atomic
 from introspectd.report.writer import natural_key
 from introspectd.text import utf8
@@ -40,9 +46,11 @@ def explorer_data(inputs: list[Path]) -> tuple[dict[str, Any], int]:
     by_model: dict[str, dict[str, dict[str, Any]]] = {}
     configs: dict[str, dict[str, Any]] = {}
     run_seeds = run_seeds_beside(inputs)
+    lexicon = jsonl_lexicon(inputs)
     for row, config in iter_jsonl_rows(inputs):
         model = row.pop("model")
         row.pop("generated_at", None)
+        row["mention"] = trial_mention(row, row["mention"], lexicon)
         seed = seed_of(run_seeds, row["id"])
         row["seed"] = None if seed is None else str(seed)
         by_model.setdefault(model, {})[row["id"]] = row

@@ -23,8 +23,9 @@ from pathlib import Path
 import anyio
 
 from introspectd.errors import BadInput
-from introspectd.output.records import append_lines, record_line, write_atomic
+from introspectd.output.records import append_lines, record_line, without_mention, write_atomic
 from introspectd.protocol.plan import Plan
+from introspectd.protocol.results import TrialRow
 from introspectd.protocol.trials import Status
 from introspectd.run.db import Store
 from introspectd.run.rundir import lock_holder, refuse_other_run_dir
@@ -45,6 +46,7 @@ class Exporter:
         self._last_flush = 0.0
         self._next_rewrite = 0.0
         self._reader: Store | None = None  # a connection of its own, for flushes in a thread
+        self._lexicon = ctx.plan.mentions.lexicon()  # records' `mention` (compiled once)
 
     def path(self, concept: str) -> Path:
         return self.ctx.out_dir / f"{concept}.jsonl"
@@ -84,7 +86,7 @@ class Exporter:
             if held is None or row.id in held:  # not reconciled here yet, or a re-grade
                 self._stale.add(concept)
             else:
-                line = record_line(row, self.ctx.run.model_name, norms, self.ctx.plan.sweep)
+                line = self._line(row, norms)
                 new.setdefault(concept, []).append((row.id, line))
         for concept, items in new.items():
             append_lines(self.path(concept), [line for _, line in items])
@@ -96,6 +98,9 @@ class Exporter:
             self._stale.clear()
             self._next_rewrite = started + (time.monotonic() - started) / REWRITE_SHARE
         self._last_flush = time.monotonic()
+
+    def _line(self, row: TrialRow, norms: dict[tuple[str, int], float]) -> str:
+        return record_line(row, self.ctx.run.model_name, norms, self.ctx.plan.sweep, self._lexicon)
 
     def _concepts(self) -> list[str]:
         return sorted(set(self.ctx.plan.sweep.concepts) | set(self.ctx.store.counts()))
@@ -125,7 +130,7 @@ class Exporter:
         self, concept: str, store: Store, norms: dict[tuple[str, int], float], reconciling: bool
     ) -> None:
         rows = store.completed(concept)
-        lines = [record_line(r, self.ctx.run.model_name, norms, self.ctx.plan.sweep) for r in rows]
+        lines = [self._line(r, norms) for r in rows]
         data = utf8("".join(lines))
         path = self.path(concept)
         old = _read_or_none(path) if reconciling else None
@@ -155,12 +160,20 @@ def _read_or_none(path: Path) -> bytes | None:
 
 
 def _unmatched_lines(old: bytes, expected: set[str]) -> int:
-    """Lines of `old` that are not records the database holds, or repeat one."""
+    """Lines of `old` that are not records the database holds, or repeat one. A line that
+    differs only in `mention` (written before records had it, or under another `[mentions]`
+    list: it is left out of the plan hash) is rewritten without counting as damage."""
     seen: set[str] = set()
+    bare: set[str] | None = None  # the expected lines without `mention`, once one is needed
     unmatched = 0
     for raw in old.splitlines(keepends=True):
         line = raw.decode("utf-8", errors="replace")
-        unmatched += line not in expected or line in seen
+        known = line in expected
+        if not known:
+            bare = {without_mention(e) or e for e in expected} if bare is None else bare
+            stripped = without_mention(line)
+            known = stripped is not None and stripped in bare
+        unmatched += not known or line in seen
         seen.add(line)
     return unmatched
 

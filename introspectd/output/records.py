@@ -5,11 +5,13 @@ it short, which the exporter's reconciliation at the next start repairs."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 
 from introspectd.output.control_keys import control_keys, direction
+from introspectd.protocol.lexicon import Lexicon
 from introspectd.protocol.plan import SweepConfig
 from introspectd.protocol.results import SeedRecord, TrialRow
 from introspectd.run.db import Store
@@ -21,10 +23,15 @@ os.umask(_UMASK)
 
 
 def record(
-    row: TrialRow, model_name: str, vector_norm: float, prompt_version: str, inject_style: str
+    row: TrialRow,
+    model_name: str,
+    vector_norm: float,
+    sweep: SweepConfig,
+    lexicon: Lexicon,
 ) -> SeedRecord:
     """One trial as docs/output.md's record (format `RECORD_FORMAT`): keys may be added, never
-    renamed or dropped."""
+    renamed or dropped. A generated answer carries where it first mentions its concept by
+    `lexicon` (the plan's `[mentions]` or the built-in lists); a logit read-out has no text."""
     spec = row.spec
     rec: SeedRecord = {
         "id": row.id,
@@ -32,14 +39,18 @@ def record(
         "concept": spec.concept,
         "was_injected": spec.is_injected,
         "response": row.response,
+    }
+    if not row.is_read_out and row.response is not None:
+        rec["mention"] = lexicon.first_mention(row.response, spec.concept).as_record()
+    rec |= {
         "config": {
             "model": model_name,
             "layer": spec.layer,
             "strength": spec.strength,
             "magnitude": spec.strength * vector_norm,
             "vector_norm": vector_norm,
-            "prompt_version": prompt_version,
-            "inject_style": inject_style,
+            "prompt_version": sweep.prompt_version,
+            "inject_style": sweep.inject_style,
             "trial": spec.trial,
             "direction": direction(row),
         },
@@ -53,28 +64,39 @@ def record(
 
 
 def record_line(
-    row: TrialRow, model_name: str, norms: dict[tuple[str, int], float], sweep: SweepConfig
+    row: TrialRow,
+    model_name: str,
+    norms: dict[tuple[str, int], float],
+    sweep: SweepConfig,
+    lexicon: Lexicon,
 ) -> str:
     """One row as a JSONL line, newline included."""
     norm = norms.get((row.spec.concept, row.spec.layer), 0.0)
-    rec = record(row, model_name, norm, sweep.prompt_version, sweep.inject_style)
-    return json_text(rec) + "\n"
+    return json_text(record(row, model_name, norm, sweep, lexicon)) + "\n"
+
+
+def without_mention(line: str) -> str | None:
+    """A JSONL line with its `mention` key dropped, or None when it is no record. The
+    exporter's reconciliation compares lines so: a line that differs only there was written
+    before records had `mention`, or under another `[mentions]` list, and is not damage."""
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    obj.pop("mention", None)
+    return json_text(obj) + "\n"
 
 
 def completed_records(
-    store: Store, model_name: str, sweep: SweepConfig, concepts: list[str]
+    store: Store, model_name: str, sweep: SweepConfig, concepts: list[str], lexicon: Lexicon
 ) -> dict[str, list[SeedRecord]]:
     """Each concept's finished trials as output records, in the store's plan order."""
     norms = store.vector_norms()
     return {
         concept: [
-            record(
-                row,
-                model_name,
-                norms.get((concept, row.spec.layer), 0.0),
-                sweep.prompt_version,
-                sweep.inject_style,
-            )
+            record(row, model_name, norms.get((concept, row.spec.layer), 0.0), sweep, lexicon)
             for row in store.completed(concept)
         ]
         for concept in concepts

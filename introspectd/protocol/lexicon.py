@@ -28,6 +28,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from introspectd.protocol.results import RecordMention
 
 # Letters and digits at both ends; inside also spaces, hyphens and apostrophes; `*` last.
 ENTRY_RE = re.compile(r"[^\W_](?:[\w' -]*[^\W_])?\*?")
@@ -119,8 +122,27 @@ class Mention:
     def found(self) -> bool:
         return self.first_char is not None
 
+    def as_record(self) -> RecordMention:
+        """The record's `mention` object (docs/output.md): both null when there is none."""
+        return {"first_char": self.first_char, "text": self.text if self.found else None}
+
 
 NO_MENTION = Mention(None)
+
+
+def recorded_mention(value: Any, answer: str) -> Mention | None:
+    """A record's `mention` object read back, or None when it is absent or does not fit
+    `answer` (an edited file, an older writer): the reader then finds the mention itself."""
+    if not isinstance(value, Mapping):
+        return None
+    first, text = value.get("first_char"), value.get("text")
+    if first is None and text is None:
+        return NO_MENTION
+    if not isinstance(first, int) or isinstance(first, bool) or not isinstance(text, str):
+        return None
+    if not text or not 0 <= first <= len(answer) - len(text):
+        return None
+    return Mention(first, text) if answer[first : first + len(text)] == text else None
 
 
 def entry_problem(entry: str) -> str | None:

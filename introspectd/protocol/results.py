@@ -116,7 +116,7 @@ class Judgement:
 
 
 # The output record (docs/output.md), seed-compatible. Version 1 is the seed's key set plus
-# those added since (arm, p_yes, prob_yes, prob_no, factual, config.direction and
+# those added since (arm, p_yes, prob_yes, prob_no, factual, mention, config.direction and
 # config.confirmation); keys may be added, never renamed or dropped, and a change that would
 # do either raises RECORD_FORMAT. Not written into each record: that would change every line
 # the seed's readers and earlier runs already hold.
@@ -136,6 +136,14 @@ class RecordConfig(TypedDict, total=False):
     confirmation: bool  # only on confirmation trials
 
 
+class RecordMention(TypedDict):
+    """Where the answer first mentions its concept (protocol/lexicon.py): a code-point offset
+    into `response` and the words found there, both null when it never does."""
+
+    first_char: int | None
+    text: str | None
+
+
 class SeedRecord(TypedDict, total=False):
     """One trial as the JSONL files hold it (output/records.py writes it, jsonl.py reads it)."""
 
@@ -144,6 +152,7 @@ class SeedRecord(TypedDict, total=False):
     concept: str
     was_injected: bool
     response: str | None
+    mention: RecordMention  # generated answers only (not logit read-outs)
     config: RecordConfig
     judge: dict[str, Any] | None
     judge_error: str | None

@@ -63,10 +63,16 @@ def render_markdown(summary: dict[str, Any], figures: Sequence[Path]) -> str:
     ]
     # Imported here: they use this module's formats.
     from introspectd.report.adaptive_section import render_adaptive
+    from introspectd.report.leak import leak_markdown
     from introspectd.report.mentions import mentions_markdown
+    from introspectd.report.refusals import refusals_markdown
 
-    mentions = mentions_markdown(summary.get("mentions"))
-    lines += ["", *mentions] if mentions else []
+    lines += ["", *refusals_markdown(summary["by_model_layer_strength"])]
+    for section in (
+        mentions_markdown(summary.get("mentions")),
+        leak_markdown(summary.get("leak")),
+    ):
+        lines += ["", *section] if section else []
     lines += ["", *render_adaptive(summary.get("adaptive"))]
     if figures:
         lines += ["", "## Figures", ""]

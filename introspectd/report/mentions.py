@@ -58,11 +58,7 @@ def run_lexicon(files: Sequence[Path]) -> Lexicon:
 
 def mentions_summary(records: Iterable[Record], lexicon: Lexicon) -> dict[str, Any] | None:
     """The summary's "mentions" section; None when no record holds a generated answer."""
-    answers: list[Answer] = [
-        (r, lexicon.first_mention(r["response"], r["concept"]))
-        for r in records
-        if isinstance(r.get("response"), str) and r.get("p_yes") is None
-    ]
+    answers = generated_answers(records, lexicon)
     if not answers:
         return None
     by_cell = group_by(answers, lambda a: (a[0]["model"], a[0]["layer"], a[0]["strength"]))
@@ -80,6 +76,17 @@ def mentions_summary(records: Iterable[Record], lexicon: Lexicon) -> dict[str, A
         "by_cell": cells,
         "examples": _examples(cells, by_cell, lexicon),
     }
+
+
+def generated_answers(records: Iterable[Record], lexicon: Lexicon) -> list[Answer]:
+    """The records that hold a generated answer (logit read-outs have no text), each with
+    where it first mentions its concept by `lexicon`: the one list the report shows, so each
+    count can be checked against the words listed with it."""
+    return [
+        (r, lexicon.first_mention(r["response"], r["concept"]))
+        for r in records
+        if isinstance(r.get("response"), str) and r.get("p_yes") is None
+    ]
 
 
 def mention_metrics(answers: Sequence[Answer]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from introspectd.report.controls import (
 from introspectd.report.figures import figure_slugs, render_model_figures
 from introspectd.report.inference import add_corrections, add_significance
 from introspectd.report.judges import JudgeSelection, select_judge
+from introspectd.report.leak import leak_summary
 from introspectd.report.markdown import render_markdown
 from introspectd.report.mentions import mentions_summary, run_lexicon
 from introspectd.report.metrics import compute_metrics, group_by
@@ -93,10 +94,12 @@ def write_report(
     controls = controls_summary(everything)
     if controls is not None:
         summary["controls"] = controls
-    mentions = mentions_summary(explore, run_lexicon(loaded.files))
+    lexicon = run_lexicon(loaded.files)
+    mentions = mentions_summary(explore, lexicon)
     if mentions is not None:
         summary["mentions"] = mentions
     for name, section in (
+        ("leak", leak_summary(explore, lexicon)),
         ("choice", choice_summary(everything)),
         ("mismatch", mismatch_summary(everything)),
     ):

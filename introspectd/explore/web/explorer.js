@@ -73,6 +73,28 @@
     return out;
   }
 
+  // A code-point offset (Python's, as records give them) as an index into a JS (UTF-16) string.
+  function utf16Index(text, codePoints) {
+    let i = 0;
+    for (let n = 0; n < codePoints && i < text.length; n++) i += text.codePointAt(i) > 0xffff ? 2 : 1;
+    return i;
+  }
+  // The answer with its first mention of the concept (the record's `mention`) marked apart,
+  // and `words` highlighted around it as everywhere else.
+  function answerPre(text, mention, words) {
+    const m = mention && isNum(mention.first_char) && typeof mention.text === "string" ? mention : null;
+    const start = m ? utf16Index(text, m.first_char) : -1, end = m ? start + m.text.length : -1;
+    if (!m || text.slice(start, end) !== m.text) return highlighted("pre", text, words);
+    const pre = el("pre", {});
+    pre.append(highlighted("span", text.slice(0, start), words),
+      el("mark", { class: "mention", title: "first mention of the concept" }, m.text),
+      highlighted("span", text.slice(end), words));
+    return pre;
+  }
+  function mentionFact(m) {
+    return m && isNum(m.first_char) ? `“${m.text}” at character ${m.first_char}` : "none";
+  }
+
   // ------------------------------------------------------------------ state and URL
   const state = { model: "", concept: "", layer: "", strength: "", page: 0, trial: "", filters: {} };
   let meta = null, listed = [], current = -1;
@@ -240,10 +262,11 @@
     const words = [hit, [t.concept, ""], [typeof j.detected_concept === "string" ? j.detected_concept : "", ""]];
     const facts = [["trial id", t.id], ["arm", t.arm], ["concept", t.concept], ["layer", t.layer], ["strength", t.strength],
       ["trial", t.trial], ["seed", t.seed ?? "–"], ["prompt version", t.config.prompt_version || "–"], ["status", t.status],
+      ...(logit ? [] : [["first mention", mentionFact(t.mention)]]),
       ...(logit ? [["p_yes", fmtPct(t.p_yes)], ["P(yes), P(no)", [t.prob_yes, t.prob_no].map((x) => (isNum(x) ? x.toPrecision(3) : "–")).join(", ")],
         ["question", isNum(t.question) ? `factual ${t.question}: ${t.question_text || ""}` : "the detection question"]] : [])];
     const judged = Object.entries(j).filter(([k]) => k !== "reasoning").map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]);
-    const answer = logit && !t.response ? el("p", { class: "muted" }, "logit measure: one forward pass read as P(yes); no text") : highlighted("pre", t.response || "", words);
+    const answer = logit && !t.response ? el("p", { class: "muted" }, "logit measure: one forward pass read as P(yes); no text") : answerPre(t.response || "", t.mention, words);
     const unjudged = t.judge_error ? "judge failed: " + t.judge_error : logit ? "nothing to judge (logit measure)" : "not judged";
     pane.replaceChildren(
       el("h2", {}, `${t.arm} · layer ${t.layer} · strength ${t.strength} · t${t.trial}`),
