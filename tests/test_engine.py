@@ -29,6 +29,7 @@ RECORD_KEYS = {
     "judge",
     "judge_error",
     "arm",  # issue 14: injection | control | random
+    "mention",  # issue 25: where a generated answer first mentions its concept
 }
 CONFIG_KEYS = {
     "model",
