@@ -19,11 +19,12 @@ def _config_fields() -> dict[tuple[str, str], object]:
     plan = Plan(path="x.toml")
     fields = {}
     for section in plan_keys.SECTIONS:
-        config = getattr(plan, section)
-        if section == "mentions":
+        if section in ("mentions", "prompts"):  # tables of free names, not keys
             continue
+        config = getattr(plan, section)
         for f in dataclasses.fields(config):
-            fields[(section, f.name)] = getattr(config, f.name)
+            if (section, f.name) != ("sweep", "custom_prompts"):  # the [prompts] tables
+                fields[(section, f.name)] = getattr(config, f.name)
     return fields
 
 

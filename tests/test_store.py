@@ -121,3 +121,29 @@ def test_a_run_from_before_the_arm_column_reads_its_arms_after_upgrade(tmp_path:
         assert "arm" in columns and "legacy_kind" in columns and "kind" not in columns
     finally:
         store.close()
+
+
+def test_a_read_only_open_of_an_older_database_upgrades_a_copy_not_the_file(
+    tmp_path: Path,
+) -> None:
+    """`status`, `report`, `explore` and `export` open the run database read-only: after an
+    upgrade of introspectd they read an older schema through an upgraded in-memory copy, and
+    the file keeps every byte (it may be on read-only storage, or shared with the old version)."""
+    from introspectd.run.db.file import migration_files
+
+    db = tmp_path / "state.sqlite"
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        migrate(conn, migration_files()[:6])  # through 0006_arm.sql: no about/choice/prompt
+        conn.execute(
+            "INSERT INTO trials (id, ordinal, concept, legacy_kind, arm, layer, strength, trial) "
+            f"VALUES ('{STAMP}_fear_control_L1_S2.0_t0', 0, 'fear', 'control', 'control', 1, "
+            "2.0, 0)"
+        )
+    before = db.read_bytes()
+    store = Store(db, read_only=True)
+    try:
+        (row,) = store.trials()
+        assert row.spec.arm is Arm.CONTROL and row.spec.about is None and row.spec.prompt is None
+    finally:
+        store.close()
+    assert db.read_bytes() == before

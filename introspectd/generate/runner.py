@@ -111,11 +111,14 @@ class Runner:
     # --- prompts and stop tokens -----------------------------------------------------------
 
     def render(
-        self, messages: list[dict[str, str]], add_generation_prompt: bool = True
+        self, messages: list[dict[str, str]], add_generation_prompt: bool = True, prefill: str = ""
     ) -> list[int]:
+        """The prompt's token ids; `prefill` is the start of the answer, after the generation
+        prompt (tokenized with it, as the model would have written it)."""
         text = self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=add_generation_prompt, tokenize=False
         )
+        text = str(text) + prefill
         # The template already wrote any BOS; adding special tokens again would double it.
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 

@@ -23,8 +23,13 @@ from introspectd.generate.fallback import one_line
 from introspectd.generate.interface import GeneratorSpec, WorkSource
 from introspectd.generate.placement import Placement
 from introspectd.generate.runner import Runner
+from introspectd.protocol.prompt_battery import run_prompts, trial_marker
+from introspectd.protocol.prompts import conversation, numbers_trials
 from introspectd.protocol.results import Generation, VectorTable
-from introspectd.protocol.trials import Trial, trial_seed
+from introspectd.protocol.trials import Trial, TrialSpec, trial_seed
+
+# A rendered prompt: its name and the trial index it numbers (None: the same for every trial).
+PromptKey = tuple[str, int | None]
 
 log = logging.getLogger("introspectd")
 
@@ -91,6 +96,10 @@ class ModelSession:
             and "OMP_NUM_THREADS" not in os.environ
         )
         self.vectors: dict[tuple[str, int], torch.Tensor] = {}
+        prompts = run_prompts(spec.sweep)
+        self.prompts = dict(prompts)  # by name (protocol/prompt_battery.py)
+        self.default_prompt = prompts[0][0]  # a trial without a prompt name (one prompt)
+        self._rendered: dict[PromptKey, tuple[list[int], int | None]] = {}
         self.stamp_prefix = f"{spec.stamp}_"
         self.batch_size = 0  # set by the engine (`choose_batch_size`), halved out of memory
         self.num_done = 0  # answers handed over: after the first, a fault is not the model's
@@ -102,20 +111,40 @@ class ModelSession:
         """Where inputs go (the embedding's device when layers are spread)."""
         return str(self.runner.device)
 
-    def render(self, messages: list[dict[str, str]]) -> list[int]:
-        return self.runner.render(messages)
+    def render(self, messages: list[dict[str, str]], prefill: str = "") -> list[int]:
+        return self.runner.render(messages, prefill=prefill)
 
-    def steer_from(self, messages: list[dict[str, str]]) -> int | None:
-        """The first prompt position the injection covers (BatcherConfig.prompt_steer_from)."""
+    def prompt_key(self, spec: TrialSpec) -> PromptKey:
+        """Which prompt a trial reads: its prompt's name, and its trial index when the prompt
+        numbers its trials (the paper's "Trial N"), else None."""
+        name = spec.prompt or self.default_prompt
+        return name, (spec.trial if numbers_trials(self.prompts[name]) else None)
+
+    def rendered(self, key: PromptKey) -> tuple[list[int], int | None]:
+        """The prompt's token ids (its prefill included) and its first steered position."""
+        if key not in self._rendered:
+            name, trial = key
+            version = self.prompts[name]
+            messages = conversation(version, trial or 0)
+            marker = trial_marker(self.spec.sweep.marker, version, trial or 0)
+            with as_bad_input(self.spec):
+                ids = self.render(messages, version.prefill)
+                self._rendered[key] = ids, self.steer_from(messages, marker)
+        return self._rendered[key]
+
+    def steer_from(self, messages: list[dict[str, str]], marker: str = "") -> int | None:
+        """The first prompt position the injection covers (BatcherConfig.prompt_steer_from);
+        `marker`: the trial's own, when its prompt numbers trials (default: the plan's)."""
         sweep = self.spec.sweep
         if sweep.inject_style != "from_marker":
             return {"generation": None, "all": 0}[sweep.inject_style]
-        marker_at = self.runner.marker_position(messages, sweep.marker)
+        marker = marker or sweep.marker
+        marker_at = self.runner.marker_position(messages, marker)
         if marker_at is None:
             # The plan checked that the user prompt holds the marker: the chat template
             # changed that text, and steering from a guessed position would be silently wrong.
             raise BadInput(
-                f"{self.spec.plan_file}: [sweep] marker: {sweep.marker!r} is not in the user "
+                f"{self.spec.plan_file}: [sweep] marker: {marker!r} is not in the user "
                 f"turn as {self.spec.model.name}'s chat template renders it (the template "
                 "rewrites the user text, e.g. trims its whitespace); change prompt_user, or "
                 'use inject_style = "all"'

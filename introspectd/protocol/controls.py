@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from introspectd.protocol import plan_keys
 from introspectd.protocol.factual import FACTUAL_QUESTIONS
 from introspectd.protocol.plan_table import Table
+from introspectd.protocol.prompt_battery import battery_names
 from introspectd.protocol.trials import DEFAULT_ARM_NAMES, Arm, TrialSpec, expand_trials
 
 if TYPE_CHECKING:
@@ -24,6 +25,9 @@ CONTROL_DEFAULTS: dict[str, Any] = {
     "mismatch": plan_keys.default("sweep", "mismatch"),
     "choice_distractors": plan_keys.default("sweep", "choice_distractors"),
     "distractors": list(plan_keys.default("sweep", "distractors")),
+    "prompts": list(plan_keys.default("sweep", "prompts")),
+    "prefill": plan_keys.default("sweep", "prefill"),
+    "custom_prompts": [],
 }
 
 
@@ -74,6 +78,7 @@ def sweep_trials(sweep: SweepConfig, layers: list[int]) -> list[TrialSpec]:
         sweep.arms,
         num_factual(sweep),
         about_concepts(sweep),
+        battery_names(sweep),
     )
 
 

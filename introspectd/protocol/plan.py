@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
-from introspectd.protocol import controls, specificity
+from introspectd.protocol import controls, prompt_battery, specificity
 from introspectd.protocol import plan_checks as rules
 from introspectd.protocol.plan_adaptive import AdaptiveConfig, read_adaptive
 from introspectd.protocol.plan_checks import (
@@ -32,6 +32,7 @@ from introspectd.protocol.plan_keys import SECTIONS as TABLES
 from introspectd.protocol.plan_keys import default
 from introspectd.protocol.plan_mentions import MentionsConfig, read_mentions
 from introspectd.protocol.plan_table import Table
+from introspectd.protocol.prompt_battery import run_prompts
 from introspectd.protocol.prompts import PROMPT_VERSIONS
 from introspectd.protocol.sweep import SweepConfig
 
@@ -126,9 +127,12 @@ class Plan:
         """The plan as the run's database stores it, with the judge endpoint's host (which may
         come from $OPENAI_BASE_URL, not the plan): where this run's answers were sent."""
         data: dict[str, Any] = {
-            name: dataclasses.asdict(getattr(self, name)) for name in TABLES if name != "mentions"
+            # [mentions] as the plan wrote it; [prompts] is in sweep (custom_prompts).
+            name: dataclasses.asdict(getattr(self, name))
+            for name in TABLES
+            if name not in ("mentions", "prompts")
         }
-        data["mentions"] = self.mentions.as_dict()  # {concept: words}, as the plan wrote it
+        data["mentions"] = self.mentions.as_dict()  # {concept: words}
         data["judge"]["endpoint_host"] = self.judge.endpoint_host()
         return json.dumps(data, sort_keys=True)
 
@@ -174,7 +178,7 @@ def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) 
     top = Table(file, "", data)
     sections = {name: Table(file, name, top.data.pop(name, {})) for name in TABLES}
     top.finish()
-    sweep = _read_sweep(sections["sweep"])
+    sweep = _read_sweep(sections["sweep"], sections["prompts"])
     plan = Plan(
         path=path or Path(file),
         run=_read_run(sections["run"]),
@@ -252,7 +256,9 @@ def _read_placement(t: Table, device: str) -> tuple[str, tuple[tuple[str, str], 
     return device_map, tuple(sorted(memory.items())), folder
 
 
-def _read_sweep(t: Table) -> SweepConfig:
+def _read_sweep(t: Table, prompt_tables: Table) -> SweepConfig:
+    given = set(t.data)
+    custom_prompts = prompt_battery.read_prompt_tables(prompt_tables)
     concepts = _read_concepts(t)
     strengths = _read_strengths(t)
     prompt_version = t.read("prompt_version")
@@ -293,19 +299,18 @@ def _read_sweep(t: Table) -> SweepConfig:
         mismatch=t.read("mismatch"),
         choice_distractors=t.read("choice_distractors"),
         distractors=specificity.read_distractors(t),
+        prompts=prompt_battery.read_prompt_names(t, custom_prompts),
+        prefill=t.read("prefill"),
+        custom_prompts=custom_prompts,
     )
+    if "inject_style" not in given:  # the prompts' own default (the paper's: from_marker)
+        style = prompt_battery.default_inject_style(run_prompts(sweep), sweep.inject_style)
+        sweep = dataclasses.replace(sweep, inject_style=style)
+    prompt_battery.check_battery(t, sweep, given)
     controls.check_controls(t, sweep, tuple(PROMPT_VERSIONS))
     specificity.check_specificity(t, sweep)
     _check_size(t, sweep)
-    if sweep.inject_style == "from_marker":
-        prompt = PROMPT_VERSIONS.get(prompt_version)
-        text = prompt_user or (prompt.user if prompt else "")
-        if not sweep.marker or sweep.marker not in text:
-            t.fail(
-                "marker",
-                f"{sweep.marker!r} does not occur in the user prompt "
-                f'({prompt_version}); inject_style = "from_marker" starts there',
-            )
+    prompt_battery.check_markers(t, sweep)
     return sweep
 
 
@@ -345,7 +350,8 @@ def _check_size(t: Table, sweep: SweepConfig) -> None:
     num_layers = 6 if sweep.layers == "default" else len(set(sweep.layers))  # trials.py
     cells = len(sweep.concepts) * num_layers * len(sweep.strengths)
     num_arms = len(sweep.arms)
-    total = cells * (sweep.trials + controls.num_questions(sweep)) * num_arms
+    num_prompts = max(1, len(prompt_battery.battery_names(sweep)))
+    total = cells * (sweep.trials * num_prompts + controls.num_questions(sweep)) * num_arms
     if total > rules.MAX_TOTAL_TRIALS:
         t.fail(
             "trials",

@@ -116,6 +116,11 @@ KEYS: tuple[Key, ...] = (
         choices=("generate", "logit", "choice")),
     Key("sweep", "factual_controls", BOOLEAN, False, "add factual yes/no questions per cell",
         bounds='needs measure = "logit"'),
+    Key("sweep", "prompts", LIST, [], "a prompt battery: the prompt as a sweep dimension "
+        "(built-in names or [prompts.NAME] tables); empty = prompt_version alone",
+        bounds='known names, no duplicates; measure = "generate"'),
+    Key("sweep", "prefill", STRING, "", "text every answer starts with (a prompt's own wins)",
+        prose=True),
     Key("sweep", "mismatch", BOOLEAN, False, 'ask "are you thinking about X?" for every concept '
         "X under each injection", bounds='needs measure = "logit", 2+ concepts'),
     Key("sweep", "choice_distractors", INTEGER, 3, "distractor concepts per multiple-choice "
@@ -176,8 +181,9 @@ KEYS: tuple[Key, ...] = (
         maximum=_T),
 )
 # fmt: on
-# [mentions] has no fixed keys: each key is a concept of [sweep] concepts (plan_mentions.py).
-SECTIONS = ("run", "model", "sweep", "judge", "upload", "adaptive", "mentions")
+# [mentions] has no fixed keys: each key is a concept of [sweep] concepts (plan_mentions.py);
+# [prompts] neither: each is a [prompts.NAME] table of a battery (prompt_battery.py).
+SECTIONS = ("run", "model", "sweep", "judge", "upload", "adaptive", "mentions", "prompts")
 _BY_NAME = {(k.section, k.name): k for k in KEYS}
 
 

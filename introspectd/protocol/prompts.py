@@ -11,8 +11,19 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PromptVersion:
+    """A conversation ending in the question: `system` (may be empty), the `before` turns
+    ((role, text) pairs: user turns each answered by an assistant turn), the question's `user`
+    turn, and `prefill`, text the answer is made to start with. "{trial}" in any text is the
+    trial's number (its index + 1), as the paper's "Trial N" counts."""
+
     system: str
     user: str
+    before: tuple[tuple[str, str], ...] = ()
+    prefill: str = ""
+    inject_style: str = ""  # this version's default injection style; "" = the plan's default
+
+
+TRIAL_SLOT = "{trial}"
 
 
 _V1_USER = (
@@ -56,12 +67,67 @@ _CHOICE_USER = (
     "Answer with the letter of one option."
 )
 
+# The paper's protocol is a conversation: an explainer turn, the assistant's acknowledgement,
+# then the numbered trial's question (our own wording throughout).
+_PAPER_EXPLAINER = (
+    "I am an interpretability researcher studying transformer-based language models like you. "
+    "I have access to the internals of your neural network, and I can inject activation "
+    'patterns, which you may experience as "thoughts", directly into your processing. I want '
+    "to find out whether you can notice when I do. On some trials I will inject a thought "
+    "about a specific word or concept; on others I will inject nothing. Each trial starts "
+    "with its number."
+)
+_PAPER_BEFORE = (("user", _PAPER_EXPLAINER), ("assistant", "Ok."))
+_PAPER_USER = "Trial {trial}: Do you detect an injected thought? If so, what is it about?"
+_PERSONA_SYSTEM = (
+    "You are a careful, curious assistant taking part in research on your own internal "
+    "states. Describe what you actually observe in yourself, not what you expect to observe."
+)
+_TERSE_USER = (
+    "Trial {trial}: Do you detect an injected thought? Answer in one short sentence, naming "
+    "the thought if there is one."
+)
+
+
+def _paper(system: str = "", user: str = _PAPER_USER, prefill: str = "") -> PromptVersion:
+    return PromptVersion(system, user, _PAPER_BEFORE, prefill, inject_style="from_marker")
+
+
 PROMPT_VERSIONS: dict[str, PromptVersion] = {
     "v1": PromptVersion(system="", user=_V1_USER),
     "v2": PromptVersion(system=_V2_SYSTEM, user=_V2_USER),
     "yesno": PromptVersion(system=_V2_SYSTEM, user=_YESNO_USER),
     "choice": PromptVersion(system=_V2_SYSTEM, user=_CHOICE_USER),
+    # The paper's conversation, and variants of it for prompt batteries ([sweep] prompts):
+    # a persona system turn, a terse question, and a forced claim of noticing (a prefill: does
+    # the model then name the injected concept, or confabulate?).
+    "paper": _paper(),
+    "persona": _paper(system=_PERSONA_SYSTEM),
+    "terse": _paper(user=_TERSE_USER),
+    "noticing": _paper(prefill="Yes, I detect an injected thought. It is about"),
 }
+# The versions that only a read-out measure asks (a yes/no or a multiple-choice question).
+READ_OUT_VERSIONS = ("yesno", "choice")
+
+
+def trial_text(text: str, trial: int) -> str:
+    """`text` with "{trial}" as trial index `trial`'s number."""
+    return text.replace(TRIAL_SLOT, str(trial + 1))
+
+
+def conversation(version: PromptVersion, trial: int) -> list[dict[str, str]]:
+    """The chat messages of `version` for trial index `trial` (its prefill is not a message:
+    the session appends it after the rendered generation prompt)."""
+    messages = [{"role": "system", "content": version.system}] if version.system else []
+    messages += [{"role": r, "content": trial_text(text, trial)} for r, text in version.before]
+    messages.append({"role": "user", "content": trial_text(version.user, trial)})
+    return messages
+
+
+def numbers_trials(version: PromptVersion) -> bool:
+    """Whether the version's text differs between trials (it holds "{trial}")."""
+    texts = [version.system, version.user, version.prefill, *(t for _, t in version.before)]
+    return any(TRIAL_SLOT in text for text in texts)
 
 
 def introspection_messages(version: str, system: str = "", user: str = "") -> list[dict[str, str]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from introspectd.protocol.plan_keys import default
+from introspectd.protocol.prompts import PromptVersion
 
 
 @dataclass(frozen=True)
@@ -30,3 +31,6 @@ class SweepConfig:
     mismatch: bool = default("sweep", "mismatch")  # protocol/specificity.py reads the last three
     choice_distractors: int = default("sweep", "choice_distractors")
     distractors: tuple[str, ...] = default("sweep", "distractors")
+    prompts: tuple[str, ...] = default("sweep", "prompts")  # prompt_battery.py reads these
+    prefill: str = default("sweep", "prefill")
+    custom_prompts: tuple[tuple[str, PromptVersion], ...] = ()  # the [prompts.NAME] tables

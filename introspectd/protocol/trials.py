@@ -42,6 +42,8 @@ class TrialSpec:
     # The mismatch design (protocol/specificity.py): the yes/no question "are you thinking
     # about `about`?" asked under this trial's steering; None for every other question.
     about: str | None = None
+    # The prompt of a battery ([sweep] prompts, protocol/prompt_battery.py); None with one.
+    prompt: str | None = None
 
     @property
     def is_injected(self) -> bool:
@@ -58,9 +60,10 @@ class TrialSpec:
         if self.about is not None:
             question = f"_about{self.about}"
         marker = "c" if self.is_confirmation else "t"
+        prompt = "" if self.prompt is None else f"_p{self.prompt}"
         return (
             f"{stamp}_{self.concept}_{self.arm.value}{question}_L{self.layer}"
-            f"_S{self.strength!r}_{marker}{self.trial}"
+            f"_S{self.strength!r}{prompt}_{marker}{self.trial}"
         )
 
 
@@ -90,19 +93,23 @@ def expand_trials(
     arms: tuple[str, ...] | list[str] = DEFAULT_ARMS,
     num_factual: int = 0,
     about: tuple[str, ...] | list[str] = (),
+    prompts: tuple[str, ...] | list[str] = (),
 ) -> list[TrialSpec]:
     """Every trial of a plan, in the seed's order: concept, layer, strength, trial, arm; then
     each cell's factual control questions and its mismatch questions about each concept of
     `about` (one trial per question and arm: in logit mode an injection or control read-out
-    does not vary between trials)."""
+    does not vary between trials). With a prompt battery (`prompts`) each cell's trials repeat
+    under each prompt."""
     chosen = [Arm(name) for name in arms]
+    prompt_names: list[str | None] = list(prompts) or [None]
     out: list[TrialSpec] = []
     for concept in concepts:
         for layer in layers:
             for strength in strengths:
                 s = float(strength)
                 out.extend(
-                    TrialSpec(concept, arm, layer, s, t)
+                    TrialSpec(concept, arm, layer, s, t, prompt=p)
+                    for p in prompt_names
                     for t in range(num_trials)
                     for arm in chosen
                 )

@@ -46,7 +46,7 @@ DatabaseError = sqlite3.DatabaseError
 _TRIAL_COLUMNS = (
     "id, ordinal, concept, layer, strength, trial, status, response, "
     "num_new_tokens, generated_at, judge_json, judge_error, arm, question, p_yes, prob_yes, "
-    "prob_no, is_confirmation, about, choice_json"
+    "prob_no, is_confirmation, about, choice_json, prompt"
 )
 
 
@@ -76,6 +76,7 @@ def _trial_row(r: sqlite3.Row) -> TrialRow:
         r["question"],
         bool(r["is_confirmation"]),
         r["about"],
+        r["prompt"],
     )
     judge = loads_text(r["judge_json"]) if r["judge_json"] else None
     readout = None
@@ -145,13 +146,18 @@ class Store:
         return write_transaction(self.conn)
 
     def _require_migrated(self) -> None:
+        """A database from an older introspectd is read through a private in-memory copy,
+        upgraded there: the file stays as it is (it may be read-only, or another version's),
+        and every reader sees the columns it expects."""
         applied = {row[0] for row in self.conn.execute("SELECT version FROM schema_migrations")}
-        pending = [f.name for f in migration_files() if int(f.name[:4]) not in applied]
-        if pending:
-            raise sqlite3.OperationalError(
-                f"schema is older than this introspectd (missing {pending[0]}); open it "
-                "writable once (e.g. `introspectd status` on a writable copy) to upgrade it"
-            )
+        if all(int(f.name[:4]) in applied for f in migration_files()):
+            return
+        copy = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self.conn.backup(copy)
+        self.conn.close()
+        self.conn = copy
+        self.conn.row_factory = sqlite3.Row
+        migrate(self.conn, migration_files())
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -196,13 +202,15 @@ class Store:
                     s.question,
                     int(s.is_confirmation),
                     s.about,
+                    s.prompt,
                 )
                 for s in specs
                 if s.trial_id(stamp) not in known
             ]
             conn.executemany(
                 "INSERT INTO trials (id, ordinal, concept, legacy_kind, layer, strength, trial, "
-                "arm, question, is_confirmation, about) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "arm, question, is_confirmation, about, prompt) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(r[0], start + i, *r[1:]) for i, r in enumerate(rows)],
             )
         return len(rows)
