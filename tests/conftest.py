@@ -28,6 +28,7 @@ FAST_MODULES = frozenset(
         "test_metrics",
         "test_plan",
         "test_plan_keys",
+        "test_prompt_battery",
         "test_public_api",
         "test_report_figures",
         "test_sampling",

@@ -13,6 +13,7 @@ from pathlib import Path
 from introspectd.output.control_keys import control_keys, direction
 from introspectd.protocol.lexicon import Lexicon
 from introspectd.protocol.plan import SweepConfig
+from introspectd.protocol.prompt_battery import prompt_prefill
 from introspectd.protocol.results import SeedRecord, TrialRow
 from introspectd.run.db import Store
 from introspectd.text import json_text, utf8
@@ -49,7 +50,7 @@ def record(
             "strength": spec.strength,
             "magnitude": spec.strength * vector_norm,
             "vector_norm": vector_norm,
-            "prompt_version": sweep.prompt_version,
+            "prompt_version": spec.prompt or sweep.prompt_version,  # a battery's: the trial's
             "inject_style": sweep.inject_style,
             "trial": spec.trial,
             "direction": direction(row),
@@ -58,6 +59,9 @@ def record(
         "judge_error": row.judge_error,
         **control_keys(row),
     }
+    prefill = prompt_prefill(sweep, spec.prompt)
+    if prefill:  # the answer (`response`) starts with it
+        rec["config"] = {**rec["config"], "prefill": prefill}
     if spec.is_confirmation:  # fresh trials of a chosen cell (report/adaptive_section.py)
         rec["config"] = {**rec["config"], "confirmation": True}
     return rec

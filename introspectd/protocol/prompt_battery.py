@@ -120,6 +120,12 @@ def run_prompts(sweep: SweepConfig) -> list[tuple[str, PromptVersion]]:
     return [(n, _with_prefill(v, sweep.prefill)) for n, v in chosen]
 
 
+def prompt_prefill(sweep: SweepConfig, name: str | None) -> str:
+    """The prefill of a trial's prompt (`name`: its battery name; None with one prompt)."""
+    prompts = run_prompts(sweep)
+    return dict(prompts)[name].prefill if name is not None else prompts[0][1].prefill
+
+
 def _with_prefill(version: PromptVersion, prefill: str) -> PromptVersion:
     if version.prefill or not prefill:
         return version

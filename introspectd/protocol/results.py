@@ -134,6 +134,7 @@ class RecordConfig(TypedDict, total=False):
     trial: int
     direction: str | None
     confirmation: bool  # only on confirmation trials
+    prefill: str  # only when the trial's prompt starts the answer (protocol/prompt_battery.py)
 
 
 class RecordMention(TypedDict):

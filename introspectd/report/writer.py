@@ -37,6 +37,7 @@ from introspectd.report.leak import leak_summary
 from introspectd.report.markdown import render_markdown
 from introspectd.report.mentions import mentions_summary, run_lexicon
 from introspectd.report.metrics import compute_metrics, group_by
+from introspectd.report.prompts_section import prompts_markdown, prompts_summary
 from introspectd.report.specificity import choice_summary, mismatch_summary, specificity_markdown
 
 _ID_LAYER_RE = re.compile(r"_L(\d+)_")
@@ -100,6 +101,7 @@ def write_report(
         summary["mentions"] = mentions
     for name, section in (
         ("leak", leak_summary(explore, lexicon)),
+        ("prompts", prompts_summary(explore, lexicon)),
         ("choice", choice_summary(everything)),
         ("mismatch", mismatch_summary(everything)),
     ):
@@ -120,7 +122,7 @@ def write_report(
     report_md = out_dir / "report.md"
     markdown = render_markdown(summary, [f.relative_to(out_dir) for f in figures])
     specificity = specificity_markdown(summary.get("choice"), summary.get("mismatch"))
-    tail = [*controls_markdown(controls), *specificity]
+    tail = [*prompts_markdown(summary.get("prompts")), *controls_markdown(controls), *specificity]
     report_md.write_text(markdown + "\n".join(tail), encoding="utf-8")
     return ReportPaths(out_dir, summary_json, report_md, tuple(figures))
 
@@ -211,7 +213,13 @@ def parse_record(obj: Any, fallback_model: str, where: str) -> Record:
         "response": obj["response"] if isinstance(obj.get("response"), str) else None,
         **record_fields(obj),
         "confirmation": config.get("confirmation") is True,  # report/adaptive_section.py
+        # Which prompt (report/prompts_section.py: per prompt when a battery ran several).
+        "prompt": _text_or_none(config.get("prompt_version")),
     }
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _layer(config: dict[str, Any], trial_id: str | None, where: str) -> int:
