@@ -108,3 +108,40 @@ def test_the_prefill_starts_the_answer_the_judge_and_the_records_see(
     for r in records:
         assert r["response"].startswith("I notice") and r["config"]["prefill"] == "I notice"
         assert any(json.dumps(r["response"])[1:-1] in body for body in sent)
+
+
+def _run(plan: Path) -> Any:
+    return run_cli("run", "--plan", str(plan), "--local", "--no-progress")
+
+
+def test_prompts_added_to_a_battery_add_trials_and_one_to_many_is_refused(tmp_path: Path) -> None:
+    small = TINY_PLAN.replace("layers = [1, 3]", "layers = [1]").replace(
+        "strengths = [2.0, 4.0]", "strengths = [2.0]"
+    )
+
+    def plan_with(lines: str) -> Path:
+        return write_plan(tmp_path, small.replace("batch_size = 8\n", "batch_size = 8\n" + lines))
+
+    assert _run(plan_with("")).returncode == 0
+    one_to_two = _run(plan_with('prompts = ["v2", "paper"]\ninject_style = "generation"\n'))
+    assert one_to_two.returncode == 2
+    assert "every trial id gains its prompt" in one_to_two.stderr
+    # A key a spec left out (its default) is compared too: a changed measure is no extension.
+    yesno = tmp_path / "yesno"
+    yesno.mkdir()
+    generated = small.replace(
+        "batch_size = 8\n", 'batch_size = 8\nprompt_version = "yesno"\ninject_style = "all"\n'
+    )
+    assert _run(write_plan(yesno, generated)).returncode == 0
+    logit = _run(write_plan(yesno, generated + 'measure = "logit"\n'))
+    assert logit.returncode == 2 and "sweep.measure: 'generate' → 'logit'" in logit.stderr
+
+    other = tmp_path / "battery"
+    other.mkdir()
+    battery = small.replace("batch_size = 8\n", 'batch_size = 8\nprompts = ["v2", "paper"]\n')
+    assert _run(write_plan(other, battery)).returncode == 0
+    grown = _run(write_plan(other, battery.replace('"paper"]', '"paper", "terse"]')))
+    assert grown.returncode == 0, grown.stderr
+    records = _records(other / "out" / "exp" / "tiny")
+    assert len(records) == 2 * 2 * 2 * 3  # concepts x trials x arms x prompts
+    assert {r["config"]["prompt_version"] for r in records} == {"v2", "paper", "terse"}

@@ -60,9 +60,10 @@ def prompts_markdown(section: dict[str, Any] | None) -> list[str]:
         "## Prompts",
         "",
         "Per prompt of the battery (all concepts, layers and strengths pooled): injection pass"
-        " rate, control false-positive rate and net detection, as in the tables above. Spread ="
-        " the largest minus the smallest prompt's net detection, in points: a finding that"
-        " holds on one prompt only is not a finding.",
+        " rate, control false-positive rate and net detection (judged answers), and how often"
+        " injected and control answers mention their concept (no judge), as in the tables"
+        " above. Spread = the largest minus the smallest prompt's figure, in points: a finding"
+        " that holds on one prompt only is not a finding.",
         "",
         "| model | prompt | injection pass | control FP | net detection | mentions injected |"
         " mentions control | mention difference |",

@@ -5,6 +5,7 @@ Everything here runs before any weights load, so a bad plan fails in a second wi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from introspectd.errors import BadInput, PlanMismatch
-from introspectd.protocol.controls import sweep_trials
+from introspectd.protocol.controls import CONTROL_DEFAULTS, sweep_trials
 from introspectd.protocol.models import (
     ModelRef,
     check_context,
@@ -131,6 +132,7 @@ def _is_same_or_extension(old: dict[str, Any], new: dict[str, Any]) -> bool:
 
 def _extension_problem(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     """None when `new` equals `old` or only adds trials; else the first difference."""
+    new = json.loads(json.dumps(new))  # as `old` was stored: lists, not tuples
     if old["model"] != new["model"]:
         return f"model: {old['model']} → {new['model']}"
     if old["seed"] != new["seed"]:
@@ -139,16 +141,31 @@ def _extension_problem(old: dict[str, Any], new: dict[str, Any]) -> str | None:
         return f"adaptive: {old.get('adaptive')} → {new.get('adaptive')}"
     if "adaptive" in new and old["sweep"]["trials"] != new["sweep"]["trials"]:
         return "sweep.trials (an adaptive run's first round) changed"
-    for key, old_value in old["sweep"].items():
-        new_value = new["sweep"].get(key)
-        if old_value == new_value:
+    # A key left out of a spec holds its default (strip_default_controls): compare both sides.
+    for key in sorted({*old["sweep"], *new["sweep"]}):
+        old_value = old["sweep"].get(key, CONTROL_DEFAULTS.get(key))
+        new_value = new["sweep"].get(key, CONTROL_DEFAULTS.get(key))
+        if old_value == new_value or _only_adds(key, old_value, new_value):
             continue
-        if key in ("concepts", "layers", "strengths") and set(old_value) <= set(new_value):
-            continue
-        if key == "trials" and new_value > old_value:
-            continue
+        if key == "prompts" and len(old_value) < 2:
+            return (
+                f"sweep.prompts: {old_value!r} → {new_value!r}: with more than one prompt every "
+                "trial id gains its prompt (_p{name}), so this run's trials would be renamed; "
+                "start a new experiment for the battery"
+            )
         return f"sweep.{key}: {old_value!r} → {new_value!r}"
     return None
+
+
+def _only_adds(key: str, old: Any, new: Any) -> bool:
+    """Whether changing sweep `key` from `old` to `new` keeps every trial and adds some."""
+    if key in ("concepts", "layers", "strengths", "arms", "custom_prompts"):
+        return all(item in new for item in old)
+    if key == "prompts":  # a battery's ids name their prompt; one prompt's do not
+        return len(old) > 1 and all(item in new for item in old)
+    if key in ("trials", "mismatch", "factual_controls"):  # more trials; questions added
+        return bool(new > old)
+    return False
 
 
 @dataclass
