@@ -38,9 +38,7 @@ def read_arms(t: Table) -> tuple[str, ...]:
     for arm in arms:
         if arm not in ARM_NAMES:
             t.fail("arms", f"unknown arm {arm!r}; the arms are {', '.join(ARM_NAMES)}")
-    duplicates = sorted({a for a in arms if arms.count(a) > 1})
-    if duplicates:
-        t.fail("arms", f"duplicate arm {duplicates[0]!r}")
+    t.refuse_duplicates("arms", arms, "arm")
     return tuple(arms)
 
 

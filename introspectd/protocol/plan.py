@@ -322,9 +322,7 @@ def _read_concepts(t: Table) -> tuple[str, ...]:
         if not isinstance(concept, str):
             t.fail("concepts", f"each concept must be a lowercase word, got {concept!r}")
         _check(t, "concepts", rules.name_problem(concept, rules.CONCEPT_RE, "a lowercase word"))
-    duplicates = sorted({c for c in concepts if concepts.count(c) > 1})
-    if duplicates:
-        t.fail("concepts", f"duplicate concept {duplicates[0]!r}")
+    t.refuse_duplicates("concepts", concepts, "concept")
     return tuple(concepts)
 
 

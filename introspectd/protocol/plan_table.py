@@ -98,6 +98,12 @@ class Table:
             return bool(self.take(name, spec.default, (bool,), "true or false"))
         raise TypeError(f"[{self.name}] {name} ({spec.kind}) has its own reader")
 
+    def refuse_duplicates(self, key: str, values: list[Any], what: str) -> None:
+        """One line naming the first value `values` holds twice (`what`: "concept", "arm"...)."""
+        duplicates = sorted({v for v in values if values.count(v) > 1})
+        if duplicates:
+            self.fail(key, f"duplicate {what} {duplicates[0]!r}")
+
     def finish(self) -> None:
         if self.data:
             unknown = sorted(self.data)[0]

@@ -75,9 +75,7 @@ def read_prompt_names(t: Table, tables: tuple[tuple[str, PromptVersion], ...]) -
     for name in names:
         if name not in known:
             t.fail("prompts", f"unknown prompt {name!r}; the prompts are {', '.join(known)}")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        t.fail("prompts", f"duplicate prompt {duplicates[0]!r}")
+    t.refuse_duplicates("prompts", names, "prompt")
     if len(names) > MAX_PROMPTS:
         t.fail("prompts", f"must list at most {MAX_PROMPTS} prompts")
     return tuple(names)

@@ -40,9 +40,7 @@ def read_distractors(t: Table) -> tuple[str, ...]:
         problem = rules.name_problem(word, rules.CONCEPT_RE, "a lowercase word")
         if problem is not None:
             t.fail("distractors", problem)
-    duplicates = sorted({w for w in words if words.count(w) > 1})
-    if duplicates:
-        t.fail("distractors", f"duplicate distractor {duplicates[0]!r}")
+    t.refuse_duplicates("distractors", words, "distractor")
     return tuple(words)
 
 
