@@ -185,6 +185,8 @@ def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) 
         adaptive=read_adaptive(sections["adaptive"], sweep),
         mentions=read_mentions(sections["mentions"], sweep.concepts),
     )
+    pooled_check = (plan.judge.prompt_version, plan.adds_trials_as_it_goes)
+    controls.check_pooled(sections["sweep"], sweep, *pooled_check)
     for table in sections.values():
         table.finish()
     return plan
@@ -293,6 +295,7 @@ def _read_sweep(t: Table) -> SweepConfig:
         mismatch=t.read("mismatch"),
         choice_distractors=t.read("choice_distractors"),
         distractors=specificity.read_distractors(t),
+        **controls.read_pooling_and_unit(t),
     )
     controls.check_controls(t, sweep, tuple(PROMPT_VERSIONS))
     specificity.check_specificity(t, sweep)

@@ -134,6 +134,8 @@ class RecordConfig(TypedDict, total=False):
     trial: int
     direction: str | None
     confirmation: bool  # only on confirmation trials
+    residual_norm: float  # only with strength_unit = "residual"
+    controls: str  # "pooled" on a pooled control (no concept, layer or strength)
 
 
 class RecordMention(TypedDict):
@@ -149,7 +151,7 @@ class SeedRecord(TypedDict, total=False):
 
     id: str
     timestamp: str | None
-    concept: str
+    concept: str | None  # None: a pooled control
     was_injected: bool
     response: str | None
     mention: RecordMention  # generated answers only (not logit read-outs)

@@ -145,7 +145,7 @@ def _extension_problem(old: dict[str, Any], new: dict[str, Any]) -> str | None:
             continue
         if key in ("concepts", "layers", "strengths") and set(old_value) <= set(new_value):
             continue
-        if key == "trials" and new_value > old_value:
+        if key in ("trials", "control_trials") and new_value > old_value:
             continue
         return f"sweep.{key}: {old_value!r} → {new_value!r}"
     return None
@@ -292,7 +292,9 @@ def _shard_of(
 def _narrow(specs: list[TrialSpec], narrowing: Narrowing, by_cell: bool) -> list[TrialSpec]:
     chosen = _shard_of(specs, narrowing.shard, by_cell)
     if narrowing.concepts:
-        chosen = [s for s in chosen if s.concept in narrowing.concepts]
+        # The control pool is every concept's: `--concept` runs it too (a pooled control
+        # belongs to no concept, protocol/trials.py).
+        chosen = [s for s in chosen if s.concept in narrowing.concepts or s.is_pooled]
     if narrowing.num_trials is not None:
         chosen = [s for s in chosen if s.trial < narrowing.num_trials]
     return chosen
