@@ -80,9 +80,9 @@ def test_pooled_controls_are_every_cells_controls(
     assert len(summary["groups"]) == 8
     for group in [*summary["groups"], *summary["by_model_layer_strength"], summary["overall"]]:
         assert group["counts"]["control_fp_rate"] == [fp, 6]
-        assert group["control_fp_rate"] == pytest.approx(fp / 6)
+        assert group["control_fp_rate"] == pytest.approx(fp / 6, abs=1e-6)  # rounded to 6 places
         k, n = group["counts"]["injection_pass_rate"]
-        assert group["net_detection"] == pytest.approx(k / n - fp / 6)
+        assert group["net_detection"] == pytest.approx(k / n - fp / 6, abs=1e-6)
     assert "## Pooled controls" in (tmp_path / "report" / "report.md").read_text()
 
 
@@ -156,3 +156,13 @@ def test_residual_strengths_scale_by_the_stored_residual_norm(tmp_path: Path) ->
     # A resumed run keeps the first norms: the store never replaces them.
     assert main(["run", "--plan", str(plan), "--local", "--no-progress"]) == 0
     assert _records(out) == records
+
+
+def test_switching_units_on_a_run_is_refused(tmp_path: Path) -> None:
+    plan = write_plan(tmp_path, TINY_PLAN.replace("trials = 2", "trials = 1"))
+    assert main(["run", "--plan", str(plan), "--local", "--no-progress"]) == 0
+    text = plan.read_text().replace("trials = 1", 'trials = 1\nstrength_unit = "residual"')
+    plan.write_text(text)
+    result = run_cli("run", "--plan", str(plan), "--local", "--no-progress")
+    assert result.returncode == 2, result.stderr
+    assert "sweep.strength_unit: (default) → 'residual'" in result.stderr

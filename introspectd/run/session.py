@@ -139,6 +139,10 @@ def _extension_problem(old: dict[str, Any], new: dict[str, Any]) -> str | None:
         return f"adaptive: {old.get('adaptive')} → {new.get('adaptive')}"
     if "adaptive" in new and old["sweep"]["trials"] != new["sweep"]["trials"]:
         return "sweep.trials (an adaptive run's first round) changed"
+    # At their defaults these keys are not in the spec (controls.CONTROL_DEFAULTS): one that
+    # appears changes every delta or every control, never only adds trials.
+    for key in sorted({"strength_unit", "controls"} & new["sweep"].keys() - old["sweep"].keys()):
+        return f"sweep.{key}: (default) → {new['sweep'][key]!r}"
     for key, old_value in old["sweep"].items():
         new_value = new["sweep"].get(key)
         if old_value == new_value:
