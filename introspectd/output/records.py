@@ -99,10 +99,16 @@ def record(
 
 
 def record_line(
-    row: TrialRow, model_name: str, norms: Norms, sweep: SweepConfig, lexicon: Lexicon
+    row: TrialRow,
+    model_name: str,
+    norms: Norms | dict[tuple[str, int], float],
+    sweep: SweepConfig,
+    lexicon: Lexicon,
 ) -> str:
-    """One row as a JSONL line, newline included."""
-    return json_text(row_record(row, model_name, norms, sweep, lexicon)) + "\n"
+    """One row as a JSONL line, newline included. `norms`: a Norms, or the vectors' norms
+    alone (raw units)."""
+    known = norms if isinstance(norms, Norms) else Norms(norms)
+    return json_text(row_record(row, model_name, known, sweep, lexicon)) + "\n"
 
 
 def row_record(
