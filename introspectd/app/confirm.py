@@ -32,6 +32,11 @@ def confirm(
     from introspectd.app.summary import counts_words
 
     check_counts(top, trials)
+    if plan.sweep.controls == "pooled":  # confirmation adds each cell its own controls
+        raise BadInput(
+            f'{plan.path}: [sweep] controls: "pooled" cannot be confirmed: a confirmed cell '
+            "runs fresh controls of its own"
+        )
     adaptive = dataclasses.replace(plan.adaptive, confirm_top=top, confirm_trials=trials)
     done = run_sweep(dataclasses.replace(plan, adaptive=adaptive), narrowing, local, live)
     return [

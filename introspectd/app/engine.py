@@ -20,7 +20,7 @@ from introspectd.app.rounds import Rounds
 from introspectd.cloud.durability import FINAL_FLUSH_S, UploadTrigger
 from introspectd.errors import Interrupted, Transient, sole_error
 from introspectd.generate.interface import GeneratorSpec
-from introspectd.generate.session import TrialEngine
+from introspectd.generate.session import ModelSession, TrialEngine
 from introspectd.judge.grader import ToJudge
 from introspectd.judge.pool import JudgePool
 from introspectd.output.exporter import Exporter
@@ -256,11 +256,35 @@ class Engine:
             if not computed:
                 return
             ctx.store.put_vectors(computed[0])
+        is_ready, residual = await self._residual_norms(
+            generator.session, {layer for _, layer in needed}
+        )
+        if not is_ready:
+            return
         stored = ctx.store.get_vectors()
-        generator.session.load_vectors({key: stored[key] for key in needed})
+        generator.session.load_vectors({key: stored[key] for key in needed}, residual)
         self.stats.generation_started_at = time.monotonic()
         if await anyio.to_thread.run_sync(generator.run, self):
             log.info("generation finished: %d trials", self.scheduler.num_done)
+
+    async def _residual_norms(
+        self, session: ModelSession, layers: set[int]
+    ) -> tuple[bool, dict[int, float] | None]:
+        """Under `strength_unit = "residual"`, the layers' mean residual norms: computed once
+        and kept in the database, so a resumed run scales as before (None in raw units); and
+        False first when a stop came before they were computed."""
+        if self.ctx.plan.sweep.strength_unit != "residual":
+            return True, None
+        missing = layers - self.ctx.store.residual_norms().keys()
+        if missing:
+            computed = await self._unless_stopped(
+                lambda: _in_thread(session.compute_residual_norms, missing), 0.0
+            )
+            if not computed:
+                return False, None
+            self.ctx.store.put_residual_norms(computed[0])
+        stored = self.ctx.store.residual_norms()
+        return True, {layer: stored[layer] for layer in layers}
 
     # The WorkSource the generator's thread calls.
 

@@ -26,6 +26,7 @@ from introspectd.errors import BadInput
 from introspectd.failures import require_writable_dir
 from introspectd.protocol.plan import Plan, check_env_overrides, env_experiment_id
 from introspectd.protocol.plan_judge import BASE_URL_ENV
+from introspectd.protocol.trials import POOLED_CONCEPT
 from introspectd.run.db import JudgingCounts
 from introspectd.run.session import Narrowing, RunContext, claim_run
 
@@ -57,7 +58,10 @@ def run_sweep(plan: Plan, narrowing: Narrowing, local: bool, live: bool) -> Swee
     from introspectd.app.progress import progress_for
 
     ctx, snapshots = open_for_run(plan, narrowing, local)
-    files = [ctx.out_dir / f"{c}.jsonl" for c in ctx.plan.sweep.concepts]
+    names = [*ctx.plan.sweep.concepts]
+    if ctx.plan.sweep.controls == "pooled":  # the control pool's own file (protocol/trials.py)
+        names.append(POOLED_CONCEPT)
+    files = [ctx.out_dir / f"{c}.jsonl" for c in names]
     uploads = None
     if snapshots is not None:
         from introspectd.cloud.uploader import Uploader

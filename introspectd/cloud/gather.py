@@ -20,6 +20,7 @@ from introspectd.output.records import completed_records, write_atomic, write_js
 from introspectd.protocol.controls import sweep_trials
 from introspectd.protocol.plan import ENV_STAMP, Plan, env_experiment_id, env_stamp
 from introspectd.protocol.results import SeedRecord
+from introspectd.protocol.trials import POOLED_CONCEPT
 from introspectd.run.db import Store
 from introspectd.run.rundir import refuse_other_run_dir
 from introspectd.run.session import generation_spec, model_and_layers
@@ -247,7 +248,9 @@ def export_from_gcs(plan: Plan, uri: str, out_dir: Path | None) -> Exported:
     target = out_dir or own_dir
     by_concept: dict[str, list[SeedRecord]] = {}
     for trial_id in sorted(g.records, key=lambda i: g.plan_order.get(i, len(g.plan_order))):
-        by_concept.setdefault(g.records[trial_id]["concept"], []).append(g.records[trial_id])
+        rec = g.records[trial_id]
+        # A pooled control's record has no concept; its file is named for the pool.
+        by_concept.setdefault(rec["concept"] or POOLED_CONCEPT, []).append(rec)
     for concept, records in by_concept.items():
         write_jsonl(target / f"{concept}.jsonl", records)
     if g.adaptive_cells:  # the shards' decisions, for the report's stop reasons

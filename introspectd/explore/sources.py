@@ -41,6 +41,7 @@ class Source:
     norms: dict[tuple[str, int], float] = field(default_factory=dict)
     lexicon: Lexicon = field(default_factory=Lexicon)  # the run's: its plan's [mentions]
     recorded: dict[str, RecordMention] = field(default_factory=dict)  # the files' `mention`s
+    residual: dict[int, float] = field(default_factory=dict)  # strength_unit = "residual" only
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def seed(self, trial_id: str) -> int | None:
@@ -52,6 +53,10 @@ class Source:
     def trial_config(self, trial: dict[str, Any]) -> dict[str, Any]:
         norm = self.norms.get((trial["concept"], trial["layer"]))
         extra = {"vector_norm": norm, "magnitude": trial["strength"] * norm} if norm else {}
+        residual = self.residual.get(trial["layer"])
+        if residual is not None:  # the delta's size is strength × residual norm (arms.py)
+            extra = {"vector_norm": norm, "residual_norm": residual}
+            extra["magnitude"] = trial["strength"] * residual
         return {
             "model": self.model,
             **self.config,
@@ -111,7 +116,10 @@ def source_from_plan(plan: Plan) -> Source:
     seed = run.spec.get("seed")
     seeds = {run.stamp: seed} if isinstance(seed, int) else {}
     norms = ctx.store.vector_norms()
-    return Source(run.model_name, ctx.store, seeds, config, norms, plan.mentions.lexicon())
+    source = Source(run.model_name, ctx.store, seeds, config, norms, plan.mentions.lexicon())
+    if sweep.get("strength_unit") == "residual":
+        source.residual = ctx.store.residual_norms()
+    return source
 
 
 def sources_from_jsonl(inputs: list[Path], scratch: Path) -> list[Source]:

@@ -18,12 +18,23 @@ def random_direction(seed: int, norm: float, dim: int) -> torch.Tensor:
 
 
 def arm_delta(
-    spec: TrialSpec, vectors: dict[tuple[str, int], torch.Tensor], seed: int
+    spec: TrialSpec,
+    vectors: dict[tuple[str, int], torch.Tensor],
+    seed: int,
+    residual_norms: dict[int, float] | None = None,
 ) -> torch.Tensor | None:
-    """strength × what the trial's arm adds (float32, CPU); None for a control trial."""
+    """What the trial's arm adds (float32, CPU); None for a control trial.
+
+    Raw units (`residual_norms` None): strength × the concept's vector, or × a random direction
+    of the vector's norm. Residual units: strength × the layer's mean residual norm × the
+    vector's direction, so ‖delta‖ = strength × residual norm (the record's `magnitude`); the
+    random arm's direction gets that same norm."""
     if spec.arm is Arm.CONTROL:
         return None
     vector = vectors[(spec.concept, spec.layer)]
+    norm = float(vector.norm()) if residual_norms is None else residual_norms[spec.layer]
     if spec.arm is Arm.RANDOM:
-        vector = random_direction(seed, float(vector.norm()), vector.numel())
+        vector = random_direction(seed, norm, vector.numel())
+    elif residual_norms is not None:
+        vector = vector * (norm / float(vector.norm()))
     return vector * spec.strength

@@ -211,6 +211,14 @@ class Runner:
                 vectors[(concept, layer)] = matrix[i] - mean
         return vectors
 
+    def residual_norms(
+        self, words: list[str], layers: list[int], use_chat: bool
+    ) -> dict[int, float]:
+        """Each layer's mean ‖h_L‖ at the last token of the vector prompts of `words` (the
+        baseline words: fixed for a run, so adding concepts later changes no layer's value)."""
+        acts = self.last_token_activations(list(words), layers, use_chat)
+        return {layer: float(matrix.norm(dim=1).mean()) for layer, matrix in acts.items()}
+
     # --- generation ------------------------------------------------------------------------
 
     def auto_batch_size(self, prompt_len: int, config: BatcherConfig) -> int:

@@ -100,6 +100,7 @@ class ModelSession:
         self.prompts = dict(prompts)  # by name (protocol/prompt_battery.py)
         self.default_prompt = prompts[0][0]  # a trial without a prompt name (one prompt)
         self._rendered: dict[PromptKey, tuple[list[int], int | None]] = {}
+        self.residual_norms: dict[int, float] | None = None  # residual units: load_vectors
         self.stamp_prefix = f"{spec.stamp}_"
         self.batch_size = 0  # set by the engine (`choose_batch_size`), halved out of memory
         self.num_done = 0  # answers handed over: after the first, a fault is not the model's
@@ -169,11 +170,25 @@ class ModelSession:
             if key in pairs
         }
 
-    def load_vectors(self, table: dict[tuple[str, int], tuple[bytes, float]]) -> None:
+    def compute_residual_norms(self, layers: set[int]) -> dict[int, float]:
+        """`strength_unit = "residual"`: each layer's mean residual norm over the baseline
+        words' vector prompts (generate/runner.py), for the run database to keep."""
+        use_chat = self.spec.sweep.vector_prompt == "chat"
+        with as_bad_input(self.spec, "computing residual norms"):
+            return self.runner.residual_norms(list(self.spec.baseline), sorted(layers), use_chat)
+
+    def load_vectors(
+        self,
+        table: dict[tuple[str, int], tuple[bytes, float]],
+        residual_norms: dict[int, float] | None = None,
+    ) -> None:
+        """The stored vectors, and under residual units the stored residual norms (None: raw
+        units, the delta is strength × vector)."""
         self.vectors = {
             key: torch.frombuffer(bytearray(data), dtype=torch.float32)
             for key, (data, _) in table.items()
         }
+        self.residual_norms = residual_norms
 
     def seed(self, trial: Trial) -> int:
         # Seeds leave the stamp out, so a trial draws the same tokens in every run of the plan.
@@ -181,7 +196,7 @@ class ModelSession:
 
     def delta(self, trial: Trial, seed: int) -> torch.Tensor | None:
         """What the trial's arm adds at its layer `[d]`; None for a control trial."""
-        return arm_delta(trial.spec, self.vectors, seed)
+        return arm_delta(trial.spec, self.vectors, seed, self.residual_norms)
 
     # --- running ---------------------------------------------------------------------------
 

@@ -23,7 +23,14 @@ from pathlib import Path
 import anyio
 
 from introspectd.errors import BadInput
-from introspectd.output.records import append_lines, record_line, without_mention, write_atomic
+from introspectd.output.records import (
+    Norms,
+    append_lines,
+    norms_of,
+    record_line,
+    without_mention,
+    write_atomic,
+)
 from introspectd.protocol.plan import Plan
 from introspectd.protocol.results import TrialRow
 from introspectd.protocol.trials import Status
@@ -78,7 +85,7 @@ class Exporter:
         self._flush(ids, self.ctx.store)
 
     def _flush(self, trial_ids: list[str], store: Store) -> None:
-        norms = store.vector_norms()
+        norms = norms_of(store)
         new: dict[str, list[tuple[str, str]]] = {}
         for row in store.completed_by_id(trial_ids):
             concept = row.spec.concept
@@ -99,7 +106,7 @@ class Exporter:
             self._next_rewrite = started + (time.monotonic() - started) / REWRITE_SHARE
         self._last_flush = time.monotonic()
 
-    def _line(self, row: TrialRow, norms: dict[tuple[str, int], float]) -> str:
+    def _line(self, row: TrialRow, norms: Norms) -> str:
         return record_line(row, self.ctx.run.model_name, norms, self.ctx.plan.sweep, self._lexicon)
 
     def _concepts(self) -> list[str]:
@@ -120,15 +127,13 @@ class Exporter:
 
     def _export_all(self, reconciling: bool) -> None:
         self._finished.clear()  # the rewrite holds them
-        norms = self.ctx.store.vector_norms()
+        norms = norms_of(self.ctx.store)
         for concept in self._concepts():
             self._rewrite(concept, self.ctx.store, norms, reconciling)
         self._stale.clear()
         self._last_flush = time.monotonic()
 
-    def _rewrite(
-        self, concept: str, store: Store, norms: dict[tuple[str, int], float], reconciling: bool
-    ) -> None:
+    def _rewrite(self, concept: str, store: Store, norms: Norms, reconciling: bool) -> None:
         rows = store.completed(concept)
         lines = [self._line(r, norms) for r in rows]
         data = utf8("".join(lines))

@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from introspectd.output.control_keys import control_keys, direction
 from introspectd.protocol.lexicon import Lexicon
 from introspectd.protocol.plan import SweepConfig
 from introspectd.protocol.prompt_battery import prompt_prefill
 from introspectd.protocol.results import SeedRecord, TrialRow
+from introspectd.protocol.trials import TrialSpec
 from introspectd.run.db import Store
 from introspectd.text import json_text, utf8
 
@@ -23,12 +26,45 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+@dataclass(frozen=True)
+class Norms:
+    """What the records' sizes are computed from: each (concept, layer) vector's norm, and
+    under `strength_unit = "residual"` each layer's mean residual norm (run/db: the vectors)."""
+
+    vectors: dict[tuple[str, int], float] = field(default_factory=dict)
+    residual: dict[int, float] = field(default_factory=dict)
+
+
+def norms_of(store: Store) -> Norms:
+    return Norms(store.vector_norms(), store.residual_norms())
+
+
+def sizes(
+    spec: TrialSpec, vector_norm: float, residual_norm: float | None, sweep: SweepConfig
+) -> dict[str, Any]:
+    """`config`'s layer, strength, magnitude (‖delta‖) and norms. Residual units: magnitude =
+    strength × residual_norm (generate/arms.py scales the delta so), and `residual_norm` is
+    added, so the strength can be read either way. A pooled control has none of these."""
+    if spec.is_pooled:
+        return {"layer": None, "strength": None, "magnitude": None, "vector_norm": None}
+    out: dict[str, Any] = {"layer": spec.layer, "strength": spec.strength}
+    if sweep.strength_unit != "residual":
+        return out | {"magnitude": spec.strength * vector_norm, "vector_norm": vector_norm}
+    scale = residual_norm or 0.0
+    return out | {
+        "magnitude": spec.strength * scale,
+        "vector_norm": vector_norm,
+        "residual_norm": scale,
+    }
+
+
 def record(
     row: TrialRow,
     model_name: str,
     vector_norm: float,
     sweep: SweepConfig,
     lexicon: Lexicon,
+    residual_norm: float | None = None,
 ) -> SeedRecord:
     """One trial as docs/output.md's record (format `RECORD_FORMAT`): keys may be added, never
     renamed or dropped. A generated answer carries where it first mentions its concept by
@@ -37,19 +73,16 @@ def record(
     rec: SeedRecord = {
         "id": row.id,
         "timestamp": row.generated_at,
-        "concept": spec.concept,
+        "concept": None if spec.is_pooled else spec.concept,
         "was_injected": spec.is_injected,
         "response": row.response,
     }
-    if not row.is_read_out and row.response is not None:
+    if not row.is_read_out and row.response is not None and not spec.is_pooled:
         rec["mention"] = lexicon.first_mention(row.response, spec.concept).as_record()
     rec |= {
         "config": {
             "model": model_name,
-            "layer": spec.layer,
-            "strength": spec.strength,
-            "magnitude": spec.strength * vector_norm,
-            "vector_norm": vector_norm,
+            **sizes(spec, vector_norm, residual_norm, sweep),  # type: ignore[typeddict-item]
             "prompt_version": spec.prompt or sweep.prompt_version,  # a battery's: the trial's
             "inject_style": sweep.inject_style,
             "trial": spec.trial,
@@ -62,6 +95,8 @@ def record(
     prefill = prompt_prefill(sweep, spec.prompt)
     if prefill:  # the answer (`response`) starts with it
         rec["config"] = {**rec["config"], "prefill": prefill}
+    if spec.is_pooled:  # shared by every cell's false-positive rate (report/pooled.py)
+        rec["config"] = {**rec["config"], "controls": "pooled"}
     if spec.is_confirmation:  # fresh trials of a chosen cell (report/adaptive_section.py)
         rec["config"] = {**rec["config"], "confirmation": True}
     return rec
@@ -70,13 +105,22 @@ def record(
 def record_line(
     row: TrialRow,
     model_name: str,
-    norms: dict[tuple[str, int], float],
+    norms: Norms | dict[tuple[str, int], float],
     sweep: SweepConfig,
     lexicon: Lexicon,
 ) -> str:
-    """One row as a JSONL line, newline included."""
-    norm = norms.get((row.spec.concept, row.spec.layer), 0.0)
-    return json_text(record(row, model_name, norm, sweep, lexicon)) + "\n"
+    """One row as a JSONL line, newline included. `norms`: a Norms, or the vectors' norms
+    alone (raw units)."""
+    known = norms if isinstance(norms, Norms) else Norms(norms)
+    return json_text(row_record(row, model_name, known, sweep, lexicon)) + "\n"
+
+
+def row_record(
+    row: TrialRow, model_name: str, norms: Norms, sweep: SweepConfig, lexicon: Lexicon
+) -> SeedRecord:
+    norm = norms.vectors.get((row.spec.concept, row.spec.layer), 0.0)
+    residual = norms.residual.get(row.spec.layer)
+    return record(row, model_name, norm, sweep, lexicon, residual)
 
 
 def without_mention(line: str) -> str | None:
@@ -97,11 +141,10 @@ def completed_records(
     store: Store, model_name: str, sweep: SweepConfig, concepts: list[str], lexicon: Lexicon
 ) -> dict[str, list[SeedRecord]]:
     """Each concept's finished trials as output records, in the store's plan order."""
-    norms = store.vector_norms()
+    norms = norms_of(store)
     return {
         concept: [
-            record(row, model_name, norms.get((concept, row.spec.layer), 0.0), sweep, lexicon)
-            for row in store.completed(concept)
+            row_record(row, model_name, norms, sweep, lexicon) for row in store.completed(concept)
         ]
         for concept in concepts
     }

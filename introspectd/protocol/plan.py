@@ -189,6 +189,8 @@ def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) 
         adaptive=read_adaptive(sections["adaptive"], sweep),
         mentions=read_mentions(sections["mentions"], sweep.concepts),
     )
+    pooled_check = (plan.judge.prompt_version, plan.adds_trials_as_it_goes)
+    controls.check_pooled(sections["sweep"], sweep, *pooled_check)
     for table in sections.values():
         table.finish()
     return plan
@@ -302,6 +304,7 @@ def _read_sweep(t: Table, prompt_tables: Table) -> SweepConfig:
         prompts=prompt_battery.read_prompt_names(t, custom_prompts),
         prefill=t.read("prefill"),
         custom_prompts=custom_prompts,
+        **controls.read_pooling_and_unit(t),
     )
     if "inject_style" not in given:  # the prompts' own default (the paper's: from_marker)
         style = prompt_battery.default_inject_style(run_prompts(sweep), sweep.inject_style)

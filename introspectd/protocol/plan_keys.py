@@ -88,7 +88,11 @@ KEYS: tuple[Key, ...] = (
         "near-final; or indices [6, 12]; or fractions [0.5]",
         bounds="indices >= 0 or fractions in [0, 1)"),
     Key("sweep", "strengths", LIST, [1.0, 1.5, 2.0, 2.5, 3.0, 4.0], "multiples of the "
-        "residual stream's norm", bounds=f"each in (0, {rules.MAX_STRENGTH:g}], no duplicates"),
+        "concept vector, or of the residual norm (strength_unit)",
+        bounds=f"each in (0, {rules.MAX_STRENGTH:g}], no duplicates"),
+    Key("sweep", "strength_unit", STRING, "raw", "raw: delta = strength × vector; residual: "
+        "strength × mean residual norm at the layer × the vector's direction",
+        choices=("raw", "residual")),
     Key("sweep", "trials", INTEGER, 40, "trials per cell and arm (an adaptive sweep's first "
         "round)", minimum=1, maximum=_T, bounds=f"at most {_T:,} trials in all"),
     Key("sweep", "prompt_version", STRING, "v2", "the introspection prompt (protocol/prompts.py)",
@@ -114,6 +118,11 @@ KEYS: tuple[Key, ...] = (
     Key("sweep", "measure", STRING, "generate", "generate answers, read P(yes) from one "
         "forward pass, or read P(option) of a multiple-choice question",
         choices=("generate", "logit", "choice")),
+    Key("sweep", "controls", STRING, "per_cell", "per_cell: each cell its own control trials; "
+        "pooled: control_trials shared by every cell", choices=("per_cell", "pooled"),
+        bounds='pooled needs the v2 judge, measure = "generate", no [adaptive]'),
+    Key("sweep", "control_trials", INTEGER, 0, "the pool's control trials (per prompt)",
+        minimum=0, maximum=_T, bounds='>= 1 with controls = "pooled", else 0'),
     Key("sweep", "factual_controls", BOOLEAN, False, "add factual yes/no questions per cell",
         bounds='needs measure = "logit"'),
     Key("sweep", "prompts", LIST, [], "a prompt battery: the prompt as a sweep dimension "

@@ -135,6 +135,8 @@ class RecordConfig(TypedDict, total=False):
     direction: str | None
     confirmation: bool  # only on confirmation trials
     prefill: str  # only when the trial's prompt starts the answer (protocol/prompt_battery.py)
+    residual_norm: float  # only with strength_unit = "residual"
+    controls: str  # "pooled" on a pooled control (no concept, layer or strength)
 
 
 class RecordMention(TypedDict):
@@ -150,7 +152,7 @@ class SeedRecord(TypedDict, total=False):
 
     id: str
     timestamp: str | None
-    concept: str
+    concept: str | None  # None: a pooled control
     was_injected: bool
     response: str | None
     mention: RecordMention  # generated answers only (not logit read-outs)

@@ -15,6 +15,7 @@ class SweepConfig:
     concepts: tuple[str, ...] = default("sweep", "concepts")
     layers: str | tuple[int | float, ...] = default("sweep", "layers")
     strengths: tuple[float, ...] = default("sweep", "strengths")
+    strength_unit: str = default("sweep", "strength_unit")  # "residual": see generate/arms.py
     trials: int = default("sweep", "trials")
     prompt_version: str = default("sweep", "prompt_version")
     prompt_system: str = default("sweep", "prompt_system")
@@ -27,6 +28,8 @@ class SweepConfig:
     batch_size: str | int = default("sweep", "batch_size")
     arms: tuple[str, ...] = default("sweep", "arms")  # protocol/controls.py reads and checks them
     measure: str = default("sweep", "measure")  # "logit": P(yes); "choice": P(option)
+    controls: str = default("sweep", "controls")  # "pooled": protocol/controls.py
+    control_trials: int = default("sweep", "control_trials")
     factual_controls: bool = default("sweep", "factual_controls")
     mismatch: bool = default("sweep", "mismatch")  # protocol/specificity.py reads the last three
     choice_distractors: int = default("sweep", "choice_distractors")

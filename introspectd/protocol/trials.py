@@ -17,6 +17,11 @@ class Arm(StrEnum):
 
 DEFAULT_ARMS: tuple[Arm, ...] = (Arm.INJECTION, Arm.CONTROL)
 DEFAULT_ARM_NAMES: tuple[str, ...] = tuple(k.value for k in DEFAULT_ARMS)
+# `[sweep] controls = "pooled"`: control trials shared by every cell have no concept, layer or
+# strength. The database's NOT NULL columns hold these placeholders; the underscore keeps the
+# concept apart from every real one (plan_checks.CONCEPT_RE has none), and names the pool's
+# JSONL file (`controls_pooled.jsonl`). Records write null for all three (output/records.py).
+POOLED_CONCEPT, NO_LAYER, NO_STRENGTH = "controls_pooled", -1, 0.0
 
 
 class Status(StrEnum):
@@ -51,16 +56,23 @@ class TrialSpec:
         return self.arm is not Arm.CONTROL
 
     @property
+    def is_pooled(self) -> bool:
+        """A pooled control: one of the sweep's shared controls, no cell's own."""
+        return self.concept == POOLED_CONCEPT
+
+    @property
     def cell(self) -> tuple[str, int, float]:
         """(concept, layer, strength): what an adaptive sweep decides on."""
         return self.concept, self.layer, self.strength
 
     def trial_id(self, stamp: str) -> str:
+        prompt = "" if self.prompt is None else f"_p{self.prompt}"
+        if self.is_pooled:  # one pool per prompt of a battery
+            return f"{stamp}_control_pooled{prompt}_t{self.trial}"
         question = "" if self.question is None else f"_factual{self.question}"
         if self.about is not None:
             question = f"_about{self.about}"
         marker = "c" if self.is_confirmation else "t"
-        prompt = "" if self.prompt is None else f"_p{self.prompt}"
         return (
             f"{stamp}_{self.concept}_{self.arm.value}{question}_L{self.layer}"
             f"_S{self.strength!r}{prompt}_{marker}{self.trial}"
@@ -122,6 +134,17 @@ def expand_trials(
                     TrialSpec(concept, arm, layer, s, 0, about=x) for x in about for arm in chosen
                 )
     return out
+
+
+def pooled_controls(num_trials: int, prompts: tuple[str, ...] = ()) -> list[TrialSpec]:
+    """The sweep's shared control trials: one pool per prompt of a battery (`prompts`), else
+    one pool."""
+    names: list[str | None] = list(prompts) or [None]
+    return [
+        TrialSpec(POOLED_CONCEPT, Arm.CONTROL, NO_LAYER, NO_STRENGTH, t, prompt=p)
+        for p in names
+        for t in range(num_trials)
+    ]
 
 
 def cell_trials(

@@ -37,6 +37,15 @@ from introspectd.report.leak import leak_summary
 from introspectd.report.markdown import render_markdown
 from introspectd.report.mentions import mentions_summary, run_lexicon
 from introspectd.report.metrics import compute_metrics, group_by
+from introspectd.report.pooled import (
+    Pools,
+    into_cells,
+    is_pooled_object,
+    pooled_markdown,
+    pooled_summary,
+    split_pooled,
+    with_pool,
+)
 from introspectd.report.prompts_section import prompts_markdown, prompts_summary
 from introspectd.report.specificity import choice_summary, mismatch_summary, specificity_markdown
 
@@ -87,10 +96,13 @@ def write_report(
     selection = select_judge(everything, loaded.files, judge)
     # Random-arm records and logit read-outs have their own section (report/controls.py);
     # confirmation trials theirs (report/adaptive_section.py).
+    # Pooled controls (report/pooled.py) are every grouping's controls, no cell's own.
+    num_records = len(everything)
+    pools, everything = split_pooled(everything)
     explore, confirm = split_confirmation([r for r in everything if is_main(r)])
     loaded = dataclasses.replace(loaded, records=explore)
-    summary = build_summary(loaded)
-    summary["inputs"]["n_records"] = len(everything)
+    summary = build_summary(loaded, pools)
+    summary["inputs"]["n_records"] = num_records
     add_inference(summary, selection, given)
     controls = controls_summary(everything)
     if controls is not None:
@@ -114,13 +126,17 @@ def write_report(
     figures: list[Path] = []
     slugs = figure_slugs({r["model"] for r in everything})  # one file name per model, no clashes
     for model, records in sorted_items(group_by(loaded.records, lambda r: r["model"])):
-        figures += render_model_figures(model, records, out_dir / "figures", slugs[model])
+        cells = into_cells(records, pools)
+        figures += render_model_figures(model, cells, out_dir / "figures", slugs[model])
     for model in sorted({r["model"] for r in everything}):
         figures += render_control_figures(model, controls, out_dir / "figures", slugs[model])
     summary_json = out_dir / "summary.json"
     summary_json.write_text(json.dumps(_rounded(summary), indent=2) + "\n", encoding="utf-8")
     report_md = out_dir / "report.md"
     markdown = render_markdown(summary, [f.relative_to(out_dir) for f in figures])
+    title, _, body = markdown.partition("\n\n")  # the pool is said before the tables using it
+    pooled = "\n".join(pooled_markdown(summary.get("pooled_controls")))
+    markdown = "\n\n".join(part for part in (title, pooled, body) if part)
     specificity = specificity_markdown(summary.get("choice"), summary.get("mismatch"))
     tail = [*prompts_markdown(summary.get("prompts")), *controls_markdown(controls), *specificity]
     report_md.write_text(markdown + "\n".join(tail), encoding="utf-8")
@@ -193,6 +209,8 @@ def parse_record(obj: Any, fallback_model: str, where: str) -> Record:
     judge = obj["judge"] if "judge" in obj else obj.get("label")
     if judge is not None and not isinstance(judge, dict):
         raise BadInput(f"{where}: 'judge' is neither an object nor null")
+    if is_pooled_object(obj):  # a pooled control: no concept, layer or strength
+        return _pooled_record(obj, config, fallback_model, where)
     concept = obj.get("concept")
     if not isinstance(concept, str) or not concept:
         raise BadInput(f"{where}: no 'concept'")
@@ -220,6 +238,14 @@ def parse_record(obj: Any, fallback_model: str, where: str) -> Record:
 
 def _text_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _pooled_record(obj: Any, config: dict[str, Any], fallback_model: str, where: str) -> Record:
+    # Read as any record with a placeholder cell (its model, judge and arm as usual)...
+    cell = {"concept": "pooled", "config": {**config, "controls": None, "layer": 0, "strength": 1}}
+    record = parse_record({**obj, **cell}, fallback_model, where)
+    # ...then marked as the cell-less control it is.
+    return record | {"concept": None, "layer": None, "strength": None, "pooled": True}
 
 
 def _layer(config: dict[str, Any], trial_id: str | None, where: str) -> int:
@@ -266,8 +292,10 @@ def sorted_items(groups: dict[Any, list[Record]]) -> list[tuple[Any, list[Record
     return sorted(groups.items(), key=lambda kv: natural_key(kv[0]))
 
 
-def build_summary(loaded: Loaded) -> dict[str, Any]:
-    records = loaded.records
+def build_summary(loaded: Loaded, pools: Pools | None = None) -> dict[str, Any]:
+    """The summary's tables; with pooled controls (`pools`) every grouping counts its models'
+    pool as its controls (report/pooled.py)."""
+    records, pools = loaded.records, pools or {}
     groups = []
     by_cell = group_by(records, lambda r: (r["model"], r["concept"], r["layer"], r["strength"]))
     for (model, concept, layer, strength), members in sorted(
@@ -279,27 +307,31 @@ def build_summary(loaded: Loaded) -> dict[str, Any]:
                 "concept": concept,
                 "layer": layer,
                 "strength": strength,
-                **compute_metrics(members),
+                **compute_metrics(with_pool(members, pools)),
             }
         )
-    return {
+    summary = {
         "inputs": {
             "files": [str(f) for f in loaded.files],
             "n_records": len(records),
             "n_duplicates_dropped": loaded.num_duplicates,
         },
-        "overall": compute_metrics(records),
+        "overall": compute_metrics(with_pool(records, pools)),
         "by_model": {
-            m: compute_metrics(rs)
+            m: compute_metrics(with_pool(rs, pools))
             for m, rs in sorted_items(group_by(records, lambda r: r["model"]))
         },
         "by_concept": {
-            c: compute_metrics(rs)
+            c: compute_metrics(with_pool(rs, pools))
             for c, rs in sorted_items(group_by(records, lambda r: r["concept"]))
         },
-        "by_model_layer_strength": _model_layer_strength(records),
+        "by_model_layer_strength": _model_layer_strength(records, pools),
         "groups": groups,
     }
+    pooled = pooled_summary(pools)
+    if pooled is not None:
+        summary["pooled_controls"] = pooled
+    return summary
 
 
 def add_inference(
@@ -324,11 +356,11 @@ def add_inference(
         add_corrections(summary, calibration.error_rates, calibration.info())
 
 
-def _model_layer_strength(records: list[Record]) -> list[dict[str, Any]]:
+def _model_layer_strength(records: list[Record], pools: Pools) -> list[dict[str, Any]]:
     """All concepts pooled per model × layer × strength: the report's layer × strength tables."""
     cells = group_by(records, lambda r: (r["model"], r["layer"], r["strength"]))
     return [
-        {"model": m, "layer": layer, "strength": s, **compute_metrics(rs)}
+        {"model": m, "layer": layer, "strength": s, **compute_metrics(with_pool(rs, pools))}
         for (m, layer, s), rs in sorted(
             cells.items(), key=lambda kv: tuple(natural_key(k) for k in kv[0])
         )

@@ -55,5 +55,6 @@ class Scheduler:
 
     @staticmethod
     def vectors_needed(trials: list[Trial]) -> set[tuple[str, int]]:
-        """(concept, layer) pairs these trials need, controls included (records carry the norm)."""
-        return {(t.spec.concept, t.spec.layer) for t in trials}
+        """(concept, layer) pairs these trials need, controls included (records carry the norm);
+        a pooled control has neither (protocol/trials.py)."""
+        return {(t.spec.concept, t.spec.layer) for t in trials if not t.spec.is_pooled}

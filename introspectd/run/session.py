@@ -163,7 +163,7 @@ def _only_adds(key: str, old: Any, new: Any) -> bool:
         return all(item in new for item in old)
     if key == "prompts":  # a battery's ids name their prompt; one prompt's do not
         return len(old) > 1 and all(item in new for item in old)
-    if key in ("trials", "mismatch", "factual_controls"):  # more trials; questions added
+    if key in ("trials", "control_trials", "mismatch", "factual_controls"):  # trials added
         return bool(new > old)
     return False
 
@@ -309,7 +309,9 @@ def _shard_of(
 def _narrow(specs: list[TrialSpec], narrowing: Narrowing, by_cell: bool) -> list[TrialSpec]:
     chosen = _shard_of(specs, narrowing.shard, by_cell)
     if narrowing.concepts:
-        chosen = [s for s in chosen if s.concept in narrowing.concepts]
+        # The control pool is every concept's: `--concept` runs it too (a pooled control
+        # belongs to no concept, protocol/trials.py).
+        chosen = [s for s in chosen if s.concept in narrowing.concepts or s.is_pooled]
     if narrowing.num_trials is not None:
         chosen = [s for s in chosen if s.trial < narrowing.num_trials]
     return chosen

@@ -70,7 +70,12 @@ class RunStats:
         for row in ctx.store.trials():
             # The grid is the injection pass rate: random-arm and factual-question trials
             # have their own measures (report/controls.py) and stay out of it.
-            if row.spec.arm is not Arm.RANDOM and row.spec.question is None:
+            # A pooled control belongs to no cell of the grid (it has no layer or strength).
+            if (
+                row.spec.arm is not Arm.RANDOM
+                and row.spec.question is None
+                and not row.spec.is_pooled
+            ):
                 self.grid.place(row.id, row.spec.layer, row.spec.strength)
             if row.status is Status.GENERATED:
                 self.num_left_generated += 1  # the judge pool takes every one, selected or not

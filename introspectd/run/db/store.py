@@ -233,6 +233,18 @@ class Store:
                 [(c, layer, data, dim, norm) for (c, layer), (data, dim, norm) in vectors.items()],
             )
 
+    def residual_norms(self) -> dict[int, float]:
+        """Each layer's mean residual norm (`strength_unit = "residual"`; 0010_residual_norm)."""
+        rows = self.conn.execute("SELECT layer, norm FROM residual_norms")
+        return {r["layer"]: r["norm"] for r in rows}
+
+    def put_residual_norms(self, norms: dict[int, float]) -> None:
+        with self.write() as conn:  # the first value stays: a resumed run scales as before
+            conn.executemany(
+                "INSERT OR IGNORE INTO residual_norms (layer, norm) VALUES (?, ?)",
+                sorted(norms.items()),
+            )
+
     # --- trials ----------------------------------------------------------------------------
 
     def trials(self, status: Status | None = None, concept: str | None = None) -> list[TrialRow]:
