@@ -121,3 +121,15 @@ def test_bad_batteries_are_one_line(tmp_path: Path, lines: str, tables: str, mes
     with pytest.raises(BadInput) as caught:
         _plan(tmp_path, lines, tables)
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_battery_pools_its_controls_per_prompt(tmp_path: Path) -> None:
+    plan = _plan(
+        tmp_path,
+        'prompts = ["v2", "paper"]\ninject_style = "all"\ncontrols = "pooled"\n'
+        "control_trials = 3\n",
+    )
+    pool = [s for s in sweep_trials(plan.sweep, [1]) if s.is_pooled]
+    assert sorted(s.trial_id("S") for s in pool) == sorted(
+        f"S_control_pooled_p{p}_t{t}" for p in ("v2", "paper") for t in range(3)
+    )
