@@ -17,6 +17,7 @@ import anyio
 
 from introspectd import stopping
 from introspectd.app.looplag import LoopLag
+from introspectd.app.provenance import collect_provenance
 from introspectd.app.rounds import Rounds
 from introspectd.cloud.durability import FINAL_FLUSH_S, UploadTrigger
 from introspectd.errors import Interrupted, Transient, sole_error
@@ -252,6 +253,8 @@ class Engine:
         if not loaded:
             return
         generator = loaded[0]
+        facts = await _in_thread(collect_provenance, ctx.plan, ctx.ref, generator.session)
+        ctx.store.provenance.add(facts)
         self.stats.batch_size = generator.session.batch_size
         self.stats.device = generator.session.device
         needed = Scheduler.vectors_needed(ctx.pending)

@@ -38,6 +38,7 @@ from introspectd.report.markdown import render_markdown
 from introspectd.report.mentions import mentions_summary, run_lexicon
 from introspectd.report.metrics import compute_metrics, group_by
 from introspectd.report.prompts_section import prompts_markdown, prompts_summary
+from introspectd.report.provenance_section import provenance_markdown, provenance_summary
 from introspectd.report.specificity import choice_summary, mismatch_summary, specificity_markdown
 
 _ID_LAYER_RE = re.compile(r"_L(\d+)_")
@@ -104,6 +105,7 @@ def write_report(
         ("prompts", prompts_summary(explore, lexicon)),
         ("choice", choice_summary(everything)),
         ("mismatch", mismatch_summary(everything)),
+        ("provenance", provenance_summary(loaded.files)),
     ):
         if section is not None:
             summary[name] = section
@@ -123,6 +125,7 @@ def write_report(
     markdown = render_markdown(summary, [f.relative_to(out_dir) for f in figures])
     specificity = specificity_markdown(summary.get("choice"), summary.get("mismatch"))
     tail = [*prompts_markdown(summary.get("prompts")), *controls_markdown(controls), *specificity]
+    tail += provenance_markdown(summary.get("provenance"))
     report_md.write_text(markdown + "\n".join(tail), encoding="utf-8")
     return ReportPaths(out_dir, summary_json, report_md, tuple(figures))
 
