@@ -133,3 +133,25 @@ def test_a_wrong_vectors_file_is_one_line_exit_2(
     assert line.startswith(f"introspectd: {plan}: [sweep] vectors_file: {tmp_path}/v.safetensors: ")
     assert fault in line and "Traceback" not in done.stderr
     assert not (tmp_path / "out" / "exp" / "tiny").exists()  # refused before the run's files
+
+
+def test_adding_words_to_a_concepts_file_adds_their_trials(tmp_path: Path) -> None:
+    words = tmp_path / "concepts.txt"
+    words.write_text("ocean\n")
+    plan = _plan(tmp_path, sweep=f'concepts_file = "{words}"').read_text()
+    plan = plan.replace('concepts = ["ocean", "fear"]\n', "").replace("trials = 2", "trials = 1")
+    (tmp_path / "plan.toml").write_text(plan)
+    assert main(["run", "--plan", str(tmp_path / "plan.toml"), "--local", "--no-progress"]) == 0
+    words.write_text("ocean\nfear\n")
+    done = run_cli("run", "--plan", str(tmp_path / "plan.toml"), "--local", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "added 8 new trials to the run" in done.stderr
+    assert len(_records_in(tmp_path)) == 16  # 2 concepts x 2 layers x 2 strengths x 2 arms
+
+
+def _records_in(directory: Path) -> list[str]:
+    return [
+        line
+        for f in sorted((directory / "out" / "exp").glob("*/*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
