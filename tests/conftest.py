@@ -17,6 +17,7 @@ FAST_MODULES = frozenset(
         "test_architecture",
         "test_batcher",
         "test_cascade",
+        "test_concept_sets",
         "test_failures",
         "test_docs",
         "test_jsonl",

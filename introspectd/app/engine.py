@@ -10,12 +10,14 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import anyio
 
 from introspectd import stopping
 from introspectd.app.looplag import LoopLag
+from introspectd.app.provenance import collect_provenance
 from introspectd.app.rounds import Rounds
 from introspectd.cloud.durability import FINAL_FLUSH_S, UploadTrigger
 from introspectd.errors import Interrupted, Transient, sole_error
@@ -24,7 +26,8 @@ from introspectd.generate.session import ModelSession, TrialEngine
 from introspectd.judge.grader import ToJudge
 from introspectd.judge.pool import JudgePool
 from introspectd.output.exporter import Exporter
-from introspectd.protocol.results import Generation
+from introspectd.protocol import user_vectors
+from introspectd.protocol.results import Generation, VectorTable
 from introspectd.protocol.trials import Trial
 from introspectd.run.scheduler import Scheduler
 from introspectd.run.session import RunContext
@@ -54,6 +57,14 @@ def _new_generator(spec: GeneratorSpec) -> TrialEngine:
     from introspectd.generate.generator import Generator
 
     return Generator(spec)
+
+
+def _file_vectors(ctx: RunContext, pairs: set[tuple[str, int]]) -> VectorTable:
+    """[sweep] vectors_file's tensors for `pairs`, stored as computed ones would be."""
+    sweep = ctx.plan.sweep
+    where = user_vectors.where(str(ctx.plan.path))
+    log.info("using %d concept vectors from %s", len(pairs), sweep.vectors_file)
+    return user_vectors.VectorFile(Path(sweep.vectors_file), where).table(pairs)
 
 
 class Engine:
@@ -242,12 +253,17 @@ class Engine:
         if not loaded:
             return
         generator = loaded[0]
+        facts = await _in_thread(collect_provenance, ctx.plan, ctx.ref, generator.session)
+        ctx.store.provenance.add(facts)
         self.stats.batch_size = generator.session.batch_size
         self.stats.device = generator.session.device
         needed = Scheduler.vectors_needed(ctx.pending)
         if self.rounds is not None:  # later rounds may need any selected cell's vector
             needed |= {(concept, layer) for concept, layer, _ in ctx.cells}
         missing = needed - ctx.store.vector_norms().keys()
+        if missing and ctx.plan.sweep.vectors_file:  # the plan's own (checked at claim)
+            ctx.store.put_vectors(_file_vectors(ctx, missing))
+            missing = set()
         if missing:
             log.info("computing %d concept vectors", len(missing))
             computed = await self._unless_stopped(

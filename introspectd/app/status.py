@@ -8,6 +8,7 @@ from typing import Any
 from introspectd.judge.budget import spend_usd
 from introspectd.protocol.plan import Plan
 from introspectd.protocol.trials import Status
+from introspectd.report.provenance_section import provenance_words
 from introspectd.run.db import WAITING, JudgingCounts
 from introspectd.run.session import RunContext
 
@@ -43,6 +44,11 @@ def status_summary(ctx: RunContext) -> dict[str, Any]:
         "by_concept": counts,
         "new_tokens": ctx.store.generated_tokens(),
         "judge": _judge_summary(ctx),
+        # What made the generations: the latest process's facts, and how many processes
+        # (machines, restarts) loaded the model; the judges that actually graded.
+        "provenance": ctx.store.provenance.latest(),
+        "provenance_records": len(ctx.store.provenance.all()),
+        "judge_fingerprints": ctx.store.history.judge_fingerprints(),
     }
 
 
@@ -81,6 +87,8 @@ def render_status(summary: dict[str, Any]) -> str:
         lines.append(f"judge spend: ${judge['spend_usd']:.4f}{cap}")
     for reason, n in judge["failures_by_reason"].items():
         lines.append(f"  failed x{n}: {reason}")
+    if summary.get("provenance"):
+        lines.append("made with " + provenance_words(summary["provenance"]))
     return "\n".join(lines)
 
 

@@ -36,6 +36,7 @@ class GeneratorSpec:
     device_map: str = ""
     max_memory: tuple[tuple[str, str], ...] = ()
     offload_folder: str = ""
+    chat_template: str = ""  # [model] chat_template: "" = the model's own (chat_templates.py)
 
     @classmethod
     def of(
@@ -56,6 +57,7 @@ class GeneratorSpec:
             device_map=plan.model.device_map,
             max_memory=plan.model.max_memory,
             offload_folder=plan.model.offload_folder,
+            chat_template=plan.model.chat_template,
         )
 
 

@@ -21,6 +21,7 @@ from introspectd.generate.gguf import dequantize_once
 from introspectd.generate.layers import decoder_layers
 from introspectd.generate.loading import load_causal_lm
 from introspectd.generate.placement import Placement, input_device, layers_per_device
+from introspectd.protocol.chat_templates import adds_special_tokens, template_text
 from introspectd.protocol.models import ModelRef
 from introspectd.protocol.prompts import vector_text
 
@@ -86,6 +87,7 @@ class Runner:
         dtype: str = "auto",
         device: str = "auto",
         placement: Placement | None = None,
+        chat_template: str = "",
     ) -> None:
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
@@ -97,11 +99,14 @@ class Runner:
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(ref.source)
+        if chat_template:  # the plan's, in place of the model's own (chat_templates.py)
+            self.tokenizer.chat_template = template_text(chat_template)
+        self.add_special_tokens = adds_special_tokens(chat_template)
         if not self.tokenizer.chat_template:
             # ValueError: the generator words it as one line naming the plan and the model.
             raise ValueError(
                 "the tokenizer has no chat template: introspectd asks its questions as a "
-                "conversation (a base model cannot be swept yet)"
+                'conversation; for a base model set [model] chat_template = "plain"'
             )
         self.model = load_causal_lm(ref.source, self.dtype, placement.load_kwargs(self.device))
         self.model.eval()
@@ -119,8 +124,10 @@ class Runner:
             messages, add_generation_prompt=add_generation_prompt, tokenize=False
         )
         text = str(text) + prefill
-        # The template already wrote any BOS; adding special tokens again would double it.
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        # The template already wrote any BOS; adding special tokens again would double it
+        # (except for the plain template, which writes none).
+        encoded = self.tokenizer(text, add_special_tokens=self.add_special_tokens)
+        return list(encoded["input_ids"])
 
     def marker_position(self, messages: list[dict[str, str]], marker: str) -> int | None:
         """Index (in `render(messages)`) of the first token of the user turn's `marker`; None
@@ -133,7 +140,9 @@ class Runner:
         start = text.find(marker, user_at) if user_at >= 0 else -1
         if start < 0:
             return None
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        encoded = self.tokenizer(
+            text, add_special_tokens=self.add_special_tokens, return_offsets_mapping=True
+        )
         for index, (_, end) in enumerate(encoded["offset_mapping"]):
             if end > start:
                 return index

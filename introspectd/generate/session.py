@@ -88,7 +88,7 @@ class ModelSession:
             # Both engines place the model as the plan says: a model too large for one device
             # is spread by accelerate whichever measure reads it.
             placement = Placement(spec.device_map, spec.max_memory, spec.offload_folder)
-            self.runner = Runner(spec.model, spec.dtype, spec.device, placement)
+            self.runner = Runner(spec.model, spec.dtype, spec.device, placement, spec.chat_template)
         self.core_sharing = CoreSharing(
             judged
             and self.runner.device.type == "cpu"

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.errors import BadInput
-from introspectd.protocol import controls, prompt_battery, specificity
+from introspectd.protocol import (
+    chat_templates,
+    concept_sets,
+    controls,
+    prompt_battery,
+    specificity,
+)
 from introspectd.protocol import plan_checks as rules
 from introspectd.protocol.plan_adaptive import AdaptiveConfig, read_adaptive
 from introspectd.protocol.plan_checks import (
@@ -73,6 +79,7 @@ class ModelConfig:
     max_memory: tuple[tuple[str, str], ...] = ()
     offload_folder: str = default("model", "offload_folder")
     gguf_file: str = default("model", "gguf_file")  # protocol/gguf_source.py
+    chat_template: str = default("model", "chat_template")  # protocol/chat_templates.py
 
 
 @dataclass(frozen=True)
@@ -102,8 +109,10 @@ class Plan:
         sweep = dataclasses.asdict(self.sweep)
         sweep.pop("batch_size")
         controls.strip_default_controls(sweep)
+        concept_sets.strip_sources(sweep)
+        template = {"chat_template": self.model.chat_template} if self.model.chat_template else {}
         return {
-            "model": {"name": self.model.name, "dtype": self.model.dtype},
+            "model": {"name": self.model.name, "dtype": self.model.dtype} | template,
             "sweep": sweep,
             "seed": self.run.seed,
         } | self._adaptive_spec()
@@ -178,7 +187,8 @@ def parse_plan(data: dict[str, Any], file: str, path: Path | str | None = None) 
     top = Table(file, "", data)
     sections = {name: Table(file, name, top.data.pop(name, {})) for name in TABLES}
     top.finish()
-    sweep = _read_sweep(sections["sweep"], sections["prompts"])
+    base_dir = concept_sets.plan_dir(path or file)
+    sweep = _read_sweep(sections["sweep"], sections["prompts"], base_dir)
     plan = Plan(
         path=path or Path(file),
         run=_read_run(sections["run"]),
@@ -234,7 +244,8 @@ def _read_model(t: Table) -> ModelConfig:
     gguf_file = t.read("gguf_file")
     if gguf_file and not gguf_file.lower().endswith(".gguf"):
         t.fail("gguf_file", f"must name a .gguf file in the repository; got {gguf_file!r}")
-    return ModelConfig(name, slug, dtype, device, *placement, gguf_file=gguf_file)
+    template = chat_templates.read_chat_template(t)
+    return ModelConfig(name, slug, dtype, device, *placement, gguf_file, template)
 
 
 MEMORY_RE = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B)", re.IGNORECASE)
@@ -258,10 +269,11 @@ def _read_placement(t: Table, device: str) -> tuple[str, tuple[tuple[str, str], 
     return device_map, tuple(sorted(memory.items())), folder
 
 
-def _read_sweep(t: Table, prompt_tables: Table) -> SweepConfig:
+def _read_sweep(t: Table, prompt_tables: Table, base_dir: Path) -> SweepConfig:
     given = set(t.data)
     custom_prompts = prompt_battery.read_prompt_tables(prompt_tables)
-    concepts = _read_concepts(t)
+    concepts, concepts_file = concept_sets.read_concepts(t, base_dir)
+    baseline, baseline_file = concept_sets.read_baseline(t, base_dir, concepts)
     strengths = _read_strengths(t)
     prompt_version = t.read("prompt_version")
     prompt_user = t.read("prompt_user")
@@ -292,6 +304,10 @@ def _read_sweep(t: Table, prompt_tables: Table) -> SweepConfig:
         inject_style=t.read("inject_style"),
         marker=t.read("marker"),
         vector_prompt=t.read("vector_prompt"),
+        concepts_file=concepts_file,
+        baseline_words=baseline,
+        baseline_file=baseline_file,
+        vectors_file=concept_sets.read_path(t, "vectors_file", base_dir),
         max_new_tokens=t.read("max_new_tokens"),
         temperature=t.read("temperature"),
         batch_size=batch_size,
@@ -315,18 +331,6 @@ def _read_sweep(t: Table, prompt_tables: Table) -> SweepConfig:
     _check_size(t, sweep)
     prompt_battery.check_markers(t, sweep)
     return sweep
-
-
-def _read_concepts(t: Table) -> tuple[str, ...]:
-    concepts = t.array("concepts", list(SweepConfig.concepts))
-    if not concepts:
-        t.fail("concepts", "must name at least one concept")
-    for concept in concepts:
-        if not isinstance(concept, str):
-            t.fail("concepts", f"each concept must be a lowercase word, got {concept!r}")
-        _check(t, "concepts", rules.name_problem(concept, rules.CONCEPT_RE, "a lowercase word"))
-    t.refuse_duplicates("concepts", concepts, "concept")
-    return tuple(concepts)
 
 
 def _read_strengths(t: Table) -> tuple[float, ...]:

@@ -82,8 +82,15 @@ KEYS: tuple[Key, ...] = (
     Key("model", "offload_folder", STRING, "", "where a device_map may offload weights"),
     Key("model", "gguf_file", STRING, "", "a GGUF file in hub repository `name`",
         bounds="ends in .gguf"),
-    Key("sweep", "concepts", LIST, ["celebration", "ocean", "fear", "silence"],
-        "the concepts injected, one vector each", bounds="lowercase words, no duplicates"),
+    Key("model", "chat_template", STRING, "", 'how turns are written: empty = the model\'s own '
+        'template; "plain" = labelled text for base models; else a Jinja template',
+        bounds="a Jinja template that parses", prose=True),
+    Key("sweep", "concepts", "list or string", ["celebration", "ocean", "fear", "silence"],
+        'the concepts injected, one vector each; or a built-in set: "seed" (these 4), '
+        '"lindsey50" (50 concrete and abstract nouns)',
+        bounds="lowercase words, no duplicates; not with concepts_file"),
+    Key("sweep", "concepts_file", STRING, "", "a file of concepts, one word a line (# comments)",
+        bounds="relative to the plan's directory"),
     Key("sweep", "layers", "string or list", "default", '"default": 1/6..5/6 of depth and '
         "near-final; or indices [6, 12]; or fractions [0.5]",
         bounds="indices >= 0 or fractions in [0, 1)"),
@@ -107,6 +114,13 @@ KEYS: tuple[Key, ...] = (
         bounds="must occur in the user prompt", prose=True),
     Key("sweep", "vector_prompt", STRING, "plain", 'plain "Tell me about {word}." or chat '
         "(a user turn in the model's template)", choices=("plain", "chat")),
+    Key("sweep", "baseline_words", LIST, [], "the words whose mean activation each concept "
+        "vector subtracts; empty = the built-in list", bounds="lowercase words, no concepts"),
+    Key("sweep", "baseline_file", STRING, "", "baseline_words from a file, one word a line",
+        bounds="not with baseline_words"),
+    Key("sweep", "vectors_file", STRING, "", "your own vectors: a safetensors file of "
+        "{concept}/{layer} tensors, in place of the computed ones",
+        bounds="1-D, the model's hidden size, finite; every (concept, layer) of the sweep"),
     Key("sweep", "max_new_tokens", INTEGER, 200, "answer length cap", minimum=1,
         maximum=rules.MAX_NEW_TOKENS, bounds="below the model's context"),
     Key("sweep", "temperature", NUMBER, 1.0, "sampling temperature; 0 = greedy", minimum=0.0,

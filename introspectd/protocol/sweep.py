@@ -23,6 +23,12 @@ class SweepConfig:
     inject_style: str = default("sweep", "inject_style")
     marker: str = default("sweep", "marker")
     vector_prompt: str = default("sweep", "vector_prompt")
+    # concept_sets.py and user_vectors.py: empty = the built-in baseline, computed vectors;
+    # the files are where the words came from (the run's hash sees the words).
+    concepts_file: str = default("sweep", "concepts_file")
+    baseline_words: tuple[str, ...] = default("sweep", "baseline_words")
+    baseline_file: str = default("sweep", "baseline_file")
+    vectors_file: str = default("sweep", "vectors_file")  # resolved, absolute
     max_new_tokens: int = default("sweep", "max_new_tokens")
     temperature: float = default("sweep", "temperature")
     batch_size: str | int = default("sweep", "batch_size")

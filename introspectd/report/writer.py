@@ -47,6 +47,7 @@ from introspectd.report.pooled import (
     with_pool,
 )
 from introspectd.report.prompts_section import prompts_markdown, prompts_summary
+from introspectd.report.provenance_section import provenance_markdown, provenance_summary
 from introspectd.report.specificity import choice_summary, mismatch_summary, specificity_markdown
 
 _ID_LAYER_RE = re.compile(r"_L(\d+)_")
@@ -116,6 +117,7 @@ def write_report(
         ("prompts", prompts_summary(explore, lexicon)),
         ("choice", choice_summary(everything)),
         ("mismatch", mismatch_summary(everything)),
+        ("provenance", provenance_summary(loaded.files)),
     ):
         if section is not None:
             summary[name] = section
@@ -139,6 +141,7 @@ def write_report(
     markdown = "\n\n".join(part for part in (title, pooled, body) if part)
     specificity = specificity_markdown(summary.get("choice"), summary.get("mismatch"))
     tail = [*prompts_markdown(summary.get("prompts")), *controls_markdown(controls), *specificity]
+    tail += provenance_markdown(summary.get("provenance"))
     report_md.write_text(markdown + "\n".join(tail), encoding="utf-8")
     return ReportPaths(out_dir, summary_json, report_md, tuple(figures))
 

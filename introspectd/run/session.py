@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from introspectd.errors import BadInput, PlanMismatch
+from introspectd.protocol import user_vectors
+from introspectd.protocol.concept_sets import run_baseline
 from introspectd.protocol.controls import CONTROL_DEFAULTS, sweep_trials
 from introspectd.protocol.models import (
     ModelRef,
@@ -23,7 +25,6 @@ from introspectd.protocol.models import (
     resolve_model,
 )
 from introspectd.protocol.plan import Plan, env_experiment_id, env_stamp, spec_hash
-from introspectd.protocol.prompts import baseline_words
 from introspectd.protocol.results import RunRow, now_iso
 from introspectd.protocol.trials import Status, Trial, TrialSpec, resolve_layers
 from introspectd.run.db import DatabaseError, Store, read_run
@@ -91,6 +92,7 @@ def model_and_layers(plan: Plan) -> tuple[ModelRef, list[int]]:
             f"{file}: [sweep] layers: layer {bad[0]} is out of range for "
             f"{ref.name} ({total} layers: 0..{total - 1})"
         )
+    user_vectors.check_plan_file(plan.sweep, str(plan.path), config, layers)  # before weights
     return ref, layers
 
 
@@ -99,6 +101,8 @@ def generation_spec(plan: Plan, ref: ModelRef, layers: list[int]) -> dict[str, A
     spec["model"]["name"] = ref.name
     if ref.gguf_sha256:  # the file's content decides the weights, not its path
         spec["model"]["gguf_sha256"] = ref.gguf_sha256
+    if plan.sweep.vectors_file:  # and a vectors file's content decides the steering
+        spec["sweep"]["vectors_sha256"] = user_vectors.file_sha256(plan.sweep, str(plan.path))
     spec["sweep"]["layers"] = layers
     return spec
 
@@ -342,7 +346,7 @@ def _reconcile_run(
             plan.to_json(),
             spec,
             new_hash,
-            baseline_words(plan.sweep.concepts),
+            run_baseline(plan.sweep),
             now_iso(),
         )
         store.save_run(run)

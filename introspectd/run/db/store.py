@@ -1,5 +1,6 @@
 """The run's SQLite state: `Store`, the one object every other package reads and writes a run
-through. Its query objects (`store.history`: judge_history.py, `store.outcomes`: outcomes.py),
+through. Its query objects (`store.history`: judge_history.py, `store.outcomes`: outcomes.py,
+`store.provenance`: provenance.py),
 the explorer's queries (browse.py) and the file operations (file.py) share this package,
 run/db/, the only place that holds SQL (an import contract in pyproject.toml checks it).
 
@@ -36,6 +37,7 @@ from introspectd.run.db.file import (
 )
 from introspectd.run.db.judge_history import JudgeHistory
 from introspectd.run.db.outcomes import Outcomes
+from introspectd.run.db.provenance import ProvenanceLog
 from introspectd.text import loads_text
 
 # The store's errors, for callers that report them without touching SQLite themselves.
@@ -137,6 +139,7 @@ class Store:
     def _compose(self) -> None:
         self.history = JudgeHistory(self.conn, self.write)
         self.outcomes = Outcomes(self.conn)
+        self.provenance = ProvenanceLog(self.conn, self.write)
 
     def close(self) -> None:
         self.conn.close()
