@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -138,3 +140,20 @@ def hf_reference(
         )
     toks = out[0, len(prompt) :].tolist()
     return toks[:-1] if toks and eos and toks[-1] in eos else toks
+
+
+def base_model_copy(directory: Path) -> Path:
+    """The tiny model without its chat template, under `directory`: what a base checkpoint
+    looks like."""
+    from introspectd.generate.builtin import BUILTIN_SPECS, build
+    from introspectd.protocol.models import resolve_model
+
+    source = Path(resolve_model("builtin:tiny", "", "test").source)
+    build(BUILTIN_SPECS["tiny"], source)
+    base = directory / "base-model"
+    shutil.copytree(source, base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    return base

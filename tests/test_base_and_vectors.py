@@ -4,17 +4,15 @@ and `vectors_file` steering in place of the computed vectors."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from helpers import TINY_PLAN, run_cli, write_plan
+from helpers import TINY_PLAN, base_model_copy, run_cli, write_plan
 from safetensors.numpy import save_file
 
 from introspectd.cli import main
-from introspectd.generate.builtin import BUILTIN_SPECS, build
 from introspectd.protocol.models import resolve_model
 from introspectd.run.db import Store
 
@@ -45,21 +43,8 @@ def _run(directory: Path, model: str = "", sweep: str = "", name: str = "builtin
     return {r["id"]: r for r in records}
 
 
-def _base_model(tmp_path: Path) -> Path:
-    """The tiny model without its chat template: what a base checkpoint looks like."""
-    source = Path(resolve_model("builtin:tiny", "", "test").source)
-    build(BUILTIN_SPECS["tiny"], source)
-    base = tmp_path / "base-model"
-    shutil.copytree(source, base)
-    (base / "chat_template.jinja").unlink(missing_ok=True)
-    config = json.loads((base / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (base / "tokenizer_config.json").write_text(json.dumps(config))
-    return base
-
-
 def test_a_base_model_runs_with_the_plain_template(tmp_path: Path) -> None:
-    base = _base_model(tmp_path)
+    base = base_model_copy(tmp_path)
     records = _run(tmp_path / "plain", 'chat_template = "plain"', name=str(base))
     assert len(records) == 32 and all(isinstance(r["response"], str) for r in records.values())
     refused = _plan(tmp_path / "bare", name=str(base))
@@ -71,7 +56,7 @@ def test_a_base_model_runs_with_the_plain_template(tmp_path: Path) -> None:
 def test_the_plain_template_is_what_the_tokenizer_renders(tmp_path: Path) -> None:
     from introspectd.generate.runner import Runner
 
-    ref = resolve_model(str(_base_model(tmp_path)), "", "test")
+    ref = resolve_model(str(base_model_copy(tmp_path)), "", "test")
     runner = Runner(ref, chat_template="plain")
     ids = runner.render([{"role": "user", "content": "Is anything unusual?"}])
     assert runner.tokenizer.decode(ids) == "User: Is anything unusual?\n\nAssistant:"

@@ -5,13 +5,12 @@ nothing about a real vocabulary, real chat template and real activations breaks 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from helpers import hf_reference, run_cli, write_plan
+from helpers import base_model_copy, hf_reference, run_cli, write_plan
 from judge_server import JudgeServer
 from test_engine import CONFIG_KEYS, RECORD_KEYS, _records
 
@@ -210,16 +209,6 @@ def test_a_gguf_architecture_transformers_cannot_load_is_one_line(tmp_path: Path
 
 
 def test_a_model_without_a_chat_template_is_one_line(tmp_path: Path, model_cache: Path) -> None:
-    from introspectd.generate.builtin import BUILTIN_SPECS, build
-    from introspectd.protocol.models import resolve_model
-
-    source = Path(resolve_model("builtin:tiny", "", "test").source)
-    build(BUILTIN_SPECS["tiny"], source)
-    base = tmp_path / "base-model"
-    shutil.copytree(source, base)
-    (base / "chat_template.jinja").unlink(missing_ok=True)
-    config = json.loads((base / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    base = base_model_copy(tmp_path)
     code, lines = _run_plan(tmp_path, f'name = "{base}"')
     assert code == 2 and "has no chat template" in lines[-1] and str(base) in lines[-1]
