@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from introspectd.protocol.results import (
-    ChoiceReadout,
     Generation,
     Judgement,
-    Readout,
     RunRow,
     TrialRow,
     VectorTable,
@@ -38,81 +36,11 @@ from introspectd.run.db.file import (
 from introspectd.run.db.judge_history import JudgeHistory
 from introspectd.run.db.outcomes import Outcomes
 from introspectd.run.db.provenance import ProvenanceLog
-from introspectd.text import loads_text
+from introspectd.run.db.rows import TRIAL_COLUMNS, get_run, read_out_values, trial_row
 
 # The store's errors, for callers that report them without touching SQLite themselves.
 StoreError = sqlite3.Error
 DatabaseError = sqlite3.DatabaseError
-
-
-_TRIAL_COLUMNS = (
-    "id, ordinal, concept, layer, strength, trial, status, response, "
-    "num_new_tokens, generated_at, judge_json, judge_error, arm, question, p_yes, prob_yes, "
-    "prob_no, is_confirmation, about, choice_json, prompt"
-)
-
-
-def _get_run(conn: sqlite3.Connection) -> RunRow | None:
-    r = conn.execute("SELECT * FROM run WHERE id = 1").fetchone()
-    if r is None:
-        return None
-    return RunRow(
-        r["stamp"],
-        r["experiment_id"],
-        r["model_name"],
-        r["plan_json"],
-        json.loads(r["spec_json"]),
-        r["spec_hash"],
-        json.loads(r["baseline_json"]),
-        r["created_at"],
-    )
-
-
-def _trial_row(r: sqlite3.Row) -> TrialRow:
-    spec = TrialSpec(
-        r["concept"],
-        Arm(r["arm"]),
-        r["layer"],
-        r["strength"],
-        r["trial"],
-        r["question"],
-        bool(r["is_confirmation"]),
-        r["about"],
-        r["prompt"],
-    )
-    judge = loads_text(r["judge_json"]) if r["judge_json"] else None
-    readout = None
-    if r["p_yes"] is not None:
-        readout = Readout(r["p_yes"], r["prob_yes"], r["prob_no"])
-    choice = None
-    if r["choice_json"] is not None:
-        choice = ChoiceReadout.from_json(loads_text(r["choice_json"]))
-    return TrialRow(
-        r["id"],
-        r["ordinal"],
-        spec,
-        Status(r["status"]),
-        r["response"],
-        r["num_new_tokens"],
-        r["generated_at"],
-        judge,
-        r["judge_error"],
-        readout,
-        choice,
-    )
-
-
-def _read_out_values(g: Generation) -> tuple[object, ...]:
-    r, choice = g.readout, g.choice
-    return (
-        g.generated_at,
-        g.generated_at,
-        r.p_yes if r else None,
-        r.prob_yes if r else None,
-        r.prob_no if r else None,
-        json.dumps(choice.as_json()) if choice else None,
-        g.trial_id,
-    )
 
 
 class Store:
@@ -165,7 +93,7 @@ class Store:
     # --- the run ---------------------------------------------------------------------------
 
     def get_run(self) -> RunRow | None:
-        return _get_run(self.conn)
+        return get_run(self.conn)
 
     def save_run(self, run: RunRow) -> None:
         """Create the run, or replace its plan after a pure extension (stamp never changes)."""
@@ -259,25 +187,25 @@ class Store:
             where.append("concept = ?")
             args.append(concept)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        sql = f"SELECT {_TRIAL_COLUMNS} FROM trials {clause} ORDER BY ordinal"
-        return [_trial_row(r) for r in self.conn.execute(sql, args)]
+        sql = f"SELECT {TRIAL_COLUMNS} FROM trials {clause} ORDER BY ordinal"
+        return [trial_row(r) for r in self.conn.execute(sql, args)]
 
     def completed(self, concept: str) -> list[TrialRow]:
         """Rows whose judging has ended, in plan order: what the JSONL files hold."""
         sql = (
-            f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE concept = ? "
+            f"SELECT {TRIAL_COLUMNS} FROM trials WHERE concept = ? "
             "AND status IN ('judged', 'judge_failed') ORDER BY ordinal"
         )
-        return [_trial_row(r) for r in self.conn.execute(sql, (concept,))]
+        return [trial_row(r) for r in self.conn.execute(sql, (concept,))]
 
     def completed_by_id(self, trial_ids: list[str]) -> list[TrialRow]:
         """Those of `trial_ids` whose judging has ended, in plan order (one parameter, so
         any number of ids fits SQLite's limit on bound variables)."""
         sql = (
-            f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE id IN (SELECT value FROM json_each(?)) "
+            f"SELECT {TRIAL_COLUMNS} FROM trials WHERE id IN (SELECT value FROM json_each(?)) "
             "AND status IN ('judged', 'judge_failed') ORDER BY ordinal"
         )
-        return [_trial_row(r) for r in self.conn.execute(sql, (json.dumps(trial_ids),))]
+        return [trial_row(r) for r in self.conn.execute(sql, (json.dumps(trial_ids),))]
 
     def record_generations(self, generations: list[Generation]) -> int:
         """Pending → generated. A row already generated keeps its first answer.
@@ -301,7 +229,7 @@ class Store:
                 "UPDATE trials SET status = 'judged', num_new_tokens = 0, generated_at = ?, "
                 "judged_at = ?, p_yes = ?, prob_yes = ?, prob_no = ?, choice_json = ? "
                 "WHERE id = ? AND status = 'pending'",
-                [_read_out_values(g) for g in readouts],
+                [read_out_values(g) for g in readouts],
             )
             return num_written + cur.rowcount
 
@@ -400,6 +328,6 @@ def read_run(db: Path) -> RunRow | None:
     conn = connect_read_only(db)
     try:
         conn.row_factory = sqlite3.Row
-        return _get_run(conn)
+        return get_run(conn)
     finally:
         conn.close()
