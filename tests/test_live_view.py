@@ -431,3 +431,17 @@ def test_the_judge_figures_say_when_the_limit_sits_far_below_concurrency() -> No
     assert low[0][2] == "0 in flight (limit 1 of 16)"
     assert low[2][0].startswith("SLOW: limit 1 of 16 for 0 s: bursts of 429s (")
     assert low[2][0].endswith("[judge] min_concurrency sets a floor")
+
+
+def test_folded_concepts_keep_their_rows_when_one_is_left() -> None:
+    """Past the rows a terminal has, unfinished concepts come first and finished ones fill the
+    rest: with one concept left running the fold still names as many as before."""
+    stats = RunStats()
+    stats.by_concept_total.update({f"c{i}": 16 for i in range(5)})
+    stats.by_concept_done.update({f"c{i}": 16 for i in range(4)} | {"c4": 3})
+    view = LiveView(Header("S", "m", "auto", "/tmp/out", ""), stats, JudgeConfig())
+    console = Console(width=100, force_terminal=True, record=True)
+    console.print(view.progress_rows(list(stats.by_concept_total), 100, max_rows=3))
+    rows = console.export_text(styles=False).splitlines()
+    assert [r.split()[0] for r in rows] == ["c4", "c0", "3"]
+    assert rows[2].startswith("3 more concepts") and "48/48" in rows[2]

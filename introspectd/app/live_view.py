@@ -136,8 +136,11 @@ class LiveView:
             total, done = stats.by_concept_total, stats.by_concept_done
             shown = names
             if max_rows is not None and len(names) > max_rows:
+                # Unfinished first, then finished ones fill the rows left: the last concept
+                # running keeps the same number of rows as the first did.
                 unfinished = [c for c in names if done[c] < total[c]]
-                shown = (unfinished or names)[: max(0, max_rows - 1)]
+                finished = [c for c in names if c not in set(unfinished)]
+                shown = (unfinished + finished)[: max(0, max_rows - 1)]
             groups = [(c, [c]) for c in shown]
             hidden = [c for c in names if c not in set(shown)]
             if hidden:
