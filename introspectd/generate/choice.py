@@ -7,7 +7,6 @@ from __future__ import annotations
 import torch
 
 from introspectd.protocol.results import ChoiceReadout
-from introspectd.protocol.specificity import LETTERS
 
 
 def letter_spellings(letter: str) -> tuple[str, ...]:
@@ -28,7 +27,3 @@ def option_probs(
         shares = mass / max(total, torch.finfo(torch.float32).tiny)
         out.append(ChoiceReadout(row_options, tuple(float(p) for p in shares.tolist()), total))
     return out
-
-
-def needed_letters(num_options: int) -> str:
-    return LETTERS[:num_options]

@@ -16,6 +16,8 @@ several each id gains `_p{name}` after its strength part.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import TYPE_CHECKING, Any
 
 from introspectd.protocol import plan_checks as rules
@@ -118,17 +120,22 @@ def run_prompts(sweep: SweepConfig) -> list[tuple[str, PromptVersion]]:
     return [(n, _with_prefill(v, sweep.prefill)) for n, v in chosen]
 
 
-def prompt_prefill(sweep: SweepConfig, name: str | None) -> str:
-    """The prefill of a trial's prompt (`name`: its battery name; None with one prompt)."""
+@functools.lru_cache(maxsize=8)
+def _prefills(sweep: SweepConfig) -> dict[str | None, str]:
     prompts = run_prompts(sweep)
-    return dict(prompts)[name].prefill if name is not None else prompts[0][1].prefill
+    return {None: prompts[0][1].prefill} | {n: v.prefill for n, v in prompts}
+
+
+def prompt_prefill(sweep: SweepConfig, name: str | None) -> str:
+    """The prefill of a trial's prompt (`name`: its battery name; None with one prompt). Every
+    record asks: the prompts are resolved once per sweep."""
+    return _prefills(sweep)[name]
 
 
 def _with_prefill(version: PromptVersion, prefill: str) -> PromptVersion:
     if version.prefill or not prefill:
         return version
-    return PromptVersion(version.system, version.user, version.before, prefill,
-                         version.inject_style)  # fmt: skip
+    return dataclasses.replace(version, prefill=prefill)
 
 
 def battery_names(sweep: SweepConfig) -> tuple[str, ...]:
